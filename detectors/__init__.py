@@ -1,0 +1,1 @@
+"""driftline detection core: pure, in-process detectors turning events into control messages."""

@@ -1,0 +1,211 @@
+"""Alert policy: deduplication, cool-down, incident grouping, resolution, severity.
+
+Pure logic on event time (the running maximum of event timestamps), never the wall
+clock, so a replay of the same events produces the same alerts and ids as the live run,
+whatever the micro-batch boundaries.
+
+- *Deduplication*: while an alert for ``(model, version, signal)`` is open, further
+  detections for it are absorbed (counted, their keys recorded) instead of raising again.
+- *Resolution*: an open alert resolves at the first event whose time is at least
+  ``resolve_after_quiet_seconds`` after its last detection (the signal returned to normal).
+- *Cool-down*: after a resolution, detections for the same dedup key are suppressed for
+  ``cooldown_seconds`` (flapping signals do not page repeatedly).
+- *Grouping*: alerts of the same model and version raised within ``group_window_seconds``
+  of an incident's first alert share its ``incident_id``.
+- *Severity*: ``page`` for signals in ``page_signals``, else ``ticket``.
+
+>>> from detectors.spec import AlertPolicySpec
+>>> from detectors.detection import Detection
+>>> policy = AlertPolicy("m", AlertPolicySpec())
+>>> d = Detection("trigger", "p_class_given_trigger", "m", "v1", "stable", "t", 9.0, 4.0,
+...               {}, {}, "e1", 1, 100.0, "page")
+>>> [m.to_dict()["kind"] for m in policy.observe(d, now=100.0)]
+['alert']
+>>> policy.observe(d, now=101.0)
+[]
+>>> [m.to_dict()["kind"] for m in policy.advance(800.0, "e2", 2, 800.0)]
+['resolve']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from detectors.detection import Detection, _num
+from detectors.ids import SCHEMA, stable_id
+from detectors.spec import AlertPolicySpec
+
+MAX_KEYS_PER_ALERT = 16
+
+
+@dataclass(slots=True)
+class Alert:
+    """A raised alert (first detection of a dedup key), carrying that detection as evidence."""
+
+    id: str
+    incident_id: str
+    detection: Detection
+
+    @property
+    def severity(self) -> str:
+        return self.detection.severity
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.detection
+        return {
+            "schema": SCHEMA, "kind": "alert", "id": self.id, "incident_id": self.incident_id,
+            "model": d.model, "version": d.version, "deployment": d.deployment, "signal": d.signal,
+            "key": d.key, "severity": d.severity, "detector": d.detector,
+            "statistic": _num(d.statistic), "threshold": _num(d.threshold),
+            "reference": d.reference, "current": d.current,
+            "event_id": d.event_id, "position": d.position, "ts": d.ts,
+        }
+
+
+@dataclass(slots=True)
+class Resolution:
+    """An open alert whose signal stayed quiet long enough."""
+
+    id: str
+    alert_id: str
+    incident_id: str
+    model: str
+    version: str
+    deployment: str
+    signal: str
+    detections: int
+    keys: list[str]
+    opened_ts: float
+    last_detection_ts: float
+    event_id: str
+    position: int
+    ts: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "kind": "resolve", "id": self.id, "alert_id": self.alert_id,
+            "incident_id": self.incident_id, "model": self.model, "version": self.version,
+            "deployment": self.deployment, "signal": self.signal, "detections": self.detections,
+            "keys": list(self.keys), "opened_ts": self.opened_ts,
+            "last_detection_ts": self.last_detection_ts,
+            "event_id": self.event_id, "position": self.position, "ts": self.ts,
+        }
+
+
+@dataclass(slots=True)
+class _Open:
+    alert_id: str
+    incident_id: str
+    deployment: str
+    opened_ts: float
+    last_ts: float  # event time (running max) of the last absorbed detection
+    count: int
+    keys: list[str] = field(default_factory=list)
+
+
+class AlertPolicy:
+    """Turns detections of one model into alerts and resolutions (see module doc)."""
+
+    def __init__(self, model: str, spec: AlertPolicySpec) -> None:
+        self.model = model
+        self.spec = spec
+        self._page = frozenset(spec.page_signals)
+        self._open: dict[tuple[str, str], _Open] = {}
+        self._cooldown_until: dict[tuple[str, str], float] = {}
+        self._incident: dict[str, tuple[str, float]] = {}  # version -> (incident id, start time)
+        self.suppressed = 0
+        self.raised = 0
+        self.resolved = 0
+
+    def severity(self, signal: str) -> str:
+        return "page" if signal in self._page else "ticket"
+
+    @property
+    def open_alerts(self) -> dict[tuple[str, str], str]:
+        """``(version, signal) -> alert id`` of currently open alerts."""
+        return {k: o.alert_id for k, o in self._open.items()}
+
+    def next_deadline(self) -> float:
+        """Earliest event time at which an open alert resolves (inf if none)."""
+        quiet = self.spec.resolve_after_quiet_seconds
+        return min((o.last_ts + quiet for o in self._open.values()), default=float("inf"))
+
+    def advance(self, now: float, event_id: str, position: int, ts: float) -> list[Resolution]:
+        """Resolve the open alerts that have been quiet long enough at event time ``now``."""
+        quiet = self.spec.resolve_after_quiet_seconds
+        out: list[Resolution] = []
+        for key in sorted(k for k, o in self._open.items() if now >= o.last_ts + quiet):
+            o = self._open.pop(key)
+            self._cooldown_until[key] = now + self.spec.cooldown_seconds
+            self.resolved += 1
+            out.append(Resolution(
+                id=stable_id(self.model, key[0], key[1], "resolve", o.alert_id, position),
+                alert_id=o.alert_id, incident_id=o.incident_id, model=self.model, version=key[0],
+                deployment=o.deployment, signal=key[1], detections=o.count, keys=list(o.keys),
+                opened_ts=o.opened_ts, last_detection_ts=o.last_ts, event_id=event_id,
+                position=position, ts=ts))
+        return out
+
+    def alert_id_for(self, version: str, signal: str) -> str | None:
+        o = self._open.get((version, signal))
+        return None if o is None else o.alert_id
+
+    def observe(self, det: Detection, now: float) -> list[Alert]:
+        """Feed one detection at event time ``now``; returns the alert it raises, if any."""
+        key = (det.version, det.signal)
+        o = self._open.get(key)
+        if o is not None:
+            o.count += 1
+            o.last_ts = max(o.last_ts, now)
+            if det.key not in o.keys and len(o.keys) < MAX_KEYS_PER_ALERT:
+                o.keys.append(det.key)
+            return []
+        until = self._cooldown_until.get(key)
+        if until is not None:
+            if now < until:
+                self.suppressed += 1
+                return []
+            del self._cooldown_until[key]
+        alert_id = stable_id(self.model, det.version, det.signal, det.key, det.position)
+        inc = self._incident.get(det.version)
+        if inc is not None and now - inc[1] <= self.spec.group_window_seconds:
+            incident_id = inc[0]
+        else:
+            incident_id = alert_id
+            self._incident[det.version] = (alert_id, now)
+        self._open[key] = _Open(alert_id, incident_id, det.deployment, now, now, 1, [det.key])
+        self.raised += 1
+        return [Alert(alert_id, incident_id, det)]
+
+    # -- state ----------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "open": [[k[0], k[1], o.alert_id, o.incident_id, o.deployment, o.opened_ts, o.last_ts,
+                      o.count, list(o.keys)] for k, o in sorted(self._open.items())],
+            "cooldown": [[k[0], k[1], t] for k, t in sorted(self._cooldown_until.items())],
+            "incident": [[v, i, t] for v, (i, t) in sorted(self._incident.items())],
+            "counts": [self.suppressed, self.raised, self.resolved],
+        }
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        from detectors.state import check_list, check_str, check_float, check_int
+        self._open = {}
+        for row in check_list(st.get("open"), "alerts.open"):
+            row = check_list(row, "alerts.open[]", 9)
+            keys = [check_str(k, "alerts.open keys") for k in check_list(row[8], "alerts.open keys")]
+            self._open[(check_str(row[0], "version"), check_str(row[1], "signal"))] = _Open(
+                check_str(row[2], "alert id"), check_str(row[3], "incident id"), check_str(row[4], "deployment"),
+                check_float(row[5], "opened"), check_float(row[6], "last"), check_int(row[7], "count"),
+                keys[:MAX_KEYS_PER_ALERT])
+        self._cooldown_until = {}
+        for row in check_list(st.get("cooldown"), "alerts.cooldown"):
+            row = check_list(row, "alerts.cooldown[]", 3)
+            self._cooldown_until[(check_str(row[0], "version"), check_str(row[1], "signal"))] = \
+                check_float(row[2], "cooldown")
+        self._incident = {}
+        for row in check_list(st.get("incident"), "alerts.incident"):
+            row = check_list(row, "alerts.incident[]", 3)
+            self._incident[check_str(row[0], "version")] = (check_str(row[1], "incident"),
+                                                            check_float(row[2], "incident ts"))
+        counts = check_list(st.get("counts"), "alerts.counts", 3)
+        self.suppressed, self.raised, self.resolved = (check_int(c, "count") for c in counts)

@@ -1,0 +1,63 @@
+"""A detection: one detector crossing its calibrated threshold, with the evidence for it.
+
+>>> d = Detection("numeric_drift", "psi", "m", "v1", "stable", "x", 0.4, 0.1,
+...               {"mean": 0.0}, {"mean": 1.2}, "e9", 9, 12.0, "ticket")
+>>> d.to_dict()["statistic"]
+0.4
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+SIGNALS: tuple[str, ...] = (
+    "numeric_drift",       # ADWIN / Page-Hinkley on block means, PSI / JS / KS per window
+    "categorical_drift",   # JS / chi-square of bounded top-k counts, unseen-category rate
+    "prediction_drift",    # per-class prediction rate, class dominance
+    "confidence_drift",    # mean confidence, low-confidence rate
+    "label_drift",         # per-class label rate, label entropy
+    "performance",         # error rate of predictions joined with labels, overall and per class
+    "label_disagreement",  # per-source disagreement with the model and with other sources
+    "trigger",             # triggered-event rate, P(class | trigger) vs P(class)
+    "input_integrity",     # NaN / Inf / null / wrong type / out of range per feature
+    "version_integrity",   # traffic served by a version the configuration does not list
+    "canary_divergence",   # canary vs stable prediction / confidence / error rate
+)
+
+
+@dataclass(slots=True)
+class Detection:
+    """Evidence of one threshold crossing; ``event_id``/``position``/``ts`` name the tipping event."""
+
+    signal: str
+    detector: str
+    model: str
+    version: str
+    deployment: str
+    key: str
+    statistic: float
+    threshold: float
+    reference: dict[str, Any]
+    current: dict[str, Any]
+    event_id: str
+    position: int
+    ts: float
+    severity: str  # "page" | "ticket"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dictionary."""
+        return {
+            "signal": self.signal, "detector": self.detector, "model": self.model,
+            "version": self.version, "deployment": self.deployment, "key": self.key,
+            "statistic": _num(self.statistic), "threshold": _num(self.threshold),
+            "reference": self.reference, "current": self.current, "event_id": self.event_id,
+            "position": self.position, "ts": self.ts, "severity": self.severity,
+        }
+
+
+def _num(x: float) -> float | str:
+    """JSON has no NaN/Infinity: encode non-finite floats as strings."""
+    x = float(x)
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    return x
