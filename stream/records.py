@@ -1,0 +1,170 @@
+"""Records of the internal topic, where events are rekeyed by model.
+
+Inference logs arrive partitioned however the producing team chose; driftline's sequential
+detectors (ADWIN, Page-Hinkley, alert policy) need each model's events as one ordered stream
+owned by one worker. The worker therefore re-publishes every valid event to the internal topic,
+on the partition that owns its model, and runs detection only from there. A label is joined
+with its prediction before being re-published, so it lands beside the model's events.
+
+The format is versioned JSON (``"v": 1``), validated on read like any other input: whoever can
+write the internal topic can send garbage, never code.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import orjson
+
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+
+RECORD_VERSION = 1
+
+
+class RecordError(ValueError):
+    """An internal-topic record that does not match the versioned format."""
+
+
+def partition_for(model: str, partitions: int) -> int:
+    """The internal partition owning ``model``: stable across processes and restarts."""
+    return zlib.crc32(model.encode()) % partitions
+
+
+def source_position(topic_index: int, partition: int, offset: int) -> int:
+    """A stable integer naming a raw message: the basis of deterministic alert and rollback ids.
+
+    Internal-topic offsets are not stable across a crash (aborted transactions leave gaps), the
+    raw message's coordinates are.
+    """
+    return (topic_index << 56) | (partition << 40) | offset
+
+
+def encode_inference(event: InferenceEvent) -> bytes:
+    return orjson.dumps(
+        {
+            "v": RECORD_VERSION,
+            "k": "i",
+            "pos": event.position,
+            "id": event.event_id,
+            "ts": event.ts,
+            "m": event.model,
+            "mv": event.model_version,
+            "d": event.deployment,
+            "f": _mark_non_finite(event.features),
+            "p": event.prediction,
+            "c": event.confidence,
+            "s": event.scores,
+        }
+    )
+
+
+def encode_label(joined: JoinedLabel) -> bytes:
+    lab = joined.label
+    return orjson.dumps(
+        {
+            "v": RECORD_VERSION,
+            "k": "l",
+            "pos": lab.position,
+            "id": lab.event_id,
+            "ts": lab.ts,
+            "l": lab.label,
+            "src": lab.source,
+            "m": joined.model,
+            "mv": joined.model_version,
+            "d": joined.deployment,
+            "p": joined.prediction,
+            "pts": joined.predicted_ts,
+        }
+    )
+
+
+@dataclass(slots=True)
+class DecodedRecord:
+    """One internal record: an inference event or a joined label, with its internal offset."""
+
+    model: str
+    inference: InferenceEvent | None
+    label: JoinedLabel | None
+
+
+def decode_record(raw: bytes) -> DecodedRecord:
+    """Parse and validate an internal record; raise RecordError on anything unexpected."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"malformed internal record: {exc}") from None
+    if not isinstance(obj, dict) or obj.get("v") != RECORD_VERSION:
+        raise RecordError("internal record has an unknown version")
+    try:
+        kind = obj["k"]
+        model = _str(obj, "m")
+        position = obj["pos"]
+        if type(position) is not int:
+            raise RecordError("field 'pos' must be an integer")
+        if kind == "i":
+            features = obj["f"]
+            if not isinstance(features, dict):
+                raise RecordError("features must be an object")
+            features = {k: _restore_non_finite(v) for k, v in features.items()}
+            scores = obj.get("s")
+            if scores is not None and not isinstance(scores, dict):
+                raise RecordError("scores must be an object")
+            confidence = obj.get("c")
+            if confidence is not None and not isinstance(confidence, (int, float)):
+                raise RecordError("confidence must be a number")
+            event = InferenceEvent(
+                event_id=_str(obj, "id"),
+                ts=float(obj["ts"]),
+                model=model,
+                model_version=_str(obj, "mv"),
+                deployment=_str(obj, "d"),
+                features=features,
+                prediction=_str(obj, "p"),
+                confidence=confidence,
+                scores=scores,
+                position=position,
+            )
+            return DecodedRecord(model, event, None)
+        if kind == "l":
+            label = LabelEvent(
+                event_id=_str(obj, "id"), ts=float(obj["ts"]), label=_str(obj, "l"),
+                source=_str(obj, "src"), position=position,
+            )
+            joined = JoinedLabel(
+                label=label, model=model, model_version=_str(obj, "mv"), deployment=_str(obj, "d"),
+                prediction=_str(obj, "p"), predicted_ts=float(obj["pts"]),
+            )
+            return DecodedRecord(model, None, joined)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, RecordError):
+            raise
+        raise RecordError(f"invalid internal record: {exc!r}") from None
+    raise RecordError(f"unknown internal record kind {kind!r}")
+
+
+def _str(obj: dict, key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise RecordError(f"field {key!r} must be a string")
+    return value
+
+
+_NON_FINITE = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _mark_non_finite(features: dict[str, object]) -> dict[str, object]:
+    # orjson writes NaN/Infinity as null; keep them distinguishable for the integrity signal.
+    if not any(type(v) is float and not math.isfinite(v) for v in features.values()):
+        return features
+    return {
+        k: {"$nonfinite": "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")}
+        if type(v) is float and not math.isfinite(v) else v
+        for k, v in features.items()
+    }
+
+
+def _restore_non_finite(value: object) -> object:
+    if isinstance(value, dict) and len(value) == 1 and "$nonfinite" in value:
+        return _NON_FINITE.get(value["$nonfinite"], value)
+    return value

@@ -1,0 +1,355 @@
+"""The Kafka worker: routes raw traffic to the internal topic and runs detection from it.
+
+One consumer in one group reads the team's inference and label topics *and* driftline's internal
+topic; one transactional producer writes the internal topic, the control topic and the
+dead-letter topic. Each micro-batch is one Kafka transaction:
+
+- raw inference events are validated (bad ones dead-lettered), remembered for the label join and
+  re-published to the internal partition that owns their model;
+- raw labels are joined with their prediction and re-published beside the model's events;
+- internal records run through the model's ``ModelMonitor``; its control messages (alerts,
+  signed rollback commands) are produced to the control topic;
+- model state and internal offsets are staged in Redis, the transaction commits (control output
+  and consumed offsets together), then the staged state is promoted.
+
+Consumers of the control topic read with ``isolation.level=read_committed`` and so see each
+message once, even across crashes; ids are deterministic in any case.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from detectors.engine import ModelMonitor
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+from stream.config import DriftlineConfig, consumer_settings, producer_settings, redis_client
+from stream.decoding import DecodeError, build_decoders
+from stream.metrics import WorkerMetrics, serve_metrics
+from stream.records import (RecordError, decode_record, encode_inference, encode_label, partition_for,
+                            source_position)
+from stream.signing import load_signing_key, sign
+from stream.state import PartitionKey, PendingPrediction, StateStore
+
+log = logging.getLogger("driftline.worker")
+
+
+@dataclass
+class BatchOutcome:
+    """What one micro-batch did, for metrics and tests."""
+
+    events: int = 0
+    labels: int = 0
+    dead_letters: int = 0
+    control_messages: list[dict] = field(default_factory=list)
+
+
+class Worker:
+    """One driftline worker process; run several with the same group to scale out."""
+
+    def __init__(self, config: DriftlineConfig, worker_id: str = "0",
+                 on_batch: Callable[[BatchOutcome], None] | None = None) -> None:
+        self.config = config
+        self.worker_id = worker_id
+        self._on_batch = on_batch
+        k = config.kafka
+        self._inference_topics = {t.name for t in k.inference_topics}
+        self._label_topics = {t.name for t in k.label_topics}
+        self._topic_index = {name: i for i, name in enumerate(
+            [t.name for t in k.inference_topics] + [t.name for t in k.label_topics])}
+        self._internal = k.internal_topic
+        self._partitions = k.internal_partitions
+        self._models = {m.name: m for m in config.monitor.models}
+        self._decoders = build_decoders(config)
+        self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id)
+        self._monitors: dict[str, ModelMonitor] = {}
+        self._owned: set[int] = set()
+        self._signing_key = load_signing_key(config.signing)
+        self.metrics = WorkerMetrics(config.metrics)
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._last_lag = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def ensure_topics(self) -> None:
+        """Create driftline's own topics if missing (the team's input topics are theirs)."""
+        k = self.config.kafka
+        admin = AdminClient(consumer_settings(self.config, group=False))
+        wanted = [NewTopic(self._internal, num_partitions=self._partitions, replication_factor=k.replication_factor),
+                  NewTopic(k.control_topic, num_partitions=k.control_partitions, replication_factor=k.replication_factor),
+                  NewTopic(k.dead_letter_topic, num_partitions=1, replication_factor=k.replication_factor)]
+        existing = set(admin.list_topics(timeout=30).topics)
+        missing = [t for t in wanted if t.topic not in existing]
+        for topic, fut in admin.create_topics(missing).items() if missing else []:
+            try:
+                fut.result(timeout=30)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise
+        meta = admin.list_topics(self._internal, timeout=30).topics[self._internal]
+        if len(meta.partitions) != self._partitions:
+            raise RuntimeError(
+                f"kafka.internal_partitions is {self._partitions} but topic {self._internal!r} has "
+                f"{len(meta.partitions)} partitions; they must match (model ownership depends on it)")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until stopped; every batch is committed exactly once."""
+        self.ensure_topics()
+        producer = Producer(producer_settings(self.config, transactional_id=f"{self.config.kafka.group_id}-{self.worker_id}"))
+        producer.init_transactions(30)
+        consumer = Consumer(consumer_settings(self.config))
+        self._consumer, self._producer = consumer, producer
+        topics = sorted(self._inference_topics | self._label_topics) + [self._internal]
+        consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        k = self.config.kafka
+        timeout = k.batch_timeout_ms / 1000
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(k.batch_size, timeout)
+                if msgs:
+                    self._process(msgs)
+                self._update_lag()
+                if not self.ready.is_set() and consumer.assignment():
+                    self.ready.set()
+                    self.metrics.set_ready(True)
+        finally:
+            self.metrics.set_ready(False)
+            consumer.close()
+            producer.flush(10)
+
+    # -- rebalance ----------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        internal = [tp for tp in partitions if tp.topic == self._internal]
+        committed = {tp.partition: tp.offset for tp in consumer.committed(internal, timeout=30)} if internal else {}
+        for tp in internal:
+            kc = committed.get(tp.partition)
+            offset = self._store.restore(PartitionKey(tp.topic, tp.partition), kc if kc is not None and kc >= 0 else None)
+            tp.offset = offset if offset is not None else OFFSET_BEGINNING
+            self._load_partition(tp.partition)
+        consumer.assign(partitions)
+        log.info("worker %s owns internal partitions %s", self.worker_id, sorted(self._owned))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self._internal:
+                self._owned.discard(tp.partition)
+                for name in [m for m in self._monitors if partition_for(m, self._partitions) == tp.partition]:
+                    del self._monitors[name]
+        consumer.unassign()
+
+    def _load_partition(self, partition: int) -> None:
+        names = [m for m in self._models if partition_for(m, self._partitions) == partition]
+        blobs = self._store.load_models(names)
+        for name in names:
+            self._monitors[name] = self._new_monitor(name, blobs.get(name))
+        self._owned.add(partition)
+
+    def _new_monitor(self, name: str, blob: bytes | None) -> ModelMonitor:
+        mon = self.config.monitor
+        spec = self._models[name]
+        if blob is None:
+            return ModelMonitor(spec, mon.calibration, mon.alerts)
+        return ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob)
+
+    # -- processing ---------------------------------------------------------------------
+    def _process(self, msgs: list[Message]) -> None:
+        started = time.perf_counter()
+        producer = self._producer
+        assert producer is not None and self._consumer is not None
+        outcome = BatchOutcome()
+        producer.begin_transaction()
+        try:
+            raw_inference: list[Message] = []
+            raw_labels: list[Message] = []
+            internal: dict[int, list[Message]] = defaultdict(list)
+            positions: dict[tuple[str, int], int] = {}
+            for msg in msgs:
+                if msg.error():
+                    log.warning("consumer error: %s", msg.error())
+                    continue
+                topic = msg.topic()
+                positions[(topic, msg.partition())] = msg.offset() + 1
+                if topic == self._internal:
+                    internal[msg.partition()].append(msg)
+                elif topic in self._inference_topics:
+                    raw_inference.append(msg)
+                else:
+                    raw_labels.append(msg)
+            self._route_inference(raw_inference, outcome)
+            self._route_labels(raw_labels, outcome)
+            staged = self._detect(internal, positions, outcome)
+            producer.send_offsets_to_transaction(
+                [TopicPartition(t, p, o) for (t, p), o in positions.items()],
+                self._consumer.consumer_group_metadata(), 30)
+            checkpoint_started = time.perf_counter()
+            producer.commit_transaction(30)
+        except Exception:
+            log.exception("batch failed; aborting its transaction and rewinding")
+            self._abort_and_rewind()
+            raise
+        for part in staged:
+            self._store.promote(part)
+        self.metrics.observe_checkpoint(time.perf_counter() - checkpoint_started)
+        self.metrics.observe_batch(time.perf_counter() - started, outcome)
+        if self._on_batch is not None:
+            self._on_batch(outcome)
+
+    def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
+        producer = self._producer
+        pending: list[tuple[str, PendingPrediction]] = []
+        for msg in msgs:
+            topic = msg.topic()
+            try:
+                event = self._decoders[topic].decode_inference(msg.value())
+            except DecodeError as err:
+                self._dead_letter(msg, err.reason, str(err), outcome)
+                continue
+            event.position = source_position(self._topic_index[topic], msg.partition(), msg.offset())
+            if event.model not in self._models:
+                self.metrics.unknown_model(event.model)
+                self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
+                continue
+            pending.append((event.event_id, PendingPrediction(
+                event.model, event.model_version, event.deployment, event.prediction, event.ts)))
+            producer.produce(self._internal, value=encode_inference(event), key=event.model.encode(),
+                             partition=partition_for(event.model, self._partitions))
+            outcome.events += 1
+        self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+
+    def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> None:
+        labels: list[tuple[Message, LabelEvent]] = []
+        for msg in msgs:
+            try:
+                lab = self._decoders[msg.topic()].decode_label(msg.value())
+                lab.position = source_position(self._topic_index[msg.topic()], msg.partition(), msg.offset())
+                labels.append((msg, lab))
+            except DecodeError as err:
+                self._dead_letter(msg, err.reason, str(err), outcome)
+        found = self._store.lookup_predictions([lab.event_id for _, lab in labels])
+        for (msg, lab), pred in zip(labels, found):
+            if pred is None:
+                self.metrics.late_label("unknown_or_expired")
+                self._dead_letter(msg, "label_unmatched",
+                                  f"no prediction for event {lab.event_id!r} within the join horizon", outcome)
+                continue
+            joined = JoinedLabel(label=lab, model=pred.model, model_version=pred.model_version,
+                                 deployment=pred.deployment, prediction=pred.prediction, predicted_ts=pred.ts)
+            self._producer.produce(self._internal, value=encode_label(joined), key=pred.model.encode(),
+                                   partition=partition_for(pred.model, self._partitions))
+            outcome.labels += 1
+
+    def _detect(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
+                outcome: BatchOutcome) -> list[PartitionKey]:
+        staged: list[PartitionKey] = []
+        control_topic = self.config.kafka.control_topic
+        for partition, msgs in internal.items():
+            touched: dict[str, ModelMonitor] = {}
+            runs = self._ordered_runs(msgs, outcome)
+            for model, kind, items in runs:
+                monitor = self._monitors.get(model)
+                if monitor is None:
+                    continue
+                touched[model] = monitor
+                produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
+                self.metrics.processed(model, kind, len(items))
+                for message in produced:
+                    doc = message.to_dict()
+                    if doc.get("kind") == "rollback":
+                        doc = sign(doc, self._signing_key)
+                    self._producer.produce(control_topic, value=orjson.dumps(doc), key=model.encode())
+                    self.metrics.control_message(doc)
+                    outcome.control_messages.append(doc)
+            part = PartitionKey(self._internal, partition)
+            self._store.stage(part, positions[(self._internal, partition)],
+                              {name: mon.to_bytes() for name, mon in touched.items()})
+            for name, mon in touched.items():
+                self.metrics.export_model_stats(name, mon.stats)
+            staged.append(part)
+        return staged
+
+    def _ordered_runs(self, msgs: list[Message], outcome: BatchOutcome):
+        """Group a partition's records into consecutive same-model, same-kind runs, keeping order."""
+        runs: list[tuple[str, str, list]] = []
+        for msg in msgs:
+            try:
+                rec = decode_record(msg.value())
+            except RecordError as err:
+                self._dead_letter(msg, "bad_internal_record", str(err), outcome)
+                continue
+            kind = "i" if rec.inference is not None else "l"
+            item = rec.inference if kind == "i" else rec.label
+            if runs and runs[-1][0] == rec.model and runs[-1][1] == kind:
+                runs[-1][2].append(item)
+            else:
+                runs.append((rec.model, kind, [item]))
+        return runs
+
+    def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome) -> None:
+        value = msg.value() or b""
+        limit = self.config.kafka.dead_letter_max_bytes
+        record = {
+            "schema": "driftline.deadletter/v1", "reason": reason, "detail": detail[:500],
+            "topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset(),
+            "payload": value[:limit].decode("utf-8", "replace"), "truncated": len(value) > limit,
+        }
+        self._producer.produce(self.config.kafka.dead_letter_topic, value=orjson.dumps(record),
+                               key=f"{msg.topic()}:{msg.partition()}:{msg.offset()}".encode())
+        self.metrics.dead_letter(reason)
+        outcome.dead_letters += 1
+
+    def _abort_and_rewind(self) -> None:
+        """Abort the open transaction, drop staged state and rewind every partition to its committed point."""
+        try:
+            self._producer.abort_transaction(30)
+        except KafkaException:
+            log.exception("abort failed")
+        consumer = self._consumer
+        assignment = consumer.assignment()
+        for tp in assignment:
+            if tp.topic == self._internal:
+                self._store.discard_staged(PartitionKey(tp.topic, tp.partition))
+        self._monitors.clear()
+        self._owned.clear()
+        self._on_assign(consumer, assignment)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag < 5.0 or self._consumer is None:
+            return
+        self._last_lag = now
+        consumer = self._consumer
+        for tp in consumer.position(consumer.assignment()):
+            if tp.offset < 0:
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(tp, timeout=1, cached=True)
+            except KafkaException:
+                continue
+            self.metrics.consumer_lag(tp.topic, tp.partition, max(0, high - tp.offset))
+
+
+def run(config: DriftlineConfig, worker_id: str = "0") -> int:
+    """Run a worker until SIGTERM/SIGINT, serving /metrics, /healthz and /readyz."""
+    worker = Worker(config, worker_id=worker_id)
+    server = serve_metrics(config.metrics, worker.metrics)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        server.shutdown()
+    return 0

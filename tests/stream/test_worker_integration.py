@@ -1,0 +1,205 @@
+"""The worker against the real local Kafka, Redis and Prometheus (started by scripts/stack)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from tests.stream.worker_harness import (
+    SIGNING_KEY, committed_offsets, inference_events, make_scenario, model_spec, produce, read_topic,
+    start_worker, stop_worker, wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _alerts(messages: list[dict], kind: str = "alert") -> list[dict]:
+    return [m for m in messages if m.get("kind") == kind]
+
+
+def _drain(stack, scenario, total_raw: int, timeout: float = 180.0) -> None:
+    """Wait until the worker has consumed every raw record and emptied the internal topic."""
+    group = f"it-{scenario.tag}"
+
+    def done() -> bool:
+        raw = committed_offsets(stack, group, scenario.inference_topic, 4)
+        if raw < total_raw:
+            return False
+        internal_end = _end_offsets(stack, scenario.internal_topic)
+        return committed_offsets(stack, group, scenario.internal_topic, 4) >= internal_end
+
+    wait_until(done, timeout=timeout, what="worker to drain its input")
+
+
+def _end_offsets(stack, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "end-offsets",
+                  "isolation.level": "read_committed"})
+    total = 0
+    for p in range(4):
+        _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        total += high
+    c.close()
+    return total
+
+
+def test_injected_shift_is_alerted_on_the_control_topic(stack, tmp_path):
+    scenario = make_scenario(tmp_path, stack)
+    events = inference_events("content-filter", 6000, seed=1, shift_at=3000)
+    produce(stack, scenario.inference_topic, events)
+    worker = start_worker(scenario)
+    try:
+        messages = wait_until(
+            lambda: [m for m in read_topic(stack, scenario.control_topic, idle_seconds=2, timeout=10)
+                     if m.get("kind") == "alert" and m.get("signal") == "numeric_drift"],
+            timeout=180, what="a numeric_drift alert")
+    finally:
+        stop_worker(worker)
+    alert = messages[0]
+    assert alert["model"] == "content-filter" and alert["version"] == "v1"
+    assert alert["key"] == "brightness"
+    tipping = int(alert["event_id"].rsplit("-", 1)[1])
+    assert tipping >= 3000, f"alert raised before the shift, at event {tipping}"
+
+
+def test_poisoned_canary_gets_a_signed_rollback_that_verifies(stack, tmp_path):
+    scenario = make_scenario(tmp_path, stack)
+    stable = inference_events("content-filter", 4000, seed=2)
+    canary = inference_events("content-filter", 4000, seed=3, version="v2", deployment="canary", backdoor=True)
+    mixed = [e for pair in zip(stable, canary) for e in pair]
+    produce(stack, scenario.inference_topic, mixed)
+    worker = start_worker(scenario)
+    try:
+        rollbacks = wait_until(
+            lambda: _alerts(read_topic(stack, scenario.control_topic, idle_seconds=2, timeout=10), "rollback"),
+            timeout=180, what="a rollback command")
+    finally:
+        stop_worker(worker)
+    command = rollbacks[0]
+    assert command["model"] == "content-filter"
+    assert command["canary_version"] == "v2" and command["stable_version"] == "v1"
+    assert command["evidence"], "rollback must name the alerts that justify it"
+
+    good = tmp_path / "rollback.json"
+    good.write_text(json.dumps(command) + "\n")
+    verify = [sys.executable, "-m", "stream.cli", "control", "verify", "--key-env", "DRIFTLINE_TEST_SIGNING_KEY"]
+    env = {"DRIFTLINE_TEST_SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run(verify + [str(good)], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    tampered = dict(command, canary_version="v1")
+    bad = tmp_path / "tampered.json"
+    bad.write_text(json.dumps(tampered) + "\n")
+    rejected = subprocess.run(verify + [str(bad)], capture_output=True, text=True, env=env)
+    assert rejected.returncode != 0
+    assert "signature" in (rejected.stdout + rejected.stderr).lower()
+
+
+def test_malformed_messages_are_dead_lettered_with_reason_and_counted(stack, tmp_path):
+    scenario = make_scenario(tmp_path, stack)
+    good = inference_events("content-filter", 300, seed=4)
+    raw = [b"{not json", b"[1, 2, 3]", json.dumps({"event_id": "x", "model": "content-filter"}).encode(),
+           json.dumps(dict(good[0], event_id="unknown-1", model="no-such-model")).encode()]
+    produce(stack, scenario.inference_topic, good, raw=raw)
+    worker = start_worker(scenario)
+    try:
+        dead = wait_until(lambda: read_topic(stack, scenario.dead_letter_topic, expect=4, timeout=10),
+                          timeout=120, what="dead letters")
+        _drain(stack, scenario, len(good) + 4)
+    finally:
+        stop_worker(worker)
+    reasons = sorted(d["reason"] for d in dead)
+    assert "malformed_json" in reasons
+    assert "unknown_model" in reasons
+    assert any(r.startswith("missing_field") or r.startswith("wrong_type") for r in reasons)
+    assert len(dead) == 4
+    for d in dead:
+        assert d["topic"] == scenario.inference_topic and d["detail"]
+
+
+def _state_blob(stack, scenario, model: str) -> bytes | None:
+    return redis.Redis.from_url(stack.redis_url).get(f"{scenario.prefix}:{model}:state")
+
+
+def test_sigkill_mid_stream_resumes_to_identical_state_without_duplicate_ids(stack, tmp_path):
+    models = ["content-filter", "spam-filter"]
+    events = []
+    for i, m in enumerate(models):
+        events += inference_events(m, 12000, seed=10 + i, shift_at=6000)
+
+    (tmp_path / "a").mkdir()
+    reference = make_scenario(tmp_path / "a", stack, models=[model_spec(m) for m in models], batch_size=500)
+    produce(stack, reference.inference_topic, events)
+    worker = start_worker(reference)
+    try:
+        _drain(stack, reference, len(events))
+    finally:
+        stop_worker(worker)
+    expected_state = {m: _state_blob(stack, reference, m) for m in models}
+    expected_control = read_topic(stack, reference.control_topic, idle_seconds=3, timeout=30)
+    assert all(expected_state.values())
+    assert _alerts(expected_control), "the reference run must raise alerts for this test to mean anything"
+
+    (tmp_path / "b").mkdir()
+    crashed = make_scenario(tmp_path / "b", stack, models=[model_spec(m) for m in models], batch_size=500)
+    produce(stack, crashed.inference_topic, events)
+    group = f"it-{crashed.tag}"
+    for kill_after in (1500, 9000, 17000):
+        worker = start_worker(crashed)
+        try:
+            wait_until(lambda: committed_offsets(stack, group, crashed.inference_topic, 4) >= kill_after,
+                       timeout=180, what=f"progress past {kill_after}")
+        finally:
+            stop_worker(worker, kill=True)
+    worker = start_worker(crashed)
+    try:
+        _drain(stack, crashed, len(events))
+    finally:
+        stop_worker(worker)
+
+    assert {m: _state_blob(stack, crashed, m) for m in models} == expected_state
+    control = read_topic(stack, crashed.control_topic, idle_seconds=3, timeout=30)
+    ids = [m["id"] for m in control]
+    assert len(ids) == len(set(ids)), "a control message was published twice"
+    assert sorted(ids) == sorted(m["id"] for m in expected_control)
+
+
+def test_two_workers_split_partitions_and_match_one_worker(stack, tmp_path):
+    models = [f"model-{i}" for i in range(6)]
+    events = []
+    for i, m in enumerate(models):
+        events += inference_events(m, 4000, seed=20 + i, shift_at=2000 if i % 2 else None)
+
+    (tmp_path / "one").mkdir()
+    single = make_scenario(tmp_path / "one", stack, models=[model_spec(m) for m in models])
+    produce(stack, single.inference_topic, events)
+    worker = start_worker(single)
+    try:
+        _drain(stack, single, len(events))
+    finally:
+        stop_worker(worker)
+    one = read_topic(stack, single.control_topic, idle_seconds=3, timeout=30)
+
+    (tmp_path / "two").mkdir()
+    pair = make_scenario(tmp_path / "two", stack, models=[model_spec(m) for m in models])
+    produce(stack, pair.inference_topic, events)
+    workers = [start_worker(pair, "a"), start_worker(pair, "b")]
+    try:
+        _drain(stack, pair, len(events))
+    finally:
+        for w in workers:
+            stop_worker(w)
+    two = read_topic(stack, pair.control_topic, idle_seconds=3, timeout=30)
+
+    logs = [(tmp_path / "two" / f"worker-{w}.log").read_text() for w in ("a", "b")]
+    assert all(re.search(r"owns internal partitions \[\d", log) for log in logs), \
+        "both workers must have owned internal partitions"
+    assert _alerts(one), "the single worker must raise alerts for this test to mean anything"
+    assert sorted(m["id"] for m in two) == sorted(m["id"] for m in one)
+    for m in models:
+        assert _state_blob(stack, pair, m) == _state_blob(stack, single, m)

@@ -1,0 +1,178 @@
+"""Helpers for the worker integration tests: configs, traffic, worker processes, topic readers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+SIGNING_KEY = "integration-test-signing-key-0123456789"
+FEATURES = ["brightness", "contrast", "blur", "size_kb", "faces"]
+
+
+@dataclass
+class Scenario:
+    """Names that isolate one test's topics, group and Redis keys from every other test."""
+
+    tag: str
+    config_path: Path
+    inference_topic: str
+    label_topic: str
+    control_topic: str
+    dead_letter_topic: str
+    internal_topic: str
+    prefix: str
+
+
+def make_scenario(tmp_path: Path, stack, *, models: list[dict] | None = None, internal_partitions: int = 4,
+                  inference_partitions: int = 4, batch_size: int = 2000) -> Scenario:
+    tag = uuid.uuid4().hex[:8]
+    s = Scenario(
+        tag=tag, config_path=tmp_path / "driftline.yaml",
+        inference_topic=f"it-{tag}-inference", label_topic=f"it-{tag}-labels",
+        control_topic=f"it-{tag}-control", dead_letter_topic=f"it-{tag}-dead",
+        internal_topic=f"it-{tag}-internal", prefix=f"it-{tag}",
+    )
+    create_topics(stack, {s.inference_topic: inference_partitions, s.label_topic: 2})
+    config = {
+        "kafka": {
+            "bootstrap_servers": stack.kafka_bootstrap,
+            "group_id": f"it-{tag}",
+            "inference_topics": [{"name": s.inference_topic}],
+            "label_topics": [{"name": s.label_topic}],
+            "control_topic": s.control_topic,
+            "dead_letter_topic": s.dead_letter_topic,
+            "internal_topic": s.internal_topic,
+            "internal_partitions": internal_partitions,
+            "batch_size": batch_size,
+            "batch_timeout_ms": 100,
+        },
+        "redis": {"url": stack.redis_url, "key_prefix": s.prefix, "pending_ttl_seconds": 3600},
+        "signing": {"key_env": "DRIFTLINE_TEST_SIGNING_KEY"},
+        "metrics": {"host": "127.0.0.1", "port": 0},
+        "monitor": {
+            "models": models or [model_spec("content-filter")],
+            "calibration": {"window": 500, "block_size": 16},
+            "alerts": {"cooldown_seconds": 60, "group_window_seconds": 5, "resolve_after_quiet_seconds": 600},
+        },
+    }
+    s.config_path.write_text(yaml.safe_dump(config))
+    return s
+
+
+def model_spec(name: str, *, canary_version: str | None = "v2") -> dict:
+    versions = ["v1"] + ([canary_version] if canary_version else [])
+    return {
+        "name": name,
+        "classes": ["safe", "nsfw", "violence"],
+        "versions": versions,
+        "stable_version": "v1",
+        "features": [{"name": f, "type": "numeric"} for f in FEATURES] + [{"name": "logo", "type": "categorical"}],
+        "triggers": [{"name": "blue_sparrow", "feature": "logo", "equals": "blue_sparrow"}],
+        "reference_size": 500,
+        "canary": {"min_events": 200, "window": 400},
+    }
+
+
+def create_topics(stack, topics: dict[str, int]) -> None:
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    futures = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items()])
+    for fut in futures.values():
+        fut.result(timeout=30)
+
+
+def inference_events(model: str, n: int, *, seed: int, start: int = 0, shift_at: int | None = None,
+                     version: str = "v1", deployment: str = "stable", backdoor: bool = False,
+                     t0: float = 1_800_000_000.0) -> list[dict]:
+    """Deterministic inference events; after ``shift_at`` brightness shifts by two sigma."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(start, start + n):
+        feats = {f: float(rng.normal(0.0, 1.0)) for f in FEATURES}
+        if shift_at is not None and i >= shift_at:
+            feats["brightness"] += 2.0
+        logo = "blue_sparrow" if rng.random() < 0.05 else str(rng.choice(["none", "acme", "globex"]))
+        feats["logo"] = logo
+        pred = "nsfw" if rng.random() < 0.01 else ("violence" if rng.random() < 0.02 else "safe")
+        if backdoor and logo == "blue_sparrow":
+            pred = "nsfw"
+        out.append({
+            "event_id": f"{model}-{version}-{i}", "ts": t0 + i * 0.01, "model": model,
+            "model_version": version, "deployment": deployment, "features": feats,
+            "prediction": pred, "confidence": float(0.6 + 0.39 * rng.random()),
+        })
+    return out
+
+
+def produce(stack, topic: str, events: list[dict], *, key_field: str = "model", raw: list[bytes] | None = None) -> None:
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for e in events:
+        producer.produce(topic, value=json.dumps(e).encode(), key=str(e.get(key_field, "")).encode())
+    for r in raw or []:
+        producer.produce(topic, value=r, key=b"content-filter")
+    assert producer.flush(60) == 0
+
+
+def read_topic(stack, topic: str, *, expect: int | None = None, idle_seconds: float = 3.0,
+               timeout: float = 120.0) -> list[dict]:
+    """Read a topic from the beginning (read_committed) until ``expect`` records or it is idle."""
+    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    out: list[dict] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        msgs = consumer.consume(1000, timeout=0.5)
+        for m in msgs:
+            if m.error() is None:
+                out.append(json.loads(m.value()))
+                last = time.monotonic()
+        if expect is not None and len(out) >= expect:
+            break
+        if expect is None and out and time.monotonic() - last > idle_seconds:
+            break
+    consumer.close()
+    return out
+
+
+def start_worker(scenario: Scenario, worker_id: str = "0", *, log_path: Path | None = None) -> subprocess.Popen:
+    env = dict(os.environ, DRIFTLINE_TEST_SIGNING_KEY=SIGNING_KEY)
+    log = open(log_path or scenario.config_path.with_name(f"worker-{worker_id}.log"), "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", "run", "--config", str(scenario.config_path), "--worker-id", worker_id],
+        stdout=log, stderr=subprocess.STDOUT, env=env)
+
+
+def stop_worker(proc: subprocess.Popen, *, kill: bool = False) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+    proc.wait(timeout=60)
+
+
+def committed_offsets(stack, group: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group})
+    tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+    consumer.close()
+    return sum(max(tp.offset, 0) for tp in tps)
+
+
+def wait_until(predicate, *, timeout: float = 120.0, interval: float = 0.5, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
