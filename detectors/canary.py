@@ -11,7 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import math
+
+import numpy as np
+from scipy import stats as _st
+
+from detectors.errors import StateFormatError
 from detectors.ids import SCHEMA, stable_id
+from detectors.sketches import Moments, jensen_shannon, smoothed
+from detectors.state import check_counts, check_int, check_str
 
 
 @dataclass(slots=True)
@@ -43,3 +51,141 @@ class RollbackDecision:
 def rollback_key(model: str, canary_version: str, stable_version: str) -> str:
     """Idempotency key of rolling ``canary_version`` back to ``stable_version``."""
     return stable_id(model, canary_version, stable_version, "rollback")
+
+
+class CanaryJudge:
+    """Compares the canary with stable over the same traffic period.
+
+    Every ``CanaryPolicy.window`` canary predictions (after ``min_events``), the canary's
+    class distribution is compared with stable's predictions of the same period
+    (chi-square homogeneity test AND Jensen-Shannon above ``max_prediction_js``), and its
+    mean confidence (z-test AND a drop above ``max_confidence_drop``). Every ``min_labels``
+    canary labels, error rates since the canary started are compared (one-sided
+    two-proportion z-test AND an increase above ``max_error_rate_increase``). Hits use the
+    signal ``canary_divergence``.
+    """
+
+    def __init__(self, n_classes: int, policy: Any) -> None:
+        self.p = policy
+        self.k = n_classes
+        self.version: str | None = None
+        self.total = 0
+        self._fresh()
+        self.lab = [0, 0, 0, 0]  # canary n, canary errors, stable n, stable errors (since the canary started)
+        z = _st.norm.isf
+        self.z = float(z(policy.false_alarm_probability))
+
+    def _fresh(self) -> None:
+        self.cc = np.zeros(self.k, dtype=np.int64)
+        self.sc = np.zeros(self.k, dtype=np.int64)
+        self.cm = Moments()
+        self.sm = Moments()
+
+    def start(self, version: str) -> None:
+        if version != self.version:
+            self.version = version
+            self.total = 0
+            self._fresh()
+            self.lab = [0, 0, 0, 0]
+
+    def process(self, is_canary: np.ndarray, is_stable: np.ndarray, preds: np.ndarray, conf: np.ndarray
+                ) -> list[tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]]:
+        out = []
+        w = self.p.window
+        where = np.flatnonzero(is_canary)
+        start = 0
+        while True:
+            need = w - int(self.cc.sum())
+            if where.size < need:
+                self._add(is_canary, is_stable, preds, conf, start, preds.size)
+                self.total += where.size
+                return out
+            end = int(where[need - 1]) + 1
+            self._add(is_canary, is_stable, preds, conf, start, end)
+            self.total += need
+            where = where[need:]
+            start = end
+            if self.total >= self.p.min_events:
+                out.extend(self._compare(end - 1))
+            self._fresh()
+
+    def _add(self, ic, is_, preds, conf, lo, hi) -> None:
+        c, s = ic[lo:hi], is_[lo:hi]
+        self.cc += np.bincount(preds[lo:hi][c], minlength=self.k)[: self.k]
+        self.sc += np.bincount(preds[lo:hi][s], minlength=self.k)[: self.k]
+        for m, mask in ((self.cm, c), (self.sm, s)):
+            x = conf[lo:hi][mask]
+            m.update(x[~np.isnan(x)])
+
+    def _compare(self, idx: int) -> list:
+        out = []
+        nc, ns = int(self.cc.sum()), int(self.sc.sum())
+        if ns >= 30:
+            tab = np.vstack((self.cc, self.sc)).astype(np.float64) + 0.5
+            exp = tab.sum(1, keepdims=True) * tab.sum(0, keepdims=True) / tab.sum()
+            chi = float(((tab - exp) ** 2 / exp).sum())
+            pval = float(_st.chi2.sf(chi, self.k - 1))
+            js = jensen_shannon(self.cc, self.sc)
+            if pval <= self.p.false_alarm_probability and js >= self.p.max_prediction_js:
+                out.append(("canary_divergence", "prediction", "prediction", js, self.p.max_prediction_js,
+                            {"stable_rates": (smoothed(self.sc)).round(4).tolist(), "n": ns},
+                            {"canary_rates": (smoothed(self.cc)).round(4).tolist(), "n": nc, "p_value": pval}, idx))
+        if self.cm.n >= 30 and self.sm.n >= 30:
+            drop = self.sm.mean - self.cm.mean
+            sd = math.sqrt(self.sm.std ** 2 / self.sm.n + self.cm.std ** 2 / self.cm.n) + 1e-9
+            if drop / sd >= self.z and drop >= self.p.max_confidence_drop:
+                out.append(("canary_divergence", "confidence", "confidence", drop, self.p.max_confidence_drop,
+                            {"stable_mean": round(self.sm.mean, 6), "n": self.sm.n},
+                            {"canary_mean": round(self.cm.mean, 6), "n": self.cm.n, "z": round(drop / sd, 3)}, idx))
+        return out
+
+    def process_labels(self, is_canary: np.ndarray, is_stable: np.ndarray, err: np.ndarray) -> list:
+        out = []
+        m = self.p.min_labels
+        where = np.flatnonzero(is_canary)
+        start = 0
+        while True:
+            need = m - (self.lab[0] % m)
+            if where.size < need:
+                self._add_lab(is_canary, is_stable, err, start, err.size)
+                return out
+            end = int(where[need - 1]) + 1
+            self._add_lab(is_canary, is_stable, err, start, end)
+            where = where[need:]
+            start = end
+            out.extend(self._compare_errors(end - 1))
+
+    def _add_lab(self, ic, is_, err, lo, hi) -> None:
+        e = err[lo:hi]
+        self.lab[0] += int(ic[lo:hi].sum())
+        self.lab[1] += int(e[ic[lo:hi]].sum())
+        self.lab[2] += int(is_[lo:hi].sum())
+        self.lab[3] += int(e[is_[lo:hi]].sum())
+
+    def _compare_errors(self, idx: int) -> list:
+        cn, ce, sn, se = self.lab
+        if cn < self.p.min_labels or sn < self.p.min_labels:
+            return []
+        p1, p0 = ce / cn, se / sn
+        pool = (ce + se) / (cn + sn)
+        sd = math.sqrt(max(pool * (1 - pool), 1e-9) * (1 / cn + 1 / sn))
+        if (p1 - p0) / sd >= self.z and p1 - p0 >= self.p.max_error_rate_increase:
+            return [("canary_divergence", "error_rate", "error_rate", p1 - p0, self.p.max_error_rate_increase,
+                     {"stable_error_rate": round(p0, 6), "n": sn}, {"canary_error_rate": round(p1, 6), "n": cn}, idx)]
+        return []
+
+    def to_state(self) -> dict[str, Any]:
+        return {"version": self.version, "total": self.total, "cc": self.cc.tolist(), "sc": self.sc.tolist(),
+                "cm": self.cm.to_state(), "sm": self.sm.to_state(), "lab": list(self.lab)}
+
+    def load_state(self, st: Any) -> None:
+        if not isinstance(st, dict):
+            raise StateFormatError("canary: expected an object")
+        v = st.get("version")
+        self.version = None if v is None else check_str(v, "canary.version")
+        self.total = check_int(st.get("total"), "canary.total")
+        self.cc = np.array(check_counts(st.get("cc"), "canary.cc", self.k), dtype=np.int64)
+        self.sc = np.array(check_counts(st.get("sc"), "canary.sc", self.k), dtype=np.int64)
+        self.cm.load_state(st.get("cm"))
+        self.sm.load_state(st.get("sm"))
+        self.lab = check_counts(st.get("lab"), "canary.lab", 4)

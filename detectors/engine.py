@@ -1,59 +1,401 @@
-"""Engine: the one entry point used by both the Kafka worker and replay (skeleton)."""
+"""Engine: the one entry point used by both the Kafka worker and replay.
+
+:class:`ModelMonitor` holds all state of one model: a
+:class:`~detectors.deployment.DeploymentMonitor` per listed ``(version, deployment)``,
+label streams, per-source disagreement, the canary judge and the alert policy. It turns
+micro-batches of events into control messages (:class:`~detectors.alerts.Alert`,
+:class:`~detectors.alerts.Resolution`, :class:`~detectors.canary.RollbackDecision`).
+Results do not depend on micro-batch boundaries, and ids are derived from model, signal
+and the position of the triggering event, so a replay produces the same messages as the
+live run.
+
+Ownership: sequential detectors do not merge, so one model's state must be updated by one
+worker seeing that model's events in order (the worker rekeys events by model).
+
+>>> from detectors.spec import MonitorSpec, ModelSpec, FeatureSpec
+>>> from detectors.events import InferenceEvent
+>>> spec = MonitorSpec(models=[ModelSpec(name="m", classes=["a", "b"], versions=["v1"],
+...                                      features=[FeatureSpec(name="x", type="numeric")])])
+>>> eng = Engine(spec)
+>>> msgs = eng.process_inference([InferenceEvent("e1", 1.0, "m", "v9", "stable", {"x": 1.0}, "a", 0.9, position=7)])
+>>> [(m.to_dict()["kind"], m.to_dict()["signal"]) for m in msgs]
+[('alert', 'version_integrity')]
+>>> ModelMonitor.from_bytes(spec.models[0], spec.calibration, spec.alerts, eng.monitors["m"].to_bytes()).events
+1
+"""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any, Union
 
-from detectors.alerts import Alert, Resolution
-from detectors.canary import RollbackDecision
+import numpy as np
+
+from detectors.alerts import Alert, AlertPolicy, Resolution
+from detectors.canary import CanaryJudge, RollbackDecision, rollback_key
+from detectors.columns import confidence_column
+from detectors.deployment import DeploymentMonitor
+from detectors.detection import SIGNALS, Detection
 from detectors.errors import StateFormatError
-from detectors.events import InferenceEvent, JoinedLabel
+from detectors.events import DEPLOYMENTS, InferenceEvent, JoinedLabel
+from detectors.ids import stable_id
+from detectors.labels import LabelStream, SourceDisagreement
+from detectors.profile import ReferenceProfile, prediction_codes
+from detectors.signals import Hit
 from detectors.spec import AlertPolicySpec, CalibrationSpec, ModelSpec, MonitorSpec
-from detectors.state import decode_state, encode_state
+from detectors.state import (check_dict, check_float, check_int, check_list, check_str, decode_state, enc_float,
+                             encode_state)
 
 ControlMessage = Union[Alert, RollbackDecision, Resolution]
+STATE_KIND = "driftline.model_monitor"
+MAX_NAME = 200
+OTHER = "<other>"
+
+
+def spec_fingerprint(spec: ModelSpec, calibration: CalibrationSpec) -> str:
+    """Hash of what detector state depends on (the alert policy may change freely)."""
+    return hashlib.sha256((spec.model_dump_json() + calibration.model_dump_json()).encode()).hexdigest()[:32]
 
 
 class ModelMonitor:
-    """All detection state of one model."""
+    """All detection state for one model (see module doc)."""
 
-    def __init__(self, spec: ModelSpec, calibration: CalibrationSpec, alerts: AlertPolicySpec) -> None:
+    def __init__(self, spec: ModelSpec, calibration: CalibrationSpec, alerts: AlertPolicySpec,
+                 max_tracked_versions: int = 16) -> None:
         self.spec = spec
         self.calibration = calibration
         self.alerts = alerts
+        self.max_tracked = max_tracked_versions
+        self.class_index = {c: i for i, c in enumerate(spec.classes)}
+        self.listed = frozenset(spec.versions)
+        self.reference: ReferenceProfile | None = None
+        self.streams: dict[tuple[str, str], DeploymentMonitor] = {}
+        self.label_streams: dict[tuple[str, str], LabelStream] = {}
+        self.sources = SourceDisagreement(calibration)
+        self.canary = CanaryJudge(len(spec.classes) + 1, spec.canary)
+        self.policy = AlertPolicy(spec.name, alerts)
+        self.now = float("-inf")
+        self.unlisted: dict[str, int] = {}     # unlisted version (or "deployment:<name>") -> events
+        self.stable_seen: str | None = None
+        self.rolled_back: list[str] = []
+        self.events = 0
+        self.labels = 0
+        self.unlisted_labels = 0
+        self.detections = {s: 0 for s in SIGNALS}
+        self.detector_counts: dict[str, int] = {}  # "signal/detector" -> detections (not persisted)
 
-    def process_inference(self, events: Sequence[InferenceEvent]) -> list[ControlMessage]:
-        return []
+    # -- configuration ---------------------------------------------------------------------
+    def set_reference(self, profile: ReferenceProfile) -> None:
+        """Use a profile made offline (``driftline profile``) for every stream of this model.
 
-    def process_labels(self, labels: Sequence[JoinedLabel]) -> list[ControlMessage]:
-        return []
-
-    def to_bytes(self) -> bytes:
-        return encode_state({"model": self.spec.name})
-
-    @classmethod
-    def from_bytes(cls, spec: ModelSpec, calibration: CalibrationSpec, alerts: AlertPolicySpec,
-                   data: bytes) -> "ModelMonitor":
-        doc = decode_state(data)
-        if doc.get("model") != spec.name:
-            raise StateFormatError("state is for another model")
-        return cls(spec, calibration, alerts)
+        Streams still learning their reference switch to it at once; armed streams keep theirs.
+        """
+        self.reference = profile
+        for key, dm in list(self.streams.items()):
+            if not dm.armed:
+                fresh = DeploymentMonitor(self.spec, self.calibration, profile)
+                fresh.n, fresh.invalid_total = dm.n, dm.invalid_total
+                self.streams[key] = fresh
 
     @property
+    def stable_version(self) -> str | None:
+        return self.spec.stable_version or self.stable_seen
+
+    # -- processing ------------------------------------------------------------------------
+    def process_inference(self, events: Sequence[InferenceEvent]) -> list[ControlMessage]:
+        """Process a micro-batch of this model's inference events, in source order."""
+        n = len(events)
+        if n == 0:
+            return []
+        self.events += n
+        preds = prediction_codes(events, self.class_index)
+        conf = confidence_column([e.confidence for e in events])
+        vers = [e.model_version for e in events]
+        deps = [e.deployment for e in events]
+        hits: list[tuple[Hit, int, str, str]] = []
+        for (v, d), idxs in _groups(vers, deps).items():
+            if v not in self.listed or d not in DEPLOYMENTS:
+                hits.extend(self._unlisted(v, d, idxs if idxs is not None else np.arange(n)))
+                continue
+            dm = self.streams.get((v, d))
+            if dm is None:
+                dm = self.streams[(v, d)] = DeploymentMonitor(self.spec, self.calibration, self.reference)
+            if idxs is None:
+                for h in dm.process(events, preds, conf):
+                    hits.append((h, h[7], v, d))
+            else:
+                for h in dm.process([events[i] for i in idxs], preds[idxs], conf[idxs]):
+                    hits.append((h, int(idxs[h[7]]), v, d))
+            if d == "stable":
+                self.stable_seen = v
+        if self.spec.canary.enabled and "canary" in deps:
+            hits.extend(self._canary(vers, deps, preds, conf))
+        return self._emit(hits, [e.event_id for e in events], [e.position for e in events],
+                          np.fromiter((e.ts for e in events), dtype=np.float64, count=n))
+
+    def _unlisted(self, v: str, d: str, idxs: np.ndarray) -> list[tuple[Hit, int, str, str]]:
+        name = (v if d in DEPLOYMENTS else f"deployment:{d}")[:MAX_NAME]
+        if name not in self.unlisted and len(self.unlisted) >= self.max_tracked:
+            name = OTHER
+        c0 = self.unlisted.get(name, 0)
+        self.unlisted[name] = c0 + idxs.size
+        w = self.calibration.window
+        out = []
+        for j in range((-c0) % w, idxs.size, w):
+            ver = v[:MAX_NAME] if name != OTHER else OTHER
+            out.append((("version_integrity", "unlisted_version" if d in DEPLOYMENTS else "unknown_deployment", name,
+                         float(c0 + j + 1), 0.0, {"listed_versions": list(self.spec.versions)},
+                         {"version": v[:MAX_NAME], "deployment": d[:MAX_NAME], "events": c0 + j + 1},
+                         int(idxs[j])), int(idxs[j]), ver, d[:MAX_NAME]))
+        return out
+
+    def _canary(self, vers, deps, preds, conf) -> list[tuple[Hit, int, str, str]]:
+        first = next(v for v, d in zip(vers, deps) if d == "canary")
+        if first not in self.listed:
+            return []
+        self.canary.start(first)
+        stable = self.stable_version
+        is_c = np.fromiter((d == "canary" and v == first for v, d in zip(vers, deps)), dtype=bool, count=len(vers))
+        is_s = np.fromiter((d == "stable" and v == stable for v, d in zip(vers, deps)), dtype=bool, count=len(vers))
+        return [(h, h[7], first, "canary") for h in self.canary.process(is_c, is_s, preds, conf)]
+
+    def process_labels(self, labels: Sequence[JoinedLabel]) -> list[ControlMessage]:
+        """Process a micro-batch of joined labels of this model, in source order."""
+        n = len(labels)
+        if n == 0:
+            return []
+        self.labels += n
+        other = len(self.class_index)
+        get = self.class_index.get
+        lab = np.fromiter((get(j.label.label, other) for j in labels), dtype=np.int64, count=n)
+        err = np.fromiter((j.label.label != j.prediction for j in labels), dtype=np.int8, count=n)
+        vers = [j.model_version for j in labels]
+        deps = [j.deployment for j in labels]
+        hits: list[tuple[Hit, int, str, str]] = []
+        for (v, d), idxs in _groups(vers, deps).items():
+            if v not in self.listed or d not in DEPLOYMENTS:
+                self.unlisted_labels += n if idxs is None else idxs.size
+                continue
+            ls = self.label_streams.get((v, d))
+            if ls is None:
+                ls = self.label_streams[(v, d)] = LabelStream(self.spec.classes, self.spec.label_reference_size,
+                                                              self.calibration)
+            if idxs is None:
+                hits.extend((h, h[7], v, d) for h in ls.process(lab, err))
+            else:
+                hits.extend((h, int(idxs[h[7]]), v, d) for h in ls.process(lab[idxs], err[idxs]))
+        add = self.sources.add
+        for i, j in enumerate(labels):
+            if j.model_version in self.listed:
+                for h in add(j.label.event_id, j.label.source, j.label.label, bool(err[i]), i):
+                    hits.append((h, i, j.model_version, j.deployment))
+        if self.spec.canary.enabled and self.canary.version is not None:
+            cv, sv = self.canary.version, self.stable_version
+            is_c = np.fromiter((d == "canary" and v == cv for v, d in zip(vers, deps)), dtype=bool, count=n)
+            is_s = np.fromiter((d == "stable" and v == sv for v, d in zip(vers, deps)), dtype=bool, count=n)
+            hits.extend((h, h[7], cv, "canary") for h in self.canary.process_labels(is_c, is_s, err))
+        return self._emit(hits, [j.label.event_id for j in labels], [j.label.position for j in labels],
+                          np.fromiter((j.label.ts for j in labels), dtype=np.float64, count=n))
+
+    def _emit(self, hits: list[tuple[Hit, int, str, str]], ids: list[str], positions: list[int],
+              ts: np.ndarray) -> list[ControlMessage]:
+        """Hits -> detections -> alert policy (with event-time resolutions) -> rollbacks."""
+        n = ts.size
+        now_arr = np.maximum.accumulate(np.concatenate(([self.now], ts)))[1:]
+        policy = self.policy
+        out: list[ControlMessage] = []
+
+        def resolve_until(i: int) -> None:
+            while True:
+                d = policy.next_deadline()
+                if d == float("inf"):
+                    return
+                j = int(np.searchsorted(now_arr, d, side="left"))
+                if j > i or j >= n:
+                    return
+                out.extend(policy.advance(float(now_arr[j]), ids[j], positions[j], float(ts[j])))
+
+        hits.sort(key=lambda h: h[1])
+        for h, gi, v, d in hits:
+            resolve_until(gi)
+            det = Detection(h[0], h[1], self.spec.name, v, d, h[2], float(h[3]), float(h[4]), h[5], h[6],
+                            ids[gi], positions[gi], float(ts[gi]), policy.severity(h[0]))
+            self.detections[det.signal] += 1
+            dk = f"{det.signal}/{det.detector}"
+            self.detector_counts[dk] = self.detector_counts.get(dk, 0) + 1
+            alerts = policy.observe(det, float(now_arr[gi]))
+            out.extend(alerts)
+            if d == "canary" and det.severity == "page" and v in self.listed:
+                alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal)
+                if alert_id is not None:
+                    out.extend(self._rollback(det, alert_id))
+        resolve_until(n - 1)
+        self.now = float(now_arr[-1])
+        return out
+
+    def _rollback(self, det: Detection, alert_id: str) -> list[RollbackDecision]:
+        stable = self.stable_version
+        if stable is None or det.version == stable or det.version in self.rolled_back:
+            return []
+        self.rolled_back.append(det.version)
+        return [RollbackDecision(
+            id=stable_id(self.spec.name, det.version, "rollback", det.position),
+            idempotency_key=rollback_key(self.spec.name, det.version, stable), model=self.spec.name,
+            canary_version=det.version, stable_version=stable,
+            reason=f"{det.signal}/{det.detector} on canary ({det.key or 'overall'}): "
+                   f"statistic {det.statistic:.4g} vs threshold {det.threshold:.4g}",
+            evidence=[alert_id], event_id=det.event_id, position=det.position, ts=det.ts,
+            details={"signal": det.signal, "detector": det.detector, "key": det.key,
+                     "reference": det.reference, "current": det.current})]
+
+    # -- statistics -------------------------------------------------------------------------
+    @property
     def stats(self) -> dict[str, Any]:
-        return {}
+        """Snapshot for metrics: per stream detector statistics, detection and alert counts."""
+        return {
+            "model": self.spec.name, "events": self.events, "labels": self.labels,
+            "unlisted_labels": self.unlisted_labels, "unlisted": dict(self.unlisted),
+            "detections": dict(self.detections),
+            "alerts": {"raised": self.policy.raised, "suppressed": self.policy.suppressed,
+                       "resolved": self.policy.resolved, "open": len(self.policy.open_alerts)},
+            "streams": {f"{v}/{d}": dm.stats() for (v, d), dm in sorted(self.streams.items())},
+            "label_streams": {f"{v}/{d}": {"reference_ready": ls.ready, "window_fill": ls.fill}
+                              for (v, d), ls in sorted(self.label_streams.items())},
+            "rolled_back": list(self.rolled_back),
+        }
+
+    # -- state ------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Versioned, checksummed, compressed JSON state (see :mod:`detectors.state`)."""
+        return encode_state({
+            "kind": STATE_KIND, "model": self.spec.name,
+            "fingerprint": spec_fingerprint(self.spec, self.calibration),
+            "reference": self.reference.to_dict() if self.reference else None,
+            "streams": [[v, d, dm.to_state()] for (v, d), dm in sorted(self.streams.items())],
+            "label_streams": [[v, d, ls.to_state()] for (v, d), ls in sorted(self.label_streams.items())],
+            "sources": self.sources.to_state(), "canary": self.canary.to_state(),
+            "policy": self.policy.to_state(), "now": enc_float(self.now), "unlisted": self.unlisted,
+            "stable_seen": self.stable_seen, "rolled_back": self.rolled_back,
+            "counters": [self.events, self.labels, self.unlisted_labels],
+            "detections": self.detections,
+        })
+
+    @classmethod
+    def from_bytes(cls, spec: ModelSpec, calibration: CalibrationSpec, alerts: AlertPolicySpec, data: bytes,
+                   max_tracked_versions: int = 16) -> "ModelMonitor":
+        """Restore from :meth:`to_bytes`; raises :class:`StateFormatError` on anything invalid."""
+        doc = decode_state(data)
+        try:
+            return cls._load(spec, calibration, alerts, doc, max_tracked_versions)
+        except StateFormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            raise StateFormatError(f"invalid state document: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _load(cls, spec, calibration, alerts, doc, max_tracked) -> "ModelMonitor":
+        if doc.get("kind") != STATE_KIND:
+            raise StateFormatError("not a model monitor state")
+        if doc.get("model") != spec.name:
+            raise StateFormatError(f"state is for model {doc.get('model')!r}, not {spec.name!r}")
+        if doc.get("fingerprint") != spec_fingerprint(spec, calibration):
+            raise StateFormatError("state was made for a different model spec or calibration")
+        m = cls(spec, calibration, alerts, max_tracked)
+        if doc.get("reference") is not None:
+            from detectors.errors import ProfileFormatError
+            try:
+                m.reference = ReferenceProfile.from_dict(spec, doc["reference"])
+            except ProfileFormatError as exc:
+                raise StateFormatError(f"reference: {exc}") from None
+        for row in check_list(doc.get("streams"), "streams"):
+            v, d, st = check_list(row, "stream", 3)
+            if check_str(v, "version") not in m.listed or check_str(d, "deployment") not in DEPLOYMENTS:
+                raise StateFormatError(f"stream {v}/{d} is not a listed version/deployment")
+            m.streams[(v, d)] = DeploymentMonitor.from_state(spec, calibration, st)
+        for row in check_list(doc.get("label_streams"), "label_streams"):
+            v, d, st = check_list(row, "label stream", 3)
+            if check_str(v, "version") not in m.listed or check_str(d, "deployment") not in DEPLOYMENTS:
+                raise StateFormatError(f"label stream {v}/{d} is not a listed version/deployment")
+            ls = LabelStream(spec.classes, spec.label_reference_size, calibration)
+            ls.load_state(st)
+            m.label_streams[(v, d)] = ls
+        m.sources.load_state(doc.get("sources"))
+        m.canary.load_state(doc.get("canary"))
+        m.policy.load_state(check_dict(doc.get("policy"), "policy"))
+        m.now = check_float(doc.get("now"), "now")
+        unl = check_dict(doc.get("unlisted"), "unlisted")
+        if len(unl) > max_tracked + 1:
+            raise StateFormatError("too many unlisted versions")
+        m.unlisted = {check_str(k, "unlisted")[:MAX_NAME]: check_int(c, "unlisted count") for k, c in unl.items()}
+        ss = doc.get("stable_seen")
+        m.stable_seen = None if ss is None else check_str(ss, "stable_seen")
+        m.rolled_back = [check_str(v, "rolled_back") for v in check_list(doc.get("rolled_back"), "rolled_back")]
+        m.events, m.labels, m.unlisted_labels = (check_int(c, "counter") for c in
+                                                 check_list(doc.get("counters"), "counters", 3))
+        det = check_dict(doc.get("detections"), "detections")
+        m.detections = {s: check_int(det.get(s, 0), "detections") for s in SIGNALS}
+        return m
+
+
+def _groups(vers: list[str], deps: list[str]) -> dict[tuple[str, str], np.ndarray | None]:
+    """Indices per (version, deployment); ``None`` means "the whole batch" (common fast path)."""
+    v0, d0 = vers[0], deps[0]
+    if vers.count(v0) == len(vers) and deps.count(d0) == len(deps):
+        return {(v0, d0): None}
+    out: dict[tuple[str, str], list[int]] = {}
+    for i, k in enumerate(zip(vers, deps)):
+        lst = out.get(k)
+        if lst is None:
+            out[k] = [i]
+        else:
+            lst.append(i)
+    return {k: np.asarray(v, dtype=np.int64) for k, v in out.items()}
 
 
 class Engine:
-    """Routes events to one :class:`ModelMonitor` per configured model."""
+    """Routes events to one :class:`ModelMonitor` per configured model; unknown models are counted."""
 
     def __init__(self, spec: MonitorSpec) -> None:
         self.spec = spec
-        self.monitors = {m.name: ModelMonitor(m, spec.calibration, spec.alerts) for m in spec.models}
+        self.monitors: dict[str, ModelMonitor] = {
+            m.name: ModelMonitor(m, spec.calibration, spec.alerts, spec.max_tracked_versions) for m in spec.models}
         self.unknown_model_events = 0
+        self.unknown_model_labels = 0
 
     def process_inference(self, events: Sequence[InferenceEvent]) -> list[ControlMessage]:
-        return []
+        out: list[ControlMessage] = []
+        for name, batch in _by_model(events, lambda e: e.model).items():
+            mon = self.monitors.get(name)
+            if mon is None:
+                self.unknown_model_events += len(batch)
+            else:
+                out.extend(mon.process_inference(batch))
+        return out
 
     def process_labels(self, labels: Sequence[JoinedLabel]) -> list[ControlMessage]:
-        return []
+        out: list[ControlMessage] = []
+        for name, batch in _by_model(labels, lambda j: j.model).items():
+            mon = self.monitors.get(name)
+            if mon is None:
+                self.unknown_model_labels += len(batch)
+            else:
+                out.extend(mon.process_labels(batch))
+        return out
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {"unknown_model_events": self.unknown_model_events,
+                "unknown_model_labels": self.unknown_model_labels,
+                "models": {n: m.stats for n, m in self.monitors.items()}}
+
+
+def _by_model(items: Sequence[Any], key: Any) -> dict[str, Sequence[Any]]:
+    if not items:
+        return {}
+    names = [key(x) for x in items]
+    if names.count(names[0]) == len(names):
+        return {names[0]: items}
+    out: dict[str, list[Any]] = {}
+    for x, nm in zip(items, names):
+        out.setdefault(nm, []).append(x)
+    return out

@@ -1,0 +1,186 @@
+"""Thresholds from a target false-alarm rate.
+
+Raw library defaults are not usable on production traffic (river's PageHinkley with its
+default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline instead:
+
+1. **Standardizes** every stream against its reference. Sequential detectors (ADWIN,
+   Page-Hinkley) see *block means*: the mean of ``k`` consecutive valid values,
+   ``z = (block_mean - ref_mean) / (ref_std / sqrt(k))``. By the central limit theorem ``z``
+   is close to N(0, 1) whatever the feature's shape, so one calibration fits every feature,
+   and the detectors run ``k`` times less often (faster, and a shift of ``s`` standard
+   deviations becomes a shift of ``s * sqrt(k)`` in z-units).
+2. **Budgets** false alarms: ``CalibrationSpec.false_alarms_per_million`` (F) is the expected
+   number of detections per million events of one stream, per signal and key, on a
+   stationary stream. Each signal splits F across its detectors (``SHARES``), and a test
+   run once per window of ``W`` events gets the per-window false-alarm probability
+   ``alpha = F * share * W / 1e6``.
+3. **Derives thresholds** per detector:
+
+   - Page-Hinkley (two-sided, running mean, tolerance ``delta``): Siegmund's approximation
+     of the in-control average run length of a CUSUM on N(0, 1),
+     ``ARL(h) = (exp(2 delta b) - 2 delta b - 1) / (2 delta^2)``, ``b = h + 1.166``,
+     halved for two sides, solved for the threshold ``h``.
+   - ADWIN: its confidence ``delta`` does not map to an alarm rate in closed form, so
+     :data:`ADWIN_RATE_TABLE` holds the measured alarms per million N(0, 1) updates of
+     river's ADWIN (clock 8) for several deltas (:func:`measure_adwin_rate` reproduces
+     it); the delta for a target rate is interpolated in log-log space.
+   - Windowed histogram tests: under the null, ``chi2 = sum (p - q)^2 / q`` over ``B``
+     bins is ``chi2(B - 1) * (1/n + 1/n_ref)``; PSI (the symmetric KL divergence) is
+     asymptotically equal to that chi-square distance and Jensen-Shannon to 1/8 of it.
+     KS uses the two-sample asymptotic critical value (the binned KS is never larger than
+     the exact one, so the test stays conservative).
+   - Rates (class rates, error rates, invalid-value rates, unseen categories, triggered
+     rates): the beta-binomial posterior predictive of the reference counts (Jeffreys
+     prior), so the uncertainty of a reference estimated from a few thousand events is
+     part of the threshold and rates of zero in the reference are handled.
+
+``detectors.simulate.false_alarm_rates`` measures the resulting rates on long stationary
+streams; the tests check them.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy import stats as _st
+
+#: Share of one signal-key's false-alarm budget given to each of its detectors.
+SHARES: dict[str, dict[str, float]] = {
+    "numeric_drift": {"adwin": 0.25, "page_hinkley": 0.25, "psi": 1 / 6, "js": 1 / 6, "ks": 1 / 6},
+    "categorical_drift": {"js": 1 / 3, "chi2": 1 / 3, "unseen_rate": 1 / 3},
+    "prediction_drift": {"class_rate": 0.5, "dominance": 0.5},
+    "confidence_drift": {"mean": 0.5, "low_rate": 0.5},
+    "label_drift": {"class_rate": 0.5, "entropy": 0.5},
+    "performance": {"error_rate": 1.0},
+    "label_disagreement": {"model": 0.5, "sources": 0.5},
+    "trigger": {"triggered_rate": 0.5, "p_class_given_trigger": 0.5},
+    "input_integrity": {"invalid_rate": 1.0},
+    "canary_divergence": {"prediction": 1 / 3, "confidence": 1 / 3, "error_rate": 1 / 3},
+}
+
+#: Measured alarms per million N(0,1) updates of river's ADWIN with clock=8
+#: (4 x 5M draws per delta, see :func:`measure_adwin_rate`).
+ADWIN_RATE_TABLE: tuple[tuple[float, float], ...] = (
+    (0.002, 1.05), (0.005, 3.35), (0.01, 7.7), (0.02, 17.05), (0.03, 29.15),
+    (0.05, 53.0), (0.1, 126.35), (0.3, 492.15), (0.5, 955.6),
+)
+ADWIN_CLOCK = 8
+
+
+def window_alpha(per_million: float, share: float, window: int) -> float:
+    """False-alarm probability of one test run once per ``window`` events."""
+    return min(0.25, per_million * share * window / 1e6)
+
+
+def page_hinkley_arl(h: float, delta: float) -> float:
+    """Siegmund's two-sided in-control ARL of a CUSUM with tolerance ``delta`` on N(0, 1)."""
+    b = h + 1.166
+    x = 2 * delta * b
+    one_sided = (math.exp(x) - x - 1) / (2 * delta * delta)
+    return one_sided / 2
+
+
+@lru_cache(maxsize=256)
+def page_hinkley_threshold(delta: float, alarms_per_million_updates: float) -> float:
+    """Threshold ``h`` giving the target alarm rate on N(0, 1) input (bisection on the ARL).
+
+    >>> round(page_hinkley_threshold(0.5, 8.0), 2)
+    10.57
+    """
+    target_arl = 1e6 / alarms_per_million_updates
+    lo, hi = 0.0, 1.0
+    while page_hinkley_arl(hi, delta) < target_arl:
+        hi *= 2
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        if page_hinkley_arl(mid, delta) < target_arl:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def adwin_delta(alarms_per_million_updates: float) -> float:
+    """ADWIN ``delta`` whose measured false-alarm rate is the target (log-log interpolation).
+
+    Below the table, the rate is extrapolated proportionally to delta (conservative: the
+    measured slope is steeper than 1).
+
+    >>> round(adwin_delta(7.7), 4)
+    0.01
+    """
+    xs = np.log([d for d, _ in ADWIN_RATE_TABLE])
+    ys = np.log([r for _, r in ADWIN_RATE_TABLE])
+    y = math.log(alarms_per_million_updates)
+    if y <= ys[0]:
+        return float(ADWIN_RATE_TABLE[0][0] * alarms_per_million_updates / ADWIN_RATE_TABLE[0][1])
+    if y >= ys[-1]:
+        return float(ADWIN_RATE_TABLE[-1][0])
+    return float(math.exp(np.interp(y, ys, xs)))
+
+
+@lru_cache(maxsize=1024)
+def chi2_distance_threshold(bins: int, n: int, n_ref: int, alpha: float) -> float:
+    """Critical value of ``sum (p - q)^2 / q`` (the PSI approximation) for ``bins`` bins."""
+    if bins < 2:
+        return math.inf
+    return float(_st.chi2.isf(alpha, bins - 1)) * (1.0 / n + 1.0 / max(n_ref, 1))
+
+
+def psi_threshold(bins: int, n: int, n_ref: int, alpha: float) -> float:
+    """Critical PSI (asymptotically the chi-square distance)."""
+    return chi2_distance_threshold(bins, n, n_ref, alpha)
+
+
+def js_threshold(bins: int, n: int, n_ref: int, alpha: float) -> float:
+    """Critical Jensen-Shannon divergence (natural log): 1/8 of the chi-square distance."""
+    return chi2_distance_threshold(bins, n, n_ref, alpha) / 8.0
+
+
+def ks_threshold(n: int, n_ref: int, alpha: float) -> float:
+    """Two-sample Kolmogorov-Smirnov asymptotic critical value."""
+    return math.sqrt(-math.log(alpha / 2) / 2 * (n + n_ref) / (n * n_ref))
+
+
+def z_threshold(alpha: float, two_sided: bool = True) -> float:
+    """Standard normal critical value."""
+    return float(_st.norm.isf(alpha / 2 if two_sided else alpha))
+
+
+@lru_cache(maxsize=4096)
+def rate_bounds(ref_hits: int, ref_n: int, n: int, alpha: float, two_sided: bool = True) -> tuple[int, int]:
+    """Counts ``(lo, hi)``: a window of ``n`` trials is anomalous if its hits ``< lo`` or ``>= hi``.
+
+    Uses the beta-binomial posterior predictive of the reference (Jeffreys prior), so a
+    small reference widens the band and a zero reference rate still gives a finite ``hi``.
+
+    >>> rate_bounds(2, 2000, 1000, 1e-4)[1] > 1
+    True
+    """
+    a, b = ref_hits + 0.5, ref_n - ref_hits + 0.5
+    tail = alpha / 2 if two_sided else alpha
+    dist = _st.betabinom(n, a, b)
+    hi = int(dist.isf(tail)) + 1  # P(X >= hi) <= tail
+    while hi > 0 and dist.sf(hi - 2) <= tail:
+        hi -= 1
+    while dist.sf(hi - 1) > tail:
+        hi += 1
+    lo = 0
+    if two_sided:
+        lo = int(dist.ppf(tail))  # P(X < lo) <= tail
+        while lo > 0 and dist.cdf(lo - 1) > tail:
+            lo -= 1
+    return lo, hi
+
+
+def measure_adwin_rate(delta: float, n: int = 1_000_000, seed: int = 0, clock: int = ADWIN_CLOCK) -> float:
+    """Alarms per million updates of river's ADWIN on ``n`` N(0, 1) draws (how the table was made)."""
+    from river.drift import ADWIN
+
+    update = ADWIN(delta=delta, clock=clock)._helper.update
+    hits = 0
+    for v in np.random.default_rng(seed).standard_normal(n).tolist():
+        if update(v):
+            hits += 1
+    return hits * 1e6 / n

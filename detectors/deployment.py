@@ -1,0 +1,212 @@
+"""All inference-side detectors of one stream: one model version on one deployment.
+
+The first ``reference_size`` events fill a :class:`~detectors.profile.ProfileBuilder`
+(input integrity is counted meanwhile); then the profile arms the detectors. Per
+micro-batch, features are extracted once into numpy columns; sequential detectors consume
+the whole batch, windowed sketches are updated per segment between window boundaries, so
+results do not depend on how the stream is cut into batches.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors.columns import NumericColumn
+from detectors.errors import StateFormatError
+from detectors.events import InferenceEvent
+from detectors.profile import ProfileBuilder, ReferenceProfile, extract_features
+from detectors.signals import (CategoricalDrift, ConfidenceDrift, Hit, InputIntegrity, NumericDrift, PredictionDrift,
+                               TriggerWatch)
+
+from detectors.spec import CalibrationSpec, ModelSpec
+from detectors.state import check_counts, check_dict, check_int, check_list
+
+
+class DeploymentMonitor:
+    """Detectors of one ``(version, deployment)`` stream (see module doc)."""
+
+    def __init__(self, spec: ModelSpec, calibration: CalibrationSpec, profile: ReferenceProfile | None = None) -> None:
+        self.spec = spec
+        self.cal = calibration
+        self.n = 0            # events seen
+        self.fill = 0         # events in the current window
+        self.invalid_total = {f.name: np.zeros(5, dtype=np.int64) for f in spec.features}
+        self.builder: ProfileBuilder | None = None
+        self.profile: ReferenceProfile | None = None
+        self.from_file = profile is not None
+        if profile is None:
+            self.builder = ProfileBuilder(spec, calibration.max_known_categories)
+        else:
+            self._arm(profile)
+
+    @property
+    def armed(self) -> bool:
+        return self.profile is not None
+
+    def _arm(self, profile: ReferenceProfile) -> None:
+        spec, c = self.spec, self.cal
+        self.profile = profile
+        self.builder = None
+        self.fill = 0
+        self.numeric = [NumericDrift(f, profile.numeric[f.name], c) for f in spec.features if f.type == "numeric"]
+        self.categorical = [CategoricalDrift(f, profile.categorical[f.name], c)
+                            for f in spec.features if f.type == "categorical"]
+        self.integrity = []
+        for f in spec.features:
+            p = profile.numeric.get(f.name) or profile.categorical.get(f.name)
+            self.integrity.append(InputIntegrity(f.name, p.invalid, p.n + p.invalid, c))
+        self.prediction = PredictionDrift(spec.classes, profile, c)
+        self.confidence = ConfidenceDrift(profile, c, spec.low_confidence)
+        self.triggers = [TriggerWatch(t, spec.classes, profile, c) for t in spec.triggers]
+
+    def process(self, events: Sequence[InferenceEvent], preds: np.ndarray, conf: np.ndarray) -> list[Hit]:
+        """Update with a batch of this stream's events; hits index into ``events``."""
+        n = len(events)
+        if n == 0:
+            return []
+        self.n += n
+        cols, trig = extract_features(self.spec, events)
+        for name, col in cols.items():
+            if not col.valid.all():
+                self.invalid_total[name] += col.invalid_counts()
+        start = 0
+        if self.builder is not None:
+            take = min(n, self.spec.reference_size - self.builder.n)
+            if take == n:
+                self.builder.add(n, cols, preds, conf, trig)
+            else:
+                self.builder.add(take, {k: _slice(c, 0, take) for k, c in cols.items()}, preds[:take], conf[:take],
+                                 {k: m[:take] for k, m in trig.items()})
+            if self.builder.n >= self.spec.reference_size:
+                self._arm(self.builder.build(self.spec.low_confidence))
+            start = take
+            if start == n:
+                return []
+        return self._armed(cols, preds, conf, trig, start, n)
+
+    def _armed(self, cols, preds, conf, trig, start: int, n: int) -> list[Hit]:
+        hits: list[Hit] = []
+        idx = np.arange(n)
+        if start:
+            idx = idx[start:]
+            cols = {k: _slice(c, start, n) for k, c in cols.items()}
+            preds, conf = preds[start:], conf[start:]
+            trig = {k: m[start:] for k, m in trig.items()}
+        m = n - start
+        for sig in self.numeric:
+            for h in sig.sequential(cols[sig.key], idx):
+                hits.append(h)
+        w = self.cal.window
+        pos = 0
+        num, catg, integ, trigs = self.numeric, self.categorical, self.integrity, self.triggers
+        pred_counts, confd = self.prediction.counts, self.confidence
+        while pos < m:
+            take = min(m - pos, w - self.fill)
+            lo, hi = pos, pos + take
+            for sig in num:
+                sig.accumulate(cols[sig.key], lo, hi)
+            for sig in catg:
+                sig.accumulate(cols[sig.key], lo, hi)
+            for sig in integ:
+                sig.accumulate(cols[sig.key], lo, hi)
+            pred_counts.update_codes(preds[lo:hi])
+            confd.accumulate(conf[lo:hi])
+            for t in trigs:
+                for h in t.accumulate(trig[t.key], preds, lo, hi):
+                    hits.append(h[:7] + (int(idx[h[7]]),))
+            self.fill += take
+            pos = hi
+            if self.fill == w:
+                at = int(idx[hi - 1])
+                for sig in num:
+                    hits.extend(sig.close(at))
+                for sig in catg:
+                    hits.extend(sig.close(at))
+                for sig in integ:
+                    hits.extend(sig.close(at, True))
+                hits.extend(self.prediction.close(at))
+                hits.extend(confd.close(at))
+                for t in trigs:
+                    hits.extend(t.close(at))
+                self.fill = 0
+        return hits
+
+    # -- stats / state ---------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"events": self.n, "armed": self.armed, "window_fill": self.fill,
+                               "reference_events": self.profile.n if self.profile else (self.builder.n if self.builder else 0),
+                               "invalid": {k: v.tolist() for k, v in self.invalid_total.items()}}
+        if self.armed:
+            out["numeric"] = {s.key: {"adwin_width": s.block.adwin.width, "adwin_detections": s.block.adwin.detections,
+                                      "page_hinkley_statistic": s.block.ph.statistic,
+                                      "page_hinkley_threshold": s.block.ph.threshold,
+                                      "page_hinkley_detections": s.block.ph.detections,
+                                      "last_block_z": s.block.last_z} for s in self.numeric}
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        st: dict[str, Any] = {"n": self.n, "fill": self.fill, "from_file": self.from_file,
+                              "invalid": {k: v.tolist() for k, v in self.invalid_total.items()}}
+        if self.builder is not None:
+            st["builder"] = self.builder.to_state()
+            return st
+        assert self.profile is not None
+        st["profile"] = self.profile.to_dict()
+        st["numeric"] = [s.to_state() for s in self.numeric]
+        st["categorical"] = [s.to_state() for s in self.categorical]
+        st["integrity"] = [s.to_state() for s in self.integrity]
+        st["prediction"] = self.prediction.counts.to_state()
+        st["confidence"] = [self.confidence.mom.to_state(), self.confidence.low_count]
+        st["triggers"] = [t.to_state() for t in self.triggers]
+        return st
+
+    @classmethod
+    def from_state(cls, spec: ModelSpec, calibration: CalibrationSpec, st: Any) -> "DeploymentMonitor":
+        from detectors.errors import ProfileFormatError
+
+        st = check_dict(st, "deployment")
+        obj = cls.__new__(cls)
+        obj.spec, obj.cal = spec, calibration
+        obj.n = check_int(st.get("n"), "deployment.n")
+        obj.from_file = bool(st.get("from_file"))
+        inv = check_dict(st.get("invalid"), "deployment.invalid")
+        obj.invalid_total = {f.name: np.array(check_counts(inv.get(f.name), "invalid", 5), dtype=np.int64)
+                             for f in spec.features}
+        obj.builder, obj.profile = None, None
+        if "builder" in st:
+            obj.builder = ProfileBuilder(spec, calibration.max_known_categories)
+            obj.builder.load_state(st["builder"])
+            if obj.builder.n >= spec.reference_size:
+                raise StateFormatError("profile builder is already full")
+            obj.fill = 0
+            return obj
+        try:
+            prof = ReferenceProfile.from_dict(spec, st.get("profile"))
+        except ProfileFormatError as exc:
+            raise StateFormatError(f"stored profile: {exc}") from None
+        obj._arm(prof)
+        obj.fill = check_int(st.get("fill"), "deployment.fill", 0, calibration.window - 1)
+        for group, key in ((obj.numeric, "numeric"), (obj.categorical, "categorical"), (obj.integrity, "integrity"),
+                           (obj.triggers, "triggers")):
+            rows = check_list(st.get(key), key, len(group))
+            for sig, row in zip(group, rows):
+                try:
+                    sig.load_state(row)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    if isinstance(exc, StateFormatError):
+                        raise
+                    raise StateFormatError(f"{key}: {exc}") from None
+        obj.prediction.counts.load_state(st.get("prediction"))
+        conf = check_list(st.get("confidence"), "confidence", 2)
+        obj.confidence.mom.load_state(conf[0])
+        obj.confidence.low_count = check_int(conf[1], "confidence.low")
+        return obj
+
+
+
+def _slice(col, lo: int, hi: int):
+    if isinstance(col, NumericColumn):
+        return NumericColumn(col.values[lo:hi], col.kinds[lo:hi], col.valid[lo:hi])
+    return type(col)(col.values[lo:hi], col.kinds[lo:hi], col.valid[lo:hi])

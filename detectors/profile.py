@@ -1,0 +1,283 @@
+"""Reference profiles: what "normal" looks like for one stream.
+
+A profile is learned from the first ``ModelSpec.reference_size`` events of a stream
+(:class:`ProfileBuilder`, part of the detector state while it fills) or built offline by
+``driftline profile`` with the pure :func:`build_profile` and stored as JSON via
+:meth:`ReferenceProfile.to_dict` / :meth:`ReferenceProfile.from_dict` (the file I/O lives in
+``stream/``).
+
+>>> from detectors.spec import ModelSpec, FeatureSpec
+>>> from detectors.events import InferenceEvent
+>>> spec = ModelSpec(name="m", classes=["a", "b"], versions=["v1"], reference_size=100,
+...                  features=[FeatureSpec(name="x", type="numeric", bins=4)])
+>>> evs = [InferenceEvent(str(i), i, "m", "v1", "stable", {"x": float(i % 10)}, "a", 0.9) for i in range(100)]
+>>> p = build_profile(spec, evs)
+>>> p.n, ReferenceProfile.from_dict(spec, p.to_dict()).numeric["x"].mean
+(100, 4.5)
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from detectors.columns import (CategoricalColumn, NumericColumn, categorical_column, confidence_column,
+                               feature_values, numeric_column)
+from detectors.errors import ProfileFormatError, StateFormatError
+from detectors.events import InferenceEvent
+from detectors.spec import ModelSpec, TriggerSpec
+from detectors.state import check_float, check_int, check_list, check_str, enc_float
+
+PROFILE_FORMAT = "driftline.profile/v1"
+OTHER = "<other>"
+
+
+@dataclass(slots=True)
+class NumericProfile:
+    edges: list[float]
+    counts: list[int]
+    mean: float
+    std: float
+    n: int          # valid values
+    invalid: int    # invalid values (input integrity baseline)
+
+
+@dataclass(slots=True)
+class CategoricalProfile:
+    top: list[str]
+    rest: list[str]
+    counts: list[int]       # len(top) + 1: top-k then "other"
+    unseen_hits: int        # split-half estimate of the never-seen rate: hits ...
+    unseen_n: int           # ... out of n
+    n: int
+    invalid: int
+
+
+@dataclass(slots=True)
+class ReferenceProfile:
+    """Reference statistics of one stream (see module doc)."""
+
+    n: int
+    numeric: dict[str, NumericProfile] = field(default_factory=dict)
+    categorical: dict[str, CategoricalProfile] = field(default_factory=dict)
+    predictions: list[int] = field(default_factory=list)  # per spec class, then "<other>"
+    confidence: list[float] = field(default_factory=lambda: [0, 0.0, 0.0, 0])  # n, mean, std, low count
+    triggers: dict[str, list[int]] = field(default_factory=dict)  # name -> [triggered, per-class counts...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PROFILE_FORMAT, "n": self.n,
+            "numeric": {k: {"edges": [float(e) for e in v.edges], "counts": list(v.counts),
+                            "mean": enc_float(v.mean), "std": enc_float(v.std), "n": v.n, "invalid": v.invalid}
+                        for k, v in self.numeric.items()},
+            "categorical": {k: {"top": list(v.top), "rest": list(v.rest), "counts": list(v.counts),
+                                "unseen": [v.unseen_hits, v.unseen_n], "n": v.n, "invalid": v.invalid}
+                            for k, v in self.categorical.items()},
+            "predictions": list(self.predictions),
+            "confidence": [int(self.confidence[0])] + [enc_float(c) for c in self.confidence[1:3]]
+                          + [int(self.confidence[3])],
+            "triggers": {k: list(v) for k, v in self.triggers.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, spec: ModelSpec, d: Any) -> "ReferenceProfile":
+        """Validate a profile dictionary against ``spec``; raises :class:`ProfileFormatError`."""
+        try:
+            return _profile_from_dict(spec, d)
+        except StateFormatError as exc:
+            raise ProfileFormatError(str(exc)) from None
+
+
+def _profile_from_dict(spec: ModelSpec, d: Any) -> ReferenceProfile:
+    if not isinstance(d, dict) or d.get("format") != PROFILE_FORMAT:
+        raise ProfileFormatError(f"not a {PROFILE_FORMAT} document")
+    ncls = len(spec.classes) + 1
+    prof = ReferenceProfile(n=check_int(d.get("n"), "profile.n"))
+    num = d.get("numeric")
+    cat = d.get("categorical")
+    if not isinstance(num, dict) or not isinstance(cat, dict):
+        raise ProfileFormatError("profile.numeric/categorical must be objects")
+    for f in spec.features:
+        src = num if f.type == "numeric" else cat
+        if f.name not in src or not isinstance(src[f.name], dict):
+            raise ProfileFormatError(f"profile has no {f.type} entry for feature {f.name!r}")
+        e = src[f.name]
+        if f.type == "numeric":
+            edges = [check_float(x, "edges", finite=True) for x in check_list(e.get("edges"), "edges")]
+            if len(edges) > 4096 or any(b <= a for a, b in zip(edges, edges[1:])):
+                raise ProfileFormatError(f"feature {f.name!r}: edges must be strictly increasing")
+            counts = [check_int(c, "counts") for c in check_list(e.get("counts"), "counts", len(edges) + 1)]
+            prof.numeric[f.name] = NumericProfile(edges, counts, check_float(e.get("mean"), "mean", True),
+                                                  check_float(e.get("std"), "std", True),
+                                                  check_int(e.get("n"), "n"), check_int(e.get("invalid"), "invalid"))
+        else:
+            top = [check_str(x, "top") for x in check_list(e.get("top"), "top")]
+            rest = [check_str(x, "rest") for x in check_list(e.get("rest"), "rest")]
+            if len(top) > f.top_k or len(rest) > 1_000_000:
+                raise ProfileFormatError(f"feature {f.name!r}: too many categories")
+            counts = [check_int(c, "counts") for c in check_list(e.get("counts"), "counts", len(top) + 1)]
+            unseen = check_list(e.get("unseen"), "unseen", 2)
+            prof.categorical[f.name] = CategoricalProfile(
+                top, rest, counts, check_int(unseen[0], "unseen"), check_int(unseen[1], "unseen"),
+                check_int(e.get("n"), "n"), check_int(e.get("invalid"), "invalid"))
+    prof.predictions = [check_int(c, "predictions") for c in check_list(d.get("predictions"), "predictions", ncls)]
+    c = check_list(d.get("confidence"), "confidence", 4)
+    prof.confidence = [check_int(c[0], "confidence.n"), check_float(c[1], "confidence.mean", True),
+                       check_float(c[2], "confidence.std", True), check_int(c[3], "confidence.low")]
+    trig = d.get("triggers")
+    if not isinstance(trig, dict):
+        raise ProfileFormatError("profile.triggers must be an object")
+    for t in spec.triggers:
+        row = trig.get(t.name, [0] + [0] * ncls)
+        prof.triggers[t.name] = [check_int(x, "triggers") for x in check_list(row, "triggers", ncls + 1)]
+    return prof
+
+
+def trigger_mask(t: TriggerSpec, col: NumericColumn | CategoricalColumn) -> np.ndarray:
+    """Events (valid values only) on which trigger ``t`` holds."""
+    if isinstance(col, NumericColumn):
+        x = col.values
+        with np.errstate(invalid="ignore"):
+            if t.equals is not None:
+                try:
+                    return x == float(t.equals)
+                except ValueError:
+                    return np.zeros(x.size, dtype=bool)
+            m = np.ones(x.size, dtype=bool) & col.valid
+            if t.above is not None:
+                m &= x > t.above
+            if t.below is not None:
+                m &= x < t.below
+            return m
+    vals = col.values
+    if t.one_of is not None:
+        s = frozenset(t.one_of)
+        return np.fromiter((v in s for v in vals), dtype=bool, count=len(vals))
+    eq = str(t.equals)
+    return np.fromiter((v == eq for v in vals), dtype=bool, count=len(vals))
+
+
+class ProfileBuilder:
+    """Accumulates the first events of a stream until a profile can be built."""
+
+    def __init__(self, spec: ModelSpec, max_known: int = 4096) -> None:
+        self.spec = spec
+        self.max_known = max_known
+        self.n = 0
+        self.numeric: dict[str, list[float]] = {f.name: [] for f in spec.features if f.type == "numeric"}
+        self.categorical: dict[str, list[str]] = {f.name: [] for f in spec.features if f.type == "categorical"}
+        self.invalid: dict[str, int] = {f.name: 0 for f in spec.features}
+        self.pred_codes: list[int] = []
+        self.conf: list[float] = []
+        self.trig: dict[str, list[int]] = {t.name: [] for t in spec.triggers}  # class codes of triggered events
+
+    def add(self, n: int, cols: dict[str, NumericColumn | CategoricalColumn], pred_codes: np.ndarray,
+            conf: np.ndarray, trig: dict[str, np.ndarray]) -> None:
+        self.n += n
+        for name, col in cols.items():
+            self.invalid[name] += int(n - col.valid.sum())
+            if isinstance(col, NumericColumn):
+                self.numeric[name].extend(col.values[col.valid].tolist())
+            else:
+                self.categorical[name].extend(v for v in col.values if v is not None)
+        self.pred_codes.extend(pred_codes.tolist())
+        self.conf.extend(conf[~np.isnan(conf)].tolist())
+        for name, m in trig.items():
+            self.trig[name].extend(pred_codes[m].tolist())
+
+    def build(self, low_confidence: float) -> ReferenceProfile:
+        spec = self.spec
+        ncls = len(spec.classes) + 1
+        prof = ReferenceProfile(n=self.n)
+        for f in spec.features:
+            if f.type == "numeric":
+                x = np.asarray(self.numeric[f.name], dtype=np.float64)
+                if x.size:
+                    edges = np.unique(np.quantile(x, np.linspace(0, 1, f.bins + 1)[1:-1]))
+                    counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
+                    mean, std = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+                else:
+                    edges, counts, mean, std = np.empty(0), np.zeros(1, dtype=np.int64), 0.0, 0.0
+                prof.numeric[f.name] = NumericProfile(edges.tolist(), counts.tolist(), mean, std, int(x.size),
+                                                      self.invalid[f.name])
+            else:
+                vals = self.categorical[f.name]
+                freq = Counter(vals)
+                ranked = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))
+                top = [v for v, _ in ranked[: f.top_k]]
+                rest = [v for v, _ in ranked[f.top_k: self.max_known]]
+                counts = [freq[v] for v in top] + [len(vals) - sum(freq[v] for v in top)]
+                half = len(vals) // 2
+                first = Counter(vals[:half])
+                known = {v for v, _ in sorted(first.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_known]}
+                hits = sum(1 for v in vals[half:] if v not in known)
+                prof.categorical[f.name] = CategoricalProfile(top, rest, counts, hits, len(vals) - half, len(vals),
+                                                              self.invalid[f.name])
+        codes = np.asarray(self.pred_codes, dtype=np.int64)
+        prof.predictions = np.bincount(codes, minlength=ncls)[:ncls].tolist()
+        c = np.asarray(self.conf, dtype=np.float64)
+        prof.confidence = [int(c.size), float(c.mean()) if c.size else 0.0,
+                           float(c.std(ddof=1)) if c.size > 1 else 0.0, int((c < low_confidence).sum())]
+        for t in spec.triggers:
+            tc = np.asarray(self.trig[t.name], dtype=np.int64)
+            prof.triggers[t.name] = [int(tc.size)] + np.bincount(tc, minlength=ncls)[:ncls].tolist()
+        return prof
+
+    def to_state(self) -> dict[str, Any]:
+        return {"n": self.n, "numeric": self.numeric, "categorical": self.categorical, "invalid": self.invalid,
+                "pred": self.pred_codes, "conf": self.conf, "trig": self.trig}
+
+    def load_state(self, st: Any) -> None:
+        if not isinstance(st, dict):
+            raise StateFormatError("profile builder: expected an object")
+        self.n = check_int(st.get("n"), "builder.n", 0, 10_000_000)
+        ncls = len(self.spec.classes) + 1
+        num, cat, inv = st.get("numeric"), st.get("categorical"), st.get("invalid")
+        trig = st.get("trig")
+        for d in (num, cat, inv, trig):
+            if not isinstance(d, dict):
+                raise StateFormatError("profile builder: malformed")
+        for name in self.numeric:
+            self.numeric[name] = [check_float(v, "builder value", True) for v in check_list(num.get(name), name)]
+        for name in self.categorical:
+            self.categorical[name] = [check_str(v, "builder value") for v in check_list(cat.get(name), name)]
+        for name in self.invalid:
+            self.invalid[name] = check_int(inv.get(name), "builder.invalid")
+        self.pred_codes = [check_int(c, "builder.pred", 0, ncls - 1) for c in check_list(st.get("pred"), "pred")]
+        self.conf = [check_float(c, "builder.conf", True) for c in check_list(st.get("conf"), "conf")]
+        for name in self.trig:
+            self.trig[name] = [check_int(c, "builder.trig", 0, ncls - 1) for c in check_list(trig.get(name), name)]
+
+
+def extract_features(spec: ModelSpec, events: Sequence[InferenceEvent]
+                     ) -> tuple[dict[str, NumericColumn | CategoricalColumn], dict[str, np.ndarray]]:
+    """Feature columns and trigger masks of a batch of one stream."""
+    fd = [e.features for e in events]
+    cols: dict[str, NumericColumn | CategoricalColumn] = {}
+    for f in spec.features:
+        raw = feature_values(fd, f.name)
+        cols[f.name] = numeric_column(raw, f) if f.type == "numeric" else categorical_column(raw)
+    trig = {t.name: trigger_mask(t, cols[t.feature]) for t in spec.triggers}
+    return cols, trig
+
+
+def prediction_codes(events: Sequence[InferenceEvent], class_index: dict[str, int]) -> np.ndarray:
+    """Class index of each prediction (``len(class_index)`` for a class the spec does not list)."""
+    other = len(class_index)
+    get = class_index.get
+    return np.fromiter((get(e.prediction, other) for e in events), dtype=np.int64, count=len(events))
+
+
+def build_profile(spec: ModelSpec, events: Sequence[InferenceEvent], max_known: int = 4096) -> ReferenceProfile:
+    """Pure profile construction from a sequence of events (used by ``driftline profile``)."""
+    b = ProfileBuilder(spec, max_known)
+    class_index = {c: i for i, c in enumerate(spec.classes)}
+    evs = list(events)
+    if evs:
+        cols, trig = extract_features(spec, evs)
+        b.add(len(evs), cols, prediction_codes(evs, class_index),
+              confidence_column([e.confidence for e in evs]), trig)
+    return b.build(spec.low_confidence)

@@ -1,0 +1,361 @@
+"""Windowed signals of one inference stream (one model version on one deployment).
+
+Each signal accumulates mergeable sketches over a tumbling window of ``W`` events
+(vectorized per micro-batch segment) and runs its calibrated tests once per window
+(:mod:`detectors.calibration`), not per event. A test result is a :data:`Hit`:
+``(signal, detector, key, statistic, threshold, reference summary, current summary,
+index of the tipping event in the stream batch)``.
+
+Window sketches merge (histograms and counts add); the window *tests* are sequential over
+windows and are owned by one worker, like the sequential detectors.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from detectors import calibration as cal
+from detectors.columns import INVALID_KINDS, CategoricalColumn, NumericColumn
+from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
+from detectors.sequential import BlockDrift
+from detectors.sketches import (Counts, Histogram, Moments, Vocabulary, binned_ks, chi2_distance, jensen_shannon,
+                                psi, smoothed)
+from detectors.spec import CalibrationSpec, FeatureSpec, ModelSpec, TriggerSpec
+from detectors.state import check_counts, check_int, check_list
+
+Hit = tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]
+MIN_WINDOW_VALUES = 30
+
+
+def _r(x: float) -> float:
+    return float(round(x, 6))
+
+
+class NumericDrift:
+    """PSI / JS / KS of the window histogram vs the reference, ADWIN + Page-Hinkley on block means."""
+
+    signal = "numeric_drift"
+
+    def __init__(self, f: FeatureSpec, prof: NumericProfile, c: CalibrationSpec) -> None:
+        self.key = f.name
+        self.prof = prof
+        self.ref = np.asarray(prof.counts, dtype=np.int64)
+        self.hist = Histogram(prof.edges)
+        self.mom = Moments()
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["psi"], c.window)
+        per_block = c.false_alarms_per_million * c.block_size  # alarms per million blocks, whole budget
+        sh = cal.SHARES[self.signal]
+        self.enabled = prof.n >= MIN_WINDOW_VALUES
+        self.block = BlockDrift(prof.mean, prof.std, c.block_size,
+                                cal.adwin_delta(per_block * sh["adwin"]), c.ph_delta,
+                                cal.page_hinkley_threshold(c.ph_delta, per_block * sh["page_hinkley"]))
+
+    def sequential(self, col: NumericColumn, idx_base: np.ndarray) -> list[Hit]:
+        if not self.enabled:
+            return []
+        v = col.valid
+        hits = self.block.update(col.values[v], idx_base[v])
+        out: list[Hit] = []
+        for i, det, stat, thr in hits:
+            ref = {"mean": _r(self.prof.mean), "std": _r(self.prof.std)}
+            cur = {"block_z": _r(self.block.last_z), "adwin_mean_z": _r(self.block.adwin.estimation),
+                   "block_size": self.block.k}
+            out.append((self.signal, det, self.key, stat, thr, ref, cur, i))
+        return out
+
+    def accumulate(self, col: NumericColumn, lo: int, hi: int) -> None:
+        x = col.values[lo:hi][col.valid[lo:hi]]
+        self.hist.update(x)
+        self.mom.update(x)
+
+    def close(self, idx: int) -> list[Hit]:
+        out: list[Hit] = []
+        n = self.hist.n
+        if self.enabled and n >= MIN_WINDOW_VALUES:
+            cur_c = self.hist.counts
+            bins, nref = cur_c.size, self.prof.n
+            ref_s = {"mean": _r(self.prof.mean), "std": _r(self.prof.std), "n": nref,
+                     "bins": smoothed(self.ref).round(4).tolist()}
+            cur_s = {"mean": _r(self.mom.mean), "std": _r(self.mom.std), "n": n,
+                     "bins": smoothed(cur_c).round(4).tolist()}
+            for det, stat, thr in (
+                ("psi", psi(cur_c, self.ref), cal.psi_threshold(bins, n, nref, self.alpha)),
+                ("js", jensen_shannon(cur_c, self.ref), cal.js_threshold(bins, n, nref, self.alpha)),
+                ("ks", binned_ks(cur_c, self.ref), cal.ks_threshold(n, nref, self.alpha)),
+            ):
+                if stat >= thr:
+                    out.append((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx))
+        self.hist.reset()
+        self.mom.reset()
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {"hist": self.hist.to_state(), "mom": self.mom.to_state(), "block": self.block.to_state()}
+
+    def load_state(self, st: dict[str, Any]) -> None:
+        self.hist.load_state(st.get("hist"))
+        self.mom.load_state(st.get("mom"))
+        self.block.load_state(st.get("block"))
+
+
+class CategoricalDrift:
+    """JS and chi-square of bounded top-k + other counts vs the reference, and the never-seen rate."""
+
+    signal = "categorical_drift"
+
+    def __init__(self, f: FeatureSpec, prof: CategoricalProfile, c: CalibrationSpec) -> None:
+        self.key = f.name
+        self.prof = prof
+        self.vocab = Vocabulary(prof.top, prof.rest)
+        self.k = self.vocab.k
+        self.ref = np.asarray(prof.counts, dtype=np.int64)
+        self.counts = Counts(self.k + 2)
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["js"], c.window)
+        self.enabled = prof.n >= MIN_WINDOW_VALUES
+
+    def accumulate(self, col: CategoricalColumn, lo: int, hi: int) -> None:
+        vals = col.values[lo:hi]
+        if not col.valid[lo:hi].all():
+            vals = [v for v in vals if v is not None]
+        self.counts.update_codes(self.vocab.codes(vals))
+
+    def close(self, idx: int) -> list[Hit]:
+        out: list[Hit] = []
+        c = self.counts.counts
+        n = int(c.sum())
+        if self.enabled and n >= MIN_WINDOW_VALUES:
+            k = self.k
+            cur = np.concatenate((c[:k], [c[k] + c[k + 1]]))
+            names = self.vocab.top + ["<other>"]
+            nref = self.prof.n
+            ref_s = {"top": dict(zip(names, smoothed(self.ref).round(4).tolist())), "n": nref,
+                     "unseen_rate": _r(self.prof.unseen_hits / max(self.prof.unseen_n, 1))}
+            cur_s = {"top": dict(zip(names, smoothed(cur).round(4).tolist())), "n": n,
+                     "unseen_rate": _r(c[k + 1] / n)}
+            b = k + 1
+            for det, stat, thr in (
+                ("js", jensen_shannon(cur, self.ref), cal.js_threshold(b, n, nref, self.alpha)),
+                ("chi2", chi2_distance(cur, self.ref), cal.chi2_distance_threshold(b, n, nref, self.alpha)),
+            ):
+                if stat >= thr:
+                    out.append((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx))
+            hi = cal.rate_bounds(self.prof.unseen_hits, self.prof.unseen_n, n, self.alpha, False)[1]
+            if c[k + 1] >= hi:
+                out.append((self.signal, "unseen_rate", self.key, float(c[k + 1] / n), hi / n, ref_s, cur_s, idx))
+        self.counts.reset()
+        return out
+
+    def to_state(self) -> list[int]:
+        return self.counts.to_state()
+
+    def load_state(self, st: Any) -> None:
+        self.counts.load_state(st)
+
+
+class PredictionDrift:
+    """Per-class prediction rates vs the reference (two-sided) and one class dominating."""
+
+    signal = "prediction_drift"
+
+    def __init__(self, classes: list[str], prof: ReferenceProfile, c: CalibrationSpec) -> None:
+        self.names = list(classes) + ["<other>"]
+        self.ref = np.asarray(prof.predictions, dtype=np.int64)
+        self.nref = int(self.ref.sum())
+        self.counts = Counts(len(self.names))
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["class_rate"], c.window)
+        self.dominance = c.dominance_share
+
+    def close(self, idx: int) -> list[Hit]:
+        out: list[Hit] = []
+        c = self.counts.counts
+        n = int(c.sum())
+        if n >= MIN_WINDOW_VALUES and self.nref:
+            top = int(c.argmax())
+            for j, name in enumerate(self.names):
+                lo, hi = cal.rate_bounds(int(self.ref[j]), self.nref, n, self.alpha)
+                cj = int(c[j])
+                ref_s = {"rate": _r(self.ref[j] / self.nref), "n": self.nref}
+                cur_s = {"rate": _r(cj / n), "n": n, "count": cj}
+                if cj >= hi or cj < lo:
+                    out.append((self.signal, "class_rate", name, cj / n, (hi if cj >= hi else lo) / n,
+                                ref_s, cur_s, idx))
+                if j == top and cj / n >= self.dominance and self.ref[j] / self.nref < self.dominance and cj >= hi:
+                    out.append((self.signal, "dominance", name, cj / n, self.dominance, ref_s, cur_s, idx))
+        self.counts.reset()
+        return out
+
+
+class ConfidenceDrift:
+    """Mean confidence (two-sided z-test) and the rate of low-confidence predictions."""
+
+    signal = "confidence_drift"
+
+    def __init__(self, prof: ReferenceProfile, c: CalibrationSpec, low: float) -> None:
+        self.nref, self.mref, self.sref, self.lowref = prof.confidence
+        self.low = low
+        self.mom = Moments()
+        self.low_count = 0
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["mean"], c.window)
+        self.z = cal.z_threshold(self.alpha)
+
+    def accumulate(self, conf: np.ndarray) -> None:
+        x = conf[~np.isnan(conf)] if np.isnan(conf).any() else conf
+        self.mom.update(x)
+        self.low_count += int((x < self.low).sum())
+
+    def close(self, idx: int) -> list[Hit]:
+        out: list[Hit] = []
+        n = self.mom.n
+        if n >= MIN_WINDOW_VALUES and self.nref >= MIN_WINDOW_VALUES:
+            ref_s = {"mean": _r(self.mref), "low_rate": _r(self.lowref / self.nref), "n": self.nref}
+            cur_s = {"mean": _r(self.mom.mean), "low_rate": _r(self.low_count / n), "n": n}
+            sd = max(self.sref, 1e-6) * np.sqrt(1.0 / n + 1.0 / self.nref)
+            z = abs(self.mom.mean - self.mref) / sd
+            if z >= self.z:
+                out.append((self.signal, "mean", "", float(z), self.z, ref_s, cur_s, idx))
+            lo, hi = cal.rate_bounds(int(self.lowref), int(self.nref), n, self.alpha)
+            if self.low_count >= hi or self.low_count < lo:
+                out.append((self.signal, "low_rate", "", self.low_count / n,
+                            (hi if self.low_count >= hi else lo) / n, ref_s, cur_s, idx))
+        self.mom.reset()
+        self.low_count = 0
+        return out
+
+
+class InputIntegrity:
+    """Rate of invalid values (NaN, Inf, null, wrong type, out of range) of one feature."""
+
+    signal = "input_integrity"
+
+    def __init__(self, name: str, ref_invalid: int, ref_n: int, c: CalibrationSpec) -> None:
+        self.key = name
+        self.ref_invalid, self.ref_n = ref_invalid, ref_n
+        self.counts = np.zeros(5, dtype=np.int64)
+        self.n = 0
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, 1.0, c.window)
+        self.total = np.zeros(5, dtype=np.int64)  # lifetime counts, for stats
+
+    def accumulate(self, col: NumericColumn | CategoricalColumn, lo: int, hi: int) -> None:
+        self.n += hi - lo
+        kinds = col.kinds[lo:hi]
+        if kinds.any():
+            c = np.bincount(kinds, minlength=6)[1:6]
+            self.counts += c
+            self.total += c
+
+    def close(self, idx: int, active: bool) -> list[Hit]:
+        out: list[Hit] = []
+        bad = int(self.counts.sum())
+        if active and self.n and bad:
+            hi = cal.rate_bounds(self.ref_invalid, self.ref_n, self.n, self.alpha, False)[1]
+            if bad >= hi:
+                cur_s = {"invalid_rate": _r(bad / self.n), "n": self.n,
+                         "by_kind": dict(zip(INVALID_KINDS, self.counts.tolist()))}
+                ref_s = {"invalid_rate": _r(self.ref_invalid / max(self.ref_n, 1)), "n": self.ref_n}
+                out.append((self.signal, "invalid_rate", self.key, bad / self.n, hi / self.n, ref_s, cur_s, idx))
+        self.counts[:] = 0
+        self.n = 0
+        return out
+
+    def to_state(self) -> list[Any]:
+        return [self.counts.tolist(), self.n, self.total.tolist()]
+
+    def load_state(self, st: Any) -> None:
+        st = check_list(st, "integrity", 3)
+        self.counts = np.array(check_counts(st[0], "integrity", 5), dtype=np.int64)
+        self.n = check_int(st[1], "integrity.n")
+        self.total = np.array(check_counts(st[2], "integrity", 5), dtype=np.int64)
+
+
+class TriggerWatch:
+    """Triggered-event rate per window, and P(class | trigger) vs the baseline per trigger window.
+
+    The baseline is the reference's class distribution under the trigger when the reference
+    saw enough triggered events, else the reference's overall class distribution. A backdoor
+    shows as P(class | trigger) far above it.
+    """
+
+    signal = "trigger"
+
+    def __init__(self, t: TriggerSpec, classes: list[str], prof: ReferenceProfile, c: CalibrationSpec) -> None:
+        self.key = t.name
+        self.names = list(classes) + ["<other>"]
+        row = prof.triggers.get(t.name, [0] * (len(self.names) + 1))
+        self.ref_trig, self.ref_n = row[0], prof.n
+        if row[0] >= MIN_WINDOW_VALUES:
+            self.base, self.base_n, self.base_kind = np.asarray(row[1:]), row[0], "reference_under_trigger"
+        else:
+            self.base, self.base_n, self.base_kind = (np.asarray(prof.predictions), max(int(sum(prof.predictions)), 1),
+                                                      "reference_overall")
+        self.m = c.min_trigger_events
+        sh = cal.SHARES[self.signal]
+        self.alpha_rate = cal.window_alpha(c.false_alarms_per_million, sh["triggered_rate"], c.window)
+        self.alpha_cls = cal.window_alpha(c.false_alarms_per_million, sh["p_class_given_trigger"], self.m) / len(self.names)
+        self.win_trig = 0
+        self.win_n = 0
+        self.cls = Counts(len(self.names))      # predictions under the trigger (trigger window)
+        self.overall = Counts(len(self.names))  # all predictions during the trigger window
+
+    def accumulate(self, mask: np.ndarray, preds: np.ndarray, lo: int, hi: int) -> list[Hit]:
+        """Window counts, and trigger windows closing exactly at their ``m``-th triggered event."""
+        out: list[Hit] = []
+        m = mask[lo:hi]
+        self.win_n += hi - lo
+        self.win_trig += int(m.sum())
+        where = np.flatnonzero(m)
+        start = 0
+        while where.size:
+            need = self.m - self.cls.n
+            if where.size < need:
+                self.cls.update_codes(preds[lo:hi][where])
+                self.overall.update_codes(preds[lo + start:hi])
+                return out
+            end = int(where[need - 1]) + 1
+            self.cls.update_codes(preds[lo:hi][where[:need]])
+            self.overall.update_codes(preds[lo + start:lo + end])
+            out.extend(self._close_trigger_window(lo + end - 1))
+            where = where[need:]
+            start = end
+        self.overall.update_codes(preds[lo + start:hi])
+        return out
+
+    def _close_trigger_window(self, idx: int) -> list[Hit]:
+        out: list[Hit] = []
+        c, n = self.cls.counts, self.cls.n
+        on = max(self.overall.n, 1)
+        for j, name in enumerate(self.names):
+            hi = cal.rate_bounds(int(self.base[j]), int(self.base_n), n, self.alpha_cls, False)[1]
+            if c[j] >= hi:
+                ref_s = {"p_class": _r(self.base[j] / self.base_n), "baseline": self.base_kind,
+                         "class": name}
+                cur_s = {"p_class_given_trigger": _r(c[j] / n), "p_class_overall": _r(self.overall.counts[j] / on),
+                         "triggered": n, "class": name}
+                out.append((self.signal, "p_class_given_trigger", self.key, c[j] / n, hi / n, ref_s, cur_s, idx))
+        self.cls.reset()
+        self.overall.reset()
+        return out
+
+    def close(self, idx: int) -> list[Hit]:
+        out: list[Hit] = []
+        n, k = self.win_n, self.win_trig
+        if n >= MIN_WINDOW_VALUES:
+            lo, hi = cal.rate_bounds(self.ref_trig, self.ref_n, n, self.alpha_rate)
+            if k >= hi or k < lo:
+                out.append((self.signal, "triggered_rate", self.key, k / n, (hi if k >= hi else lo) / n,
+                            {"rate": _r(self.ref_trig / max(self.ref_n, 1)), "n": self.ref_n},
+                            {"rate": _r(k / n), "n": n}, idx))
+        self.win_n = self.win_trig = 0
+        return out
+
+    def to_state(self) -> list[Any]:
+        return [self.win_trig, self.win_n, self.cls.to_state(), self.overall.to_state()]
+
+    def load_state(self, st: Any) -> None:
+        st = check_list(st, "trigger", 4)
+        self.win_trig = check_int(st[0], "trigger.win_trig")
+        self.win_n = check_int(st[1], "trigger.win_n")
+        self.cls.load_state(st[2])
+        self.overall.load_state(st[3])
+        if self.cls.n >= self.m:
+            raise ValueError("trigger window overfull")

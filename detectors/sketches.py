@@ -1,0 +1,206 @@
+"""Mergeable sketches: fixed-bin histograms, bounded category counts, moments.
+
+All sketches here merge exactly: the merge of two partitions' sketches equals the sketch
+of the union, and merging is associative and commutative (property-tested). Memory is fixed
+at construction: category sketches map values through a vocabulary learned from the
+reference (top-k plus an "other" bucket, plus a count of never-seen values), so an
+attacker sending endless new values cannot grow them.
+
+>>> h = Histogram([0.0, 1.0])
+>>> h.update(np.array([-1.0, 0.5, 2.0, 3.0]))
+>>> h.counts.tolist()
+[1, 1, 2]
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from detectors.errors import StateFormatError
+from detectors.state import check_counts, check_float, check_int, check_list, enc_float
+
+
+class Histogram:
+    """Counts over fixed bins given by sorted interior ``edges`` (``len(edges) + 1`` bins)."""
+
+    __slots__ = ("edges", "counts")
+
+    def __init__(self, edges: Sequence[float]) -> None:
+        self.edges = np.asarray(edges, dtype=np.float64)
+        self.counts = np.zeros(self.edges.size + 1, dtype=np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def update(self, values: np.ndarray) -> None:
+        """Add a batch of finite values (vectorized: searchsorted + bincount)."""
+        if values.size:
+            self.counts += np.bincount(np.searchsorted(self.edges, values, side="right"),
+                                       minlength=self.counts.size)
+
+    def merge(self, other: "Histogram") -> "Histogram":
+        if not np.array_equal(self.edges, other.edges):
+            raise ValueError("histograms with different edges do not merge")
+        out = Histogram(self.edges)
+        out.counts = self.counts + other.counts
+        return out
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+
+    def to_state(self) -> list[int]:
+        return self.counts.tolist()
+
+    def load_state(self, st: Any) -> None:
+        self.counts = np.array(check_counts(st, "histogram", self.counts.size), dtype=np.int64)
+
+
+class Counts:
+    """A fixed-length vector of counts (class counts, category buckets); merge adds."""
+
+    __slots__ = ("counts",)
+
+    def __init__(self, size: int) -> None:
+        self.counts = np.zeros(size, dtype=np.int64)
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    def update_codes(self, codes: np.ndarray) -> None:
+        if codes.size:
+            self.counts += np.bincount(codes, minlength=self.counts.size)[: self.counts.size]
+
+    def merge(self, other: "Counts") -> "Counts":
+        if other.counts.size != self.counts.size:
+            raise ValueError("counts of different sizes do not merge")
+        out = Counts(self.counts.size)
+        out.counts = self.counts + other.counts
+        return out
+
+    def reset(self) -> None:
+        self.counts[:] = 0
+
+    def to_state(self) -> list[int]:
+        return self.counts.tolist()
+
+    def load_state(self, st: Any) -> None:
+        self.counts = np.array(check_counts(st, "counts", self.counts.size), dtype=np.int64)
+
+
+class Vocabulary:
+    """Maps categorical values to bucket codes: ``0..k-1`` top-k, ``k`` other, ``k+1`` never seen.
+
+    Known values beyond the top-k (at most ``max_known`` of them, kept from the reference)
+    map to "other"; anything else is "never seen" (which the distribution tests also count
+    as "other").
+
+    >>> v = Vocabulary(["a", "b"], ["c"])
+    >>> v.codes(["a", "c", "zzz"]).tolist()
+    [0, 2, 3]
+    """
+
+    __slots__ = ("top", "rest", "lut", "k")
+
+    def __init__(self, top: Sequence[str], rest: Sequence[str] = ()) -> None:
+        self.top = list(top)
+        self.rest = [r for r in rest if r not in set(self.top)]
+        self.k = len(self.top)
+        self.lut = {v: self.k for v in self.rest}
+        self.lut.update({v: i for i, v in enumerate(self.top)})
+
+    def codes(self, values: Sequence[str]) -> np.ndarray:
+        get = self.lut.get
+        unseen = self.k + 1
+        return np.fromiter((get(v, unseen) for v in values), dtype=np.int64, count=len(values))
+
+
+class Moments:
+    """Count, mean and sum of squared deviations (Chan et al. parallel merge)."""
+
+    __slots__ = ("n", "mean", "m2")
+
+    def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
+        self.n, self.mean, self.m2 = int(n), float(mean), float(m2)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+
+    def update(self, values: np.ndarray) -> None:
+        if values.size:
+            self._merge_in(int(values.size), float(values.mean()), float(((values - values.mean()) ** 2).sum()))
+
+    def _merge_in(self, n: int, mean: float, m2: float) -> None:
+        if n == 0:
+            return
+        tot = self.n + n
+        d = mean - self.mean
+        self.mean += d * n / tot
+        self.m2 += m2 + d * d * self.n * n / tot
+        self.n = tot
+
+    def merge(self, other: "Moments") -> "Moments":
+        out = Moments(self.n, self.mean, self.m2)
+        out._merge_in(other.n, other.mean, other.m2)
+        return out
+
+    def reset(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def to_state(self) -> list[Any]:
+        return [self.n, enc_float(self.mean), enc_float(self.m2)]
+
+    def load_state(self, st: Any) -> None:
+        st = check_list(st, "moments", 3)
+        self.n = check_int(st[0], "moments.n")
+        self.mean = check_float(st[1], "moments.mean", finite=True)
+        self.m2 = check_float(st[2], "moments.m2", finite=True)
+        if self.m2 < 0:
+            raise StateFormatError("moments.m2 negative")
+
+
+# -- divergences between a window's counts and reference proportions -------------------------
+def smoothed(counts: np.ndarray) -> np.ndarray:
+    """Proportions with a half-count added to every bucket (no log of zero)."""
+    c = counts.astype(np.float64) + 0.5
+    return c / c.sum()
+
+
+def psi(cur: np.ndarray, ref: np.ndarray) -> float:
+    """Population stability index (symmetric KL) of two count vectors."""
+    p, q = smoothed(cur), smoothed(ref)
+    return float(((p - q) * np.log(p / q)).sum())
+
+
+def jensen_shannon(cur: np.ndarray, ref: np.ndarray) -> float:
+    """Jensen-Shannon divergence (natural log) of two count vectors."""
+    p, q = smoothed(cur), smoothed(ref)
+    m = (p + q) / 2
+    return float(0.5 * (p * np.log(p / m)).sum() + 0.5 * (q * np.log(q / m)).sum())
+
+
+def chi2_distance(cur: np.ndarray, ref: np.ndarray) -> float:
+    """``sum (p - q)^2 / q`` of two count vectors (chi-square statistic divided by n)."""
+    p, q = smoothed(cur), smoothed(ref)
+    return float(((p - q) ** 2 / q).sum())
+
+
+def binned_ks(cur: np.ndarray, ref: np.ndarray) -> float:
+    """Kolmogorov-Smirnov statistic evaluated at the bin edges (a lower bound of the exact one)."""
+    a = np.cumsum(cur) / max(cur.sum(), 1)
+    b = np.cumsum(ref) / max(ref.sum(), 1)
+    return float(np.abs(a - b).max())
+
+
+def entropy(counts: np.ndarray) -> float:
+    """Shannon entropy (nats) of a count vector."""
+    n = counts.sum()
+    if n == 0:
+        return 0.0
+    p = counts[counts > 0] / n
+    return float(-(p * np.log(p)).sum())
