@@ -121,6 +121,10 @@ class AlertPolicy:
         return "page" if signal in self._page else "ticket"
 
     @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    @property
     def open_alerts(self) -> dict[tuple[str, str], str]:
         """``(version, signal) -> alert id`` of currently open alerts."""
         return {k: o.alert_id for k, o in self._open.items()}

@@ -43,6 +43,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from scipy import special as _sp
 from scipy import stats as _st
 
 #: Share of one signal-key's false-alarm budget given to each of its detectors.
@@ -160,17 +161,15 @@ def rate_bounds(ref_hits: int, ref_n: int, n: int, alpha: float, two_sided: bool
     """
     a, b = ref_hits + 0.5, ref_n - ref_hits + 0.5
     tail = alpha / 2 if two_sided else alpha
-    dist = _st.betabinom(n, a, b)
-    hi = int(dist.isf(tail)) + 1  # P(X >= hi) <= tail
-    while hi > 0 and dist.sf(hi - 2) <= tail:
-        hi -= 1
-    while dist.sf(hi - 1) > tail:
-        hi += 1
-    lo = 0
-    if two_sided:
-        lo = int(dist.ppf(tail))  # P(X < lo) <= tail
-        while lo > 0 and dist.cdf(lo - 1) > tail:
-            lo -= 1
+    k = np.arange(n + 1, dtype=np.float64)
+    logp = (_sp.gammaln(n + 1) - _sp.gammaln(k + 1) - _sp.gammaln(n - k + 1)
+            + _sp.betaln(k + a, n - k + b) - _sp.betaln(a, b))
+    p = np.exp(logp - logp.max())
+    p /= p.sum()
+    upper = np.cumsum(p[::-1])[::-1]  # P(X >= k), summed from the small end of the tail
+    above = np.flatnonzero(upper <= tail)
+    hi = int(above[0]) if above.size else n + 1
+    lo = int(np.searchsorted(np.cumsum(p), tail, side="right")) if two_sided else 0
     return lo, hi
 
 

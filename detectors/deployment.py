@@ -17,8 +17,8 @@ from detectors.columns import NumericColumn
 from detectors.errors import StateFormatError
 from detectors.events import InferenceEvent
 from detectors.profile import ProfileBuilder, ReferenceProfile, extract_features
-from detectors.signals import (CategoricalDrift, ConfidenceDrift, Hit, InputIntegrity, NumericDrift, PredictionDrift,
-                               TriggerWatch)
+from detectors.numeric import NumericBank
+from detectors.signals import CategoricalDrift, ConfidenceDrift, Hit, InputIntegrity, PredictionDrift, TriggerWatch
 
 from detectors.spec import CalibrationSpec, ModelSpec
 from detectors.state import check_counts, check_dict, check_int, check_list
@@ -50,13 +50,13 @@ class DeploymentMonitor:
         self.profile = profile
         self.builder = None
         self.fill = 0
-        self.numeric = [NumericDrift(f, profile.numeric[f.name], c) for f in spec.features if f.type == "numeric"]
+        num = [f for f in spec.features if f.type == "numeric"]
+        self.numeric = NumericBank(num, [profile.numeric[f.name] for f in num], c) if num else None
         self.categorical = [CategoricalDrift(f, profile.categorical[f.name], c)
                             for f in spec.features if f.type == "categorical"]
-        self.integrity = []
-        for f in spec.features:
-            p = profile.numeric.get(f.name) or profile.categorical.get(f.name)
-            self.integrity.append(InputIntegrity(f.name, p.invalid, p.n + p.invalid, c))
+        profs = [profile.numeric.get(f.name) or profile.categorical.get(f.name) for f in spec.features]
+        self.integrity = InputIntegrity([f.name for f in spec.features], [p.invalid for p in profs],
+                                        [p.n + p.invalid for p in profs], c)
         self.prediction = PredictionDrift(spec.classes, profile, c)
         self.confidence = ConfidenceDrift(profile, c, spec.low_confidence)
         self.triggers = [TriggerWatch(t, spec.classes, profile, c) for t in spec.triggers]
@@ -67,10 +67,14 @@ class DeploymentMonitor:
         if n == 0:
             return []
         self.n += n
-        cols, trig = extract_features(self.spec, events)
-        for name, col in cols.items():
-            if not col.valid.all():
-                self.invalid_total[name] += col.invalid_counts()
+        cols, trig, mat = extract_features(self.spec, events)
+        kinds = None
+        if not (mat.valid.all() and all(c.valid.all() for c in cols.values() if not isinstance(c, NumericColumn))):
+            kinds = np.column_stack([cols[f.name].kinds for f in self.spec.features])
+            F = len(self.spec.features)
+            per = np.bincount((kinds + np.arange(F)[None, :] * 6).ravel(), minlength=6 * F).reshape(F, 6)[:, 1:]
+            for j, f in enumerate(self.spec.features):
+                self.invalid_total[f.name] += per[j]
         start = 0
         if self.builder is not None:
             take = min(n, self.spec.reference_size - self.builder.n)
@@ -84,9 +88,9 @@ class DeploymentMonitor:
             start = take
             if start == n:
                 return []
-        return self._armed(cols, preds, conf, trig, start, n)
+        return self._armed(cols, preds, conf, trig, mat, kinds, start, n)
 
-    def _armed(self, cols, preds, conf, trig, start: int, n: int) -> list[Hit]:
+    def _armed(self, cols, preds, conf, trig, mat, kinds, start: int, n: int) -> list[Hit]:
         hits: list[Hit] = []
         idx = np.arange(n)
         if start:
@@ -94,23 +98,24 @@ class DeploymentMonitor:
             cols = {k: _slice(c, start, n) for k, c in cols.items()}
             preds, conf = preds[start:], conf[start:]
             trig = {k: m[start:] for k, m in trig.items()}
+            kinds = kinds[start:] if kinds is not None else None
         m = n - start
-        for sig in self.numeric:
-            for h in sig.sequential(cols[sig.key], idx):
-                hits.append(h)
+        num = self.numeric
+        if num is not None:
+            num.prepare(mat.values[start:], mat.valid[start:])
+            hits.extend(num.sequential(idx))
         w = self.cal.window
         pos = 0
-        num, catg, integ, trigs = self.numeric, self.categorical, self.integrity, self.triggers
+        catg, integ, trigs = self.categorical, self.integrity, self.triggers
         pred_counts, confd = self.prediction.counts, self.confidence
         while pos < m:
             take = min(m - pos, w - self.fill)
             lo, hi = pos, pos + take
-            for sig in num:
-                sig.accumulate(cols[sig.key], lo, hi)
+            if num is not None:
+                num.accumulate(lo, hi)
             for sig in catg:
                 sig.accumulate(cols[sig.key], lo, hi)
-            for sig in integ:
-                sig.accumulate(cols[sig.key], lo, hi)
+            integ.accumulate(kinds, lo, hi)
             pred_counts.update_codes(preds[lo:hi])
             confd.accumulate(conf[lo:hi])
             for t in trigs:
@@ -120,12 +125,11 @@ class DeploymentMonitor:
             pos = hi
             if self.fill == w:
                 at = int(idx[hi - 1])
-                for sig in num:
-                    hits.extend(sig.close(at))
+                if num is not None:
+                    hits.extend(num.close(at))
                 for sig in catg:
                     hits.extend(sig.close(at))
-                for sig in integ:
-                    hits.extend(sig.close(at, True))
+                hits.extend(integ.close(at))
                 hits.extend(self.prediction.close(at))
                 hits.extend(confd.close(at))
                 for t in trigs:
@@ -138,12 +142,8 @@ class DeploymentMonitor:
         out: dict[str, Any] = {"events": self.n, "armed": self.armed, "window_fill": self.fill,
                                "reference_events": self.profile.n if self.profile else (self.builder.n if self.builder else 0),
                                "invalid": {k: v.tolist() for k, v in self.invalid_total.items()}}
-        if self.armed:
-            out["numeric"] = {s.key: {"adwin_width": s.block.adwin.width, "adwin_detections": s.block.adwin.detections,
-                                      "page_hinkley_statistic": s.block.ph.statistic,
-                                      "page_hinkley_threshold": s.block.ph.threshold,
-                                      "page_hinkley_detections": s.block.ph.detections,
-                                      "last_block_z": s.block.last_z} for s in self.numeric}
+        if self.armed and self.numeric is not None:
+            out["numeric"] = self.numeric.stats()
         return out
 
     def to_state(self) -> dict[str, Any]:
@@ -154,9 +154,9 @@ class DeploymentMonitor:
             return st
         assert self.profile is not None
         st["profile"] = self.profile.to_dict()
-        st["numeric"] = [s.to_state() for s in self.numeric]
+        st["numeric"] = self.numeric.to_state() if self.numeric is not None else None
         st["categorical"] = [s.to_state() for s in self.categorical]
-        st["integrity"] = [s.to_state() for s in self.integrity]
+        st["integrity"] = self.integrity.to_state()
         st["prediction"] = self.prediction.counts.to_state()
         st["confidence"] = [self.confidence.mom.to_state(), self.confidence.low_count]
         st["triggers"] = [t.to_state() for t in self.triggers]
@@ -188,8 +188,10 @@ class DeploymentMonitor:
             raise StateFormatError(f"stored profile: {exc}") from None
         obj._arm(prof)
         obj.fill = check_int(st.get("fill"), "deployment.fill", 0, calibration.window - 1)
-        for group, key in ((obj.numeric, "numeric"), (obj.categorical, "categorical"), (obj.integrity, "integrity"),
-                           (obj.triggers, "triggers")):
+        if obj.numeric is not None:
+            obj.numeric.load_state(st.get("numeric"))
+        obj.integrity.load_state(st.get("integrity"))
+        for group, key in ((obj.categorical, "categorical"), (obj.triggers, "triggers")):
             rows = check_list(st.get(key), key, len(group))
             for sig, row in zip(group, rows):
                 try:

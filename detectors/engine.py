@@ -26,6 +26,7 @@ worker seeing that model's events in order (the worker rekeys events by model).
 from __future__ import annotations
 
 import hashlib
+from operator import attrgetter
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -47,6 +48,13 @@ from detectors.state import (check_dict, check_float, check_int, check_list, che
                              encode_state)
 
 ControlMessage = Union[Alert, RollbackDecision, Resolution]
+_TS = attrgetter("ts")
+_VD = attrgetter("model_version", "deployment")
+_EVENT_ID = attrgetter("event_id")
+_POSITION = attrgetter("position")
+_LABEL_TS = attrgetter("label.ts")
+_LABEL_ID = attrgetter("label.event_id")
+_LABEL_POSITION = attrgetter("label.position")
 STATE_KIND = "driftline.model_monitor"
 MAX_NAME = 200
 OTHER = "<other>"
@@ -110,10 +118,9 @@ class ModelMonitor:
         self.events += n
         preds = prediction_codes(events, self.class_index)
         conf = confidence_column([e.confidence for e in events])
-        vers = [e.model_version for e in events]
-        deps = [e.deployment for e in events]
+        groups = _groups(list(map(_VD, events)))
         hits: list[tuple[Hit, int, str, str]] = []
-        for (v, d), idxs in _groups(vers, deps).items():
+        for (v, d), idxs in groups.items():
             if v not in self.listed or d not in DEPLOYMENTS:
                 hits.extend(self._unlisted(v, d, idxs if idxs is not None else np.arange(n)))
                 continue
@@ -128,10 +135,9 @@ class ModelMonitor:
                     hits.append((h, int(idxs[h[7]]), v, d))
             if d == "stable":
                 self.stable_seen = v
-        if self.spec.canary.enabled and "canary" in deps:
-            hits.extend(self._canary(vers, deps, preds, conf))
-        return self._emit(hits, [e.event_id for e in events], [e.position for e in events],
-                          np.fromiter((e.ts for e in events), dtype=np.float64, count=n))
+        if self.spec.canary.enabled and any(d == "canary" for _, d in groups):
+            hits.extend(self._canary([e.model_version for e in events], [e.deployment for e in events], preds, conf))
+        return self._emit(hits, events, _EVENT_ID, _POSITION, np.fromiter(map(_TS, events), dtype=np.float64, count=n))
 
     def _unlisted(self, v: str, d: str, idxs: np.ndarray) -> list[tuple[Hit, int, str, str]]:
         name = (v if d in DEPLOYMENTS else f"deployment:{d}")[:MAX_NAME]
@@ -172,7 +178,7 @@ class ModelMonitor:
         vers = [j.model_version for j in labels]
         deps = [j.deployment for j in labels]
         hits: list[tuple[Hit, int, str, str]] = []
-        for (v, d), idxs in _groups(vers, deps).items():
+        for (v, d), idxs in _groups(list(zip(vers, deps))).items():
             if v not in self.listed or d not in DEPLOYMENTS:
                 self.unlisted_labels += n if idxs is None else idxs.size
                 continue
@@ -194,15 +200,20 @@ class ModelMonitor:
             is_c = np.fromiter((d == "canary" and v == cv for v, d in zip(vers, deps)), dtype=bool, count=n)
             is_s = np.fromiter((d == "stable" and v == sv for v, d in zip(vers, deps)), dtype=bool, count=n)
             hits.extend((h, h[7], cv, "canary") for h in self.canary.process_labels(is_c, is_s, err))
-        return self._emit(hits, [j.label.event_id for j in labels], [j.label.position for j in labels],
-                          np.fromiter((j.label.ts for j in labels), dtype=np.float64, count=n))
+        return self._emit(hits, labels, _LABEL_ID, _LABEL_POSITION,
+                          np.fromiter(map(_LABEL_TS, labels), dtype=np.float64, count=n))
 
-    def _emit(self, hits: list[tuple[Hit, int, str, str]], ids: list[str], positions: list[int],
+    def _emit(self, hits: list[tuple[Hit, int, str, str]], items: Sequence[Any], get_id: Any, get_pos: Any,
               ts: np.ndarray) -> list[ControlMessage]:
         """Hits -> detections -> alert policy (with event-time resolutions) -> rollbacks."""
         n = ts.size
-        now_arr = np.maximum.accumulate(np.concatenate(([self.now], ts)))[1:]
         policy = self.policy
+        if not hits and not policy.open_count:
+            self.now = max(self.now, float(ts.max()))
+            return []
+        now_arr = np.maximum.accumulate(np.concatenate(([self.now], ts)))[1:]
+        ids = list(map(get_id, items))
+        positions = list(map(get_pos, items))
         out: list[ControlMessage] = []
 
         def resolve_until(i: int) -> None:
@@ -337,13 +348,13 @@ class ModelMonitor:
         return m
 
 
-def _groups(vers: list[str], deps: list[str]) -> dict[tuple[str, str], np.ndarray | None]:
+def _groups(keys: list[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray | None]:
     """Indices per (version, deployment); ``None`` means "the whole batch" (common fast path)."""
-    v0, d0 = vers[0], deps[0]
-    if vers.count(v0) == len(vers) and deps.count(d0) == len(deps):
-        return {(v0, d0): None}
+    k0 = keys[0]
+    if keys.count(k0) == len(keys):
+        return {k0: None}
     out: dict[tuple[str, str], list[int]] = {}
-    for i, k in enumerate(zip(vers, deps)):
+    for i, k in enumerate(keys):
         lst = out.get(k)
         if lst is None:
             out[k] = [i]

@@ -17,21 +17,25 @@ A profile is learned from the first ``ModelSpec.reference_size`` events of a str
 """
 from __future__ import annotations
 
+import operator
 from collections import Counter
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from detectors.columns import (CategoricalColumn, NumericColumn, categorical_column, confidence_column,
-                               feature_values, numeric_column)
+from detectors.columns import (CategoricalColumn, NumericColumn, NumericMatrix, categorical_column,
+                               confidence_column, feature_values, numeric_matrix)
 from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent
 from detectors.spec import ModelSpec, TriggerSpec
 from detectors.state import check_float, check_int, check_list, check_str, enc_float
 
 PROFILE_FORMAT = "driftline.profile/v1"
+_PRED = attrgetter("prediction")
 OTHER = "<other>"
 
 
@@ -153,11 +157,10 @@ def trigger_mask(t: TriggerSpec, col: NumericColumn | CategoricalColumn) -> np.n
                 m &= x < t.below
             return m
     vals = col.values
+    n = len(vals)
     if t.one_of is not None:
-        s = frozenset(t.one_of)
-        return np.fromiter((v in s for v in vals), dtype=bool, count=len(vals))
-    eq = str(t.equals)
-    return np.fromiter((v == eq for v in vals), dtype=bool, count=len(vals))
+        return np.fromiter(map(frozenset(t.one_of).__contains__, vals), dtype=bool, count=n)
+    return np.fromiter(map(operator.eq, vals, repeat(str(t.equals), n)), dtype=bool, count=n)
 
 
 class ProfileBuilder:
@@ -253,22 +256,37 @@ class ProfileBuilder:
 
 
 def extract_features(spec: ModelSpec, events: Sequence[InferenceEvent]
-                     ) -> tuple[dict[str, NumericColumn | CategoricalColumn], dict[str, np.ndarray]]:
-    """Feature columns and trigger masks of a batch of one stream."""
+                     ) -> tuple[dict[str, NumericColumn | CategoricalColumn], dict[str, np.ndarray], NumericMatrix]:
+    """Feature columns, trigger masks and the numeric matrix of a batch of one stream.
+
+    Numeric features are extracted together (:func:`~detectors.columns.numeric_matrix`);
+    categorical ones with one ``itemgetter`` call per event transposed by ``zip``.
+    """
     fd = [e.features for e in events]
-    cols: dict[str, NumericColumn | CategoricalColumn] = {}
-    for f in spec.features:
-        raw = feature_values(fd, f.name)
-        cols[f.name] = numeric_column(raw, f) if f.type == "numeric" else categorical_column(raw)
+    num = [f for f in spec.features if f.type == "numeric"]
+    cat = [f for f in spec.features if f.type == "categorical"]
+    mat = numeric_matrix(fd, num)
+    cols: dict[str, NumericColumn | CategoricalColumn] = {f.name: mat.column(j) for j, f in enumerate(num)}
+    if cat:
+        names = [f.name for f in cat]
+        raw_cols: list[Sequence[object]] | None = None
+        if len(names) > 1 and fd:
+            try:
+                raw_cols = list(zip(*map(itemgetter(*names), fd)))
+            except (KeyError, TypeError, AttributeError):
+                raw_cols = None
+        if raw_cols is None:
+            raw_cols = [feature_values(fd, n) for n in names]
+        for f, raw in zip(cat, raw_cols):
+            cols[f.name] = categorical_column(raw)
     trig = {t.name: trigger_mask(t, cols[t.feature]) for t in spec.triggers}
-    return cols, trig
+    return cols, trig, mat
 
 
 def prediction_codes(events: Sequence[InferenceEvent], class_index: dict[str, int]) -> np.ndarray:
     """Class index of each prediction (``len(class_index)`` for a class the spec does not list)."""
-    other = len(class_index)
-    get = class_index.get
-    return np.fromiter((get(e.prediction, other) for e in events), dtype=np.int64, count=len(events))
+    n = len(events)
+    return np.fromiter(map(class_index.get, map(_PRED, events), repeat(len(class_index), n)), dtype=np.int64, count=n)
 
 
 def build_profile(spec: ModelSpec, events: Sequence[InferenceEvent], max_known: int = 4096) -> ReferenceProfile:
@@ -277,7 +295,7 @@ def build_profile(spec: ModelSpec, events: Sequence[InferenceEvent], max_known: 
     class_index = {c: i for i, c in enumerate(spec.classes)}
     evs = list(events)
     if evs:
-        cols, trig = extract_features(spec, evs)
+        cols, trig, _ = extract_features(spec, evs)
         b.add(len(evs), cols, prediction_codes(evs, class_index),
               confidence_column([e.confidence for e in evs]), trig)
     return b.build(spec.low_confidence)

@@ -5,10 +5,9 @@ states cannot be combined into the state of the union. driftline handles this by
 ownership, not merging: the worker rekeys events by model into an internal topic, so each
 model's sequential detectors see one ordered stream owned by exactly one worker.
 
-:class:`BlockDrift` feeds them block means: the mean of ``k`` consecutive valid values,
-standardized against the reference as ``z = (mean - mu) / (sigma / sqrt(k))`` (see
-:mod:`detectors.calibration`). That is ``k`` times fewer updates than raw values, and close
-to N(0, 1) for any feature distribution, which is what the thresholds are calibrated for.
+driftline feeds them standardized block means (:mod:`detectors.numeric`): ``k`` times
+fewer updates than raw values, and close to N(0, 1) for any feature distribution, which is
+what the thresholds of :mod:`detectors.calibration` are calibrated for.
 """
 from __future__ import annotations
 
@@ -77,6 +76,40 @@ class PageHinkley:
             self._reset()
             return True
         return False
+
+    def update_many(self, x: np.ndarray) -> list[int]:
+        """Vectorized :meth:`update` over an array; returns the indices that raised a detection.
+
+        Running mean, cumulative sums and their running extremes are prefix operations
+        (``cumsum``, ``minimum.accumulate``), so a batch costs a handful of numpy calls; the
+        loop only restarts after a detection (rare).
+        """
+        out: list[int] = []
+        start, m = 0, x.size
+        d, h = self.delta, self.threshold
+        while start < m:
+            v = x[start:]
+            t = self.n + np.arange(1, v.size + 1, dtype=np.float64)
+            mean = (self.n * self.mean + np.cumsum(v)) / t
+            dev = v - mean
+            up = self.up + np.cumsum(dev - d)
+            up_min = np.minimum(np.minimum.accumulate(up), self.up_min)
+            down = self.down + np.cumsum(dev + d)
+            down_max = np.maximum(np.maximum.accumulate(down), self.down_max)
+            alarm = ((up - up_min > h) | (down_max - down > h)) & (t >= self.min_instances)
+            if alarm.any():
+                i = int(alarm.argmax())
+                out.append(start + i)
+                self.detections += 1
+                self._reset()
+                start += i + 1
+                continue
+            self.n += v.size
+            self.mean = float(mean[-1])
+            self.up, self.up_min = float(up[-1]), float(up_min[-1])
+            self.down, self.down_max = float(down[-1]), float(down_max[-1])
+            break
+        return out
 
     def to_state(self) -> list[Any]:
         return [self.n, enc_float(self.mean), enc_float(self.up), enc_float(self.up_min),
@@ -162,78 +195,3 @@ class Adwin:
         obj._h = h
         obj.update = h.update
         return obj
-
-
-class BlockDrift:
-    """ADWIN + Page-Hinkley on standardized block means of one numeric stream.
-
-    ``update(values, index)`` takes a batch of valid values and, for each, the index of the
-    event it came from; it returns ``(event_index, detector, statistic, threshold)`` for
-    every detection, ``event_index`` being the event that completed the tipping block.
-
-    >>> bd = BlockDrift(mu=0.0, sigma=1.0, k=16, adwin_delta=0.01, ph_delta=0.5, ph_threshold=10.0)
-    >>> x = np.r_[np.zeros(2000), np.full(400, 1.0)]
-    >>> hits = bd.update(x, np.arange(x.size))
-    >>> hits[0][0] >= 2000, hits[0][1]
-    (True, 'page_hinkley')
-    """
-
-    def __init__(self, mu: float, sigma: float, k: int, adwin_delta: float, ph_delta: float,
-                 ph_threshold: float) -> None:
-        self.mu = float(mu)
-        sigma = float(sigma)
-        if not sigma > 0 or not math.isfinite(sigma):
-            sigma = max(abs(self.mu) * 1e-9, 1e-12)
-        self.sigma = sigma
-        self.k = int(k)
-        self.scale = math.sqrt(self.k) / sigma
-        self.adwin = Adwin(adwin_delta)
-        self.ph = PageHinkley(ph_delta, ph_threshold)
-        self.carry = np.empty(0)
-        self.last_z = 0.0
-        self.blocks = 0
-
-    def update(self, values: np.ndarray, index: np.ndarray) -> list[tuple[int, str, float, float]]:
-        k = self.k
-        if self.carry.size:
-            values = np.concatenate((self.carry, values))
-            index = np.concatenate((np.full(self.carry.size, -1, dtype=np.int64), index))
-        nb = values.size // k
-        if nb == 0:
-            self.carry = values
-            return []
-        cut = nb * k
-        z = ((values[:cut].reshape(nb, k).mean(axis=1) - self.mu) * self.scale)
-        z = np.clip(z, -1e6, 1e6)  # a single absurd value must not poison the sums with inf
-        self.carry = values[cut:].copy()
-        ends = index[k - 1:cut:k]
-        out: list[tuple[int, str, float, float]] = []
-        adwin_up = self.adwin.update
-        ph = self.ph
-        ph_up = ph.update
-        zl = z.tolist()
-        for i, v in enumerate(zl):
-            if adwin_up(v):
-                out.append((int(ends[i]), "adwin", abs(self.adwin.estimation), self.adwin.delta))
-            if ph_up(v):
-                out.append((int(ends[i]), "page_hinkley", ph.threshold, ph.threshold))
-        self.blocks += nb
-        self.last_z = zl[-1]
-        return out
-
-    def to_state(self) -> dict[str, Any]:
-        return {"adwin": self.adwin.to_state(), "ph": self.ph.to_state(),
-                "carry": [enc_float(v) for v in self.carry.tolist()], "blocks": self.blocks,
-                "last_z": enc_float(self.last_z)}
-
-    def load_state(self, st: Any) -> None:
-        if not isinstance(st, dict):
-            raise StateFormatError("block_drift: expected an object")
-        self.adwin = Adwin.from_state(st.get("adwin"))
-        self.ph.load_state(st.get("ph"))
-        carry = check_list(st.get("carry"), "block_drift.carry")
-        if len(carry) >= self.k:
-            raise StateFormatError("block_drift.carry longer than a block")
-        self.carry = np.array([check_float(v, "carry", finite=True) for v in carry], dtype=np.float64)
-        self.blocks = check_int(st.get("blocks"), "block_drift.blocks")
-        self.last_z = check_float(st.get("last_z"), "block_drift.last_z")

@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
-from detectors.columns import INVALID_KINDS, CategoricalColumn, NumericColumn
-from detectors.profile import CategoricalProfile, NumericProfile, ReferenceProfile
-from detectors.sequential import BlockDrift
-from detectors.sketches import (Counts, Histogram, Moments, Vocabulary, binned_ks, chi2_distance, jensen_shannon,
-                                psi, smoothed)
-from detectors.spec import CalibrationSpec, FeatureSpec, ModelSpec, TriggerSpec
+from detectors.columns import INVALID_KINDS, CategoricalColumn
+from detectors.profile import CategoricalProfile, ReferenceProfile
+from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, jensen_shannon, smoothed
+from detectors.spec import CalibrationSpec, FeatureSpec, TriggerSpec
 from detectors.state import check_counts, check_int, check_list
 
 Hit = tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]
@@ -30,73 +28,6 @@ MIN_WINDOW_VALUES = 30
 
 def _r(x: float) -> float:
     return float(round(x, 6))
-
-
-class NumericDrift:
-    """PSI / JS / KS of the window histogram vs the reference, ADWIN + Page-Hinkley on block means."""
-
-    signal = "numeric_drift"
-
-    def __init__(self, f: FeatureSpec, prof: NumericProfile, c: CalibrationSpec) -> None:
-        self.key = f.name
-        self.prof = prof
-        self.ref = np.asarray(prof.counts, dtype=np.int64)
-        self.hist = Histogram(prof.edges)
-        self.mom = Moments()
-        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["psi"], c.window)
-        per_block = c.false_alarms_per_million * c.block_size  # alarms per million blocks, whole budget
-        sh = cal.SHARES[self.signal]
-        self.enabled = prof.n >= MIN_WINDOW_VALUES
-        self.block = BlockDrift(prof.mean, prof.std, c.block_size,
-                                cal.adwin_delta(per_block * sh["adwin"]), c.ph_delta,
-                                cal.page_hinkley_threshold(c.ph_delta, per_block * sh["page_hinkley"]))
-
-    def sequential(self, col: NumericColumn, idx_base: np.ndarray) -> list[Hit]:
-        if not self.enabled:
-            return []
-        v = col.valid
-        hits = self.block.update(col.values[v], idx_base[v])
-        out: list[Hit] = []
-        for i, det, stat, thr in hits:
-            ref = {"mean": _r(self.prof.mean), "std": _r(self.prof.std)}
-            cur = {"block_z": _r(self.block.last_z), "adwin_mean_z": _r(self.block.adwin.estimation),
-                   "block_size": self.block.k}
-            out.append((self.signal, det, self.key, stat, thr, ref, cur, i))
-        return out
-
-    def accumulate(self, col: NumericColumn, lo: int, hi: int) -> None:
-        x = col.values[lo:hi][col.valid[lo:hi]]
-        self.hist.update(x)
-        self.mom.update(x)
-
-    def close(self, idx: int) -> list[Hit]:
-        out: list[Hit] = []
-        n = self.hist.n
-        if self.enabled and n >= MIN_WINDOW_VALUES:
-            cur_c = self.hist.counts
-            bins, nref = cur_c.size, self.prof.n
-            ref_s = {"mean": _r(self.prof.mean), "std": _r(self.prof.std), "n": nref,
-                     "bins": smoothed(self.ref).round(4).tolist()}
-            cur_s = {"mean": _r(self.mom.mean), "std": _r(self.mom.std), "n": n,
-                     "bins": smoothed(cur_c).round(4).tolist()}
-            for det, stat, thr in (
-                ("psi", psi(cur_c, self.ref), cal.psi_threshold(bins, n, nref, self.alpha)),
-                ("js", jensen_shannon(cur_c, self.ref), cal.js_threshold(bins, n, nref, self.alpha)),
-                ("ks", binned_ks(cur_c, self.ref), cal.ks_threshold(n, nref, self.alpha)),
-            ):
-                if stat >= thr:
-                    out.append((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx))
-        self.hist.reset()
-        self.mom.reset()
-        return out
-
-    def to_state(self) -> dict[str, Any]:
-        return {"hist": self.hist.to_state(), "mom": self.mom.to_state(), "block": self.block.to_state()}
-
-    def load_state(self, st: dict[str, Any]) -> None:
-        self.hist.load_state(st.get("hist"))
-        self.mom.load_state(st.get("mom"))
-        self.block.load_state(st.get("block"))
 
 
 class CategoricalDrift:
@@ -127,22 +58,22 @@ class CategoricalDrift:
         if self.enabled and n >= MIN_WINDOW_VALUES:
             k = self.k
             cur = np.concatenate((c[:k], [c[k] + c[k + 1]]))
-            names = self.vocab.top + ["<other>"]
             nref = self.prof.n
-            ref_s = {"top": dict(zip(names, smoothed(self.ref).round(4).tolist())), "n": nref,
-                     "unseen_rate": _r(self.prof.unseen_hits / max(self.prof.unseen_n, 1))}
-            cur_s = {"top": dict(zip(names, smoothed(cur).round(4).tolist())), "n": n,
-                     "unseen_rate": _r(c[k + 1] / n)}
             b = k + 1
-            for det, stat, thr in (
+            fired = [(det, stat, thr) for det, stat, thr in (
                 ("js", jensen_shannon(cur, self.ref), cal.js_threshold(b, n, nref, self.alpha)),
                 ("chi2", chi2_distance(cur, self.ref), cal.chi2_distance_threshold(b, n, nref, self.alpha)),
-            ):
-                if stat >= thr:
-                    out.append((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx))
+            ) if stat >= thr]
             hi = cal.rate_bounds(self.prof.unseen_hits, self.prof.unseen_n, n, self.alpha, False)[1]
             if c[k + 1] >= hi:
-                out.append((self.signal, "unseen_rate", self.key, float(c[k + 1] / n), hi / n, ref_s, cur_s, idx))
+                fired.append(("unseen_rate", float(c[k + 1] / n), hi / n))
+            if fired:  # evidence is built only when a test fires
+                names = self.vocab.top + ["<other>"]
+                ref_s = {"top": dict(zip(names, smoothed(self.ref).round(4).tolist())), "n": nref,
+                         "unseen_rate": _r(self.prof.unseen_hits / max(self.prof.unseen_n, 1))}
+                cur_s = {"top": dict(zip(names, smoothed(cur).round(4).tolist())), "n": n,
+                         "unseen_rate": _r(c[k + 1] / n)}
+                out.extend((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx) for det, stat, thr in fired)
         self.counts.reset()
         return out
 
@@ -224,48 +155,53 @@ class ConfidenceDrift:
 
 
 class InputIntegrity:
-    """Rate of invalid values (NaN, Inf, null, wrong type, out of range) of one feature."""
+    """Rate of invalid values (NaN, Inf, null, wrong type, out of range) of every feature.
+
+    ``accumulate`` receives the batch's ``(events x features)`` integrity codes, or None
+    when the whole batch is valid (the common case costs one integer addition).
+    """
 
     signal = "input_integrity"
 
-    def __init__(self, name: str, ref_invalid: int, ref_n: int, c: CalibrationSpec) -> None:
-        self.key = name
-        self.ref_invalid, self.ref_n = ref_invalid, ref_n
-        self.counts = np.zeros(5, dtype=np.int64)
+    def __init__(self, names: list[str], ref_invalid: list[int], ref_n: list[int], c: CalibrationSpec) -> None:
+        self.names = list(names)
+        self.ref_invalid, self.ref_n = list(ref_invalid), list(ref_n)
+        self.counts = np.zeros((len(names), 5), dtype=np.int64)
+        self.offs = np.arange(len(names), dtype=np.int64)[None, :] * 6
         self.n = 0
         self.alpha = cal.window_alpha(c.false_alarms_per_million, 1.0, c.window)
-        self.total = np.zeros(5, dtype=np.int64)  # lifetime counts, for stats
 
-    def accumulate(self, col: NumericColumn | CategoricalColumn, lo: int, hi: int) -> None:
+    def accumulate(self, kinds: np.ndarray | None, lo: int, hi: int) -> None:
         self.n += hi - lo
-        kinds = col.kinds[lo:hi]
-        if kinds.any():
-            c = np.bincount(kinds, minlength=6)[1:6]
-            self.counts += c
-            self.total += c
+        if kinds is not None:
+            seg = kinds[lo:hi]
+            if seg.any():
+                F = len(self.names)
+                self.counts += np.bincount((seg + self.offs).ravel(), minlength=6 * F).reshape(F, 6)[:, 1:]
 
-    def close(self, idx: int, active: bool) -> list[Hit]:
+    def close(self, idx: int) -> list[Hit]:
         out: list[Hit] = []
-        bad = int(self.counts.sum())
-        if active and self.n and bad:
-            hi = cal.rate_bounds(self.ref_invalid, self.ref_n, self.n, self.alpha, False)[1]
-            if bad >= hi:
-                cur_s = {"invalid_rate": _r(bad / self.n), "n": self.n,
-                         "by_kind": dict(zip(INVALID_KINDS, self.counts.tolist()))}
-                ref_s = {"invalid_rate": _r(self.ref_invalid / max(self.ref_n, 1)), "n": self.ref_n}
-                out.append((self.signal, "invalid_rate", self.key, bad / self.n, hi / self.n, ref_s, cur_s, idx))
+        bad = self.counts.sum(axis=1)
+        for f in np.flatnonzero(bad).tolist():
+            b = int(bad[f])
+            hi = cal.rate_bounds(self.ref_invalid[f], self.ref_n[f], self.n, self.alpha, False)[1]
+            if b >= hi:
+                cur_s = {"invalid_rate": _r(b / self.n), "n": self.n,
+                         "by_kind": dict(zip(INVALID_KINDS, self.counts[f].tolist()))}
+                ref_s = {"invalid_rate": _r(self.ref_invalid[f] / max(self.ref_n[f], 1)), "n": self.ref_n[f]}
+                out.append((self.signal, "invalid_rate", self.names[f], b / self.n, hi / self.n, ref_s, cur_s, idx))
         self.counts[:] = 0
         self.n = 0
         return out
 
     def to_state(self) -> list[Any]:
-        return [self.counts.tolist(), self.n, self.total.tolist()]
+        return [self.counts.ravel().tolist(), self.n]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "integrity", 3)
-        self.counts = np.array(check_counts(st[0], "integrity", 5), dtype=np.int64)
+        st = check_list(st, "integrity", 2)
+        F = len(self.names)
+        self.counts = np.array(check_counts(st[0], "integrity", 5 * F), dtype=np.int64).reshape(F, 5)
         self.n = check_int(st[1], "integrity.n")
-        self.total = np.array(check_counts(st[2], "integrity", 5), dtype=np.int64)
 
 
 class TriggerWatch:

@@ -14,6 +14,7 @@ attacker sending endless new values cannot grow them.
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,9 +115,8 @@ class Vocabulary:
         self.lut.update({v: i for i, v in enumerate(self.top)})
 
     def codes(self, values: Sequence[str]) -> np.ndarray:
-        get = self.lut.get
-        unseen = self.k + 1
-        return np.fromiter((get(v, unseen) for v in values), dtype=np.int64, count=len(values))
+        n = len(values)
+        return np.fromiter(map(self.lut.get, values, repeat(self.k + 1, n)), dtype=np.int64, count=n)
 
 
 class Moments:
@@ -132,8 +132,12 @@ class Moments:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
 
     def update(self, values: np.ndarray) -> None:
-        if values.size:
-            self._merge_in(int(values.size), float(values.mean()), float(((values - values.mean()) ** 2).sum()))
+        n = values.size
+        if n:
+            s = float(values.sum())
+            mean = s / n
+            d = values - mean
+            self._merge_in(n, mean, float(np.dot(d, d)))
 
     def _merge_in(self, n: int, mean: float, m2: float) -> None:
         if n == 0:
