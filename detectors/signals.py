@@ -20,6 +20,7 @@ from detectors.columns import INVALID_KINDS, CategoricalColumn
 from detectors.profile import CategoricalProfile, ReferenceProfile
 from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, jensen_shannon, smoothed
 from detectors.spec import CalibrationSpec, FeatureSpec, TriggerSpec
+from detectors.errors import StateFormatError
 from detectors.state import check_counts, check_int, check_list
 
 Hit = tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]
@@ -227,7 +228,7 @@ class TriggerWatch:
         self.m = c.min_trigger_events
         sh = cal.SHARES[self.signal]
         self.alpha_rate = cal.window_alpha(c.false_alarms_per_million, sh["triggered_rate"], c.window)
-        self.alpha_cls = cal.window_alpha(c.false_alarms_per_million, sh["p_class_given_trigger"], self.m) / len(self.names)
+        self.budget_cls = c.false_alarms_per_million * sh["p_class_given_trigger"] / len(self.names)
         self.win_trig = 0
         self.win_n = 0
         self.cls = Counts(len(self.names))      # predictions under the trigger (trigger window)
@@ -260,8 +261,12 @@ class TriggerWatch:
         out: list[Hit] = []
         c, n = self.cls.counts, self.cls.n
         on = max(self.overall.n, 1)
+        # the budget is per million events: a trigger window spanning `on` events may spend
+        # on/1e6 of it (rounded down to a power of two so thresholds stay cacheable)
+        alpha = min(0.01, self.budget_cls * on / 1e6)
+        alpha = 2.0 ** np.floor(np.log2(alpha))
         for j, name in enumerate(self.names):
-            hi = cal.rate_bounds(int(self.base[j]), int(self.base_n), n, self.alpha_cls, False)[1]
+            hi = cal.rate_bounds(int(self.base[j]), int(self.base_n), n, alpha, False)[1]
             if c[j] >= hi:
                 ref_s = {"p_class": _r(self.base[j] / self.base_n), "baseline": self.base_kind,
                          "class": name}
@@ -294,4 +299,4 @@ class TriggerWatch:
         self.cls.load_state(st[2])
         self.overall.load_state(st[3])
         if self.cls.n >= self.m:
-            raise ValueError("trigger window overfull")
+            raise StateFormatError("trigger window overfull")
