@@ -135,12 +135,13 @@ class NumericBank:
             return []
         ends = np.arange(first, n, k)
         starts = np.concatenate(([0], ends[:-1] + 1))
-        S = np.add.reduceat(xz, starts, axis=0)
-        S = S[: ends.size]
+        # reduceat's last segment runs to the end of the array: cut it at the last block end
+        cuts = starts if ends[-1] + 1 >= n else np.concatenate((starts, [ends[-1] + 1]))
+        S = np.add.reduceat(xz, cuts, axis=0)[: ends.size]
         if self._all_valid:
             C = np.broadcast_to((ends - starts + 1)[:, None], S.shape).astype(np.int64)
         else:
-            C = np.add.reduceat(valid.astype(np.int64), starts, axis=0)[: ends.size]
+            C = np.add.reduceat(valid.astype(np.int64), cuts, axis=0)[: ends.size]
         S[0] += self.part_s
         C[0] += self.part_c
         last = int(ends[-1])
