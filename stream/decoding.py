@@ -1,0 +1,334 @@
+"""Raw message bytes -> :class:`~detectors.events.InferenceEvent` / :class:`~detectors.events.LabelEvent`.
+
+Teams log predictions in their own JSON layout; a per-topic field mapping (JSON-pointer paths
+such as ``{"event_id": "/meta/id", "prediction": "/output/label"}``) maps it onto driftline's
+fields. Anything unusable raises :class:`DecodeError` with a short machine ``reason`` (used for
+dead-letter records and replay counters) and a human message. Values the core can judge (NaN,
+null or wrongly typed *feature values*, unknown models) pass through: they are counted there.
+
+Default inference layout: ``event_id``, ``ts`` (epoch seconds or ISO-8601), ``model``,
+``model_version``, ``deployment`` (stable|canary|shadow, default stable), ``features`` (object),
+``prediction``, optional ``scores`` (class -> probability) and ``confidence`` (default: the
+highest score). Default label layout: ``event_id``, ``ts``, ``label``, ``source``.
+
+>>> d = JsonDecoder({"event_id": "/meta/id"})
+>>> e = d.decode_inference(b'{"meta": {"id": "a1"}, "ts": 5, "model": "m", "model_version": "v1",'
+...                        b' "features": {"x": NaN}, "prediction": "safe", "scores": {"safe": 0.9, "nsfw": 0.1}}')
+>>> (e.event_id, e.deployment, e.confidence, e.features["x"] != e.features["x"])
+('a1', 'stable', 0.9, True)
+>>> try:
+...     d.decode_inference(b'[1, 2]')
+... except DecodeError as err:
+...     err.reason
+'not_an_object'
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import orjson
+
+from detectors.events import DEPLOYMENTS, InferenceEvent, LabelEvent
+
+INFERENCE_FIELDS: tuple[str, ...] = ("event_id", "ts", "model", "model_version", "deployment", "features",
+                                     "prediction", "scores", "confidence")
+LABEL_FIELDS: tuple[str, ...] = ("event_id", "ts", "label", "source")
+DEFAULT_SOURCE = "unknown"
+_TS_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
+_MISSING: Any = object()
+
+
+class DecodeError(ValueError):
+    """A message that cannot become an event; ``reason`` is short and machine-readable."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds that keep hostile messages (huge, high-cardinality) out of the core."""
+
+    max_bytes: int = 256 * 1024      # whole message, checked before parsing
+    max_features: int = 512          # keys in the features object
+    max_string: int = 1024           # any id, name, label or string feature value (characters)
+    max_scores: int = 256            # classes in the scores object
+
+
+class Decoder(Protocol):
+    """What the worker and replay need from a decoder (JSON today; Avro/Protobuf fit the same seam)."""
+
+    def decode_inference(self, raw: bytes) -> InferenceEvent: ...
+
+    def decode_label(self, raw: bytes) -> LabelEvent: ...
+
+
+def parse_json(raw: bytes | bytearray | memoryview | str, max_bytes: int) -> Any:
+    """Size check, then orjson; NaN/Infinity literals (written by Python's json) fall back to json."""
+    if len(raw) > max_bytes:
+        raise DecodeError("oversized", f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        first = exc
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        raw = bytes(raw)
+        if b"NaN" not in raw and b"Infinity" not in raw:
+            raise DecodeError("malformed_json", f"malformed JSON: {first}") from None
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DecodeError("malformed_json", "message is not valid UTF-8") from None
+    elif "NaN" not in raw and "Infinity" not in raw:
+        raise DecodeError("malformed_json", f"malformed JSON: {first}") from None
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError("malformed_json", f"malformed JSON: {str(exc)[:200]}") from None
+
+
+def compile_path(path: str) -> Callable[[Any], Any]:
+    """A getter for an RFC 6901 JSON pointer (``/a/b/0``); a bare name means a top-level key."""
+    if not path.startswith("/"):
+        return lambda obj: obj.get(path, _MISSING)
+    parts = [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda obj: obj.get(key, _MISSING)
+
+    def get(obj: Any) -> Any:
+        for p in parts:
+            if isinstance(obj, dict):
+                obj = obj.get(p, _MISSING)
+                if obj is _MISSING:
+                    return obj
+            elif isinstance(obj, list) and p.isdigit() and int(p) < len(obj):
+                obj = obj[int(p)]
+            else:
+                return _MISSING
+        return obj
+    return get
+
+
+class JsonDecoder:
+    """JSON messages in any layout, mapped onto driftline's fields by JSON pointers.
+
+    ``fields`` maps a driftline field to a pointer (unmapped fields use their own name at the top
+    level); ``constants`` fixes fields a topic does not carry (e.g. ``{"model": "content-filter"}``);
+    ``ts_unit`` says how numeric timestamps are expressed (``s``, ``ms``, ``us``, ``ns``).
+    """
+
+    def __init__(self, fields: Mapping[str, str] | None = None, constants: Mapping[str, Any] | None = None,
+                 limits: Limits | None = None, ts_unit: str = "s") -> None:
+        fields = dict(fields or {})
+        constants = dict(constants or {})
+        known = set(INFERENCE_FIELDS) | set(LABEL_FIELDS)
+        bad = sorted((set(fields) | set(constants)) - known)
+        if bad:
+            raise ValueError(f"unknown fields in mapping: {bad}; known: {sorted(known)}")
+        if ts_unit not in _TS_SCALE:
+            raise ValueError(f"ts_unit must be one of {sorted(_TS_SCALE)}, not {ts_unit!r}")
+        for name, path in fields.items():
+            if not isinstance(path, str) or not path:
+                raise ValueError(f"mapping for {name!r} must be a non-empty path string")
+        self.limits = limits or Limits()
+        self.ts_scale = _TS_SCALE[ts_unit]
+        self._get = {f: (lambda obj, c=constants[f]: c) if f in constants else compile_path(fields.get(f, f))
+                     for f in known}
+
+    # -- public ---------------------------------------------------------------------------
+    def decode_inference(self, raw: bytes) -> InferenceEvent:
+        """Parse and validate one inference message."""
+        return self.inference_from_obj(parse_json(raw, self.limits.max_bytes))
+
+    def decode_label(self, raw: bytes) -> LabelEvent:
+        """Parse and validate one label message."""
+        return self.label_from_obj(parse_json(raw, self.limits.max_bytes))
+
+    def inference_from_obj(self, obj: Any) -> InferenceEvent:
+        """Validate an already parsed message (replay parses lines itself)."""
+        if type(obj) is not dict:
+            raise DecodeError("not_an_object", f"expected a JSON object, got {_kind(obj)}")
+        g = self._get
+        deployment = g["deployment"](obj)
+        if deployment is _MISSING or deployment is None:
+            deployment = "stable"
+        elif deployment not in DEPLOYMENTS:
+            raise DecodeError("bad_deployment", f"deployment must be one of {list(DEPLOYMENTS)}, "
+                                                f"got {_short(deployment)}")
+        features = g["features"](obj)
+        if type(features) is not dict:
+            raise self._absent_or_wrong("features", features, "an object")
+        self._check_features(features)
+        scores = g["scores"](obj)
+        if scores is _MISSING or scores is None:
+            scores = None
+        else:
+            scores = self._scores(scores)
+        confidence = g["confidence"](obj)
+        if confidence is _MISSING or confidence is None:
+            confidence = _max_score(scores) if scores else None
+        elif type(confidence) is float or type(confidence) is int:
+            confidence = _float(confidence)
+        else:
+            raise DecodeError("wrong_type:confidence", f"confidence must be a number, got {_kind(confidence)}")
+        return InferenceEvent(
+            event_id=self._name(obj, "event_id"), ts=self._ts(obj), model=self._name(obj, "model"),
+            model_version=self._name(obj, "model_version"), deployment=deployment, features=features,
+            prediction=self._name(obj, "prediction"), confidence=confidence, scores=scores)
+
+    def label_from_obj(self, obj: Any) -> LabelEvent:
+        """Validate an already parsed label message."""
+        if type(obj) is not dict:
+            raise DecodeError("not_an_object", f"expected a JSON object, got {_kind(obj)}")
+        source = self._get["source"](obj)
+        if source is _MISSING or source is None:
+            source = DEFAULT_SOURCE
+        else:
+            source = self._name(obj, "source")
+        return LabelEvent(event_id=self._name(obj, "event_id"), ts=self._ts(obj), label=self._name(obj, "label"),
+                          source=source)
+
+    # -- fields ---------------------------------------------------------------------------
+    def _name(self, obj: dict, field: str) -> str:
+        """An id, name or class: a string, or an integer (class indices, numeric versions)."""
+        v = self._get[field](obj)
+        t = type(v)
+        if t is str:
+            if not v:
+                raise DecodeError(f"empty_field:{field}", f"field {field!r} is empty")
+            if len(v) > self.limits.max_string:
+                raise DecodeError(f"string_too_long:{field}", f"field {field!r} is longer than "
+                                                             f"{self.limits.max_string} characters")
+            return v
+        if t is int:
+            return str(v)
+        raise self._absent_or_wrong(field, v, "a string")
+
+    def _ts(self, obj: dict) -> float:
+        v = self._get["ts"](obj)
+        t = type(v)
+        if t is float or t is int:
+            ts = _float(v) * self.ts_scale
+            if not math.isfinite(ts):
+                raise DecodeError("bad_value:ts", "ts must be a finite number")
+            return ts
+        if t is str:
+            if len(v) > 64:
+                raise DecodeError("bad_value:ts", "ts string is too long for an ISO-8601 time")
+            try:
+                dt = datetime.fromisoformat(v)
+                if dt.tzinfo is None:
+                    dt = dt.replace(tzinfo=timezone.utc)
+                return dt.timestamp()
+            except (ValueError, OverflowError):
+                raise DecodeError("bad_value:ts", f"ts is not ISO-8601: {_short(v)}") from None
+        raise self._absent_or_wrong("ts", v, "a number or an ISO-8601 string")
+
+    def _check_features(self, features: dict) -> None:
+        lim = self.limits
+        if len(features) > lim.max_features:
+            raise DecodeError("too_many_features", f"{len(features)} features exceed the limit of {lim.max_features}")
+        m = lim.max_string
+        for k, v in features.items():
+            if len(k) > m or (type(v) is str and len(v) > m):
+                raise DecodeError("string_too_long:features", f"feature {_short(k)} has a name or value longer "
+                                                              f"than {m} characters")
+            if type(v) is dict or type(v) is list:
+                try:  # nested values are the core's "wrong type"; bound them so they can be re-encoded
+                    size = len(orjson.dumps(v))
+                except orjson.JSONEncodeError:
+                    size = m + 1
+                if size > m:
+                    raise DecodeError("nested_too_large:features", f"feature {_short(k)} holds a large "
+                                                                   f"or deeply nested value")
+
+    def _scores(self, scores: Any) -> dict[str, float]:
+        if type(scores) is not dict:
+            raise DecodeError("wrong_type:scores", f"scores must be an object, got {_kind(scores)}")
+        if len(scores) > self.limits.max_scores:
+            raise DecodeError("too_many_scores", f"{len(scores)} score classes exceed the limit of "
+                                                 f"{self.limits.max_scores}")
+        out: dict[str, float] = {}
+        m = self.limits.max_string
+        for k, v in scores.items():
+            if len(k) > m:
+                raise DecodeError("string_too_long:scores", "a score class name is too long")
+            if type(v) is float or type(v) is int:
+                out[k] = _float(v)
+            else:
+                raise DecodeError("wrong_type:scores", f"score of {_short(k)} must be a number, got {_kind(v)}")
+        return out
+
+    @staticmethod
+    def _absent_or_wrong(field: str, v: Any, want: str) -> DecodeError:
+        if v is _MISSING:
+            return DecodeError(f"missing_field:{field}", f"field {field!r} is missing")
+        if v is None:
+            return DecodeError(f"null_field:{field}", f"field {field!r} is null")
+        return DecodeError(f"wrong_type:{field}", f"field {field!r} must be {want}, got {_kind(v)}")
+
+
+def _float(v: float | int) -> float:
+    """float() that maps integers too large for a double to infinity instead of raising."""
+    try:
+        return float(v)
+    except OverflowError:
+        return math.inf if v > 0 else -math.inf
+
+
+def _max_score(scores: dict[str, float]) -> float:
+    finite = [s for s in scores.values() if math.isfinite(s)]
+    return max(finite) if finite else math.nan
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null",
+            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def decoder_for_topic(topic: Any) -> Decoder:
+    """A decoder for one topic entry of the configuration (attribute or dict access).
+
+    Recognized keys: ``format`` (only ``json``), ``fields`` (pointer mapping), ``constants``,
+    ``ts_unit``, ``max_message_bytes``, ``max_features``, ``max_string``, ``max_scores``.
+    """
+    def opt(name: str, default: Any = None) -> Any:
+        if isinstance(topic, Mapping):
+            v = topic.get(name, default)
+        else:
+            v = getattr(topic, name, default)
+        return default if v is None else v
+
+    fmt = opt("format", "json")
+    if fmt != "json":
+        raise ValueError(f"topic {opt('name', '?')!r}: unsupported format {fmt!r} (supported: json)")
+    base = Limits()
+    limits = Limits(max_bytes=int(opt("max_message_bytes", base.max_bytes)),
+                    max_features=int(opt("max_features", base.max_features)),
+                    max_string=int(opt("max_string", base.max_string)),
+                    max_scores=int(opt("max_scores", base.max_scores)))
+    fields = opt("fields", None) or opt("mapping", None) or {}
+    return JsonDecoder(fields=dict(fields), constants=dict(opt("constants", {}) or {}), limits=limits,
+                       ts_unit=str(opt("ts_unit", "s")))
+
+
+def build_decoders(config: Any) -> dict[str, Decoder]:
+    """Topic name -> decoder for every inference and label topic of a ``DriftlineConfig``."""
+    k = config.kafka
+    out: dict[str, Decoder] = {}
+    for topic in list(k.inference_topics) + list(k.label_topics):
+        name = topic["name"] if isinstance(topic, Mapping) else topic.name
+        out[name] = decoder_for_topic(topic)
+    return out
