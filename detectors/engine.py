@@ -178,6 +178,15 @@ class ModelMonitor:
         vers = [j.model_version for j in labels]
         deps = [j.deployment for j in labels]
         hits: list[tuple[Hit, int, str, str]] = []
+        # per-source disagreement sees every label; label drift and performance only the first
+        # label of each event (a second source's label of the same event is not new evidence)
+        first = np.ones(n, dtype=bool)
+        add, recent = self.sources.add, self.sources.recent
+        for i, j in enumerate(labels):
+            if j.model_version in self.listed:
+                first[i] = j.label.event_id not in recent
+                for h in add(j.label.event_id, j.label.source, j.label.label, bool(err[i]), i):
+                    hits.append((h, i, j.model_version, j.deployment))
         for (v, d), idxs in _groups(list(zip(vers, deps))).items():
             if v not in self.listed or d not in DEPLOYMENTS:
                 self.unlisted_labels += n if idxs is None else idxs.size
@@ -186,15 +195,9 @@ class ModelMonitor:
             if ls is None:
                 ls = self.label_streams[(v, d)] = LabelStream(self.spec.classes, self.spec.label_reference_size,
                                                               self.calibration)
-            if idxs is None:
-                hits.extend((h, h[7], v, d) for h in ls.process(lab, err))
-            else:
-                hits.extend((h, int(idxs[h[7]]), v, d) for h in ls.process(lab[idxs], err[idxs]))
-        add = self.sources.add
-        for i, j in enumerate(labels):
-            if j.model_version in self.listed:
-                for h in add(j.label.event_id, j.label.source, j.label.label, bool(err[i]), i):
-                    hits.append((h, i, j.model_version, j.deployment))
+            sel = np.arange(n) if idxs is None else idxs
+            sel = sel[first[sel]]
+            hits.extend((h, int(sel[h[7]]), v, d) for h in ls.process(lab[sel], err[sel]))
         if self.spec.canary.enabled and self.canary.version is not None:
             cv, sv = self.canary.version, self.stable_version
             is_c = np.fromiter((d == "canary" and v == cv for v, d in zip(vers, deps)), dtype=bool, count=n)

@@ -35,6 +35,7 @@ from detectors.spec import ModelSpec, TriggerSpec
 from detectors.state import check_float, check_int, check_list, check_str, enc_float
 
 PROFILE_FORMAT = "driftline.profile/v1"
+MIN_CATEGORY_COUNT = 20  # reference occurrences for a category to get its own bucket (else "other")
 _PRED = attrgetter("prediction")
 OTHER = "<other>"
 
@@ -210,8 +211,9 @@ class ProfileBuilder:
                 vals = self.categorical[f.name]
                 freq = Counter(vals)
                 ranked = sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))
-                top = [v for v, _ in ranked[: f.top_k]]
-                rest = [v for v, _ in ranked[f.top_k: self.max_known]]
+                # a tracked category needs enough reference mass for the chi-square approximations
+                top = [v for v, c in ranked[: f.top_k] if c >= MIN_CATEGORY_COUNT]
+                rest = [v for v, _ in ranked[len(top): self.max_known]]
                 counts = [freq[v] for v in top] + [len(vals) - sum(freq[v] for v in top)]
                 half = len(vals) // 2
                 first = Counter(vals[:half])
