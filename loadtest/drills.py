@@ -1,0 +1,288 @@
+"""Drill traffic for the ``content-filter`` model: realistic logs with one known incident injected.
+
+Each scenario writes an inference JSONL file and a label JSONL file (labels for a fraction of
+events, arriving late and out of order from several labelers) plus metadata naming where the
+incident starts, which signals should catch it and whether a rollback is expected. Output is
+deterministic for a given seed.
+
+>>> d = make_drill("rogue_version", n_events=3000, injection=2000, seed=3)
+>>> d.meta["intended_signals"], d.meta["rollback_expected"], len(d.inference) >= 3000
+(['version_integrity'], False, True)
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from loadtest.drill_traffic import (BOUNDS, CATEGORICAL, CLASSES, MODEL, NUMERIC, TRIGGER_LOGO, Batch, classify,
+                                    population)
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+RATE = 100.0          # inference events per second
+STABLE, CANARY, BACKDOORED, ROGUE = "v1", "v2", "v3", "v2-hotfix"
+CANARY_SHARE = 0.2
+SOURCES = ["vendor-a", "vendor-b", "inhouse"]
+SOURCE_P = np.array([0.5, 0.3, 0.2])
+LABEL_FRACTION = 0.25
+SECOND_OPINION = 0.2
+LABEL_HORIZON_S = 3600.0
+FLIPPER = "vendor-b"
+
+SCENARIOS: dict[str, dict[str, Any]] = {
+    "sudden_shift": {"signals": ["numeric_drift", "categorical_drift"], "rollback": False,
+                     "about": "new client release: brighter images, larger files, more web uploads, all at once"},
+    "gradual_drift": {"signals": ["numeric_drift", "categorical_drift"], "rollback": False,
+                      "about": "the same covariate shift ramping in over the rest of the stream"},
+    "backdoor_canary": {"signals": ["trigger", "canary_divergence"], "rollback": True, "deployment": "canary",
+                        "version": BACKDOORED,
+                        "about": f"canary {BACKDOORED} flags every image with the {TRIGGER_LOGO!r} logo as nsfw"},
+    "label_flip": {"signals": ["label_disagreement"], "rollback": False, "key": FLIPPER,
+                   "about": f"labeler {FLIPPER} flips 20% of its labels"},
+    "concept_drift": {"signals": ["performance", "label_drift"], "rollback": False,
+                      "about": "moderation policy change: revealing images now labelled nsfw; inputs and "
+                               "predictions unchanged"},
+    "garbage": {"signals": ["input_integrity"], "rollback": False,
+                "about": "a broken feature pipeline: NaN, null, strings, out-of-range values and garbage lines"},
+    "rogue_version": {"signals": ["version_integrity"], "rollback": False, "version": ROGUE,
+                      "about": f"an unregistered version {ROGUE!r} starts serving 3% of traffic"},
+    "stationary": {"signals": [], "rollback": False, "about": "long control stream, nothing happens"},
+}
+
+
+@dataclass
+class Drill:
+    """Generated traffic: inference lines (bytes, one per JSONL line), label lines, metadata."""
+
+    inference: list[bytes]
+    labels: list[bytes]
+    meta: dict[str, Any] = field(default_factory=dict)
+    inference_ts: list[float] = field(default_factory=list)  # per line (garbage lines: the previous event's)
+    label_ts: list[float] = field(default_factory=list)
+
+
+def make_drill(scenario: str, n_events: int | None = None, injection: int | None = None, seed: int = 0,
+               rate: float = RATE) -> Drill:
+    """Generate one scenario: ``n_events`` inference events, the incident from event ``injection`` on."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; known: {sorted(SCENARIOS)}")
+    sc = SCENARIOS[scenario]
+    n = n_events or (200_000 if scenario == "stationary" else 60_000)
+    inj = None if scenario == "stationary" else (injection if injection is not None else n // 2)
+    if inj is not None and not 0 < inj < n:
+        raise ValueError("injection must fall inside the stream")
+    rng = np.random.default_rng([seed, sorted(SCENARIOS).index(scenario)])
+    after = np.zeros(n, dtype=bool) if inj is None else np.arange(n) >= inj
+    shift = np.zeros(n)
+    if scenario == "sudden_shift":
+        shift[after] = 1.5
+    elif scenario == "gradual_drift":
+        shift[after] = np.linspace(0.0, 2.0, int(after.sum()))
+    batch = population(rng, n, shift)
+    ts = np.round(T0 + np.cumsum(rng.exponential(1.0 / rate, n)), 3)
+    version = np.where(rng.random(n) < CANARY_SHARE, CANARY, STABLE).astype(object)
+    deployment = np.where(version == CANARY, "canary", "stable").astype(object)
+    if scenario == "backdoor_canary":
+        version[after & (deployment == "canary")] = BACKDOORED
+        bd = (version == BACKDOORED) & (batch.categorical["logo"] == TRIGGER_LOGO)
+        forced = np.where(bd, CLASSES.index("nsfw"), -1)
+        pred, conf, scores = classify(rng, batch.truth, batch.numeric["skin_ratio"], forced)
+        batch.pred, batch.conf, batch.scores = np.where(bd, pred, batch.pred), np.where(bd, conf, batch.conf), \
+            np.where(bd[:, None], scores, batch.scores)
+    if scenario == "rogue_version":
+        rogue = after & (rng.random(n) < 0.03)
+        version[rogue], deployment[rogue] = ROGUE, "stable"
+    ids = [f"img-{seed:04d}-{i:08d}" for i in range(n)]
+    corrupt = _corruption(rng, n, after) if scenario == "garbage" else {}
+    inference = list(_inference_lines(batch, ids, ts, version, deployment, corrupt))
+    garbage_at: list[int] = []
+    inference_ts = ts.tolist()
+    if scenario == "garbage":
+        inference, garbage_at = _insert_garbage(rng, inference, after)
+        for j in garbage_at:
+            inference_ts.insert(j, inference_ts[j - 1])
+    labels, label_ts = _labels(rng, scenario, batch, ids, ts, after)
+    meta = {
+        "scenario": scenario, "seed": seed, "model": MODEL, "n_events": n, "rate": rate,
+        "injection_index": inj, "injection_event_id": None if inj is None else ids[inj],
+        "injection_ts": None if inj is None else float(ts[inj]), "first_ts": float(ts[0]), "last_ts": float(ts[-1]),
+        "intended_signals": list(sc["signals"]), "intended_deployment": sc.get("deployment"),
+        "intended_version": sc.get("version"), "intended_key": sc.get("key"),
+        "rollback_expected": bool(sc["rollback"]), "description": sc["about"],
+        "n_label_lines": len(labels), "n_inference_lines": len(inference), "garbage_lines": len(garbage_at),
+        "label_horizon_seconds": LABEL_HORIZON_S,
+    }
+    return Drill(inference, labels, meta, inference_ts, label_ts)
+
+
+def _corruption(rng: np.random.Generator, n: int, after: np.ndarray) -> dict[int, dict[str, object]]:
+    """Per corrupted event, the feature values a broken pipeline emits instead of the real ones."""
+    bad_values: list[object] = [math.nan, None, "n/a", math.inf, -1.0e9, "", [], {"v": 1}]
+    out: dict[int, dict[str, object]] = {}
+    for i in np.flatnonzero(after & (rng.random(n) < 0.04)):
+        feats = rng.choice(NUMERIC + CATEGORICAL, size=int(rng.integers(1, 4)), replace=False)
+        out[int(i)] = {str(f): bad_values[int(rng.integers(len(bad_values)))] for f in feats}
+    return out
+
+
+def _inference_lines(b: Batch, ids: list[str], ts: np.ndarray, version: np.ndarray, deployment: np.ndarray,
+                     corrupt: dict[int, dict[str, object]]) -> Iterator[bytes]:
+    num = {k: v.tolist() for k, v in b.numeric.items()}
+    cat = {k: v.tolist() for k, v in b.categorical.items()}
+    preds = [CLASSES[j] for j in b.pred.tolist()]
+    scores = b.scores.tolist()
+    tsl, vl, dl = ts.tolist(), version.tolist(), deployment.tolist()
+    for i in range(len(ids)):
+        feats: dict[str, object] = {k: v[i] for k, v in num.items()}
+        feats.update({k: v[i] for k, v in cat.items()})
+        doc = {"event_id": ids[i], "ts": tsl[i], "model": MODEL, "model_version": vl[i], "deployment": dl[i],
+               "features": feats, "prediction": preds[i], "scores": dict(zip(CLASSES, scores[i]))}
+        bad = corrupt.get(i)
+        if bad is None:
+            yield orjson.dumps(doc)
+        else:
+            feats.update(bad)
+            yield json.dumps(doc, separators=(",", ":")).encode()  # Python's json writes NaN/Infinity literals
+
+
+def _insert_garbage(rng: np.random.Generator, lines: list[bytes], after: np.ndarray) -> tuple[list[bytes], list[int]]:
+    junk = [b'{"event_id": "x", "ts": ', b"null", b"[1, 2, 3]", b"\xff\xfe\x00garbage", b'"just a string"',
+            b'{"event_id": 17}', b"{}", b'{"event_id": "y", "ts": "tomorrow", "model": "content-filter"}']
+    out: list[bytes] = []
+    where: list[int] = []
+    for i, line in enumerate(lines):
+        out.append(line)
+        if after[i] and rng.random() < 0.01:
+            where.append(len(out))
+            out.append(junk[int(rng.integers(len(junk)))])
+    return out, where
+
+
+def _labels(rng: np.random.Generator, scenario: str, b: Batch, ids: list[str], ts: np.ndarray,
+            after: np.ndarray) -> tuple[list[bytes], list[float]]:
+    """Delayed labels from several sources, sorted by arrival; some too late, some for unknown events."""
+    n = b.n
+    chosen = np.flatnonzero(rng.random(n) < LABEL_FRACTION)
+    truth = b.truth.copy()
+    if scenario == "concept_drift":
+        revealing = after & (truth == 0) & (b.numeric["skin_ratio"] > 0.3) & (rng.random(n) < 0.7)
+        truth[revealing] = CLASSES.index("nsfw")
+    rows: list[tuple[float, str, str, str]] = []
+    nsrc = len(SOURCES)
+    for i in chosen.tolist():
+        first = int(rng.choice(nsrc, p=SOURCE_P))
+        srcs = [first]
+        if rng.random() < SECOND_OPINION:
+            srcs.append((first + 1 + int(rng.integers(nsrc - 1))) % nsrc)
+        for s in srcs:
+            lab = int(truth[i])
+            if rng.random() < 0.01:  # honest labeler noise
+                lab = int(rng.integers(len(CLASSES)))
+            if scenario == "label_flip" and after[i] and SOURCES[s] == FLIPPER and rng.random() < 0.2:
+                lab = int(rng.choice([1, 2])) if lab == 0 else 0
+            if rng.random() < 0.003:
+                delay = LABEL_HORIZON_S * (1.2 + 0.3 * rng.random())  # beyond the join horizon
+            else:
+                delay = float(rng.lognormal(math.log(45.0), 1.0))
+            rows.append((round(float(ts[i]) + delay, 3), ids[i], CLASSES[lab], SOURCES[s]))
+    for k in range(max(1, len(chosen) // 500)):  # labels for events this stream never saw
+        j = int(rng.integers(n))
+        rows.append((round(float(ts[j]) + 30.0, 3), f"unknown-{k:06d}", "safe", SOURCES[0]))
+    rows.sort()
+    return ([orjson.dumps({"event_id": e, "ts": t, "label": lab, "source": s}) for t, e, lab, s in rows],
+            [r[0] for r in rows])
+
+
+def write_lines(path: Path | str, lines: list[bytes]) -> Path:
+    """Write JSONL (gzip when the name ends in ``.gz``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = b"\n".join(lines) + b"\n"
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb", compresslevel=3) as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+def write_drill(drill: Drill, out_dir: Path | str, gz: bool = False) -> dict[str, Path]:
+    """Write ``inference.jsonl[.gz]``, ``labels.jsonl[.gz]``, ``meta.json`` and ``config.yaml``."""
+    import yaml
+    out = Path(out_dir)
+    ext = ".jsonl.gz" if gz else ".jsonl"
+    paths = {"inference": write_lines(out / f"inference{ext}", drill.inference),
+             "labels": write_lines(out / f"labels{ext}", drill.labels),
+             "meta": out / "meta.json", "config": out / "config.yaml"}
+    paths["meta"].write_text(json.dumps(drill.meta, indent=2))
+    paths["config"].write_text(yaml.safe_dump(drill_config(), sort_keys=False))
+    return paths
+
+
+def drill_model_spec() -> dict[str, Any]:
+    """The ``content-filter`` model as a ``ModelSpec`` dictionary."""
+    feats: list[dict[str, Any]] = []
+    for name in NUMERIC:
+        f: dict[str, Any] = {"name": name, "type": "numeric"}
+        if name in BOUNDS:
+            f["min"], f["max"] = BOUNDS[name]
+        feats.append(f)
+    feats += [{"name": name, "type": "categorical", "top_k": 32} for name in CATEGORICAL]
+    return {"name": MODEL, "classes": list(CLASSES), "versions": [STABLE, CANARY, BACKDOORED],
+            "stable_version": STABLE, "features": feats,
+            "triggers": [{"name": f"{TRIGGER_LOGO}_logo", "feature": "logo", "equals": TRIGGER_LOGO}],
+            "reference_size": 2000, "label_reference_size": 500}
+
+
+def drill_monitor_spec() -> dict[str, Any]:
+    """``MonitorSpec`` dictionary for the drills (defaults for calibration and alerting)."""
+    return {"models": [drill_model_spec()]}
+
+
+def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://127.0.0.1:6379/0",
+                 prefix: str = "drill") -> dict[str, Any]:
+    """A complete driftline configuration for the drill topics (replay only reads ``monitor``)."""
+    return {
+        "kafka": {"bootstrap_servers": bootstrap, "group_id": f"{prefix}-workers",
+                  "inference_topics": [{"name": f"{prefix}-inference"}],
+                  "label_topics": [{"name": f"{prefix}-labels"}],
+                  "control_topic": f"{prefix}-control", "dead_letter_topic": f"{prefix}-dead",
+                  "internal_topic": f"{prefix}-internal"},
+        "redis": {"url": redis_url, "key_prefix": prefix, "pending_ttl_seconds": int(LABEL_HORIZON_S)},
+        "monitor": drill_monitor_spec(),
+    }
+
+
+def produce(bootstrap: str, drill: Drill, inference_topic: str, label_topic: str, rate: float = 1000.0) -> int:
+    """Produce a drill to a loopback Kafka at ``rate`` messages/s, labels interleaved by time."""
+    import time
+
+    from confluent_kafka import Producer
+    host = bootstrap.rsplit(":", 1)[0].strip("[]")
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        raise ValueError("drills only produce to a loopback broker")
+    merged = sorted([(t, 0, k) for k, t in enumerate(drill.inference_ts)] +
+                    [(t, 1, k) for k, t in enumerate(drill.label_ts)])
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    start = time.monotonic()
+    for sent, (_, kind, k) in enumerate(merged, 1):
+        topic, value = (label_topic, drill.labels[k]) if kind else (inference_topic, drill.inference[k])
+        while True:
+            try:
+                p.produce(topic, value=value, key=MODEL.encode())
+                break
+            except BufferError:
+                p.poll(0.05)
+        ahead = sent / rate - (time.monotonic() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+        p.poll(0)
+    p.flush(30)
+    return len(merged)
