@@ -35,7 +35,7 @@ class DeploymentMonitor:
         self.invalid_total = {f.name: np.zeros(5, dtype=np.int64) for f in spec.features}
         self.builder: ProfileBuilder | None = None
         self.profile: ReferenceProfile | None = None
-        self.from_file = profile is not None
+        self.from_file = profile is not None  # given (file or stable's profile), not learned
         if profile is None:
             self.builder = ProfileBuilder(spec, calibration.max_known_categories)
         else:

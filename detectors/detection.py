@@ -56,8 +56,9 @@ class Detection:
 
 
 def _num(x: float) -> float | str:
-    """JSON has no NaN/Infinity: encode non-finite floats as strings."""
+    """JSON number with 10 significant digits (sums computed over different micro-batch cuts
+    may differ in the last bits; rounding keeps messages identical); non-finite as strings."""
     x = float(x)
     if x != x or x in (float("inf"), float("-inf")):
         return str(x)
-    return x
+    return float(f"{x:.10g}")

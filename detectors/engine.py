@@ -105,6 +105,20 @@ class ModelMonitor:
                 fresh.n, fresh.invalid_total = dm.n, dm.invalid_total
                 self.streams[key] = fresh
 
+    def _reference_for(self, deployment: str) -> ReferenceProfile | None:
+        """A file profile if loaded; for canary/shadow streams, the stable stream's learned profile.
+
+        A canary is judged against what stable looked like, so a version that is bad from
+        its first event still shows as drift (its own first events would hide that).
+        """
+        if self.reference is not None:
+            return self.reference
+        if deployment != "stable" and self.stable_version is not None:
+            st = self.streams.get((self.stable_version, "stable"))
+            if st is not None and st.profile is not None:
+                return st.profile
+        return None
+
     @property
     def stable_version(self) -> str | None:
         return self.spec.stable_version or self.stable_seen
@@ -126,7 +140,7 @@ class ModelMonitor:
                 continue
             dm = self.streams.get((v, d))
             if dm is None:
-                dm = self.streams[(v, d)] = DeploymentMonitor(self.spec, self.calibration, self.reference)
+                dm = self.streams[(v, d)] = DeploymentMonitor(self.spec, self.calibration, self._reference_for(d))
             if idxs is None:
                 for h in dm.process(events, preds, conf):
                     hits.append((h, h[7], v, d))

@@ -34,6 +34,8 @@ from detectors.profile import NumericProfile
 from detectors.sequential import Adwin
 
 PH_MIN_INSTANCES = 30  # blocks before Page-Hinkley may fire (as river's default min_instances)
+RECENT = 16  # blocks summarized in the evidence of a sequential detection
+RING = RECENT
 from detectors.signals import MIN_WINDOW_VALUES, Hit, _r
 from detectors.spec import CalibrationSpec, FeatureSpec
 from detectors.state import check_counts, check_float, check_int, check_list, enc_float
@@ -90,6 +92,7 @@ class NumericBank:
         self.ph = np.zeros((7, F))
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["psi"], c.window)
         self.last_z = np.zeros(F)
+        self.ring = np.zeros((0, F))  # last RING block z-values (evidence, independent of batch cuts)
         self._bidx: np.ndarray | None = None
         self._xz: np.ndarray | None = None
         self._valid: np.ndarray | None = None
@@ -155,7 +158,7 @@ class NumericBank:
             z = (S / np.maximum(C, 1) - self.mu) * np.sqrt(C) / self.sigma
         np.clip(z, -1e6, 1e6, out=z)
         full = ok.all(axis=0)
-        hits: list[tuple[int, int, str]] = []  # (block row, feature, detector)
+        hits: list[tuple[int, int, str, float]] = []  # (block row, feature, detector, statistic)
         self._page_hinkley(z, ok, full, hits)
         zt = z.T.tolist()
         full_l = full.tolist()
@@ -172,19 +175,29 @@ class NumericBank:
             if True in flags:
                 for i, fl in enumerate(flags):
                     if fl:
-                        hits.append((i if rows is None else int(rows[i]), f, "adwin"))
+                        hits.append((i if rows is None else int(rows[i]), f, "adwin", 0.0))
             last_z[f] = col[-1]
         self.last_z = np.array(last_z)
+        ring = np.concatenate((self.ring, z))
+        self.ring = ring[-RING:].copy()
         out: list[Hit] = []
-        for row, f, det in sorted(hits):
+        for row, f, det, stat in sorted(hits):
             p = self.profs[f]
-            stat = abs(self.adwins[f].estimation) if det == "adwin" else self.ph_threshold
+            r = self.ring_len_before(ring, z)
+            recent = ring[max(0, r + row + 1 - RECENT): r + row + 1, f]
+            recent_mean = float(recent.mean())
+            if det == "adwin":  # statistic: |mean z| of the recent blocks that tipped the cut
+                stat = abs(recent_mean)
             thr = self.adwin_delta if det == "adwin" else self.ph_threshold
             out.append((self.signal, det, self.names[f], float(stat), float(thr),
-                        {"mean": _r(p.mean), "std": _r(p.std)},
-                        {"block_z": _r(z[row, f]), "adwin_mean_z": _r(self.adwins[f].estimation),
+                        {"mean": _r(p.mean), "std": _r(p.std), "z_mean": 0.0, "z_std": 1.0},
+                        {"block_z": _r(z[row, f]), "recent_mean_z": _r(recent_mean), "recent_blocks": int(recent.size),
                          "block_size": k}, int(idx[ends[row]])))
         return out
+
+    @staticmethod
+    def ring_len_before(ring: np.ndarray, z: np.ndarray) -> int:
+        return ring.shape[0] - z.shape[0]
 
     def _page_hinkley(self, z: np.ndarray, ok: np.ndarray, full: np.ndarray, hits: list) -> None:
         """Two-sided Page-Hinkley (same recursion as :class:`~detectors.sequential.PageHinkley`)
@@ -222,14 +235,14 @@ class NumericBank:
         for f in redo:
             rows = np.flatnonzero(ok[:, f])
             if rows.size:
-                for i in self._ph_column(f, z[rows, f]):
-                    hits.append((int(rows[i]), f, "page_hinkley"))
+                for i, stat in self._ph_column(f, z[rows, f]):
+                    hits.append((int(rows[i]), f, "page_hinkley", stat))
 
-    def _ph_column(self, f: int, x: np.ndarray) -> list[int]:
+    def _ph_column(self, f: int, x: np.ndarray) -> list[tuple[int, float]]:
         """Page-Hinkley over one feature's z-values with restarts after each detection."""
         st = self.ph
         d, h = self.ph_delta, self.ph_threshold
-        out: list[int] = []
+        out: list[tuple[int, float]] = []
         start, m = 0, x.size
         while start < m:
             v = x[start:]
@@ -244,7 +257,7 @@ class NumericBank:
             alarm = (((up - umin) > h) | ((dmax - down) > h)) & (t >= PH_MIN_INSTANCES)
             if alarm.any():
                 i = int(alarm.argmax())
-                out.append(start + i)
+                out.append((start + i, float(max(up[i] - umin[i], dmax[i] - down[i]))))
                 st[:6, f] = 0.0
                 st[6, f] += 1
                 start += i + 1
@@ -297,6 +310,7 @@ class NumericBank:
                 "s2": [enc_float(v) for v in self.s2.tolist()], "wn": self.wn.tolist(),
                 "part_s": [enc_float(v) for v in self.part_s.tolist()], "part_c": self.part_c.tolist(),
                 "part_e": self.part_e, "last_z": [enc_float(v) for v in self.last_z.tolist()],
+                "ring": [[enc_float(v) for v in row] for row in self.ring.tolist()],
                 "adwin": [a.to_state() for a in self.adwins],
                 "ph": [[enc_float(v) for v in row] for row in self.ph.tolist()]}
 
@@ -317,6 +331,11 @@ class NumericBank:
         self.part_e = check_int(st.get("part_e"), "numeric.part_e", 0, self.k - 1)
         if (self.part_c > self.part_e).any():
             raise StateFormatError("numeric: partial block counts exceed its events")
+        ring = check_list(st.get("ring"), "numeric.ring")
+        if len(ring) > RING:
+            raise StateFormatError("numeric.ring too long")
+        self.ring = np.array([[check_float(v, "numeric.ring", finite=True) for v in check_list(row, "ring", F)]
+                              for row in ring], dtype=np.float64).reshape(len(ring), F)
         self.adwins = [Adwin.from_state(a) for a in check_list(st.get("adwin"), "numeric.adwin", F)]
         ph = [[check_float(v, "numeric.ph", finite=True) for v in check_list(row, "numeric.ph", F)]
               for row in check_list(st.get("ph"), "numeric.ph", 7)]

@@ -1,0 +1,159 @@
+"""Engine: batch-boundary independence, state round trips, hostile state, routing."""
+import numpy as np
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from detectors.engine import Engine, ModelMonitor
+from detectors.errors import StateFormatError
+from detectors.simulate import demo_model, make_events, make_labels
+from detectors.spec import AlertPolicySpec, CalibrationSpec, MonitorSpec
+from detectors.state import decode_state, encode_state
+
+SPEC = demo_model(n_numeric=3, n_categorical=2, reference_size=400, label_reference_size=200)
+CAL = CalibrationSpec(window=300, label_window=200, block_size=16)
+AL = AlertPolicySpec(resolve_after_quiet_seconds=20, cooldown_seconds=5)
+
+
+def traffic():
+    """Stationary stretch, then drift, a rogue version and a canary, with labels."""
+    evs = make_events(SPEC, 1500, seed=1)
+    evs += make_events(SPEC, 1500, seed=2, start=1500, t0=15, mean_shift={"x0": 0.8},
+                       class_p=np.array([0.6, 0.2, 0.15, 0.05]))
+    evs += make_events(SPEC, 20, seed=3, start=3000, t0=30, version="vX")
+    evs += make_events(SPEC, 800, seed=4, start=3020, t0=30.2, version="v2", deployment="canary",
+                       class_p=np.array([0.3, 0.3, 0.3, 0.1]))
+    evs += make_events(SPEC, 800, seed=5, start=3820, t0=80)  # quiet period: resolutions
+    labs = make_labels(evs[:3000], seed=6, error_rate=0.05)
+    return evs, labs
+
+
+EVENTS, LABELS = traffic()
+
+
+def run(mon, evs, labs, cuts_e, cuts_l):
+    out = []
+    for items, cuts, fn in ((evs, cuts_e, mon.process_inference), (labs, cuts_l, mon.process_labels)):
+        b = [0] + sorted(set(c for c in cuts if 0 < c < len(items))) + [len(items)]
+        for lo, hi in zip(b, b[1:]):
+            out += [m.to_dict() for m in fn(items[lo:hi])]
+    return out
+
+
+BASELINE = run(ModelMonitor(SPEC, CAL, AL), EVENTS, LABELS, list(range(0, 5000, 500)), list(range(0, 5000, 500)))
+
+
+def test_traffic_produces_every_kind():
+    kinds = {m["kind"] for m in BASELINE}
+    assert kinds == {"alert", "resolve", "rollback"}, kinds
+    assert all(m["schema"] == "driftline.control/v1" and m["event_id"] for m in BASELINE)
+    ids = [m["id"] for m in BASELINE]
+    assert len(ids) == len(set(ids))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 4620), max_size=12), st.lists(st.integers(1, 3600), max_size=8))
+def test_messages_do_not_depend_on_batch_boundaries(cuts_e, cuts_l):
+    assert run(ModelMonitor(SPEC, CAL, AL), EVENTS, LABELS, cuts_e, cuts_l) == BASELINE
+
+
+@pytest.mark.parametrize("split", [150, 399, 401, 1700, 3010, 4000])
+def test_state_round_trip_gives_identical_future(split):
+    mon = ModelMonitor(SPEC, CAL, AL)
+    first = run(mon, EVENTS[:split], [], [137], [])
+    blob = mon.to_bytes()
+    restored = ModelMonitor.from_bytes(SPEC, CAL, AL, blob)
+    assert restored.to_bytes() == blob
+    rest = run(restored, EVENTS[split:], LABELS, [250], [333])
+    assert first + rest == run(ModelMonitor(SPEC, CAL, AL), EVENTS, LABELS, [split], [])
+
+
+def test_state_is_compact():
+    mon = ModelMonitor(SPEC, CAL, AL)
+    run(mon, EVENTS, LABELS, [], [])
+    assert len(mon.to_bytes()) < 64 * 1024
+
+
+def test_wrong_spec_or_model_rejected():
+    blob = ModelMonitor(SPEC, CAL, AL).to_bytes()
+    other = demo_model(n_numeric=2, n_categorical=2, reference_size=400)
+    with pytest.raises(StateFormatError, match="different model spec"):
+        ModelMonitor.from_bytes(other, CAL, AL, blob)
+    with pytest.raises(StateFormatError, match="different model spec"):
+        ModelMonitor.from_bytes(SPEC, CalibrationSpec(window=999), AL, blob)
+    renamed = SPEC.model_copy(update={"name": "other"})
+    with pytest.raises(StateFormatError, match="is for model"):
+        ModelMonitor.from_bytes(renamed, CAL, AL, blob)
+    ModelMonitor.from_bytes(SPEC, CAL, AlertPolicySpec(cooldown_seconds=1), blob)  # policy may change
+
+
+MID = ModelMonitor(SPEC, CAL, AL)
+run(MID, EVENTS[:2000], LABELS[:1500], [], [])
+DOC = decode_state(MID.to_bytes())
+
+
+def _paths(doc, prefix=()):
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _paths(v, prefix + (i,))
+    yield prefix
+
+
+PATHS = [p for p in _paths(DOC) if p]
+json_values = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
+                                     st.floats(allow_nan=False), st.text(max_size=5)),
+                           lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=3), c, max_size=3),
+                           max_leaves=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(PATHS), json_values)
+def test_hostile_documents_raise_state_format_error(path, value):
+    doc = orjson.loads(orjson.dumps(DOC))
+    node = doc
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = value
+    try:
+        mon = ModelMonitor.from_bytes(SPEC, CAL, AL, encode_state(doc))
+    except StateFormatError:
+        return
+    mon.process_inference(EVENTS[2000:2300])  # accepted state must stay usable
+    mon.process_labels(LABELS[1500:1700])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 255))
+def test_corrupt_bytes_raise_state_format_error(at, byte):
+    blob = bytearray(MID.to_bytes())
+    at %= len(blob)
+    blob[at] = byte if blob[at] != byte else (byte + 1) % 256
+    with pytest.raises(StateFormatError):
+        ModelMonitor.from_bytes(SPEC, CAL, AL, bytes(blob))
+    with pytest.raises(StateFormatError):
+        ModelMonitor.from_bytes(SPEC, CAL, AL, bytes(blob[: at]))
+
+
+def test_engine_routes_and_counts_unknown_models():
+    eng = Engine(MonitorSpec(models=[SPEC], calibration=CAL, alerts=AL))
+    evs = make_events(SPEC, 10)
+    for e in evs[:3]:
+        e.model = "ghost"
+    eng.process_inference(evs)
+    eng.process_labels(make_labels(evs[:3]))
+    assert eng.unknown_model_events == 3 and eng.unknown_model_labels >= 3
+    assert eng.monitors[SPEC.name].events == 7
+    st_ = eng.stats
+    assert st_["models"][SPEC.name]["streams"]["v1/stable"]["events"] == 7
+
+
+def test_stats_snapshot():
+    s = MID.stats
+    assert s["events"] == 2000 and s["streams"]["v1/stable"]["armed"]
+    num = s["streams"]["v1/stable"]["numeric"]["x0"]
+    assert {"adwin_width", "page_hinkley_statistic", "page_hinkley_threshold", "last_block_z"} <= set(num)
+    assert s["alerts"]["raised"] >= 1 and sum(s["detections"].values()) >= 1
