@@ -34,6 +34,17 @@ default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline
      prior), so the uncertainty of a reference estimated from a few thousand events is
      part of the threshold and rates of zero in the reference are handled.
 
+4. **Sharpens references**. The thresholds above hold *on average over reference draws*;
+   a reference of a few thousand events that happens to be unlucky makes one key fire far
+   more often than the target. Windows without any detection are therefore merged into
+   the reference (the sketches merge exactly) in doubling steps until it is
+   ``REFERENCE_GROWTH`` (8) times its initial size (numeric and categorical histograms,
+   prediction class counts, label references). Windows with a detection never enter it;
+   a drift slow enough to stay below every threshold during that period can be absorbed.
+5. **Spends trigger budgets per event**: a P(class | trigger) test closes after
+   ``min_trigger_events`` triggered events, which may span many events of the stream; it
+   gets ``F * share * events_spanned / 1e6`` of the budget (rounded down to a power of two).
+
 ``detectors.simulate.false_alarm_rates`` measures the resulting rates on long stationary
 streams; the tests check them.
 """

@@ -157,7 +157,7 @@ class DeploymentMonitor:
         st["numeric"] = self.numeric.to_state() if self.numeric is not None else None
         st["categorical"] = [s.to_state() for s in self.categorical]
         st["integrity"] = self.integrity.to_state()
-        st["prediction"] = self.prediction.counts.to_state()
+        st["prediction"] = [self.prediction.counts.to_state(), self.prediction.grow.to_state()]
         st["confidence"] = [self.confidence.mom.to_state(), self.confidence.low_count]
         st["triggers"] = [t.to_state() for t in self.triggers]
         return st
@@ -200,7 +200,9 @@ class DeploymentMonitor:
                     if isinstance(exc, StateFormatError):
                         raise
                     raise StateFormatError(f"{key}: {exc}") from None
-        obj.prediction.counts.load_state(st.get("prediction"))
+        pred = check_list(st.get("prediction"), "prediction", 2)
+        obj.prediction.counts.load_state(pred[0])
+        obj.prediction.grow.load_state(pred[1])
         conf = check_list(st.get("confidence"), "confidence", 2)
         obj.confidence.mom.load_state(conf[0])
         obj.confidence.low_count = check_int(conf[1], "confidence.low")

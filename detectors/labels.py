@@ -11,7 +11,8 @@ reference; then every ``CalibrationSpec.label_window`` labels the window is test
 
 Labels are scarcer than predictions, so a few hundred reference labels estimate the
 reference rates poorly; windows without any detection are merged into the label reference
-(counts merge exactly) until it reaches ``REFERENCE_GROWTH`` times its initial size.
+(counts merge exactly, in doubling steps) until it reaches ``REFERENCE_GROWTH`` times its
+initial size.
 
 :class:`SourceDisagreement` tracks, per label source (labeler, vendor), how often its
 labels disagree with the model and with other sources labelling the same event, and
@@ -52,6 +53,7 @@ class LabelStream:
         self.w = c.label_window
         self.ref = [Counts(k), Counts(k), 0]  # label counts, per-class errors, errors
         self.win = [Counts(k), Counts(k), 0]
+        self.pending = [Counts(k), Counts(k), 0]
         self.fill = 0
         self.min_class = c.min_class_labels
         f = c.false_alarms_per_million
@@ -118,8 +120,13 @@ class LabelStream:
                                 {"error_rate": _r(re[j] / rc[j]), "n": int(rc[j])},
                                 {"error_rate": _r(we[j] / wc[j]), "n": int(wc[j])}, idx))
         if not out and self.ref[0].n < self.ref_size * REFERENCE_GROWTH:
-            # a clean window sharpens the reference (counts merge exactly), up to a cap
-            self.ref = [self.ref[0].merge(self.win[0]), self.ref[1].merge(self.win[1]), self.ref[2] + self.win[2]]
+            # clean windows sharpen the reference (counts merge exactly) in doubling steps, up to a cap
+            p = self.pending
+            self.pending = [p[0].merge(self.win[0]), p[1].merge(self.win[1]), p[2] + self.win[2]]
+            if self.pending[0].n >= self.ref[0].n:
+                p = self.pending
+                self.ref = [self.ref[0].merge(p[0]), self.ref[1].merge(p[1]), self.ref[2] + p[2]]
+                self.pending = [Counts(len(self.names)), Counts(len(self.names)), 0]
         self.win = [Counts(len(self.names)), Counts(len(self.names)), 0]
         return out
 
@@ -129,12 +136,14 @@ class LabelStream:
 
     def to_state(self) -> list[Any]:
         return [self.ref[0].to_state(), self.ref[1].to_state(), self.ref[2],
-                self.win[0].to_state(), self.win[1].to_state(), self.win[2], self.fill]
+                self.win[0].to_state(), self.win[1].to_state(), self.win[2], self.fill,
+                self.pending[0].to_state(), self.pending[1].to_state(), self.pending[2]]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "label_stream", 7)
+        st = check_list(st, "label_stream", 10)
         k = len(self.names)
-        for acc, a, b, e in ((self.ref, st[0], st[1], st[2]), (self.win, st[3], st[4], st[5])):
+        for acc, a, b, e in ((self.ref, st[0], st[1], st[2]), (self.win, st[3], st[4], st[5]),
+                             (self.pending, st[7], st[8], st[9])):
             acc[0].load_state(check_counts(a, "labels", k))
             acc[1].load_state(check_counts(b, "labels", k))
             acc[2] = check_int(e, "labels.errors")

@@ -34,6 +34,7 @@ from detectors.profile import NumericProfile
 from detectors.sequential import Adwin
 
 PH_MIN_INSTANCES = 30  # blocks before Page-Hinkley may fire (as river's default min_instances)
+REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
 RECENT = 16  # blocks summarized in the evidence of a sequential detection
 RING = RECENT
 from detectors.signals import MIN_WINDOW_VALUES, Hit, _r
@@ -65,9 +66,11 @@ class NumericBank:
         for j, r in enumerate(self.ref):
             R[j, : r.size] = r
         self.ref_mat = R
-        self.ref_p = _smoothed_rows(R, self.mask)
-        self.ref_cdf = np.cumsum(R, axis=1) / np.maximum(R.sum(axis=1, keepdims=True), 1)
+        self._ref_derived()
         self.nref = np.array([p.n for p in profs], dtype=np.int64)
+        self.ref_cap = self.nref * REFERENCE_GROWTH
+        self.pending = np.zeros((F, self.nb))  # clean windows waiting to be merged into the reference
+        self.pending_n = np.zeros(F, dtype=np.int64)
         self.counts = np.zeros((F, self.nb), dtype=np.int64)
         self.s1 = np.zeros(F)
         self.s2 = np.zeros(F)
@@ -96,6 +99,11 @@ class NumericBank:
         self._bidx: np.ndarray | None = None
         self._xz: np.ndarray | None = None
         self._valid: np.ndarray | None = None
+
+    def _ref_derived(self) -> None:
+        R = self.ref_mat
+        self.ref_p = _smoothed_rows(R, self.mask)
+        self.ref_cdf = np.cumsum(R, axis=1) / np.maximum(R.sum(axis=1, keepdims=True), 1)
 
     # -- per batch ---------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, valid: np.ndarray) -> None:
@@ -288,8 +296,19 @@ class NumericBank:
                 std = math.sqrt(max(self.s2[f] / n - mean * mean, 0.0))
                 ref_s = {"mean": _r(pr.mean), "std": _r(pr.std), "n": nref, "edges": list(pr.edges),
                          "bins": q[f, :bins].round(4).tolist()}
+                ref_s["n"] = nref
                 cur_s = {"mean": _r(mean), "std": _r(std), "n": n, "bins": p[f, :bins].round(4).tolist()}
                 out.extend((self.signal, det, self.names[f], stat, thr, ref_s, cur_s, idx) for det, stat, thr in fired)
+            elif self.nref[f] < self.ref_cap[f]:
+                self.pending[f] += C[f]
+                self.pending_n[f] += n
+        grow = np.flatnonzero((self.pending_n >= self.nref) & (self.pending_n > 0))
+        if grow.size:  # merge once the clean windows match the reference in size (doubling steps)
+            self.ref_mat[grow] += self.pending[grow]
+            self.nref[grow] += self.pending_n[grow]
+            self.pending[grow] = 0
+            self.pending_n[grow] = 0
+            self._ref_derived()
         self.counts[:] = 0
         self.s1[:] = 0
         self.s2[:] = 0
@@ -311,6 +330,8 @@ class NumericBank:
                 "part_s": [enc_float(v) for v in self.part_s.tolist()], "part_c": self.part_c.tolist(),
                 "part_e": self.part_e, "last_z": [enc_float(v) for v in self.last_z.tolist()],
                 "ring": [[enc_float(v) for v in row] for row in self.ring.tolist()],
+                "ref": self.ref_mat.astype(np.int64).ravel().tolist(), "nref": self.nref.tolist(),
+                "pending": self.pending.astype(np.int64).ravel().tolist(), "pending_n": self.pending_n.tolist(),
                 "adwin": [a.to_state() for a in self.adwins],
                 "ph": [[enc_float(v) for v in row] for row in self.ph.tolist()]}
 
@@ -331,6 +352,15 @@ class NumericBank:
         self.part_e = check_int(st.get("part_e"), "numeric.part_e", 0, self.k - 1)
         if (self.part_c > self.part_e).any():
             raise StateFormatError("numeric: partial block counts exceed its events")
+        self.ref_mat = np.array(check_counts(st.get("ref"), "numeric.ref", F * self.nb),
+                                dtype=np.float64).reshape(F, self.nb)
+        self.nref = np.array(check_counts(st.get("nref"), "numeric.nref", F), dtype=np.int64)
+        self.pending = np.array(check_counts(st.get("pending"), "numeric.pending", F * self.nb),
+                                dtype=np.float64).reshape(F, self.nb)
+        self.pending_n = np.array(check_counts(st.get("pending_n"), "numeric.pending_n", F), dtype=np.int64)
+        if (self.ref_mat[~self.mask] != 0).any() or (self.ref_mat.sum(axis=1) != self.nref).any():
+            raise StateFormatError("numeric.ref inconsistent with its bins")
+        self._ref_derived()
         ring = check_list(st.get("ring"), "numeric.ring")
         if len(ring) > RING:
             raise StateFormatError("numeric.ring too long")

@@ -25,6 +25,46 @@ from detectors.state import check_counts, check_int, check_list
 
 Hit = tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]
 MIN_WINDOW_VALUES = 30
+REFERENCE_GROWTH = 8
+
+
+class GrowingReference:
+    """Reference counts sharpened by clean windows (see :mod:`detectors.calibration`).
+
+    Windows without any detection accumulate in ``pending``; once pending holds as many
+    observations as the reference, it is merged in (so thresholds change in a few doubling
+    steps), until the reference is ``REFERENCE_GROWTH`` times its initial size.
+    """
+
+    __slots__ = ("counts", "n", "cap", "pending", "pending_n")
+
+    def __init__(self, counts: Any) -> None:
+        self.counts = np.asarray(counts, dtype=np.int64).copy()
+        self.n = int(self.counts.sum())
+        self.cap = self.n * REFERENCE_GROWTH
+        self.pending = np.zeros_like(self.counts)
+        self.pending_n = 0
+
+    def clean(self, cur: np.ndarray) -> None:
+        if self.n >= self.cap:
+            return
+        self.pending += cur
+        self.pending_n += int(cur.sum())
+        if self.pending_n >= self.n and self.pending_n:
+            self.counts += self.pending
+            self.n += self.pending_n
+            self.pending[:] = 0
+            self.pending_n = 0
+
+    def to_state(self) -> list[Any]:
+        return [self.counts.tolist(), self.pending.tolist()]
+
+    def load_state(self, st: Any) -> None:
+        st = check_list(st, "reference", 2)
+        k = self.counts.size
+        self.counts = np.array(check_counts(st[0], "reference", k), dtype=np.int64)
+        self.pending = np.array(check_counts(st[1], "reference.pending", k), dtype=np.int64)
+        self.n, self.pending_n = int(self.counts.sum()), int(self.pending.sum())
 
 
 def _r(x: float) -> float:
@@ -41,7 +81,7 @@ class CategoricalDrift:
         self.prof = prof
         self.vocab = Vocabulary(prof.top, prof.rest)
         self.k = self.vocab.k
-        self.ref = np.asarray(prof.counts, dtype=np.int64)
+        self.grow = GrowingReference(prof.counts)
         self.counts = Counts(self.k + 2)
         self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["js"], c.window)
         self.enabled = prof.n >= MIN_WINDOW_VALUES
@@ -59,30 +99,34 @@ class CategoricalDrift:
         if self.enabled and n >= MIN_WINDOW_VALUES:
             k = self.k
             cur = np.concatenate((c[:k], [c[k] + c[k + 1]]))
-            nref = self.prof.n
+            ref, nref = self.grow.counts, self.grow.n
             b = k + 1
             fired = [(det, stat, thr) for det, stat, thr in (
-                ("js", jensen_shannon(cur, self.ref), cal.js_threshold(b, n, nref, self.alpha)),
-                ("chi2", chi2_distance(cur, self.ref), cal.chi2_distance_threshold(b, n, nref, self.alpha)),
+                ("js", jensen_shannon(cur, ref), cal.js_threshold(b, n, nref, self.alpha)),
+                ("chi2", chi2_distance(cur, ref), cal.chi2_distance_threshold(b, n, nref, self.alpha)),
             ) if stat >= thr]
             hi = cal.rate_bounds(self.prof.unseen_hits, self.prof.unseen_n, n, self.alpha, False)[1]
             if c[k + 1] >= hi:
                 fired.append(("unseen_rate", float(c[k + 1] / n), hi / n))
             if fired:  # evidence is built only when a test fires
                 names = self.vocab.top + ["<other>"]
-                ref_s = {"top": dict(zip(names, smoothed(self.ref).round(4).tolist())), "n": nref,
+                ref_s = {"top": dict(zip(names, smoothed(ref).round(4).tolist())), "n": nref,
                          "unseen_rate": _r(self.prof.unseen_hits / max(self.prof.unseen_n, 1))}
                 cur_s = {"top": dict(zip(names, smoothed(cur).round(4).tolist())), "n": n,
                          "unseen_rate": _r(c[k + 1] / n)}
                 out.extend((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx) for det, stat, thr in fired)
+            else:
+                self.grow.clean(cur)
         self.counts.reset()
         return out
 
-    def to_state(self) -> list[int]:
-        return self.counts.to_state()
+    def to_state(self) -> list[Any]:
+        return [self.counts.to_state(), self.grow.to_state()]
 
     def load_state(self, st: Any) -> None:
-        self.counts.load_state(st)
+        st = check_list(st, "categorical", 2)
+        self.counts.load_state(st[0])
+        self.grow.load_state(st[1])
 
 
 class PredictionDrift:
@@ -92,8 +136,7 @@ class PredictionDrift:
 
     def __init__(self, classes: list[str], prof: ReferenceProfile, c: CalibrationSpec) -> None:
         self.names = list(classes) + ["<other>"]
-        self.ref = np.asarray(prof.predictions, dtype=np.int64)
-        self.nref = int(self.ref.sum())
+        self.grow = GrowingReference(prof.predictions)
         self.counts = Counts(len(self.names))
         self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["class_rate"], c.window)
         self.dominance = c.dominance_share
@@ -102,18 +145,21 @@ class PredictionDrift:
         out: list[Hit] = []
         c = self.counts.counts
         n = int(c.sum())
-        if n >= MIN_WINDOW_VALUES and self.nref:
+        ref, nref = self.grow.counts, self.grow.n
+        if n >= MIN_WINDOW_VALUES and nref:
             top = int(c.argmax())
             for j, name in enumerate(self.names):
-                lo, hi = cal.rate_bounds(int(self.ref[j]), self.nref, n, self.alpha)
+                lo, hi = cal.rate_bounds(int(ref[j]), nref, n, self.alpha)
                 cj = int(c[j])
-                ref_s = {"rate": _r(self.ref[j] / self.nref), "n": self.nref}
-                cur_s = {"rate": _r(cj / n), "n": n, "count": cj}
                 if cj >= hi or cj < lo:
+                    ref_s = {"rate": _r(ref[j] / nref), "n": nref}
+                    cur_s = {"rate": _r(cj / n), "n": n, "count": cj}
                     out.append((self.signal, "class_rate", name, cj / n, (hi if cj >= hi else lo) / n,
                                 ref_s, cur_s, idx))
-                if j == top and cj / n >= self.dominance and self.ref[j] / self.nref < self.dominance and cj >= hi:
-                    out.append((self.signal, "dominance", name, cj / n, self.dominance, ref_s, cur_s, idx))
+                    if j == top and cj / n >= self.dominance and ref[j] / nref < self.dominance and cj >= hi:
+                        out.append((self.signal, "dominance", name, cj / n, self.dominance, ref_s, cur_s, idx))
+            if not out:
+                self.grow.clean(c.copy())
         self.counts.reset()
         return out
 
