@@ -1,0 +1,366 @@
+"""Replay recorded inference and label logs through the detection engine, without Kafka or Redis.
+
+The two files are merged by timestamp so labels arrive as they did live; labels are joined in
+memory with the predictions they refer to, under the same bounded horizon as the worker's
+pending store. Every control message the engine raises is written as one JSON line (the
+control-topic document plus ``"replay": {"stream", "line"}``). Dirty input (malformed lines,
+wrong types, unknown models, labels too late or for unknown events) is counted by reason and
+skipped. Positions, hence alert ids, come from line numbers, so a replay is reproducible.
+
+Items are read in micro-batches of ``batch_size`` merged lines; within a batch, inference
+events are processed before labels (``batch_size=1`` keeps the exact arrival interleaving).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import yaml
+
+from detectors.engine import Engine
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+from detectors.profile import ReferenceProfile
+from detectors.spec import MonitorSpec
+from stream.decoding import DecodeError, Decoder, JsonDecoder, decoder_for_topic
+from stream.records import source_position
+
+INFERENCE, LABELS = 0, 1          # topic indices used in positions (as the worker numbers its topics)
+STREAM_NAMES = ("inference", "labels")
+DEFAULT_HORIZON_S = 86_400.0
+EXPIRED_MEMORY = 1_000_000        # expired event ids remembered to tell "too late" from "unknown"
+DEFAULT_BATCH = 4096
+
+
+@dataclass
+class ReplayConfig:
+    """What a replay needs from the driftline configuration."""
+
+    monitor: MonitorSpec
+    inference_decoder: Decoder = field(default_factory=JsonDecoder)
+    label_decoder: Decoder = field(default_factory=JsonDecoder)
+    horizon_seconds: float = DEFAULT_HORIZON_S
+    references: dict[str, ReferenceProfile] = field(default_factory=dict)
+
+
+@dataclass
+class ReplayReport:
+    """Counts of one replay: lines, events, joins, rejects by reason, control messages, speed."""
+
+    inference_lines: int = 0
+    label_lines: int = 0
+    events: int = 0
+    labels_joined: int = 0
+    rejected: dict[str, Counter] = field(default_factory=lambda: {"inference": Counter(), "labels": Counter()})
+    unknown_model_events: int = 0
+    unknown_model_labels: int = 0
+    messages: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+    collected: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"inference_lines": self.inference_lines, "label_lines": self.label_lines, "events": self.events,
+                "labels_joined": self.labels_joined,
+                "rejected": {k: dict(sorted(v.items())) for k, v in self.rejected.items()},
+                "unknown_model_events": self.unknown_model_events,
+                "unknown_model_labels": self.unknown_model_labels,
+                "control_messages": dict(sorted(self.messages.items())), "seconds": round(self.seconds, 3),
+                "events_per_second": round(self.events_per_second, 1)}
+
+    def summary(self) -> str:
+        """A few human-readable lines for stderr."""
+        rows = [f"replay: {self.events} events from {self.inference_lines} inference lines, "
+                f"{self.labels_joined} labels joined from {self.label_lines} label lines, "
+                f"{self.seconds:.2f}s ({self.events_per_second:,.0f} events/s)",
+                "control messages: " + (", ".join(f"{k}={v}" for k, v in sorted(self.messages.items())) or "none")]
+        for stream, c in self.rejected.items():
+            if c:
+                rows.append(f"skipped {stream}: " + ", ".join(f"{k}={v}" for k, v in c.most_common()))
+        if self.unknown_model_events or self.unknown_model_labels:
+            rows.append(f"unknown models: {self.unknown_model_events} events, {self.unknown_model_labels} labels")
+        return "\n".join(rows)
+
+
+# -- configuration ------------------------------------------------------------------------------
+def load_replay_config(path: str | Path, inference_topic: str | None = None,
+                       label_topic: str | None = None) -> ReplayConfig:
+    """Read a driftline YAML/JSON config: the ``monitor`` section, topic field mappings, the horizon.
+
+    A file holding only a ``MonitorSpec`` (``models: ...``) is accepted too.
+    """
+    path = Path(path)
+    doc = yaml.safe_load(path.read_text())
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    monitor = MonitorSpec.model_validate(doc["monitor"] if "monitor" in doc else doc)
+    kafka = doc.get("kafka") or {}
+    inf = _pick_topic(kafka.get("inference_topics") or [], inference_topic, "inference")
+    lab = _pick_topic(kafka.get("label_topics") or [], label_topic, "label")
+    horizon = float((doc.get("redis") or {}).get("pending_ttl_seconds") or DEFAULT_HORIZON_S)
+    refs: dict[str, ReferenceProfile] = {}
+    for m in monitor.models:
+        if m.reference_file:
+            ref_path = Path(m.reference_file)
+            if not ref_path.is_absolute():
+                ref_path = path.parent / ref_path
+            refs[m.name] = ReferenceProfile.from_dict(m, json.loads(ref_path.read_text()))
+    return ReplayConfig(monitor, decoder_for_topic(inf) if inf else JsonDecoder(),
+                        decoder_for_topic(lab) if lab else JsonDecoder(), horizon, refs)
+
+
+def _pick_topic(topics: list[Any], name: str | None, what: str) -> dict[str, Any] | None:
+    if name is None:
+        return topics[0] if topics else None
+    for t in topics:
+        if isinstance(t, dict) and t.get("name") == name:
+            return t
+    raise ValueError(f"no {what} topic named {name!r} in the configuration")
+
+
+# -- input --------------------------------------------------------------------------------------
+def open_lines(path: str | Path) -> IO[bytes]:
+    """A binary line source: ``-`` is stdin; gzip is recognized by its magic bytes."""
+    if str(path) == "-":
+        raw: Any = sys.stdin.buffer
+    else:
+        raw = open(path, "rb")
+    head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+    if head == b"\x1f\x8b":
+        return gzip.open(raw, "rb")  # type: ignore[return-value]
+    return raw
+
+
+def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> Iterator[tuple[float, int, int, InferenceEvent | LabelEvent]]:
+    """(ts, stream, line, event) for every decodable line; rejects are counted by reason."""
+    decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
+    for line_no, line in enumerate(fh, 1):
+        line = line.rstrip(b"\r\n")
+        if not line.strip():
+            rejected["blank_line"] += 1
+            continue
+        try:
+            item = decode(line)
+        except DecodeError as err:
+            rejected[err.reason] += 1
+            continue
+        item.position = source_position(stream, 0, line_no)
+        yield item.ts, stream, line_no, item
+
+
+def _merge(a: Iterator[tuple], b: Iterator[tuple]) -> Iterator[tuple]:
+    """Merge two streams by ts, keeping each stream's own order (ties: inference first)."""
+    x, y = next(a, None), next(b, None)
+    while x is not None and y is not None:
+        if y[0] < x[0]:
+            yield y
+            y = next(b, None)
+        else:
+            yield x
+            x = next(a, None)
+    rest, it = (x, a) if x is not None else (y, b)
+    if rest is not None:
+        yield rest
+        yield from it
+
+
+class LabelJoin:
+    """Predictions awaiting labels, by event id, forgotten ``horizon`` seconds after their ts."""
+
+    def __init__(self, horizon: float) -> None:
+        self.horizon = horizon
+        self.pending: OrderedDict[str, InferenceEvent] = OrderedDict()
+        self.expired: OrderedDict[str, None] = OrderedDict()
+
+    def remember(self, e: InferenceEvent) -> None:
+        self.pending[e.event_id] = e
+        self.pending.move_to_end(e.event_id)
+
+    def expire(self, now: float) -> None:
+        limit = now - self.horizon
+        pending, expired = self.pending, self.expired
+        while pending:
+            eid, e = next(iter(pending.items()))
+            if e.ts >= limit:
+                break
+            del pending[eid]
+            expired[eid] = None
+            if len(expired) > EXPIRED_MEMORY:
+                expired.popitem(last=False)
+
+    def join(self, lab: LabelEvent) -> JoinedLabel | str:
+        """The joined label, or the reason it cannot be joined."""
+        e = self.pending.get(lab.event_id)
+        if e is None or lab.ts - e.ts > self.horizon:
+            return "label_too_late" if e is not None or lab.event_id in self.expired else "label_unknown_event"
+        return JoinedLabel(lab, e.model, e.model_version, e.deployment, e.prediction, e.ts)
+
+
+# -- replay -------------------------------------------------------------------------------------
+def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: str | Path,
+               labels_path: str | Path | None, alerts_out: str | Path | IO[bytes] | None,
+               batch_size: int = DEFAULT_BATCH, horizon_seconds: float | None = None,
+               collect: bool = False, on_message: Callable[[dict[str, Any]], None] | None = None) -> ReplayReport:
+    """Replay the logs through a fresh :class:`~detectors.engine.Engine`; write control messages as JSONL."""
+    if isinstance(config, (str, Path)):
+        config = load_replay_config(config)
+    elif isinstance(config, MonitorSpec):
+        config = ReplayConfig(config)
+    horizon = config.horizon_seconds if horizon_seconds is None else horizon_seconds
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    engine = Engine(config.monitor)
+    for name, ref in config.references.items():
+        engine.monitors[name].set_reference(ref)
+    models = frozenset(engine.monitors) if labels_path is not None else frozenset()
+    report = ReplayReport()
+    join = LabelJoin(horizon)
+    out, close_out = _open_out(alerts_out)
+    started = time.perf_counter()
+    inf_fh = open_lines(inference_path)
+    lab_fh = open_lines(labels_path) if labels_path is not None else None
+    try:
+        inf_it = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
+        lab_it = (_items(lab_fh, LABELS, config.label_decoder, report.rejected["labels"])
+                  if lab_fh is not None else iter(()))
+        merged = _merge(inf_it, lab_it)
+        lab_rejected = report.rejected["labels"]
+        while True:
+            events: list[InferenceEvent] = []
+            joined: list[JoinedLabel] = []
+            n = 0
+            for ts, stream, _, item in merged:
+                n += 1
+                if stream == INFERENCE:
+                    events.append(item)  # type: ignore[arg-type]
+                    if item.model in models:  # type: ignore[union-attr]
+                        join.remember(item)  # type: ignore[arg-type]
+                else:
+                    join.expire(ts)
+                    j = join.join(item)  # type: ignore[arg-type]
+                    if isinstance(j, str):
+                        lab_rejected[j] += 1
+                    else:
+                        joined.append(j)
+                if n >= batch_size:
+                    break
+            if n == 0:
+                break
+            msgs = engine.process_inference(events) if events else []
+            if joined:
+                msgs += engine.process_labels(joined)
+            report.events += len(events)
+            report.labels_joined += len(joined)
+            for m in msgs:
+                doc = m.to_dict()
+                pos = doc.get("position", -1)
+                doc["replay"] = {"stream": STREAM_NAMES[pos >> 56] if pos >= 0 else None,
+                                 "line": pos & ((1 << 40) - 1) if pos >= 0 else None}
+                report.messages[doc.get("kind", "?")] += 1
+                if out is not None:
+                    out.write(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str) + b"\n")
+                if collect:
+                    report.collected.append(doc)
+                if on_message is not None:
+                    on_message(doc)
+            if events:
+                join.expire(events[-1].ts)
+    finally:
+        inf_fh.close()
+        if lab_fh is not None:
+            lab_fh.close()
+        if close_out and out is not None:
+            out.close()
+        elif out is not None:
+            out.flush()
+    report.seconds = time.perf_counter() - started
+    report.inference_lines = sum(report.rejected["inference"].values()) + report.events
+    report.label_lines = sum(report.rejected["labels"].values()) + report.labels_joined
+    report.unknown_model_events = engine.unknown_model_events
+    report.unknown_model_labels = engine.unknown_model_labels
+    if engine.unknown_model_events:
+        report.rejected["inference"]["unknown_model"] += engine.unknown_model_events
+        report.events -= engine.unknown_model_events
+    return report
+
+
+def _open_out(target: str | Path | IO[bytes] | None) -> tuple[IO[bytes] | None, bool]:
+    if target is None:
+        return None, False
+    if not isinstance(target, (str, Path)):
+        return target, False
+    if str(target) == "-":
+        return sys.stdout.buffer, False
+    p = Path(target)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return (gzip.open(p, "wb") if p.suffix == ".gz" else open(p, "wb")), True
+
+
+# -- command line -------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``driftline replay``."""
+    parser.add_argument("--config", required=True, help="driftline YAML config (its monitor section is used)")
+    parser.add_argument("--inference", required=True, help="inference JSONL (.gz accepted, - for stdin)")
+    parser.add_argument("--labels", help="label JSONL (.gz accepted)")
+    parser.add_argument("--alerts", required=True, help="output JSONL of control messages (- for stdout)")
+    parser.add_argument("--report", help="also write the replay counters as JSON here")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="merged lines per micro-batch")
+    parser.add_argument("--horizon", type=float, default=None,
+                        help="label-join horizon in seconds (default: redis.pending_ttl_seconds of the config)")
+    parser.add_argument("--inference-topic", help="take the field mapping of this inference topic of the config")
+    parser.add_argument("--label-topic", help="take the field mapping of this label topic of the config")
+    parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``replay`` on an ``argparse`` subparsers object."""
+    p = subparsers.add_parser("replay", help="run the detectors over recorded logs, without Kafka or Redis",
+                              description=__doc__.splitlines()[0])
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``driftline replay``; 0 on success, 2 on a configuration or input error."""
+    try:
+        cfg = load_replay_config(args.config, args.inference_topic, args.label_topic)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        print(f"driftline replay: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.inference == "-" and args.labels == "-":
+        print("driftline replay: only one input can be stdin", file=sys.stderr)
+        return 2
+    try:
+        report = run_replay(cfg, args.inference, args.labels, args.alerts, batch_size=args.batch_size,
+                            horizon_seconds=args.horizon)
+    except OSError as exc:
+        print(f"driftline replay: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(report.summary(), file=sys.stderr)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m stream.replay ...``)."""
+    parser = argparse.ArgumentParser(prog="driftline replay", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Replay of recorded logs: merge by time, in-memory label join, dirty input, outputs."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+import sys
+
+import orjson
+import pytest
+import yaml
+
+from detectors.events import InferenceEvent, LabelEvent
+from detectors.spec import FeatureSpec, ModelSpec, MonitorSpec
+from stream.replay import LabelJoin, load_replay_config, main, run_replay
+
+SPEC = MonitorSpec(models=[ModelSpec(name="m", classes=["a", "b"], versions=["v1"], stable_version="v1",
+                                     features=[FeatureSpec(name="x", type="numeric")])])
+
+
+def event(i: int, **kw: object) -> dict:
+    doc = {"event_id": f"e{i}", "ts": 1000.0 + i, "model": "m", "model_version": "v1", "features": {"x": 0.1},
+           "prediction": "a", "confidence": 0.9}
+    doc.update(kw)
+    return doc
+
+
+def lines(docs: list) -> bytes:
+    return b"".join((d if isinstance(d, bytes) else json.dumps(d).encode()) + b"\n" for d in docs)
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory):
+    """4000 events, x shifts and an unlisted version appears from event 3000; labels for every 4th event."""
+    rng = random.Random(7)
+    docs, labs = [], []
+    for i in range(4000):
+        x = rng.gauss(3.0 if i >= 3000 else 0.0, 1.0)
+        docs.append(event(i, features={"x": x}, model_version="v9" if i >= 3000 and i % 10 == 0 else "v1",
+                          prediction="a" if rng.random() < 0.9 else "b"))
+        if i % 4 == 0:
+            labs.append({"event_id": f"e{i}", "ts": 1000.0 + i + rng.uniform(1, 50), "label": "a", "source": "s"})
+    labs.append({"event_id": "ghost", "ts": 1100.0, "label": "a", "source": "s"})
+    labs.sort(key=lambda d: d["ts"])
+    root = tmp_path_factory.mktemp("shifted")
+    (root / "i.jsonl").write_bytes(lines(docs))
+    (root / "l.jsonl").write_bytes(lines(labs))
+    return root / "i.jsonl", root / "l.jsonl"
+
+
+def test_detections_name_their_event(shifted, tmp_path) -> None:
+    inf, lab = shifted
+    out = tmp_path / "alerts.jsonl"
+    report = run_replay(SPEC, inf, lab, out)
+    docs = [json.loads(x) for x in out.read_text().splitlines()]
+    rogue = [d for d in docs if d["kind"] == "alert" and d["signal"] == "version_integrity"]
+    assert rogue and rogue[0]["version"] == "v9" and rogue[0]["event_id"] == "e3000"
+    assert rogue[0]["replay"] == {"stream": "inference", "line": 3001} == {"stream": "inference",
+                                                                           "line": rogue[0]["position"]}
+    assert any(d["kind"] == "alert" and d["signal"] == "numeric_drift" and d["ts"] >= 4000 for d in docs)
+    assert all(d["schema"] == "driftline.control/v1" and d["event_id"] for d in docs)
+    assert report.events == 4000 and report.labels_joined == 1000
+    assert report.rejected["labels"]["label_unknown_event"] == 1
+    assert report.messages["alert"] == sum(d["kind"] == "alert" for d in docs)
+
+
+def test_replay_is_deterministic_and_batch_independent(shifted, tmp_path) -> None:
+    inf, _ = shifted
+    outs = []
+    for k, batch in enumerate((5, 4096, 4096)):
+        out = tmp_path / f"a{k}.jsonl"
+        run_replay(SPEC, inf, None, out, batch_size=batch)
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1] == outs[2] and outs[0]
+
+
+def test_dirty_lines_are_counted_by_reason(tmp_path) -> None:
+    raw = lines([event(0), b"{broken", b"", event(1, ts=float("nan")), event(2, features={"x": float("nan")}),
+                 event(3, model="other"), event(4, prediction=None), event(5, features=None), b"\xff\xfe",
+                 event(6, deployment="blue"), event(7, ts="2026-01-01T00:00:00Z"), b"[]", event(8)])
+    inf = tmp_path / "inf.jsonl.gz"
+    inf.write_bytes(gzip.compress(raw))
+    lab = tmp_path / "lab.jsonl"
+    lab.write_bytes(lines([{"event_id": "e0", "ts": 1000.5, "label": "a", "source": "s"},
+                           {"event_id": "nope", "ts": 1001.0, "label": "a", "source": "s"},
+                           b"not json", {"event_id": "e2", "ts": 1002.5, "label": 7}]))
+    report = run_replay(SPEC, inf, lab, None)
+    r = report.rejected
+    assert r["inference"]["malformed_json"] == 2 and r["inference"]["blank_line"] == 1
+    assert r["inference"]["bad_value:ts"] == 1 and r["inference"]["null_field:prediction"] == 1
+    assert r["inference"]["null_field:features"] == 1 and r["inference"]["bad_deployment"] == 1
+    assert r["inference"]["not_an_object"] == 1 and r["inference"]["unknown_model"] == 1
+    assert report.events == 4 and report.unknown_model_events == 1
+    assert r["labels"] == {"label_unknown_event": 1, "malformed_json": 1}
+    assert report.labels_joined == 2
+    assert report.inference_lines == 13 and report.label_lines == 4
+
+
+def test_label_join_horizon() -> None:
+    j = LabelJoin(horizon=10.0)
+    j.remember(InferenceEvent("a", 0.0, "m", "v1", "stable", {}, "x"))
+    j.remember(InferenceEvent("b", 5.0, "m", "v1", "canary", {}, "y"))
+    ok = j.join(LabelEvent("b", 6.0, "y", "s"))
+    assert not isinstance(ok, str) and ok.deployment == "canary" and ok.predicted_ts == 5.0
+    assert j.join(LabelEvent("a", 11.0, "x", "s")) == "label_too_late"
+    j.expire(12.0)
+    assert "a" not in j.pending and j.join(LabelEvent("a", 12.0, "x", "s")) == "label_too_late"
+    assert j.join(LabelEvent("zzz", 12.0, "x", "s")) == "label_unknown_event"
+
+
+def test_labels_wait_for_their_time(tmp_path) -> None:
+    """A label logged before its prediction's time is unknown at that moment, as it would be live."""
+    inf = tmp_path / "i.jsonl"
+    inf.write_bytes(lines([event(i) for i in range(5)]))
+    lab = tmp_path / "l.jsonl"
+    lab.write_bytes(lines([{"event_id": "e4", "ts": 1001.0, "label": "a", "source": "s"},
+                           {"event_id": "e1", "ts": 1003.0, "label": "a", "source": "s"}]))
+    report = run_replay(SPEC, inf, lab, None, batch_size=1)
+    assert report.labels_joined == 1 and report.rejected["labels"]["label_unknown_event"] == 1
+
+
+def test_cli_stdin_report_and_config(tmp_path, monkeypatch, capsys) -> None:
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"monitor": SPEC.model_dump(mode="json"),
+                                   "kafka": {"inference_topics": [{"name": "t", "fields": {"event_id": "/id"}}]}}))
+    data = lines([{**event(i), "id": f"x{i}"} for i in range(3)] + [event(3, model_version="v9")])
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(gzip.compress(data)))))
+    out, rep = tmp_path / "out.jsonl", tmp_path / "rep.json"
+    assert main(["--config", str(cfg), "--inference", "-", "--alerts", str(out), "--report", str(rep)]) == 0
+    report = json.loads(rep.read_text())
+    assert report["events"] == 3 and report["rejected"]["inference"] == {"missing_field:event_id": 1}
+    assert "replay:" in capsys.readouterr().err
+    assert out.read_text() == ""
+    assert main(["--config", str(tmp_path / "missing.yaml"), "--inference", "-", "--alerts", "-"]) == 2
+
+
+def test_config_topic_mapping(tmp_path) -> None:
+    cfg = tmp_path / "c.yaml"
+    doc = {"kafka": {"inference_topics": [{"name": "main"}, {"name": "other", "fields": {"prediction": "/out"}}]},
+           "redis": {"pending_ttl_seconds": 3600}, "monitor": SPEC.model_dump(mode="json")}
+    cfg.write_text(yaml.safe_dump(doc))
+    rc = load_replay_config(cfg, inference_topic="other")
+    assert rc.horizon_seconds == 3600.0
+    e = rc.inference_decoder.decode_inference(orjson.dumps({**event(1), "out": "b"}))
+    assert e.prediction == "b"
+    with pytest.raises(ValueError):
+        load_replay_config(cfg, inference_topic="nope")
