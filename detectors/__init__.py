@@ -1,1 +1,47 @@
-"""driftline detection core: pure, in-process detectors turning events into control messages."""
+"""driftline detection core: pure, in-process detectors turning events into control messages.
+
+No I/O, no network, no import of ``stream/``. The one entry point is
+:class:`detectors.engine.Engine` (or one :class:`detectors.engine.ModelMonitor` per model).
+
+Modules:
+
+- ``events``      decoded event dataclasses (InferenceEvent, LabelEvent, JoinedLabel)
+- ``spec``        pydantic configuration (MonitorSpec, ModelSpec, FeatureSpec, ...)
+- ``engine``      ModelMonitor / Engine: batches in, control messages out, state to/from bytes
+- ``deployment``  all inference-side detectors of one (version, deployment) stream
+- ``columns``     hot-path extraction of numpy columns + input-integrity classification
+- ``numeric``     numeric drift for all numeric features at once (histograms, block means)
+- ``signals``     categorical, prediction, confidence, integrity and trigger signals
+- ``labels``      label drift, performance, per-source disagreement
+- ``canary``      canary vs stable judge and RollbackDecision
+- ``alerts``      alert policy (dedup, cool-down, incidents, resolution) and Alert/Resolution
+- ``sequential``  ADWIN and Page-Hinkley (order dependent, not mergeable)
+- ``sketches``    mergeable sketches and divergences (PSI, JS, chi-square, KS, entropy)
+- ``calibration`` thresholds from a target false-alarm rate
+- ``profile``     ReferenceProfile, build_profile, ProfileBuilder
+- ``state``       versioned, checksummed, compressed JSON state encoding
+- ``detection``   Detection (evidence of one threshold crossing) and the signal names
+- ``simulate``    synthetic traffic and the false-alarm measurement
+- ``ids``, ``errors``
+
+Mergeability: histograms, category/class counts and moments merge exactly (two partitions'
+sketches combine into the sketch of the union). ADWIN, Page-Hinkley and the sequence of
+window tests are order dependent and do not merge: the worker rekeys events by model into
+an internal topic so each model's detectors see one ordered stream owned by one worker.
+"""
+from detectors.alerts import Alert, Resolution
+from detectors.canary import RollbackDecision
+from detectors.detection import SIGNALS, Detection
+from detectors.engine import ControlMessage, Engine, ModelMonitor
+from detectors.errors import ProfileFormatError, StateFormatError
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+from detectors.profile import ReferenceProfile, build_profile
+from detectors.spec import (AlertPolicySpec, CalibrationSpec, CanaryPolicy, FeatureSpec, ModelSpec, MonitorSpec,
+                            TriggerSpec)
+
+__all__ = [
+    "Alert", "AlertPolicySpec", "CalibrationSpec", "CanaryPolicy", "ControlMessage", "Detection", "Engine",
+    "FeatureSpec", "InferenceEvent", "JoinedLabel", "LabelEvent", "ModelMonitor", "ModelSpec", "MonitorSpec",
+    "ProfileFormatError", "ReferenceProfile", "Resolution", "RollbackDecision", "SIGNALS", "StateFormatError",
+    "TriggerSpec", "build_profile",
+]

@@ -229,8 +229,6 @@ class ModelMonitor:
             self.now = max(self.now, float(ts.max()))
             return []
         now_arr = np.maximum.accumulate(np.concatenate(([self.now], ts)))[1:]
-        ids = list(map(get_id, items))
-        positions = list(map(get_pos, items))
         out: list[ControlMessage] = []
 
         def resolve_until(i: int) -> None:
@@ -241,13 +239,13 @@ class ModelMonitor:
                 j = int(np.searchsorted(now_arr, d, side="left"))
                 if j > i or j >= n:
                     return
-                out.extend(policy.advance(float(now_arr[j]), ids[j], positions[j], float(ts[j])))
+                out.extend(policy.advance(float(now_arr[j]), get_id(items[j]), get_pos(items[j]), float(ts[j])))
 
         hits.sort(key=lambda h: h[1])
         for h, gi, v, d in hits:
             resolve_until(gi)
             det = Detection(h[0], h[1], self.spec.name, v, d, h[2], float(h[3]), float(h[4]), h[5], h[6],
-                            ids[gi], positions[gi], float(ts[gi]), policy.severity(h[0]))
+                            get_id(items[gi]), get_pos(items[gi]), float(ts[gi]), policy.severity(h[0]))
             self.detections[det.signal] += 1
             dk = f"{det.signal}/{det.detector}"
             self.detector_counts[dk] = self.detector_counts.get(dk, 0) + 1
