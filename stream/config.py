@@ -1,0 +1,380 @@
+"""The driftline configuration: one YAML file, validated at start-up, unknown keys rejected.
+
+Secrets never live in the file: Kafka and Redis passwords and the signing key are named by
+environment variables (``*_env``) or a key file, and :func:`resolve_env` is the only place that
+reads the environment. Validation errors name the offending key path::
+
+    models[0].features[3].type: Input should be 'numeric' or 'categorical'
+
+>>> cfg = DriftlineConfig.model_validate({
+...     "kafka": {"bootstrap_servers": "127.0.0.1:9092", "inference_topics": [{"name": "preds"}]},
+...     "signing": {"key_env": "DRIFTLINE_SIGNING_KEY"},
+...     "monitor": {"models": [{"name": "m", "classes": ["a", "b"], "versions": ["v1"]}]}})
+>>> consumer_settings(cfg)["isolation.level"]
+'read_committed'
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from detectors.spec import MonitorSpec
+from stream.decoding import INFERENCE_FIELDS, LABEL_FIELDS
+from stream.signing import SigningKey
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_WORDS = ("password", "secret", "token", "sasl.oauthbearer")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key path of every problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _env_name(v: str | None) -> str | None:
+    if v is not None and not _ENV_NAME.fullmatch(v):
+        raise ValueError(f"must be the name of an environment variable, not {v[:3]!r}...")
+    return v
+
+
+# -- kafka ---------------------------------------------------------------------------------------
+class TopicSpec(_Strict):
+    """An input topic and how its JSON messages map onto driftline's event fields."""
+
+    name: str = Field(min_length=1, max_length=249, pattern=r"^[A-Za-z0-9._-]+$")
+    decoder: Literal["json"] = "json"
+    field_mapping: dict[str, str] = {}  # driftline field -> JSON pointer ("/meta/id") or top-level key
+    constants: dict[str, str | int | float] = {}  # fields a topic does not carry, e.g. {"model": "filter"}
+    ts_unit: Literal["s", "ms", "us", "ns"] = "s"
+    max_message_bytes: int | None = Field(default=None, ge=64)  # default: kafka.max_message_bytes
+    max_features: int | None = Field(default=None, ge=1, le=100_000)
+    max_string: int | None = Field(default=None, ge=16, le=1_000_000)
+    max_scores: int | None = Field(default=None, ge=1, le=100_000)
+
+    @field_validator("field_mapping", "constants")
+    @classmethod
+    def _known_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        known = set(INFERENCE_FIELDS) | set(LABEL_FIELDS)
+        bad = sorted(set(v) - known)
+        if bad:
+            raise ValueError(f"unknown fields {bad}; known: {sorted(known)}")
+        return v
+
+    @field_validator("field_mapping")
+    @classmethod
+    def _paths(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, path in v.items():
+            if not path or path == "/" or "//" in path or path.endswith("/"):
+                raise ValueError(f"{name}: {path!r} is not a JSON pointer (e.g. '/meta/id') or a key")
+        return v
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """Alias read by :func:`stream.decoding.decoder_for_topic`."""
+        return self.field_mapping
+
+    @property
+    def format(self) -> str:
+        """Alias read by :func:`stream.decoding.decoder_for_topic`."""
+        return self.decoder
+
+
+class KafkaSecurity(_Strict):
+    """How clients authenticate; the SASL password comes from the variable ``sasl_password_env``."""
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password_env: str | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_env: str | None = None
+
+    _check_env = field_validator("sasl_password_env", "ssl_key_password_env")(_env_name)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KafkaSecurity":
+        sasl = self.protocol.startswith("SASL")
+        ssl = self.protocol.endswith("SSL")
+        if sasl and not (self.sasl_mechanism and self.sasl_username and self.sasl_password_env):
+            raise ValueError(f"protocol {self.protocol} needs sasl_mechanism, sasl_username and sasl_password_env")
+        if not sasl and (self.sasl_mechanism or self.sasl_username or self.sasl_password_env):
+            raise ValueError(f"sasl_* settings need a SASL protocol, not {self.protocol}")
+        tls = (self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location, self.ssl_key_password_env)
+        if not ssl and any(x is not None for x in tls):
+            raise ValueError(f"ssl_* settings need protocol SSL or SASL_SSL, not {self.protocol}")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
+        return self
+
+
+class KafkaSpec(_Strict):
+    """Brokers, the team's input topics and driftline's own topics."""
+
+    bootstrap_servers: str = Field(min_length=1)
+    group_id: str = Field(default="driftline", min_length=1)
+    inference_topics: list[TopicSpec] = Field(min_length=1)
+    label_topics: list[TopicSpec] = []
+    control_topic: str = Field(default="driftline.control", pattern=r"^[A-Za-z0-9._-]+$")
+    control_partitions: int = Field(default=1, ge=1, le=1024)
+    dead_letter_topic: str = Field(default="driftline.dead-letter", pattern=r"^[A-Za-z0-9._-]+$")
+    dead_letter_max_bytes: int = Field(default=16 * 1024, ge=0)  # payload bytes copied into a dead letter
+    internal_topic: str = Field(default="driftline.internal", pattern=r"^[A-Za-z0-9._-]+$")
+    internal_partitions: int = Field(default=8, ge=1, le=4096)  # model ownership: never change on a live topic
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    security: KafkaSecurity = KafkaSecurity()
+    batch_size: int = Field(default=1000, ge=1, le=1_000_000)
+    batch_timeout_ms: int = Field(default=200, ge=1, le=600_000)
+    max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
+    client_options: dict[str, str | int | float | bool] = {}  # extra librdkafka settings (no secrets)
+
+    @field_validator("client_options")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        bad = sorted(k for k in v if any(w in k.lower() for w in _SECRET_WORDS))
+        if bad:
+            raise ValueError(f"{bad}: secrets do not belong in the file; use security.*_env")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> "KafkaSpec":
+        names = [t.name for t in self.inference_topics] + [t.name for t in self.label_topics]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"topics listed twice: {dup}")
+        own = {"control_topic": self.control_topic, "dead_letter_topic": self.dead_letter_topic,
+               "internal_topic": self.internal_topic}
+        if len(set(own.values())) < 3:
+            raise ValueError("control_topic, dead_letter_topic and internal_topic must differ")
+        clash = sorted(k for k, v in own.items() if v in names)
+        if clash:
+            raise ValueError(f"{clash} must not be an input topic")
+        for t in self.inference_topics + self.label_topics:
+            if t.max_message_bytes is None:
+                t.max_message_bytes = self.max_message_bytes
+        return self
+
+
+# -- redis, signing, metrics --------------------------------------------------------------------
+class RedisSpec(_Strict):
+    """Where detector state, offsets and pending predictions live."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    tls: bool = False
+    username: str | None = None
+    password_env: str | None = None
+    key_prefix: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
+    pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
+    socket_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+
+    _check_env = field_validator("password_env")(_env_name)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^(redis|rediss|unix)://([^/@]*@)?", v)
+        if m is None:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        if m.group(2) and ":" in m.group(2):
+            raise ValueError("must not contain a password; use password_env")
+        return v
+
+
+class SigningSpec(_Strict):
+    """Where the HMAC key for rollback commands comes from: ``key_file`` or ``key_env``, never the file."""
+
+    key_id: str = Field(default="default", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+    key_file: str | None = None
+    key_env: str | None = None
+
+    _check_env = field_validator("key_env")(_env_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_literal(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            literal = sorted(k for k in data if k in ("key", "secret", "hmac_key", "signing_key", "value"))
+            if literal:
+                raise ValueError(f"{literal[0]}: a literal key is not accepted; use key_file or key_env")
+        return data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SigningSpec":
+        if (self.key_file is None) == (self.key_env is None):
+            raise ValueError("set exactly one of key_file or key_env")
+        return self
+
+
+class MetricsSpec(_Strict):
+    """The /metrics, /healthz, /readyz endpoint and the label cardinality bound."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)  # 0: any free port
+    max_label_values: int = Field(default=64, ge=1, le=100_000)  # per label; the rest become "other"
+
+
+class DriftlineConfig(_Strict):
+    """The whole configuration: Kafka, Redis, signing, metrics and the detection core's spec."""
+
+    kafka: KafkaSpec
+    redis: RedisSpec = RedisSpec()
+    signing: SigningSpec
+    metrics: MetricsSpec = MetricsSpec()
+    monitor: MonitorSpec
+
+
+# -- loading -------------------------------------------------------------------------------------
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str) and "[" in part or part in ("function-after", "function-before"):
+            continue  # pydantic's internal validator steps
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``key.path[i].name: message``."""
+    lines = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{_loc(err['loc'])}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(doc: Any, source: str = "config") -> DriftlineConfig:
+    """Validate an already parsed document; raises :class:`ConfigError`."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        return DriftlineConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def load_config(path: str | Path) -> DriftlineConfig:
+    """Read and validate the YAML file at ``path``; raises :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    cfg = parse_config(doc, str(p))
+    models = [m.model_copy(update={"reference_file": str(p.parent / m.reference_file)})
+              if m.reference_file and not Path(m.reference_file).is_absolute() else m
+              for m in cfg.monitor.models]  # reference files are relative to the config file
+    cfg.monitor = cfg.monitor.model_copy(update={"models": models})
+    return cfg
+
+
+# -- secrets: the only place the environment is read ---------------------------------------------
+def resolve_env(name: str, what: str, environ: Mapping[str, str] | None = None) -> str:
+    """The value of environment variable ``name`` (``what`` names the setting in errors)."""
+    env = os.environ if environ is None else environ
+    value = env.get(name)
+    if value is None or value == "":
+        raise ConfigError(f"{what}: environment variable {name} is not set")
+    return value
+
+
+def read_key(key_id: str, key_file: str | None = None, key_env: str | None = None,
+             environ: Mapping[str, str] | None = None) -> SigningKey:
+    """A signing key from a file (trailing newline dropped) or an environment variable."""
+    if key_file is not None:
+        try:
+            secret = Path(key_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise ConfigError(f"signing.key_file: cannot read {key_file}: {exc.strerror or exc}") from None
+    elif key_env is not None:
+        secret = resolve_env(key_env, "signing.key_env", environ).encode("utf-8")
+    else:
+        raise ConfigError("signing: set key_file or key_env")
+    try:
+        return SigningKey(key_id, secret)
+    except ValueError as exc:
+        raise ConfigError(f"signing: {exc}") from None
+
+
+def signing_key(spec: SigningSpec, environ: Mapping[str, str] | None = None) -> SigningKey:
+    """The rollback signing key named by the ``signing`` section."""
+    return read_key(spec.key_id, spec.key_file, spec.key_env, environ)
+
+
+def client_settings(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """librdkafka settings shared by consumers, producers and admin clients."""
+    k = config.kafka
+    s = k.security
+    out: dict[str, Any] = {"bootstrap.servers": k.bootstrap_servers, "security.protocol": s.protocol}
+    for key, value in (("ssl.ca.location", s.ssl_ca_location),
+                       ("ssl.certificate.location", s.ssl_certificate_location),
+                       ("ssl.key.location", s.ssl_key_location),
+                       ("sasl.mechanism", s.sasl_mechanism), ("sasl.username", s.sasl_username)):
+        if value is not None:
+            out[key] = value
+    if s.sasl_password_env is not None:
+        out["sasl.password"] = resolve_env(s.sasl_password_env, "kafka.security.sasl_password_env", environ)
+    if s.ssl_key_password_env is not None:
+        out["ssl.key.password"] = resolve_env(s.ssl_key_password_env, "kafka.security.ssl_key_password_env", environ)
+    out.update(k.client_options)
+    return out
+
+
+def consumer_settings(config: DriftlineConfig, group: bool = True,
+                      environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Consumer settings (read_committed, manual commits); ``group=False`` gives the bare client set."""
+    out = client_settings(config, environ)
+    if not group:
+        return out
+    k = config.kafka
+    out.update({
+        "group.id": k.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed", "enable.partition.eof": False,
+        "max.partition.fetch.bytes": max(k.max_message_bytes, 1024 * 1024),
+    })
+    out.update(k.client_options)
+    return out
+
+
+def producer_settings(config: DriftlineConfig, transactional_id: str | None = None,
+                      environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Idempotent producer settings; transactional when ``transactional_id`` is given."""
+    out = client_settings(config, environ)
+    out.update({"enable.idempotence": True, "acks": "all", "linger.ms": 5, "compression.type": "lz4"})
+    if transactional_id is not None:
+        out["transactional.id"] = transactional_id
+    out.update(config.kafka.client_options)
+    return out
+
+
+def redis_client(spec: RedisSpec, environ: Mapping[str, str] | None = None) -> Any:
+    """A ``redis.Redis`` for the ``redis`` section (password from ``password_env``)."""
+    import redis
+
+    kwargs: dict[str, Any] = {"socket_timeout": spec.socket_timeout_seconds,
+                              "socket_connect_timeout": spec.socket_timeout_seconds}
+    if spec.username is not None:
+        kwargs["username"] = spec.username
+    if spec.password_env is not None:
+        kwargs["password"] = resolve_env(spec.password_env, "redis.password_env", environ)
+    url = spec.url
+    if spec.tls and url.startswith("redis://"):
+        url = "rediss://" + url.removeprefix("redis://")
+    return redis.Redis.from_url(url, **kwargs)
