@@ -1,0 +1,266 @@
+"""Prometheus metrics of a worker, in a dedicated registry, served on /metrics with /healthz and /readyz.
+
+Label values that come from traffic (model, version, reason, topic) are bounded: past
+``max_label_values`` distinct values per label name, new values are reported as ``other`` so a
+hostile or buggy producer cannot explode the series count.
+
+>>> m = WorkerMetrics(max_label_values=2)
+>>> m.processed("a", "i", 3); m.processed("b", "i", 1); m.processed("c", "i", 5)
+>>> m.value("driftline_events_total", model="other")
+5.0
+"""
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OTHER = "other"
+_BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_CHECKPOINT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+
+class LabelBound:
+    """Keeps at most ``limit`` distinct values per label name; later ones map to ``other``."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._seen: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, label: str, value: object) -> str:
+        v = str(value)
+        with self._lock:
+            seen = self._seen.setdefault(label, set())
+            if v in seen:
+                return v
+            if len(seen) < self.limit:
+                seen.add(v)
+                return v
+        return OTHER
+
+
+def _float(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+class WorkerMetrics:
+    """Every driftline metric, registered in ``self.registry`` (never the global registry)."""
+
+    def __init__(self, spec: Any = None, registry: CollectorRegistry | None = None,
+                 max_label_values: int | None = None) -> None:
+        limit = max_label_values if max_label_values is not None else getattr(spec, "max_label_values", 64)
+        self.bound = LabelBound(limit)
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter("driftline_events", "Inference events run through detection.", ["model"], registry=r)
+        self.labels = Counter("driftline_labels", "Joined labels run through detection.", ["model"], registry=r)
+        self.dead_letters = Counter("driftline_dead_letters", "Messages sent to the dead-letter topic.",
+                                    ["reason"], registry=r)
+        self.late_labels = Counter("driftline_late_labels", "Labels without a prediction inside the join horizon.",
+                                   ["reason"], registry=r)
+        self.unknown_models = Counter("driftline_unknown_models", "Events naming a model the configuration lacks.",
+                                      ["model"], registry=r)
+        self.detections = Counter("driftline_detections", "Detector threshold crossings (before alert dedup).",
+                                  ["model", "signal"], registry=r)
+        self.alerts = Counter("driftline_alerts", "Control messages published, by kind and severity.",
+                              ["model", "kind", "severity"], registry=r)
+        self.rollbacks = Counter("driftline_rollbacks", "Signed rollback commands published.", ["model"], registry=r)
+        drift_labels = ["model", "version", "deployment", "signal", "detector", "key"]
+        self.drift_statistic = Gauge("driftline_drift_statistic", "Latest value of a detector statistic.",
+                                     drift_labels, registry=r)
+        self.drift_threshold = Gauge("driftline_drift_threshold", "Calibrated threshold of a detector statistic.",
+                                     drift_labels, registry=r)
+        self.open_alerts = Gauge("driftline_open_alerts", "Alerts raised and not yet resolved.", ["model"], registry=r)
+        self.reference_ready = Gauge("driftline_reference_ready",
+                                     "1 once a (version, deployment) stream has its reference and detectors armed.",
+                                     ["model", "version", "deployment"], registry=r)
+        self.consumer_lag_gauge = Gauge("driftline_consumer_lag", "Messages between the consumer and the log end.",
+                                        ["topic", "partition"], registry=r)
+        self.batch_duration = Histogram("driftline_batch_duration_seconds", "Wall time of one micro-batch.",
+                                        buckets=_BATCH_BUCKETS, registry=r)
+        self.checkpoint_duration = Histogram("driftline_checkpoint_duration_seconds",
+                                             "Wall time of committing a batch (Kafka transaction + state promotion).",
+                                             buckets=_CHECKPOINT_BUCKETS, registry=r)
+        self.ready_gauge = Gauge("driftline_ready", "1 when state is restored and the worker consumes.", registry=r)
+        self._detections_seen: dict[tuple[str, str], int] = {}
+        self._ready = threading.Event()
+
+    # -- readiness ----------------------------------------------------------------------------
+    def set_ready(self, ready: bool) -> None:
+        """Flip /readyz (set by the worker once its state is restored)."""
+        (self._ready.set if ready else self._ready.clear)()
+        self.ready_gauge.set(1 if ready else 0)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    # -- events -------------------------------------------------------------------------------
+    def processed(self, model: str, kind: str, n: int) -> None:
+        """``n`` inference events (``kind="i"``) or joined labels (``"l"``) of ``model`` detected on."""
+        counter = self.events if kind == "i" else self.labels
+        counter.labels(model=self.bound("model", model)).inc(n)
+
+    def dead_letter(self, reason: str) -> None:
+        self.dead_letters.labels(reason=self.bound("reason", reason)).inc()
+
+    def late_label(self, reason: str) -> None:
+        self.late_labels.labels(reason=self.bound("late_reason", reason)).inc()
+
+    def unknown_model(self, model: str) -> None:
+        self.unknown_models.labels(model=self.bound("unknown_model", model)).inc()
+
+    def consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag_gauge.labels(topic=self.bound("topic", topic), partition=str(partition)).set(lag)
+
+    def observe_batch(self, seconds: float, outcome: Any = None) -> None:
+        self.batch_duration.observe(seconds)
+
+    def observe_checkpoint(self, seconds: float) -> None:
+        self.checkpoint_duration.observe(seconds)
+
+    # -- control messages and detector statistics --------------------------------------------
+    def control_message(self, doc: Mapping[str, Any]) -> None:
+        """Count a published control message; an alert also updates its statistic gauges."""
+        b = self.bound
+        model = b("model", doc.get("model", ""))
+        kind = str(doc.get("kind", "unknown"))
+        severity = str(doc.get("severity", "page" if kind == "rollback" else "none"))
+        self.alerts.labels(model=model, kind=b("kind", kind), severity=b("severity", severity)).inc()
+        if kind == "rollback":
+            self.rollbacks.labels(model=model).inc()
+        elif kind == "alert":
+            self._drift(model, doc.get("version", ""), doc.get("deployment", ""), doc.get("signal", ""),
+                        doc.get("detector", ""), doc.get("key", ""), doc.get("statistic"), doc.get("threshold"))
+
+    def _drift(self, model: str, version: Any, deployment: Any, signal: Any, detector: Any, key: Any,
+               statistic: Any, threshold: Any) -> None:
+        b = self.bound
+        labels = dict(model=model, version=b("version", version), deployment=b("deployment", deployment),
+                      signal=b("signal", signal), detector=b("detector", detector), key=b("key", key))
+        self.drift_statistic.labels(**labels).set(_float(statistic))
+        if threshold is not None:
+            self.drift_threshold.labels(**labels).set(_float(threshold))
+
+    def export_model_stats(self, model: str, stats: Mapping[str, Any]) -> None:
+        """Mirror a ``ModelMonitor.stats`` snapshot: detections, open alerts, readiness, sequential statistics."""
+        b = self.bound
+        m = b("model", model)
+        for signal, total in (stats.get("detections") or {}).items():
+            seen = self._detections_seen.get((model, signal), 0)
+            if total > seen:
+                self.detections.labels(model=m, signal=b("signal", signal)).inc(total - seen)
+            self._detections_seen[(model, signal)] = max(seen, int(total))
+        alerts = stats.get("alerts") or {}
+        if "open" in alerts:
+            self.open_alerts.labels(model=m).set(alerts["open"])
+        for stream, st in (stats.get("streams") or {}).items():
+            version, _, deployment = str(stream).rpartition("/")
+            self.reference_ready.labels(model=m, version=b("version", version),
+                                        deployment=b("deployment", deployment)).set(1 if st.get("armed") else 0)
+            for feature, f in (st.get("numeric") or {}).items():
+                if "page_hinkley_statistic" in f:
+                    self._drift(m, version, deployment, "numeric_drift", "page_hinkley", feature,
+                                f["page_hinkley_statistic"], f.get("page_hinkley_threshold"))
+
+    # -- reading (tests, CLI) -----------------------------------------------------------------
+    def value(self, name: str, **labels: str) -> float | None:
+        """Current value of one sample, or None when it does not exist."""
+        return self.registry.get_sample_value(name, labels)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)
+
+
+def metric_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name the registry can expose (``_total``, ``_bucket``... included)."""
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("_sum", "_count", "_created"), "gauge": ("",), "info": ("_info",)}
+    out: set[str] = set()
+    for family in registry.collect():
+        for suffix in suffixes.get(family.type, ("",)):
+            out.add(family.name + suffix)
+    return out
+
+
+class MetricsServer:
+    """A loopback HTTP server in a daemon thread: /metrics, /healthz (alive), /readyz (ready flag)."""
+
+    def __init__(self, metrics: WorkerMetrics, host: str = "127.0.0.1", port: int = 9464) -> None:
+        self.metrics = metrics
+        self._httpd = ThreadingHTTPServer((host, port), _handler(metrics))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="driftline-metrics", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self._httpd.server_address[0]
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> "MetricsServer":
+        self._thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving and close the socket."""
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join(10)
+        self._httpd.server_close()
+
+
+class _NoServer:
+    port = 0
+    url = ""
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _handler(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "driftline"
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, metrics.render(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._send(200, b"ok\n")
+            elif path == "/readyz":
+                ready = metrics.ready
+                self._send(200 if ready else 503, b"ready\n" if ready else b"not ready\n")
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, status: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes are not worth a log line
+            pass
+
+    return Handler
+
+
+def serve_metrics(spec: Any, metrics: WorkerMetrics) -> MetricsServer | _NoServer:
+    """Start the metrics endpoint described by a ``metrics`` config section (no-op when disabled)."""
+    if not getattr(spec, "enabled", True):
+        return _NoServer()
+    return MetricsServer(metrics, getattr(spec, "host", "127.0.0.1"), getattr(spec, "port", 9464)).start()
