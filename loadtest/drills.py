@@ -111,7 +111,7 @@ def make_drill(scenario: str, n_events: int | None = None, injection: int | None
     labels, label_ts = _labels(rng, scenario, batch, ids, ts, after)
     meta = {
         "scenario": scenario, "seed": seed, "model": MODEL, "n_events": n, "rate": rate,
-        "injection_index": inj, "injection_event_id": None if inj is None else ids[inj],
+        "injection_index": inj, "injection": inj, "injection_event_id": None if inj is None else ids[inj],
         "injection_ts": None if inj is None else float(ts[inj]), "first_ts": float(ts[0]), "last_ts": float(ts[-1]),
         "intended_signals": list(sc["signals"]), "intended_deployment": sc.get("deployment"),
         "intended_version": sc.get("version"), "intended_key": sc.get("key"),

@@ -211,8 +211,9 @@ class LabelJoin:
 def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: str | Path,
                labels_path: str | Path | None, alerts_out: str | Path | IO[bytes] | None,
                batch_size: int = DEFAULT_BATCH, horizon_seconds: float | None = None,
-               collect: bool = False, on_message: Callable[[dict[str, Any]], None] | None = None) -> ReplayReport:
-    """Replay the logs through a fresh :class:`~detectors.engine.Engine`; write control messages as JSONL."""
+               collect: bool = False, on_message: Callable[[dict[str, Any]], None] | None = None,
+               engine: Engine | None = None) -> ReplayReport:
+    """Replay the logs through a fresh :class:`~detectors.engine.Engine` (or ``engine``); write control messages."""
     if isinstance(config, (str, Path)):
         config = load_replay_config(config)
     elif isinstance(config, MonitorSpec):
@@ -220,7 +221,7 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     horizon = config.horizon_seconds if horizon_seconds is None else horizon_seconds
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    engine = Engine(config.monitor)
+    engine = engine or Engine(config.monitor)
     for name, ref in config.references.items():
         engine.monitors[name].set_reference(ref)
     models = frozenset(engine.monitors) if labels_path is not None else frozenset()
