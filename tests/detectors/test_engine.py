@@ -50,6 +50,8 @@ def test_traffic_produces_every_kind():
     assert all(m["schema"] == "driftline.control/v1" and m["event_id"] for m in BASELINE)
     ids = [m["id"] for m in BASELINE]
     assert len(ids) == len(set(ids))
+    for m in BASELINE:  # plain JSON, no numpy scalars
+        assert orjson.loads(orjson.dumps(m)) == m
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -153,6 +155,7 @@ def test_engine_routes_and_counts_unknown_models():
 
 def test_stats_snapshot():
     s = MID.stats
+    orjson.dumps(s)
     assert s["events"] == 2000 and s["streams"]["v1/stable"]["armed"]
     num = s["streams"]["v1/stable"]["numeric"]["x0"]
     assert {"adwin_width", "page_hinkley_statistic", "page_hinkley_threshold", "last_block_z"} <= set(num)
