@@ -76,6 +76,7 @@ class ModelMonitor:
         self.max_tracked = max_tracked_versions
         self.class_index = {c: i for i, c in enumerate(spec.classes)}
         self.listed = frozenset(spec.versions)
+        self.fingerprint = spec_fingerprint(spec, calibration)
         self.reference: ReferenceProfile | None = None
         self.streams: dict[tuple[str, str], DeploymentMonitor] = {}
         self.label_streams: dict[tuple[str, str], LabelStream] = {}
@@ -295,7 +296,7 @@ class ModelMonitor:
         """Versioned, checksummed, compressed JSON state (see :mod:`detectors.state`)."""
         return encode_state({
             "kind": STATE_KIND, "model": self.spec.name,
-            "fingerprint": spec_fingerprint(self.spec, self.calibration),
+            "fingerprint": self.fingerprint,
             "reference": self.reference.to_dict() if self.reference else None,
             "streams": [[v, d, dm.to_state()] for (v, d), dm in sorted(self.streams.items())],
             "label_streams": [[v, d, ls.to_state()] for (v, d), ls in sorted(self.label_streams.items())],
@@ -324,9 +325,9 @@ class ModelMonitor:
             raise StateFormatError("not a model monitor state")
         if doc.get("model") != spec.name:
             raise StateFormatError(f"state is for model {doc.get('model')!r}, not {spec.name!r}")
-        if doc.get("fingerprint") != spec_fingerprint(spec, calibration):
-            raise StateFormatError("state was made for a different model spec or calibration")
         m = cls(spec, calibration, alerts, max_tracked)
+        if doc.get("fingerprint") != m.fingerprint:
+            raise StateFormatError("state was made for a different model spec or calibration")
         if doc.get("reference") is not None:
             from detectors.errors import ProfileFormatError
             try:

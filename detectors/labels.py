@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
+from detectors.errors import StateFormatError
 from detectors.signals import Hit
 from detectors.sketches import Counts, entropy
 from detectors.spec import CalibrationSpec
@@ -216,19 +217,19 @@ class SourceDisagreement:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {"src": self.src, "tot": self.tot, "recent": [[k, v[0], v[1]] for k, v in self.recent.items()]}
+        return {"src": self.src, "tot": self.tot, "recent": self.recent}  # dict in insertion (FIFO) order
 
     def load_state(self, st: Any) -> None:
         if not isinstance(st, dict) or not isinstance(st.get("src"), dict):
-            from detectors.errors import StateFormatError
             raise StateFormatError("sources: malformed")
         self.src = {check_str(k, "source"): check_counts(v, "source row", 8) for k, v in st["src"].items()}
         if len(self.src) > self.max_sources + 1:
-            from detectors.errors import StateFormatError
             raise StateFormatError("sources: too many")
         self.tot = check_counts(st.get("tot"), "sources.tot", 4)
-        rec = check_list(st.get("recent"), "sources.recent")[-CROSS_MEMORY:]
-        self.recent = {}
-        for row in rec:
-            row = check_list(row, "recent", 3)
-            self.recent[check_str(row[0], "id")] = (check_str(row[1], "src"), check_str(row[2], "label"))
+        rec = st.get("recent")
+        if not isinstance(rec, dict) or len(rec) > CROSS_MEMORY:
+            raise StateFormatError("sources.recent: expected an object of at most CROSS_MEMORY entries")
+        if not all(type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is str
+                   for r in rec.values()):
+            raise StateFormatError("sources.recent: entries must be [source, label] strings")
+        self.recent = {k: (r[0], r[1]) for k, r in rec.items()}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
-from detectors.spec import CalibrationSpec, FeatureSpec, ModelSpec, MonitorSpec, TriggerSpec
+from detectors.spec import CalibrationSpec, FeatureSpec, ModelSpec, TriggerSpec
 
 CLASSES = ["safe", "suggestive", "nsfw", "violent"]
 CLASS_P = np.array([0.80, 0.15, 0.045, 0.005])

@@ -38,7 +38,7 @@ _HEADER = struct.Struct(">4sHI")
 
 def encode_state(doc: dict[str, Any]) -> bytes:
     """Serialize a JSON-able document into a state blob."""
-    payload = zlib.compress(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), 6)
+    payload = zlib.compress(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), 1)  # fast level: saved per batch
     return _HEADER.pack(MAGIC, FORMAT_VERSION, zlib.crc32(payload)) + payload
 
 
