@@ -92,6 +92,7 @@ class ModelMonitor:
         self.unlisted_labels = 0
         self.detections = {s: 0 for s in SIGNALS}
         self.detector_counts: dict[str, int] = {}  # "signal/detector" -> detections (not persisted)
+        self.stream_detections: dict[str, dict[str, int]] = {}  # "version/deployment" -> signal -> count
 
     # -- configuration ---------------------------------------------------------------------
     def set_reference(self, profile: ReferenceProfile) -> None:
@@ -250,6 +251,10 @@ class ModelMonitor:
             self.detections[det.signal] += 1
             dk = f"{det.signal}/{det.detector}"
             self.detector_counts[dk] = self.detector_counts.get(dk, 0) + 1
+            sk = f"{v}/{d}"
+            if sk in self.stream_detections or len(self.stream_detections) < 4 * self.max_tracked + 3 * len(self.listed):
+                per = self.stream_detections.setdefault(sk, {})
+                per[det.signal] = per.get(det.signal, 0) + 1
             alerts = policy.observe(det, float(now_arr[gi]))
             out.extend(alerts)
             if d == "canary" and det.severity == "page" and v in self.listed:
@@ -283,6 +288,7 @@ class ModelMonitor:
             "model": self.spec.name, "events": self.events, "labels": self.labels,
             "unlisted_labels": self.unlisted_labels, "unlisted": dict(self.unlisted),
             "detections": dict(self.detections),
+            "detections_by_stream": {k: dict(v) for k, v in self.stream_detections.items()},
             "alerts": {"raised": self.policy.raised, "suppressed": self.policy.suppressed,
                        "resolved": self.policy.resolved, "open": len(self.policy.open_alerts)},
             "streams": {f"{v}/{d}": dm.stats() for (v, d), dm in sorted(self.streams.items())},
@@ -304,7 +310,7 @@ class ModelMonitor:
             "policy": self.policy.to_state(), "now": enc_float(self.now), "unlisted": self.unlisted,
             "stable_seen": self.stable_seen, "rolled_back": self.rolled_back,
             "counters": [self.events, self.labels, self.unlisted_labels],
-            "detections": self.detections,
+            "detections": self.detections, "detections_by_stream": self.stream_detections,
         })
 
     @classmethod
@@ -361,6 +367,12 @@ class ModelMonitor:
                                                  check_list(doc.get("counters"), "counters", 3))
         det = check_dict(doc.get("detections"), "detections")
         m.detections = {s: check_int(det.get(s, 0), "detections") for s in SIGNALS}
+        dbs = check_dict(doc.get("detections_by_stream", {}), "detections_by_stream")
+        if len(dbs) > 4 * max_tracked + 3 * len(m.listed):
+            raise StateFormatError("too many streams in detections_by_stream")
+        m.stream_detections = {check_str(k, "stream")[:2 * MAX_NAME + 1]: {
+            s: check_int(check_dict(v, "stream detections").get(s, 0), "count") for s in SIGNALS
+            if s in v} for k, v in dbs.items()}
         return m
 
 

@@ -94,6 +94,7 @@ class NumericBank:
         # Page-Hinkley state per feature (rows): n, mean, up, up_min, down, down_max, detections
         self.ph = np.zeros((7, F))
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["psi"], c.window)
+        self.window = c.window
         self.last_z = np.zeros(F)
         self.ring = np.zeros((0, F))  # last RING block z-values (evidence, independent of batch cuts)
         self._bidx: np.ndarray | None = None
@@ -321,7 +322,10 @@ class NumericBank:
                        "adwin_delta": self.adwin_delta, "page_hinkley_statistic": float(max(self.ph[2, f] - self.ph[3, f],
                                                                         self.ph[5, f] - self.ph[4, f])),
                        "page_hinkley_threshold": self.ph_threshold, "page_hinkley_detections": int(self.ph[6, f]),
-                       "last_block_z": float(self.last_z[f]), "window_values": int(self.wn[f])}
+                       "last_block_z": float(self.last_z[f]), "window_values": int(self.wn[f]),
+                       "reference_values": int(self.nref[f]),
+                       "psi_threshold_full_window": cal.psi_threshold(int(self.bins[f]), self.window,
+                                                                      max(int(self.nref[f]), 1), self.alpha)}
                 for f, name in enumerate(self.names)}
 
     def to_state(self) -> dict[str, Any]:

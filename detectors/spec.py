@@ -136,7 +136,7 @@ class CalibrationSpec(_Strict):
     block_size: int = Field(default=32, ge=1, le=4096)  # events per block mean fed to ADWIN/Page-Hinkley
     ph_delta: float = Field(default=0.5, gt=0)  # Page-Hinkley tolerance, in block z-units
     ph_alpha: float = Field(default=1 - 1e-4, gt=0.9, le=1)  # Page-Hinkley fading factor
-    min_shift: float = Field(default=0.0, ge=0)  # effect-size floor added to rate thresholds (absolute)
+    min_shift: float = Field(default=0.0, ge=0)  # minimum rate difference for a per-source disagreement alarm
     dominance_share: float = Field(default=0.9, gt=0.5, lt=1)  # one class above this share = dominance
     min_class_labels: int = Field(default=30, ge=5)  # labels of a class per window before its error test
     min_source_labels: int = Field(default=100, ge=10)  # labels of a source per window before its test
