@@ -41,6 +41,9 @@ LABEL_FIELDS: tuple[str, ...] = ("event_id", "ts", "label", "source")
 DEFAULT_SOURCE = "unknown"
 _TS_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _MISSING: Any = object()
+_PLAIN = frozenset((float, int, bool, type(None)))
+_FLOAT = frozenset((float,))
+_NUMBER = frozenset((float, int))
 
 
 class DecodeError(ValueError):
@@ -145,14 +148,14 @@ class JsonDecoder:
     # -- public ---------------------------------------------------------------------------
     def decode_inference(self, raw: bytes) -> InferenceEvent:
         """Parse and validate one inference message."""
-        return self.inference_from_obj(parse_json(raw, self.limits.max_bytes))
+        return self.inference_from_obj(parse_json(raw, self.limits.max_bytes), len(raw))
 
     def decode_label(self, raw: bytes) -> LabelEvent:
         """Parse and validate one label message."""
         return self.label_from_obj(parse_json(raw, self.limits.max_bytes))
 
-    def inference_from_obj(self, obj: Any) -> InferenceEvent:
-        """Validate an already parsed message (replay parses lines itself)."""
+    def inference_from_obj(self, obj: Any, size: int | None = None) -> InferenceEvent:
+        """Validate an already parsed message; ``size`` (its length in bytes) lets short ones skip length checks."""
         if type(obj) is not dict:
             raise DecodeError("not_an_object", f"expected a JSON object, got {_kind(obj)}")
         g = self._get
@@ -165,12 +168,13 @@ class JsonDecoder:
         features = g["features"](obj)
         if type(features) is not dict:
             raise self._absent_or_wrong("features", features, "an object")
-        self._check_features(features)
+        short = size is not None and size <= self.limits.max_string  # no string can be longer than the message
+        self._check_features(features, short)
         scores = g["scores"](obj)
         if scores is _MISSING or scores is None:
             scores = None
         else:
-            scores = self._scores(scores)
+            scores = self._scores(scores, short)
         confidence = g["confidence"](obj)
         if confidence is _MISSING or confidence is None:
             confidence = _max_score(scores) if scores else None
@@ -231,40 +235,49 @@ class JsonDecoder:
                 raise DecodeError("bad_value:ts", f"ts is not ISO-8601: {_short(v)}") from None
         raise self._absent_or_wrong("ts", v, "a number or an ISO-8601 string")
 
-    def _check_features(self, features: dict) -> None:
+    def _check_features(self, features: dict, short: bool) -> None:
         lim = self.limits
         if len(features) > lim.max_features:
             raise DecodeError("too_many_features", f"{len(features)} features exceed the limit of {lim.max_features}")
+        if not features:
+            return
+        types = set(map(type, features.values()))
+        if short and not (dict in types or list in types):
+            return
         m = lim.max_string
-        for k, v in features.items():
-            if len(k) > m or (type(v) is str and len(v) > m):
-                raise DecodeError("string_too_long:features", f"feature {_short(k)} has a name or value longer "
-                                                              f"than {m} characters")
-            if type(v) is dict or type(v) is list:
-                try:  # nested values are the core's "wrong type"; bound them so they can be re-encoded
-                    size = len(orjson.dumps(v))
-                except orjson.JSONEncodeError:
-                    size = m + 1
-                if size > m:
-                    raise DecodeError("nested_too_large:features", f"feature {_short(k)} holds a large "
-                                                                   f"or deeply nested value")
+        if max(map(len, features)) > m:
+            raise DecodeError("string_too_long:features", f"a feature name is longer than {m} characters")
+        if types <= _PLAIN:
+            return
+        if str in types and max(len(v) for v in features.values() if type(v) is str) > m:
+            raise DecodeError("string_too_long:features", f"a feature value is longer than {m} characters")
+        if dict in types or list in types:
+            for k, v in features.items():
+                if type(v) is dict or type(v) is list:
+                    try:  # nested values are the core's "wrong type"; bound them so they can be re-encoded
+                        size = len(orjson.dumps(v))
+                    except orjson.JSONEncodeError:
+                        size = m + 1
+                    if size > m:
+                        raise DecodeError("nested_too_large:features", f"feature {_short(k)} holds a large "
+                                                                       f"or deeply nested value")
 
-    def _scores(self, scores: Any) -> dict[str, float]:
+    def _scores(self, scores: Any, short: bool = False) -> dict[str, float]:
         if type(scores) is not dict:
             raise DecodeError("wrong_type:scores", f"scores must be an object, got {_kind(scores)}")
         if len(scores) > self.limits.max_scores:
             raise DecodeError("too_many_scores", f"{len(scores)} score classes exceed the limit of "
                                                  f"{self.limits.max_scores}")
-        out: dict[str, float] = {}
-        m = self.limits.max_string
-        for k, v in scores.items():
-            if len(k) > m:
-                raise DecodeError("string_too_long:scores", "a score class name is too long")
-            if type(v) is float or type(v) is int:
-                out[k] = _float(v)
-            else:
-                raise DecodeError("wrong_type:scores", f"score of {_short(k)} must be a number, got {_kind(v)}")
-        return out
+        if not short and scores and max(map(len, scores)) > self.limits.max_string:
+            raise DecodeError("string_too_long:scores", "a score class name is too long")
+        types = set(map(type, scores.values()))
+        if types <= _FLOAT:
+            return scores
+        if not types <= _NUMBER:
+            bad = next(k for k, v in scores.items() if type(v) is not float and type(v) is not int)
+            raise DecodeError("wrong_type:scores", f"score of {_short(bad)} must be a number, "
+                                                   f"got {_kind(scores[bad])}")
+        return {k: _float(v) for k, v in scores.items()}
 
     @staticmethod
     def _absent_or_wrong(field: str, v: Any, want: str) -> DecodeError:
@@ -284,7 +297,11 @@ def _float(v: float | int) -> float:
 
 
 def _max_score(scores: dict[str, float]) -> float:
-    finite = [s for s in scores.values() if math.isfinite(s)]
+    vals = scores.values()
+    total = sum(vals)
+    if total - total == 0:  # every score finite (the common case)
+        return max(vals)
+    finite = [s for s in vals if math.isfinite(s)]
     return max(finite) if finite else math.nan
 
 

@@ -185,14 +185,13 @@ def plot(result: DrillResult, observable: tuple[list[float], list[float], str] |
     ax1.set_title(f"drill {result.scenario}: {meta['description']}", fontsize=9)
     intended = set(meta["intended_signals"])
     for sig_ok, colour, name in ((True, "tab:red", "intended signal"), (False, "tab:gray", "other signals")):
-        pts = [(d["ts"] - t0, d["statistic"] / d["threshold"]) for d in result.detections
-               if (d["signal"] in intended) == sig_ok and d["threshold"] not in (0, 0.0)
-               and d["statistic"] == d["statistic"]]
+        pts = [(d["ts"] - t0, _exceedance(d["statistic"], d["threshold"])) for d in result.detections
+               if (d["signal"] in intended) == sig_ok]
         if pts:
             ax2.scatter([p[0] for p in pts], [max(p[1], 1e-3) for p in pts], s=10, color=colour, label=name)
     ax2.axhline(1.0, color="black", lw=1, ls="--", label="threshold")
     ax2.set_yscale("log")
-    ax2.set_ylabel("statistic / threshold")
+    ax2.set_ylabel("detection: statistic vs threshold (x)")
     ax2.set_xlabel("seconds since the first event")
     for ax in (ax1, ax2):
         if meta["injection_ts"] is not None:
@@ -209,6 +208,15 @@ def plot(result: DrillResult, observable: tuple[list[float], list[float], str] |
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _exceedance(statistic: float, threshold: float) -> float:
+    """How far past its threshold a detection is (lower-bound crossings count as threshold/statistic)."""
+    if not (statistic == statistic and threshold == threshold) or threshold == 0:
+        return 1.0
+    if statistic > 0 and threshold > 0:
+        return max(statistic / threshold, threshold / statistic)
+    return 1.0
 
 
 def observable(scenario: str, out_dir: str | Path) -> tuple[list[float], list[float], str] | None:
