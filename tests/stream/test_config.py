@@ -1,0 +1,202 @@
+"""Configuration: one YAML file, precise error paths, secrets only from the environment or files."""
+import copy
+
+import pytest
+import yaml
+
+from stream.config import (ConfigError, client_settings, consumer_settings, load_config, parse_config,
+                           producer_settings, redis_client, resolve_env, signing_key)
+from stream.decoding import decoder_for_topic
+
+BASE = {
+    "kafka": {
+        "bootstrap_servers": "127.0.0.1:9092",
+        "group_id": "dl",
+        "inference_topics": [{"name": "preds", "field_mapping": {"event_id": "/meta/id", "prediction": "/out/label"},
+                              "constants": {"model": "filter"}}],
+        "label_topics": [{"name": "labels"}],
+        "internal_partitions": 4,
+    },
+    "redis": {"url": "redis://127.0.0.1:6379/0", "pending_ttl_seconds": 3600},
+    "signing": {"key_env": "DL_SIGNING_KEY", "key_id": "prod-1"},
+    "metrics": {"port": 0, "max_label_values": 10},
+    "monitor": {"models": [{"name": "filter", "classes": ["safe", "nsfw"], "versions": ["v1", "v2"],
+                            "stable_version": "v1",
+                            "features": [{"name": "x", "type": "numeric"}, {"name": "y", "type": "numeric"},
+                                         {"name": "z", "type": "numeric"}, {"name": "logo", "type": "categorical"}]}]},
+}
+ENV = {"DL_SIGNING_KEY": "0123456789abcdef-signing", "DL_SASL": "sasl-pw", "DL_REDIS": "redis-pw"}
+
+
+def doc(**changes):
+    d = copy.deepcopy(BASE)
+    for path, value in changes.items():
+        node = d
+        parts = path.split("__")
+        for p in parts[:-1]:
+            node = node[int(p)] if p.isdigit() else node[p]
+        last = parts[-1]
+        if value is _DELETE:
+            del node[last]
+        elif last.isdigit():
+            node[int(last)] = value
+        else:
+            node[last] = value
+    return d
+
+
+_DELETE = object()
+
+
+def error_of(d) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(d)
+    return str(exc.value)
+
+
+def test_valid_config_and_defaults():
+    cfg = parse_config(doc())
+    assert cfg.kafka.control_topic == "driftline.control"
+    assert cfg.redis.key_prefix == "driftline"
+    assert cfg.metrics.host == "127.0.0.1"
+    assert cfg.kafka.inference_topics[0].max_message_bytes == cfg.kafka.max_message_bytes
+    assert cfg.monitor.models[0].name == "filter"
+
+
+def test_error_names_key_path_of_bad_feature_type():
+    msg = error_of(doc(monitor__models__0__features__3__type="text"))
+    assert msg == "monitor.models[0].features[3].type: Input should be 'numeric' or 'categorical'"
+
+
+def test_unknown_keys_rejected_with_path():
+    assert "kafka.inference_topics[0].nope: Extra inputs are not permitted" in error_of(
+        doc(kafka__inference_topics__0__nope=1))
+    assert "bogus: Extra inputs are not permitted" in error_of(dict(doc(), bogus=1))
+
+
+def test_every_problem_reported():
+    msg = error_of(doc(kafka__batch_size=0, redis__pending_ttl_seconds=-1))
+    assert "kafka.batch_size:" in msg and "redis.pending_ttl_seconds:" in msg
+
+
+def test_core_validation_errors_surface_with_path():
+    msg = error_of(doc(monitor__models__0__stable_version="v9"))
+    assert msg.startswith("monitor.models[0]:") and "stable_version 'v9'" in msg
+
+
+def test_literal_signing_key_rejected():
+    assert "literal key is not accepted" in error_of(doc(signing={"key": "s3cr3t-s3cr3t-s3cr3t"}))
+    assert "exactly one of key_file or key_env" in error_of(doc(signing={"key_env": "A", "key_file": "/k"}))
+    assert "exactly one of key_file or key_env" in error_of(doc(signing={}))
+
+
+def test_env_references_must_be_names():
+    assert "signing.key_env" in error_of(doc(signing={"key_env": "not a name = secret"}))
+
+
+def test_passwords_never_in_file():
+    assert "redis.url: must not contain a password" in error_of(doc(redis__url="redis://u:pw@h:6379/0"))
+    assert "secrets do not belong" in error_of(doc(kafka__client_options={"sasl.password": "x"}))
+
+
+def test_field_mapping_checked():
+    assert "unknown fields ['bogus']" in error_of(doc(kafka__inference_topics__0__field_mapping={"bogus": "/x"}))
+    assert "is not a JSON pointer" in error_of(doc(kafka__inference_topics__0__field_mapping={"ts": "/a//b"}))
+
+
+def test_topic_names_distinct():
+    assert "topics listed twice" in error_of(doc(kafka__label_topics=[{"name": "preds"}]))
+    assert "must not be an input topic" in error_of(doc(kafka__control_topic="labels"))
+    assert "must differ" in error_of(doc(kafka__dead_letter_topic="driftline.control"))
+
+
+def test_sasl_requires_mechanism_user_and_password_env():
+    msg = error_of(doc(kafka__security={"protocol": "SASL_SSL", "sasl_mechanism": "PLAIN"}))
+    assert msg.startswith("kafka.security:") and "sasl_password_env" in msg
+    assert "need protocol SSL" in error_of(doc(kafka__security={"ssl_ca_location": "/ca.pem"}))
+
+
+def test_load_config_from_yaml(tmp_path):
+    p = tmp_path / "driftline.yaml"
+    d = doc()
+    d["monitor"]["models"][0]["reference_file"] = "refs/filter.json"
+    p.write_text(yaml.safe_dump(d))
+    cfg = load_config(p)
+    assert cfg.monitor.models[0].reference_file == str(tmp_path / "refs" / "filter.json")
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kafka: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- a list")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(bad)
+
+
+def test_resolve_env_names_the_setting():
+    assert resolve_env("DL_SIGNING_KEY", "signing.key_env", ENV) == ENV["DL_SIGNING_KEY"]
+    with pytest.raises(ConfigError, match="signing.key_env: environment variable NOPE is not set"):
+        resolve_env("NOPE", "signing.key_env", ENV)
+
+
+def test_signing_key_from_env_and_file(tmp_path):
+    cfg = parse_config(doc())
+    key = signing_key(cfg.signing, ENV)
+    assert key.key_id == "prod-1" and key.secret == ENV["DL_SIGNING_KEY"].encode()
+    f = tmp_path / "key"
+    f.write_bytes(b"file-held-key-0123456789\n")
+    cfg = parse_config(doc(signing={"key_file": str(f)}))
+    assert signing_key(cfg.signing).secret == b"file-held-key-0123456789"
+    with pytest.raises(ConfigError, match="at least 16 bytes"):
+        signing_key(cfg.signing.model_copy(update={"key_file": None, "key_env": "SHORT"}), {"SHORT": "abc"})
+    with pytest.raises(ConfigError, match="cannot read"):
+        signing_key(cfg.signing.model_copy(update={"key_file": str(tmp_path / "none")}))
+
+
+def test_librdkafka_settings():
+    cfg = parse_config(doc(kafka__security={"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                                            "sasl_username": "svc", "sasl_password_env": "DL_SASL",
+                                            "ssl_ca_location": "/ca.pem"},
+                           kafka__client_options={"session.timeout.ms": 30000}))
+    c = consumer_settings(cfg, environ=ENV)
+    assert c["bootstrap.servers"] == "127.0.0.1:9092" and c["group.id"] == "dl"
+    assert c["enable.auto.commit"] is False and c["isolation.level"] == "read_committed"
+    assert c["security.protocol"] == "SASL_SSL" and c["sasl.password"] == "sasl-pw"
+    assert c["ssl.ca.location"] == "/ca.pem" and c["session.timeout.ms"] == 30000
+    bare = consumer_settings(cfg, group=False, environ=ENV)
+    assert "group.id" not in bare and bare == client_settings(cfg, ENV)
+    p = producer_settings(cfg, transactional_id="dl-0", environ=ENV)
+    assert p["transactional.id"] == "dl-0" and p["enable.idempotence"] is True and p["acks"] == "all"
+    assert "transactional.id" not in producer_settings(cfg, environ=ENV)
+    with pytest.raises(ConfigError, match="kafka.security.sasl_password_env: environment variable DL_SASL"):
+        client_settings(cfg, {})
+
+
+def test_settings_accepted_by_librdkafka():
+    from confluent_kafka import Consumer, Producer
+
+    cfg = parse_config(doc())
+    Consumer(consumer_settings(cfg, environ=ENV)).close()
+    Producer(producer_settings(cfg, transactional_id="t", environ=ENV)).flush(0)
+
+
+def test_redis_client_password_from_env():
+    cfg = parse_config(doc(redis__password_env="DL_REDIS", redis__username="svc", redis__tls=True))
+    client = redis_client(cfg.redis, ENV)
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["password"] == "redis-pw" and kwargs["username"] == "svc"
+    assert "SSL" in client.connection_pool.connection_class.__name__
+    with pytest.raises(ConfigError, match="redis.password_env"):
+        redis_client(cfg.redis, {})
+
+
+def test_topic_feeds_the_decoder():
+    cfg = parse_config(doc())
+    dec = decoder_for_topic(cfg.kafka.inference_topics[0])
+    e = dec.decode_inference(b'{"meta": {"id": "a1"}, "ts": 1, "model_version": "v1", "features": {"x": 1},'
+                             b' "out": {"label": "safe"}}')
+    assert (e.event_id, e.model, e.prediction) == ("a1", "filter", "safe")

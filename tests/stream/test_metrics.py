@@ -1,0 +1,158 @@
+"""Metrics: dedicated registry, bounded labels, and the loopback /metrics, /healthz, /readyz server."""
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.config import MetricsSpec
+from stream.metrics import OTHER, LabelBound, WorkerMetrics, metric_names, serve_metrics
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+@pytest.fixture
+def served():
+    metrics = WorkerMetrics(MetricsSpec(port=0, max_label_values=3))
+    server = serve_metrics(MetricsSpec(port=0), metrics)
+    yield metrics, server
+    server.shutdown()
+
+
+def samples(body: bytes) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for fam in text_string_to_metric_families(body.decode()):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_server_binds_loopback_and_serves_health_and_readiness(served):
+    metrics, server = served
+    assert server.url.startswith("http://127.0.0.1:")
+    assert get(server.url + "/healthz") == (200, b"ok\n")
+    assert get(server.url + "/readyz")[0] == 503
+    metrics.set_ready(True)
+    assert get(server.url + "/readyz") == (200, b"ready\n")
+    metrics.set_ready(False)
+    assert get(server.url + "/readyz")[0] == 503
+    assert get(server.url + "/nope")[0] == 404
+
+
+def test_scrape_shows_worker_activity(served):
+    metrics, server = served
+    metrics.processed("filter", "i", 120)
+    metrics.processed("filter", "l", 7)
+    metrics.dead_letter("malformed_json")
+    metrics.late_label("unknown_or_expired")
+    metrics.unknown_model("ghost")
+    metrics.consumer_lag("preds", 3, 42)
+    metrics.observe_batch(0.02)
+    metrics.observe_checkpoint(0.003)
+    metrics.control_message({"kind": "alert", "model": "filter", "version": "v1", "deployment": "stable",
+                             "signal": "numeric_drift", "detector": "psi", "key": "x", "severity": "ticket",
+                             "statistic": 0.4, "threshold": 0.2})
+    metrics.control_message({"kind": "rollback", "model": "filter"})
+    metrics.control_message({"kind": "alert", "model": "filter", "version": "v1", "deployment": "stable",
+                             "signal": "trigger", "detector": "rate", "key": "t", "severity": "page",
+                             "statistic": "inf", "threshold": 4.0})
+    status, body = get(server.url + "/metrics")
+    assert status == 200
+    s = samples(body)
+    assert s[("driftline_events_total", (("model", "filter"),))] == 120
+    assert s[("driftline_labels_total", (("model", "filter"),))] == 7
+    assert s[("driftline_dead_letters_total", (("reason", "malformed_json"),))] == 1
+    assert s[("driftline_late_labels_total", (("reason", "unknown_or_expired"),))] == 1
+    assert s[("driftline_unknown_models_total", (("model", "ghost"),))] == 1
+    assert s[("driftline_consumer_lag", (("partition", "3"), ("topic", "preds")))] == 42
+    assert s[("driftline_batch_duration_seconds_count", ())] == 1
+    assert s[("driftline_checkpoint_duration_seconds_count", ())] == 1
+    assert s[("driftline_rollbacks_total", (("model", "filter"),))] == 1
+    assert s[("driftline_alerts_total", (("kind", "rollback"), ("model", "filter"), ("severity", "page")))] == 1
+    assert s[("driftline_alerts_total", (("kind", "alert"), ("model", "filter"), ("severity", "ticket")))] == 1
+    drift = (("deployment", "stable"), ("detector", "psi"), ("key", "x"), ("model", "filter"),
+             ("signal", "numeric_drift"), ("version", "v1"))
+    assert s[("driftline_drift_statistic", drift)] == 0.4
+    assert s[("driftline_drift_threshold", drift)] == 0.2
+    assert s[("driftline_drift_statistic", (("deployment", "stable"), ("detector", "rate"), ("key", "t"),
+                                            ("model", "filter"), ("signal", "trigger"), ("version", "v1")))] \
+        == float("inf")
+
+
+def test_label_values_beyond_the_bound_collapse_to_other(served):
+    metrics, server = served
+    for i in range(10):
+        metrics.unknown_model(f"attacker-{i}")
+    s = samples(get(server.url + "/metrics")[1])
+    models = {dict(k[1])["model"] for k in s if k[0] == "driftline_unknown_models_total"}
+    assert models == {"attacker-0", "attacker-1", "attacker-2", OTHER}
+    assert s[("driftline_unknown_models_total", (("model", OTHER),))] == 7
+
+
+def test_label_bound_is_per_label_name():
+    b = LabelBound(1)
+    assert (b("model", "a"), b("model", "b"), b("reason", "b"), b("model", "a")) == ("a", OTHER, "b", "a")
+
+
+def test_model_stats_export():
+    m = WorkerMetrics(max_label_values=50)
+    stats = {"detections": {"numeric_drift": 3, "trigger": 1}, "alerts": {"open": 2},
+             "streams": {"v1/stable": {"armed": True, "numeric": {"x0": {"page_hinkley_statistic": 1.5,
+                                                                        "page_hinkley_threshold": 9.0}}},
+                         "v2/canary": {"armed": False}}}
+    m.export_model_stats("filter", stats)
+    m.export_model_stats("filter", dict(stats, detections={"numeric_drift": 5, "trigger": 1}))
+    assert m.value("driftline_detections_total", model="filter", signal="numeric_drift") == 5
+    assert m.value("driftline_detections_total", model="filter", signal="trigger") == 1
+    assert m.value("driftline_open_alerts", model="filter") == 2
+    assert m.value("driftline_reference_ready", model="filter", version="v1", deployment="stable") == 1
+    assert m.value("driftline_reference_ready", model="filter", version="v2", deployment="canary") == 0
+    ph = dict(model="filter", version="v1", deployment="stable", signal="numeric_drift", detector="page_hinkley",
+              key="x0")
+    assert m.value("driftline_drift_statistic", **ph) == 1.5
+    assert m.value("driftline_drift_threshold", **ph) == 9.0
+
+
+def test_real_monitor_stats_export():
+    from detectors.engine import ModelMonitor
+    from detectors.simulate import demo_model, make_events
+    from detectors.spec import AlertPolicySpec, CalibrationSpec
+
+    spec = demo_model(n_numeric=2, n_categorical=1, reference_size=200)
+    mon = ModelMonitor(spec, CalibrationSpec(window=200, block_size=16), AlertPolicySpec())
+    mon.process_inference(make_events(spec, 800, seed=1))
+    m = WorkerMetrics()
+    m.export_model_stats("filter", mon.stats)
+    assert m.value("driftline_reference_ready", model="filter", version="v1", deployment="stable") == 1
+    assert m.value("driftline_drift_threshold", model="filter", version="v1", deployment="stable",
+                   signal="numeric_drift", detector="page_hinkley", key="x0") > 0
+
+
+def test_dedicated_registry_and_independent_instances():
+    a, b = WorkerMetrics(), WorkerMetrics()
+    a.processed("m", "i", 1)
+    assert b.value("driftline_events_total", model="m") is None
+    assert REGISTRY.get_sample_value("driftline_events_total", {"model": "m"}) is None
+
+
+def test_metric_names_cover_the_documented_set():
+    names = metric_names(WorkerMetrics().registry)
+    for n in ("driftline_events_total", "driftline_labels_total", "driftline_dead_letters_total",
+              "driftline_late_labels_total", "driftline_detections_total", "driftline_alerts_total",
+              "driftline_rollbacks_total", "driftline_drift_statistic", "driftline_drift_threshold",
+              "driftline_consumer_lag", "driftline_batch_duration_seconds_bucket",
+              "driftline_checkpoint_duration_seconds_bucket", "driftline_unknown_models_total", "driftline_ready"):
+        assert n in names
+
+
+def test_disabled_metrics_serve_nothing():
+    server = serve_metrics(MetricsSpec(enabled=False), WorkerMetrics())
+    assert server.port == 0
+    server.shutdown()
