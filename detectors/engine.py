@@ -227,6 +227,10 @@ class ModelMonitor:
         """Hits -> detections -> alert policy (with event-time resolutions) -> rollbacks."""
         n = ts.size
         policy = self.policy
+        if not np.isfinite(ts).all():  # a broken timestamp must not poison event time
+            ts = np.where(np.isfinite(ts), ts, np.nan)
+            now_arr = np.fmax.accumulate(np.concatenate(([self.now], ts)))[1:]
+            ts = np.where(np.isnan(ts), np.where(np.isfinite(now_arr), now_arr, 0.0), ts)
         if not hits and not policy.open_count:
             self.now = max(self.now, float(ts.max()))
             return []

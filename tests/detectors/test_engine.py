@@ -160,3 +160,14 @@ def test_stats_snapshot():
     num = s["streams"]["v1/stable"]["numeric"]["x0"]
     assert {"adwin_width", "page_hinkley_statistic", "page_hinkley_threshold", "last_block_z"} <= set(num)
     assert s["alerts"]["raised"] >= 1 and sum(s["detections"].values()) >= 1
+
+
+def test_broken_timestamps_do_not_poison_event_time():
+    mon = ModelMonitor(SPEC, CAL, AL)
+    evs = make_events(SPEC, 50, seed=9, version="vBad")
+    evs[0].ts = float("nan")
+    evs[1].ts = float("inf")
+    msgs = [m.to_dict() for m in mon.process_inference(evs)]
+    assert msgs and all(np.isfinite(m["ts"]) for m in msgs)
+    assert np.isfinite(mon.now) and mon.now == max(e.ts for e in evs[2:])
+    orjson.dumps(msgs)
