@@ -1,0 +1,169 @@
+"""The driftline command: argument parsing, check-config exit codes, control verify, profile."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from stream import cli
+from stream.signing import SigningKey, sign
+
+KEY = "cli-test-signing-key-0123456789"
+CONFIG = {
+    "kafka": {"bootstrap_servers": "127.0.0.1:9092", "inference_topics": [{"name": "preds"}]},
+    "signing": {"key_env": "DL_CLI_KEY"},
+    "monitor": {"models": [{"name": "filter", "classes": ["safe", "nsfw"], "versions": ["v1", "v2"],
+                            "stable_version": "v1", "reference_size": 100,
+                            "features": [{"name": "x", "type": "numeric"}, {"name": "c", "type": "categorical"}]}]},
+}
+ROLLBACK = {"schema": "driftline.control/v1", "kind": "rollback", "id": "a" * 32, "idempotency_key": "b" * 32,
+            "model": "filter", "canary_version": "v2", "stable_version": "v1", "reason": "canary diverges",
+            "evidence": ["c" * 32], "details": {}, "event_id": "e1", "position": 1, "ts": 1.0}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    monkeypatch.setenv("DL_CLI_KEY", KEY)
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    p = tmp_path / "driftline.yaml"
+    p.write_text(yaml.safe_dump(CONFIG))
+    return p
+
+
+def signed(**kw):
+    return sign(dict(ROLLBACK, **kw), SigningKey("default", KEY.encode()))
+
+
+def test_parser_accepts_documented_commands():
+    p = cli.build_parser()
+    a = p.parse_args(["run", "--config", "c.yaml", "--worker-id", "w1"])
+    assert (a.func, a.config, a.worker_id) == (cli.cmd_run, "c.yaml", "w1")
+    a = p.parse_args(["control", "tail", "--config", "c.yaml", "--from-beginning", "--max", "5"])
+    assert (a.func, a.from_beginning, a.max) == (cli.cmd_control_tail, True, 5)
+    a = p.parse_args(["control", "verify", "--key-env", "K", "a.json", "-"])
+    assert (a.func, a.files, a.key_env) == (cli.cmd_control_verify, ["a.json", "-"], "K")
+    a = p.parse_args(["state", "show", "--config", "c.yaml", "--model", "m"])
+    assert (a.func, a.model) == (cli.cmd_state_show, "m")
+    a = p.parse_args(["check-config", "--config", "c.yaml"])
+    assert a.func is cli.cmd_check_config
+    with pytest.raises(SystemExit):
+        p.parse_args(["control", "verify", "--key-env", "K", "--key-file", "f"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["run"])
+
+
+def test_check_config_ok(config_file, env, capsys):
+    assert cli.main(["check-config", "--config", str(config_file)]) == 0
+    assert "OK (1 model(s)" in capsys.readouterr().out
+
+
+def test_check_config_names_the_bad_key(tmp_path, env, capsys):
+    bad = json.loads(json.dumps(CONFIG))
+    bad["monitor"]["models"][0]["features"][1]["type"] = "text"
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    assert cli.main(["check-config", "--config", str(p)]) == 2
+    assert "monitor.models[0].features[1].type: Input should be 'numeric' or 'categorical'" in capsys.readouterr().err
+
+
+def test_check_config_reports_missing_secret(config_file, monkeypatch, capsys):
+    monkeypatch.delenv("DL_CLI_KEY", raising=False)
+    assert cli.main(["check-config", "--config", str(config_file)]) == 2
+    assert "signing.key_env: environment variable DL_CLI_KEY is not set" in capsys.readouterr().err
+    assert cli.main(["check-config", "--config", str(config_file), "--no-secrets"]) == 0
+
+
+def test_check_config_missing_file(tmp_path, capsys):
+    assert cli.main(["check-config", "--config", str(tmp_path / "none.yaml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_control_verify_good_and_tampered(tmp_path, env, capsys):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(signed()) + "\n" + json.dumps({"schema": "driftline.control/v1", "kind": "resolve"})
+                    + "\n")
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", str(good)]) == 0
+    assert "signature verified" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(dict(signed(), canary_version="v1")))
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", str(bad)]) == 1
+    assert "bad signature" in capsys.readouterr().out
+
+
+def test_control_verify_reasons_and_key_sources(tmp_path, config_file, env, capsys):
+    unsigned = tmp_path / "unsigned.json"
+    unsigned.write_text(json.dumps(ROLLBACK))
+    assert cli.main(["control", "verify", "--config", str(config_file), str(unsigned)]) == 1
+    assert "missing signature" in capsys.readouterr().out
+    other_id = tmp_path / "other.json"
+    other_id.write_text(json.dumps(sign(ROLLBACK, SigningKey("k2", KEY.encode()))))
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", str(other_id)]) == 1
+    assert "unknown key id 'k2'" in capsys.readouterr().out
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", "--key-id", "k2", str(other_id)]) == 0
+    keyfile = tmp_path / "key"
+    keyfile.write_text(KEY + "\n")
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([signed(), signed(id="d" * 32)]))
+    assert cli.main(["control", "verify", "--key-file", str(keyfile), str(good)]) == 0
+
+
+def test_control_verify_needs_a_key_and_input(tmp_path, env, capsys):
+    f = tmp_path / "m.json"
+    f.write_text(json.dumps(signed()))
+    assert cli.main(["control", "verify", str(f)]) == 2
+    assert "--key-env" in capsys.readouterr().err
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", str(empty)]) == 1
+    assert "no control messages" in capsys.readouterr().err
+
+
+def test_control_verify_from_stdin_as_a_subprocess(tmp_path):
+    env = {"DL_CLI_KEY": KEY, "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "stream.cli", "control", "verify", "--key-env", "DL_CLI_KEY", "-"]
+    ok = subprocess.run(cmd, input=json.dumps(signed()), capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run(cmd, input=json.dumps(dict(signed(), reason="benign")), capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 1 and "bad signature" in bad.stdout
+
+
+def test_profile_builds_a_loadable_reference(tmp_path, config_file, capsys):
+    from detectors.profile import ReferenceProfile
+    from stream.config import load_config
+
+    lines = []
+    for i in range(150):
+        lines.append(json.dumps({"event_id": f"e{i}", "ts": i, "model": "filter", "model_version": "v1",
+                                 "features": {"x": i % 17 / 3, "c": "abc"[i % 3]}, "prediction": "safe",
+                                 "confidence": 0.9}))
+    lines.append("{broken")
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ref.json"
+    assert cli.main(["profile", "--config", str(config_file), "--model", "filter", "--inference", str(log),
+                     "--out", str(out)]) == 0
+    spec = load_config(config_file).monitor.models[0]
+    profile = ReferenceProfile.from_dict(spec, json.loads(out.read_text()))
+    assert profile.n == 100
+    assert "from 100 event(s)" in capsys.readouterr().err
+    assert cli.main(["profile", "--config", str(config_file), "--model", "filter", "--inference", str(log),
+                     "--out", str(out), "--version", "v9"]) == 1
+    assert cli.main(["profile", "--config", str(config_file), "--model", "nope", "--inference", str(log),
+                     "--out", str(out)]) == 2
+
+
+def test_state_show_unknown_model(config_file, capsys):
+    assert cli.main(["state", "show", "--config", str(config_file), "--model", "nope"]) == 2
+    assert "not in the configuration" in capsys.readouterr().err
+
+
+def test_delegated_commands_parse_with_their_module(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["replay", "--help"])
+    assert exc.value.code == 0
+    assert "--inference" in capsys.readouterr().out
