@@ -248,7 +248,7 @@ def drill_monitor_spec() -> dict[str, Any]:
 
 def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://127.0.0.1:6379/0",
                  prefix: str = "drill") -> dict[str, Any]:
-    """A complete driftline configuration for the drill topics (replay only reads ``monitor``)."""
+    """A complete driftline configuration for the drill topics (the signing key comes from the environment)."""
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"{prefix}-workers",
                   "inference_topics": [{"name": f"{prefix}-inference"}],
@@ -256,6 +256,7 @@ def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://12
                   "control_topic": f"{prefix}-control", "dead_letter_topic": f"{prefix}-dead",
                   "internal_topic": f"{prefix}-internal"},
         "redis": {"url": redis_url, "key_prefix": prefix, "pending_ttl_seconds": int(LABEL_HORIZON_S)},
+        "signing": {"key_env": "DRIFTLINE_SIGNING_KEY"},
         "monitor": drill_monitor_spec(),
     }
 

@@ -318,7 +318,7 @@ def _short(v: Any) -> str:
 def decoder_for_topic(topic: Any) -> Decoder:
     """A decoder for one topic entry of the configuration (attribute or dict access).
 
-    Recognized keys: ``format`` (only ``json``), ``fields`` (pointer mapping), ``constants``,
+    Recognized keys: ``decoder`` (only ``json``), ``field_mapping`` (pointer mapping), ``constants``,
     ``ts_unit``, ``max_message_bytes``, ``max_features``, ``max_string``, ``max_scores``.
     """
     def opt(name: str, default: Any = None) -> Any:
@@ -328,7 +328,7 @@ def decoder_for_topic(topic: Any) -> Decoder:
             v = getattr(topic, name, default)
         return default if v is None else v
 
-    fmt = opt("format", "json")
+    fmt = opt("format", None) or opt("decoder", "json")
     if fmt != "json":
         raise ValueError(f"topic {opt('name', '?')!r}: unsupported format {fmt!r} (supported: json)")
     base = Limits()
@@ -336,7 +336,7 @@ def decoder_for_topic(topic: Any) -> Decoder:
                     max_features=int(opt("max_features", base.max_features)),
                     max_string=int(opt("max_string", base.max_string)),
                     max_scores=int(opt("max_scores", base.max_scores)))
-    fields = opt("fields", None) or opt("mapping", None) or {}
+    fields = opt("fields", None) or opt("field_mapping", None) or {}
     return JsonDecoder(fields=dict(fields), constants=dict(opt("constants", {}) or {}), limits=limits,
                        ts_unit=str(opt("ts_unit", "s")))
 

@@ -96,19 +96,30 @@ class ReplayReport:
 # -- configuration ------------------------------------------------------------------------------
 def load_replay_config(path: str | Path, inference_topic: str | None = None,
                        label_topic: str | None = None) -> ReplayConfig:
-    """Read a driftline YAML/JSON config: the ``monitor`` section, topic field mappings, the horizon.
+    """Read a driftline YAML config: the ``monitor`` section, topic field mappings, the label horizon.
 
-    A file holding only a ``MonitorSpec`` (``models: ...``) is accepted too.
+    A complete worker configuration is validated as the worker would; a file holding only the
+    ``monitor`` section (optionally with ``kafka.*_topics`` / ``redis``), or only a
+    ``MonitorSpec`` (``models: ...``), is accepted too. Raises ``ValueError`` on invalid input.
     """
+    from stream.config import TopicSpec, parse_config
+
     path = Path(path)
     doc = yaml.safe_load(path.read_text())
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
-    monitor = MonitorSpec.model_validate(doc["monitor"] if "monitor" in doc else doc)
-    kafka = doc.get("kafka") or {}
-    inf = _pick_topic(kafka.get("inference_topics") or [], inference_topic, "inference")
-    lab = _pick_topic(kafka.get("label_topics") or [], label_topic, "label")
-    horizon = float((doc.get("redis") or {}).get("pending_ttl_seconds") or DEFAULT_HORIZON_S)
+    if "kafka" in doc and "signing" in doc:
+        full = parse_config(doc, str(path))
+        monitor, horizon = full.monitor, float(full.redis.pending_ttl_seconds)
+        inf_topics, lab_topics = list(full.kafka.inference_topics), list(full.kafka.label_topics)
+    else:
+        monitor = MonitorSpec.model_validate(doc["monitor"] if "monitor" in doc else doc)
+        kafka = doc.get("kafka") or {}
+        inf_topics = [TopicSpec.model_validate(t) for t in kafka.get("inference_topics") or []]
+        lab_topics = [TopicSpec.model_validate(t) for t in kafka.get("label_topics") or []]
+        horizon = float((doc.get("redis") or {}).get("pending_ttl_seconds") or DEFAULT_HORIZON_S)
+    inf = _pick_topic(inf_topics, inference_topic, "inference")
+    lab = _pick_topic(lab_topics, label_topic, "label")
     refs: dict[str, ReferenceProfile] = {}
     for m in monitor.models:
         if m.reference_file:
@@ -120,11 +131,11 @@ def load_replay_config(path: str | Path, inference_topic: str | None = None,
                         decoder_for_topic(lab) if lab else JsonDecoder(), horizon, refs)
 
 
-def _pick_topic(topics: list[Any], name: str | None, what: str) -> dict[str, Any] | None:
+def _pick_topic(topics: list[Any], name: str | None, what: str) -> Any:
     if name is None:
         return topics[0] if topics else None
     for t in topics:
-        if isinstance(t, dict) and t.get("name") == name:
+        if t.name == name:
             return t
     raise ValueError(f"no {what} topic named {name!r} in the configuration")
 

@@ -11,6 +11,7 @@ from detectors.spec import MonitorSpec
 from loadtest.drills import (BACKDOORED, ROGUE, SCENARIOS, drill_config, drill_monitor_spec, make_drill,
                              write_drill)
 from loadtest.drill_traffic import CATEGORICAL, MODEL, NUMERIC, TRIGGER_LOGO
+from stream.config import parse_config
 from stream.decoding import DecodeError, JsonDecoder
 
 N, INJ = 6000, 4000
@@ -118,7 +119,7 @@ def test_files_and_config(drills, tmp_path) -> None:
     assert orjson.loads(paths["meta"].read_text())["scenario"] == "label_flip"
     spec = MonitorSpec.model_validate(drill_monitor_spec())
     assert len(spec.models[0].features) == 20 and spec.models[0].triggers[0].equals == TRIGGER_LOGO
-    MonitorSpec.model_validate(drill_config()["monitor"])
+    assert parse_config(drill_config()).monitor == spec
 
 
 def test_bad_arguments() -> None:

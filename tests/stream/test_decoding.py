@@ -134,7 +134,7 @@ def test_labels() -> None:
 
 def test_build_decoders_from_config_entries() -> None:
     class K:
-        inference_topics = [{"name": "inf", "fields": {"event_id": "/meta/id"}, "max_message_bytes": 100}]
+        inference_topics = [{"name": "inf", "field_mapping": {"event_id": "/meta/id"}, "max_message_bytes": 100}]
         label_topics = [{"name": "lab"}]
 
     class C:
@@ -145,7 +145,7 @@ def test_build_decoders_from_config_entries() -> None:
     with pytest.raises(DecodeError):
         decs["inf"].decode_inference(b" " * 101)
     with pytest.raises(ValueError):
-        decoder_for_topic({"name": "x", "format": "avro"})
+        decoder_for_topic({"name": "x", "decoder": "avro"})
 
 
 @settings(max_examples=400, deadline=None)

@@ -123,7 +123,7 @@ def test_labels_wait_for_their_time(tmp_path) -> None:
 def test_cli_stdin_report_and_config(tmp_path, monkeypatch, capsys) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"monitor": SPEC.model_dump(mode="json"),
-                                   "kafka": {"inference_topics": [{"name": "t", "fields": {"event_id": "/id"}}]}}))
+                                   "kafka": {"inference_topics": [{"name": "t", "field_mapping": {"event_id": "/id"}}]}}))
     data = lines([{**event(i), "id": f"x{i}"} for i in range(3)] + [event(3, model_version="v9")])
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.BytesIO(gzip.compress(data)))))
     out, rep = tmp_path / "out.jsonl", tmp_path / "rep.json"
@@ -137,7 +137,7 @@ def test_cli_stdin_report_and_config(tmp_path, monkeypatch, capsys) -> None:
 
 def test_config_topic_mapping(tmp_path) -> None:
     cfg = tmp_path / "c.yaml"
-    doc = {"kafka": {"inference_topics": [{"name": "main"}, {"name": "other", "fields": {"prediction": "/out"}}]},
+    doc = {"kafka": {"inference_topics": [{"name": "main"}, {"name": "other", "field_mapping": {"prediction": "/out"}}]},
            "redis": {"pending_ttl_seconds": 3600}, "monitor": SPEC.model_dump(mode="json")}
     cfg.write_text(yaml.safe_dump(doc))
     rc = load_replay_config(cfg, inference_topic="other")
@@ -146,3 +146,12 @@ def test_config_topic_mapping(tmp_path) -> None:
     assert e.prediction == "b"
     with pytest.raises(ValueError):
         load_replay_config(cfg, inference_topic="nope")
+    doc["kafka"]["bootstrap_servers"] = "127.0.0.1:9092"
+    doc["signing"] = {"key_env": "SOME_KEY"}
+    cfg.write_text(yaml.safe_dump(doc))
+    full = load_replay_config(cfg, inference_topic="other")  # a complete worker config, validated as such
+    assert full.inference_decoder.decode_inference(orjson.dumps({**event(1), "out": "b"})).prediction == "b"
+    doc["kafka"]["inference_topics"][1]["field_mapping"] = {"colour": "/x"}
+    cfg.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ValueError):
+        load_replay_config(cfg)
