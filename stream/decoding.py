@@ -43,6 +43,7 @@ _TS_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 _MISSING: Any = object()
 _PLAIN = frozenset((float, int, bool, type(None)))
 _FLOAT = frozenset((float,))
+_FLAT = frozenset((float, int, str, bool, type(None)))
 _NUMBER = frozenset((float, int))
 
 
@@ -144,11 +145,17 @@ class JsonDecoder:
         self.ts_scale = _TS_SCALE[ts_unit]
         self._get = {f: (lambda obj, c=constants[f]: c) if f in constants else compile_path(fields.get(f, f))
                      for f in known}
+        self._plain = not fields and not constants and ts_unit == "s"
 
     # -- public ---------------------------------------------------------------------------
     def decode_inference(self, raw: bytes) -> InferenceEvent:
         """Parse and validate one inference message."""
-        return self.inference_from_obj(parse_json(raw, self.limits.max_bytes), len(raw))
+        obj = parse_json(raw, self.limits.max_bytes)
+        if self._plain and len(raw) <= self.limits.max_string and type(obj) is dict:
+            event = _fast_inference(obj, self.limits.max_features, self.limits.max_scores)
+            if event is not None:
+                return event
+        return self.inference_from_obj(obj, len(raw))
 
     def decode_label(self, raw: bytes) -> LabelEvent:
         """Parse and validate one label message."""
@@ -286,6 +293,31 @@ class JsonDecoder:
         if v is None:
             return DecodeError(f"null_field:{field}", f"field {field!r} is null")
         return DecodeError(f"wrong_type:{field}", f"field {field!r} must be {want}, got {_kind(v)}")
+
+
+def _fast_inference(obj: dict, max_features: int, max_scores: int) -> InferenceEvent | None:
+    """The default layout with every field well typed (the common case), else None.
+
+    Only for messages shorter than ``max_string``: no string inside can then be too long.
+    Anything unusual returns None and takes the general path, which names the problem.
+    """
+    get = obj.get
+    eid, ts, model, ver, pred = get("event_id"), get("ts"), get("model"), get("model_version"), get("prediction")
+    feats, dep = get("features"), get("deployment", "stable")
+    if not (type(eid) is str and type(model) is str and type(ver) is str and type(pred) is str
+            and eid and model and ver and pred and type(feats) is dict and type(ts) is float
+            and ts - ts == 0 and (dep == "stable" or dep == "canary" or dep == "shadow")
+            and len(feats) <= max_features and set(map(type, feats.values())) <= _FLAT):
+        return None
+    scores, conf = get("scores"), get("confidence")
+    if scores is not None:
+        if type(scores) is not dict or not set(map(type, scores.values())) <= _FLOAT or len(scores) > max_scores:
+            return None
+    if conf is None:
+        conf = _max_score(scores) if scores else None
+    elif type(conf) is not float:
+        return None
+    return InferenceEvent(eid, ts, model, ver, dep, feats, pred, conf, scores)
 
 
 def _float(v: float | int) -> float:

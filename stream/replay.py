@@ -252,14 +252,15 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
             events: list[InferenceEvent] = []
             joined: list[JoinedLabel] = []
             n = 0
+            now = None
             for ts, stream, _, item in merged:
                 n += 1
+                now = ts
                 if stream == INFERENCE:
                     events.append(item)  # type: ignore[arg-type]
                     if item.model in models:  # type: ignore[union-attr]
                         join.remember(item)  # type: ignore[arg-type]
                 else:
-                    join.expire(ts)
                     j = join.join(item)  # type: ignore[arg-type]
                     if isinstance(j, str):
                         lab_rejected[j] += 1
@@ -286,8 +287,8 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     report.collected.append(doc)
                 if on_message is not None:
                     on_message(doc)
-            if events:
-                join.expire(events[-1].ts)
+            if now is not None and join.pending:
+                join.expire(now)
     finally:
         inf_fh.close()
         if lab_fh is not None:

@@ -198,7 +198,9 @@ def test_valid_events_round_trip(event_id, ts, model, version, deployment, predi
         obj["scores"] = scores
     if confidence is not None:
         obj["confidence"] = confidence
-    e = JsonDecoder().decode_inference(orjson.dumps(obj))
+    raw = orjson.dumps(obj)
+    e = JsonDecoder().decode_inference(raw)
+    assert e == JsonDecoder().inference_from_obj(orjson.loads(raw))  # fast path == general path
     assert (e.event_id, e.ts, e.model, e.model_version, e.deployment, e.prediction) == \
         (event_id, ts, model, version, deployment, prediction)
     assert e.features == features and e.scores == scores
