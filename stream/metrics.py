@@ -69,7 +69,7 @@ class WorkerMetrics:
         self.unknown_models = Counter("driftline_unknown_models", "Events naming a model the configuration lacks.",
                                       ["model"], registry=r)
         self.detections = Counter("driftline_detections", "Detector threshold crossings (before alert dedup).",
-                                  ["model", "signal"], registry=r)
+                                  ["model", "version", "deployment", "signal"], registry=r)
         self.alerts = Counter("driftline_alerts", "Control messages published, by kind and severity.",
                               ["model", "kind", "severity"], registry=r)
         self.rollbacks = Counter("driftline_rollbacks", "Signed rollback commands published.", ["model"], registry=r)
@@ -90,7 +90,7 @@ class WorkerMetrics:
                                              "Wall time of committing a batch (Kafka transaction + state promotion).",
                                              buckets=_CHECKPOINT_BUCKETS, registry=r)
         self.ready_gauge = Gauge("driftline_ready", "1 when state is restored and the worker consumes.", registry=r)
-        self._detections_seen: dict[tuple[str, str], int] = {}
+        self._detections_seen: dict[tuple[str, str, str], int] = {}
         self._ready = threading.Event()
 
     # -- readiness ----------------------------------------------------------------------------
@@ -154,11 +154,18 @@ class WorkerMetrics:
         """Mirror a ``ModelMonitor.stats`` snapshot: detections, open alerts, readiness, sequential statistics."""
         b = self.bound
         m = b("model", model)
-        for signal, total in (stats.get("detections") or {}).items():
-            seen = self._detections_seen.get((model, signal), 0)
+        if "detections_by_stream" in stats:
+            rows = [(stream, signal, total) for stream, per in (stats["detections_by_stream"] or {}).items()
+                    for signal, total in per.items()]
+        else:
+            rows = [("/", signal, total) for signal, total in (stats.get("detections") or {}).items()]
+        for stream, signal, total in rows:
+            version, _, deployment = str(stream).rpartition("/")
+            seen = self._detections_seen.get((model, stream, signal), 0)
             if total > seen:
-                self.detections.labels(model=m, signal=b("signal", signal)).inc(total - seen)
-            self._detections_seen[(model, signal)] = max(seen, int(total))
+                self.detections.labels(model=m, version=b("version", version), deployment=b("deployment", deployment),
+                                       signal=b("signal", signal)).inc(total - seen)
+            self._detections_seen[(model, stream, signal)] = max(seen, int(total))
         alerts = stats.get("alerts") or {}
         if "open" in alerts:
             self.open_alerts.labels(model=m).set(alerts["open"])

@@ -109,8 +109,18 @@ def test_model_stats_export():
                          "v2/canary": {"armed": False}}}
     m.export_model_stats("filter", stats)
     m.export_model_stats("filter", dict(stats, detections={"numeric_drift": 5, "trigger": 1}))
-    assert m.value("driftline_detections_total", model="filter", signal="numeric_drift") == 5
-    assert m.value("driftline_detections_total", model="filter", signal="trigger") == 1
+    total = dict(model="filter", version="", deployment="")
+    assert m.value("driftline_detections_total", signal="numeric_drift", **total) == 5
+    assert m.value("driftline_detections_total", signal="trigger", **total) == 1
+    per_stream = dict(stats, detections_by_stream={"v2/canary": {"trigger": 2}, "v1/stable": {"trigger": 1}})
+    m2 = WorkerMetrics()
+    m2.export_model_stats("filter", per_stream)
+    per_stream["detections_by_stream"]["v2/canary"]["trigger"] = 6
+    m2.export_model_stats("filter", per_stream)
+    assert m2.value("driftline_detections_total", model="filter", version="v2", deployment="canary",
+                    signal="trigger") == 6
+    assert m2.value("driftline_detections_total", model="filter", version="v1", deployment="stable",
+                    signal="trigger") == 1
     assert m.value("driftline_open_alerts", model="filter") == 2
     assert m.value("driftline_reference_ready", model="filter", version="v1", deployment="stable") == 1
     assert m.value("driftline_reference_ready", model="filter", version="v2", deployment="canary") == 0
