@@ -39,6 +39,13 @@ def test_promtool_accepts_the_rules():
     assert "SUCCESS" in result.stdout
 
 
+def test_rules_fire_on_synthetic_series():
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    unit = Path(__file__).with_name("alerts_test.yml")
+    result = subprocess.run([promtool, "test", "rules", unit.name], capture_output=True, text=True, cwd=unit.parent)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("source", ["rules", "dashboard"])
 def test_every_referenced_metric_is_exported(source):
     exprs = rule_exprs() if source == "rules" else dashboard_exprs()
