@@ -148,7 +148,7 @@ def cmd_control_verify(args: argparse.Namespace) -> int:
                         print(f"OK    {item.where} {kind} {ident}: {status}")
                 else:
                     failed += 1
-                    reason = item.error or (result.reason if result else "unreadable")
+                    reason = item.error or (result.reason if result is not None else "unreadable")
                     print(f"FAIL  {item.where} {kind or '-'} {ident or '-'}: {reason}")
     if total == 0:
         _err("no control messages in the input")

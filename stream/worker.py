@@ -80,6 +80,7 @@ class Worker:
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._last_lag = 0.0
+        self._last_idle_commit = 0.0
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -109,7 +110,9 @@ class Worker:
     def run(self) -> None:
         """Consume until stopped; every batch is committed exactly once."""
         self.ensure_topics()
-        producer = Producer(producer_settings(self.config, transactional_id=f"{self.config.kafka.group_id}-{self.worker_id}"))
+        settings = producer_settings(self.config, transactional_id=f"{self.config.kafka.group_id}-{self.worker_id}")
+        settings.setdefault("transaction.timeout.ms", 30_000)
+        producer = Producer(settings)
         producer.init_transactions(30)
         consumer = Consumer(consumer_settings(self.config))
         self._consumer, self._producer = consumer, producer
@@ -122,6 +125,8 @@ class Worker:
                 msgs = consumer.consume(k.batch_size, timeout)
                 if msgs:
                     self._process(msgs)
+                else:
+                    self._commit_idle_positions()
                 self._update_lag()
                 if not self.ready.is_set() and consumer.assignment():
                     self.ready.set()
@@ -207,6 +212,29 @@ class Worker:
         self.metrics.observe_batch(time.perf_counter() - started, outcome)
         if self._on_batch is not None:
             self._on_batch(outcome)
+
+    def _commit_idle_positions(self) -> None:
+        """When idle, commit positions that moved past transaction markers, so lag reads zero."""
+        now = time.monotonic()
+        if now - self._last_idle_commit < 1.0:
+            return
+        self._last_idle_commit = now
+        consumer, producer = self._consumer, self._producer
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assignment) if tp.offset >= 0}
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(assignment, timeout=10)}
+        moved = [TopicPartition(t, p, o) for (t, p), o in positions.items() if committed.get((t, p)) != o]
+        if not moved:
+            return
+        producer.begin_transaction()
+        try:
+            producer.send_offsets_to_transaction(moved, consumer.consumer_group_metadata(), 30)
+            producer.commit_transaction(30)
+        except KafkaException:
+            log.exception("idle offset commit failed")
+            self._abort_and_rewind()
 
     def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
         producer = self._producer
