@@ -23,6 +23,7 @@ stack:
 stack-stop:
 	scripts/stack stop
 
+demo: export DRIFTLINE_SIGNING_KEY ?= demo-only-signing-key-change-me
 demo: setup stack
 	$(VENV)/bin/driftline demo --config examples/content-filter.yaml
 

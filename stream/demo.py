@@ -14,8 +14,9 @@ import uuid
 
 import orjson
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from stream.config import DriftlineConfig, load_config, signing_key
+from stream.config import DriftlineConfig, consumer_settings, load_config, signing_key
 from stream.signing import verify
 from stream.worker import Worker
 
@@ -58,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     config = _fresh(load_config(args.config), uuid.uuid4().hex[:8])
     key = signing_key(config.signing)
     k = config.kafka
+    admin = AdminClient(consumer_settings(config, group=False))
+    topics = [NewTopic(t.name, num_partitions=4, replication_factor=1) for t in k.inference_topics + k.label_topics]
+    for future in admin.create_topics(topics).values():
+        future.result(timeout=30)
     worker = Worker(config, worker_id="demo")
     thread = threading.Thread(target=worker.run, name="driftline-worker", daemon=True)
     thread.start()
@@ -76,18 +81,22 @@ def run(args: argparse.Namespace) -> int:
     consumer.subscribe([k.control_topic])
     deadline = time.monotonic() + args.timeout
     verified = None
+    trigger_seen = False
     try:
-        while time.monotonic() < deadline and verified is None:
+        # Show the rollback and the trigger alert that explains the backdoor (whichever comes first).
+        while time.monotonic() < deadline and (verified is None or not trigger_seen):
             for msg in consumer.consume(100, 0.5):
                 if msg.error() is not None:
                     continue
                 doc = orjson.loads(msg.value())
                 print(_describe(doc))
+                trigger_seen = trigger_seen or (doc.get("kind") == "alert" and doc.get("signal") == "trigger")
                 if doc.get("kind") == "rollback":
                     result = verify(doc, key)
                     print(f"         signature: {'VERIFIED' if result.ok else 'REJECTED: ' + result.reason}")
                     print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
                     verified = result.ok
+                    deadline = min(deadline, time.monotonic() + 15)
     finally:
         consumer.close()
         worker.stop()

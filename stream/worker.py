@@ -24,14 +24,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
-from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+from detectors.events import JoinedLabel, LabelEvent
+from detectors.profile import ReferenceProfile
 from stream.config import DriftlineConfig, consumer_settings, producer_settings, redis_client
 from stream.decoding import DecodeError, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
@@ -114,7 +115,9 @@ class Worker:
         settings.setdefault("transaction.timeout.ms", 30_000)
         producer = Producer(settings)
         producer.init_transactions(30)
-        consumer = Consumer(consumer_settings(self.config))
+        settings = consumer_settings(self.config)
+        settings.setdefault("topic.metadata.refresh.interval.ms", 10_000)  # notice input topics created later
+        consumer = Consumer(settings)
         self._consumer, self._producer = consumer, producer
         topics = sorted(self._inference_topics | self._label_topics) + [self._internal]
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
@@ -166,9 +169,13 @@ class Worker:
     def _new_monitor(self, name: str, blob: bytes | None) -> ModelMonitor:
         mon = self.config.monitor
         spec = self._models[name]
-        if blob is None:
-            return ModelMonitor(spec, mon.calibration, mon.alerts)
-        return ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob)
+        if blob is not None:
+            return ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob, mon.max_tracked_versions)
+        monitor = ModelMonitor(spec, mon.calibration, mon.alerts, mon.max_tracked_versions)
+        if spec.reference_file:
+            doc = orjson.loads(Path(spec.reference_file).read_bytes())
+            monitor.set_reference(ReferenceProfile.from_dict(spec, doc))
+        return monitor
 
     # -- processing ---------------------------------------------------------------------
     def _process(self, msgs: list[Message]) -> None:
