@@ -1,0 +1,36 @@
+"""README stays true: its quick start commands exist, CI runs its test command, its metrics exist."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from stream.metrics import WorkerMetrics, metric_names
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def _quick_start() -> list[str]:
+    block = README.split("## Quick start", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.strip().splitlines()]
+
+
+def test_quick_start_is_two_make_targets_that_exist():
+    commands = _quick_start()
+    assert commands == ["make demo", "make test"]
+    makefile = (ROOT / "Makefile").read_text()
+    for command in commands:
+        assert re.search(rf"^{command.split()[1]}:", makefile, re.M), f"Makefile lacks target for {command}"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert _quick_start()[1] in [line.strip() for line in ci]
+
+
+def test_every_metric_in_the_readme_exists():
+    names = metric_names(WorkerMetrics().registry)
+    mentioned = set(re.findall(r"`(driftline_[a-z_]+)`", README))
+    assert mentioned, "README lists no metrics"
+    missing = sorted(m for m in mentioned if m not in names and f"{m}_bucket" not in names)
+    assert not missing, f"README names metrics the worker does not export: {missing}"
