@@ -1,7 +1,7 @@
 """`driftline drill SCENARIO`: inject one known incident into realistic traffic and score the monitor.
 
-The scenario's logs are generated (``loadtest/drills.py``), replayed through the engine and
-scored: time to detection (events and seconds after the injection) by the scenario's intended
+The scenario's logs are generated (``loadtest/drills.py``), replayed through the engine (or,
+with ``--kafka``, produced to a loopback broker and run through a live worker) and scored: time to detection (events and seconds after the injection) by the scenario's intended
 signals, false alarms (alerts before the injection, or any alert on the stationary control),
 and whether a rollback fired when, and only when, one is expected. Results print as a table and
 are drawn as a PNG (the observable the incident moves, every detection's statistic against its
@@ -112,6 +112,24 @@ def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injecti
         if tmp is not None:
             tmp.cleanup()
     return score(meta, report.collected, recorded, drill.inference_ts, report.to_dict())
+
+
+def run_kafka_drill(scenario: str, bootstrap: str, redis_url: str, seed: int = 0, n_events: int | None = None,
+                    injection: int | None = None, rate: float = 20_000.0, timeout: float = 300.0,
+                    out_dir: str | Path | None = None) -> DrillResult:
+    """Generate one scenario, run it through a worker on a loopback Kafka/Redis, score the control topic."""
+    drills = _drills()
+    from loadtest.drill_kafka import run_kafka
+
+    drill = drills.make_drill(scenario, n_events=n_events, injection=injection, seed=seed)
+    if out_dir is not None:
+        drills.write_drill(drill, out_dir)
+    messages = run_kafka(drill, bootstrap, redis_url, rate=rate, timeout=timeout)
+    if out_dir is not None:
+        with open(Path(out_dir) / "alerts.jsonl", "w") as fh:
+            fh.writelines(json.dumps(m) + "\n" for m in messages)
+    alerts = [m for m in messages if m.get("kind") == "alert"]
+    return score(drill.meta, messages, alerts, drill.inference_ts, {"mode": "kafka", "bootstrap": bootstrap})
 
 
 def _record_detections(monitor: Any, out: list[dict[str, Any]]) -> None:
@@ -286,15 +304,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="drill-out", help="directory for logs, alerts, results and PNG reports")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG report")
     parser.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
-                        help="run against a live worker on this loopback broker (see `driftline demo`)")
+                        help="run through a live worker on this loopback broker instead of replay")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="loopback Redis URL (with --kafka)")
+    parser.add_argument("--rate", type=float, default=20_000.0, help="messages produced per second (with --kafka)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the worker (with --kafka)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``driftline drill``; exit 0 when every scenario passes, 1 otherwise."""
-    if args.kafka:
-        print("driftline drill: --kafka is not supported here; use `driftline demo` for the live path",
-              file=sys.stderr)
-        return 2
     drills = _drills()
     names = sorted(drills.SCENARIOS) if args.scenario == "all" else [args.scenario]
     unknown = [n for n in names if n not in drills.SCENARIOS]
@@ -305,7 +322,11 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in names:
         out = Path(args.out) / name
-        res = run_drill(name, seed=args.seed, n_events=args.events, injection=args.injection, out_dir=out)
+        if args.kafka:
+            res = run_kafka_drill(name, args.kafka, args.redis, seed=args.seed, n_events=args.events,
+                                  injection=args.injection, rate=args.rate, timeout=args.timeout, out_dir=out)
+        else:
+            res = run_drill(name, seed=args.seed, n_events=args.events, injection=args.injection, out_dir=out)
         (out / "result.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
         if not args.no_plot:
             plot(res, observable(name, out), out / "report.png")

@@ -1,0 +1,102 @@
+"""Run a drill through the live path: a worker on a loopback Kafka and Redis, on fresh topics.
+
+The scenario is produced to its own inference and label topics and a :class:`~stream.worker.Worker`
+runs in this process; the control messages of every committed batch are collected until the
+worker has routed everything and no new control message has appeared for a while. Returns what the replay
+runner returns, so both modes are scored the same way.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from loadtest.drills import Drill, drill_config, produce
+
+KEY_ENV = "DRIFTLINE_DRILL_SIGNING_KEY"
+
+
+def _loopback(address: str) -> None:
+    host = address.split("//")[-1].rsplit(":", 1)[0].split("@")[-1].strip("[]")
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        raise ValueError(f"drills only talk to loopback services, not {host!r}")
+
+
+def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000.0, timeout: float = 300.0,
+              idle: float = 8.0) -> list[dict[str, Any]]:
+    """Produce ``drill`` to fresh topics, run a worker, return the control messages it committed."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from stream.config import parse_config
+    from stream.worker import BatchOutcome, Worker
+
+    _loopback(bootstrap)
+    _loopback(redis_url)
+    os.environ.setdefault(KEY_ENV, secrets.token_hex(32))  # an ephemeral key for this process only
+    doc = drill_config(bootstrap, redis_url, prefix=f"drill-{uuid.uuid4().hex[:10]}")
+    doc["signing"] = {"key_env": KEY_ENV}
+    doc["metrics"] = {"enabled": False, "port": 0}
+    doc["kafka"].update({"batch_size": 5000, "batch_timeout_ms": 100, "internal_partitions": 2})
+    config = parse_config(doc)
+    k = config.kafka
+    inf_topic, lab_topic = k.inference_topics[0].name, k.label_topics[0].name
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1)
+                                    for t in (inf_topic, lab_topic)]).values():
+        fut.result(30)
+
+    routed = [0]
+    messages: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def on_batch(outcome: BatchOutcome) -> None:  # called once the batch's transaction has committed
+        with lock:
+            routed[0] += outcome.events + outcome.labels + outcome.dead_letters
+            messages.extend(outcome.control_messages)
+
+    worker = Worker(config, worker_id="drill", on_batch=on_batch)
+    thread = threading.Thread(target=worker.run, name="driftline-drill-worker", daemon=True)
+    thread.start()
+    try:
+        if not worker.ready.wait(60):
+            raise RuntimeError("the worker did not get its partitions within 60s")
+        sent = produce(bootstrap, drill, inf_topic, lab_topic, rate)
+        deadline = time.monotonic() + timeout
+        seen, last = 0, time.monotonic()
+        while time.monotonic() < deadline and thread.is_alive():
+            time.sleep(0.5)
+            with lock:
+                n, done = len(messages), routed[0] >= sent
+            now = time.monotonic()
+            if n != seen:
+                seen, last = n, now
+            elif done and now - last >= idle:
+                break
+    finally:
+        worker.stop()
+        thread.join(30)
+        _cleanup(admin, config)
+    return list(messages)
+
+
+def _cleanup(admin: Any, config: Any) -> None:
+    """Delete this run's topics and Redis keys (best effort: a drill leaves nothing behind)."""
+    import redis
+
+    k = config.kafka
+    topics = [t.name for t in k.inference_topics + k.label_topics] + [k.control_topic, k.internal_topic,
+                                                                      k.dead_letter_topic]
+    for fut in admin.delete_topics(topics).values():
+        try:
+            fut.result(30)
+        except Exception:  # noqa: BLE001 - a topic that was never created
+            pass
+    client = redis.Redis.from_url(config.redis.url)
+    keys = list(client.scan_iter(match=f"{config.redis.key_prefix}:*", count=1000))
+    for i in range(0, len(keys), 1000):
+        client.delete(*keys[i:i + 1000])
