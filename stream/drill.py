@@ -23,6 +23,9 @@ from detectors.engine import Engine
 from detectors.spec import MonitorSpec
 
 
+PLOT_TAIL_S = 300.0  # seconds shown after the last inference event (late labels beyond are left out)
+
+
 def _drills() -> Any:
     """``loadtest.drills``, importable from a source checkout."""
     try:
@@ -220,6 +223,7 @@ def plot(result: DrillResult, observable: tuple[list[float], list[float], str] |
             if m.get("kind") == "rollback":
                 ax.axvline(m["ts"] - t0, color="tab:purple", lw=1.5, ls="-.", label="rollback")
     ax2.legend(loc="upper left", fontsize=7)
+    ax2.set_xlim(-5.0, meta["last_ts"] - t0 + PLOT_TAIL_S)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -253,7 +257,8 @@ def observable(scenario: str, out_dir: str | Path) -> tuple[list[float], list[fl
     if scenario == "label_flip" or scenario == "concept_drift":
         preds = {e["event_id"]: e["prediction"] for e in events if isinstance(e, dict)}
         rows = [orjson.loads(x) for x in lab.read_bytes().splitlines()]
-        rows = [r for r in rows if r["event_id"] in preds]
+        meta = json.loads((Path(out_dir) / "meta.json").read_text())
+        rows = [r for r in rows if r["event_id"] in preds and r["ts"] <= meta["last_ts"] + PLOT_TAIL_S]
         if scenario == "label_flip":
             rows = [r for r in rows if r["source"] == "vendor-b"]
             label = "vendor-b disagreement with the model"
