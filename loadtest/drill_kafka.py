@@ -14,7 +14,6 @@ import time
 import uuid
 from typing import Any
 
-import orjson
 
 from loadtest.drills import Drill, drill_config, produce
 

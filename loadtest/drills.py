@@ -59,7 +59,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class Drill:
-    """Generated traffic: inference lines (bytes, one per JSONL line), label lines, metadata."""
+    """Synthetic traffic: inference lines (bytes, one per JSONL line), label lines, metadata."""
 
     inference: list[bytes]
     labels: list[bytes]
@@ -70,7 +70,7 @@ class Drill:
 
 def make_drill(scenario: str, n_events: int | None = None, injection: int | None = None, seed: int = 0,
                rate: float = RATE) -> Drill:
-    """Generate one scenario: ``n_events`` inference events, the incident from event ``injection`` on."""
+    """Synthesize one scenario: ``n_events`` inference events, the incident from event ``injection`` on."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; known: {sorted(SCENARIOS)}")
     sc = SCENARIOS[scenario]

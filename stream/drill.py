@@ -1,6 +1,6 @@
 """`driftline drill SCENARIO`: inject one known incident into realistic traffic and score the monitor.
 
-The scenario's logs are generated (``loadtest/drills.py``), replayed through the engine (or,
+The scenario's logs are synthesized (``loadtest/drills.py``), replayed through the engine (or,
 with ``--kafka``, produced to a loopback broker and run through a live worker) and scored: time to detection (events and seconds after the injection) by the scenario's intended
 signals, false alarms (alerts before the injection, or any alert on the stationary control),
 and whether a rollback fired when, and only when, one is expected. Results print as a table and
@@ -91,7 +91,7 @@ def _alert_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injection: int | None = None,
               out_dir: str | Path | None = None, batch_size: int = 4096) -> DrillResult:
-    """Generate, replay and score one scenario; files go to ``out_dir`` (a temporary one if None)."""
+    """Synthesize, replay and score one scenario; files go to ``out_dir`` (a temporary one if None)."""
     from stream.replay import ReplayConfig, run_replay
 
     drills = _drills()
@@ -120,7 +120,7 @@ def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injecti
 def run_kafka_drill(scenario: str, bootstrap: str, redis_url: str, seed: int = 0, n_events: int | None = None,
                     injection: int | None = None, rate: float = 20_000.0, timeout: float = 300.0,
                     out_dir: str | Path | None = None) -> DrillResult:
-    """Generate one scenario, run it through a worker on a loopback Kafka/Redis, score the control topic."""
+    """Synthesize one scenario, run it through a worker on a loopback Kafka/Redis, score the control topic."""
     drills = _drills()
     from loadtest.drill_kafka import run_kafka
 

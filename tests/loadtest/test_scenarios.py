@@ -1,6 +1,6 @@
 """End-to-end drills through replay: each incident is caught by its intended signal, the control is quiet.
 
-These run the real detection core on generated traffic (60k events per scenario, 200k for the
+These run the real detection core on synthetic traffic (60k events per scenario, 200k for the
 stationary control), so they are the slowest tests of the suite.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ def test_stationary_control_raises_nothing() -> None:
 def test_score_and_report(tmp_path) -> None:
     meta = {"scenario": "x", "intended_signals": ["trigger"], "intended_deployment": "canary",
             "intended_version": None, "intended_key": None, "injection_ts": 100.0, "injection_index": 10,
-            "rollback_expected": True, "first_ts": 0.0, "description": "test"}
+            "rollback_expected": True, "first_ts": 0.0, "last_ts": 200.0, "description": "test"}
     msgs = [{"kind": "alert", "signal": "numeric_drift", "deployment": "stable", "ts": 50.0},
             {"kind": "alert", "signal": "trigger", "deployment": "stable", "ts": 110.0},
             {"kind": "alert", "signal": "trigger", "deployment": "canary", "ts": 120.0, "detector": "p",
