@@ -151,8 +151,8 @@ class JsonDecoder:
     def decode_inference(self, raw: bytes) -> InferenceEvent:
         """Parse and validate one inference message."""
         obj = parse_json(raw, self.limits.max_bytes)
-        if self._plain and len(raw) <= self.limits.max_string and type(obj) is dict:
-            event = _fast_inference(obj, self.limits.max_features, self.limits.max_scores)
+        if self._plain and type(obj) is dict:
+            event = _fast_inference(obj, self.limits, len(raw) > self.limits.max_string)
             if event is not None:
                 return event
         return self.inference_from_obj(obj, len(raw))
@@ -295,11 +295,12 @@ class JsonDecoder:
         return DecodeError(f"wrong_type:{field}", f"field {field!r} must be {want}, got {_kind(v)}")
 
 
-def _fast_inference(obj: dict, max_features: int, max_scores: int) -> InferenceEvent | None:
-    """The default layout with every field well typed (the common case), else None.
+def _fast_inference(obj: dict, lim: Limits, check_lengths: bool) -> InferenceEvent | None:
+    """The default layout with every field well typed and within limits (the common case), else None.
 
-    Only for messages shorter than ``max_string``: no string inside can then be too long.
-    Anything unusual returns None and takes the general path, which names the problem.
+    Anything unusual returns None and takes the general path, which names the problem. String
+    lengths are only checked for messages longer than ``max_string`` (no string inside a shorter
+    message can exceed it).
     """
     get = obj.get
     eid, ts, model, ver, pred = get("event_id"), get("ts"), get("model"), get("model_version"), get("prediction")
@@ -307,11 +308,20 @@ def _fast_inference(obj: dict, max_features: int, max_scores: int) -> InferenceE
     if not (type(eid) is str and type(model) is str and type(ver) is str and type(pred) is str
             and eid and model and ver and pred and type(feats) is dict and type(ts) is float
             and ts - ts == 0 and (dep == "stable" or dep == "canary" or dep == "shadow")
-            and len(feats) <= max_features and set(map(type, feats.values())) <= _FLAT):
+            and len(feats) <= lim.max_features):
+        return None
+    types = set(map(type, feats.values()))
+    if not types <= _FLAT:
         return None
     scores, conf = get("scores"), get("confidence")
     if scores is not None:
-        if type(scores) is not dict or not set(map(type, scores.values())) <= _FLOAT or len(scores) > max_scores:
+        if type(scores) is not dict or not set(map(type, scores.values())) <= _FLOAT or len(scores) > lim.max_scores:
+            return None
+    if check_lengths:
+        m = lim.max_string
+        if (max(len(eid), len(model), len(ver), len(pred)) > m or (feats and max(map(len, feats)) > m)
+                or (str in types and max(len(v) for v in feats.values() if type(v) is str) > m)
+                or (scores and max(map(len, scores)) > m)):
             return None
     if conf is None:
         conf = _max_score(scores) if scores else None

@@ -63,6 +63,7 @@ class ReplayReport:
     unknown_model_events: int = 0
     unknown_model_labels: int = 0
     messages: Counter = field(default_factory=Counter)
+    detections: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> signal -> detections
     seconds: float = 0.0
     collected: list[dict[str, Any]] = field(default_factory=list)
 
@@ -76,7 +77,8 @@ class ReplayReport:
                 "rejected": {k: dict(sorted(v.items())) for k, v in self.rejected.items()},
                 "unknown_model_events": self.unknown_model_events,
                 "unknown_model_labels": self.unknown_model_labels,
-                "control_messages": dict(sorted(self.messages.items())), "seconds": round(self.seconds, 3),
+                "control_messages": dict(sorted(self.messages.items())), "detections": self.detections,
+                "seconds": round(self.seconds, 3),
                 "events_per_second": round(self.events_per_second, 1)}
 
     def summary(self) -> str:
@@ -156,17 +158,17 @@ def open_lines(path: str | Path) -> IO[bytes]:
 def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> Iterator[tuple[float, int, int, InferenceEvent | LabelEvent]]:
     """(ts, stream, line, event) for every decodable line; rejects are counted by reason."""
     decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
+    base = source_position(stream, 0, 0)
     for line_no, line in enumerate(fh, 1):
-        line = line.rstrip(b"\r\n")
-        if not line.strip():
+        if not line or line.isspace():
             rejected["blank_line"] += 1
             continue
         try:
-            item = decode(line)
+            item = decode(line)  # orjson ignores the trailing newline
         except DecodeError as err:
             rejected[err.reason] += 1
             continue
-        item.position = source_position(stream, 0, line_no)
+        item.position = base | line_no
         yield item.ts, stream, line_no, item
 
 
@@ -246,7 +248,7 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
         inf_it = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
         lab_it = (_items(lab_fh, LABELS, config.label_decoder, report.rejected["labels"])
                   if lab_fh is not None else iter(()))
-        merged = _merge(inf_it, lab_it)
+        merged = _merge(inf_it, lab_it) if lab_fh is not None else inf_it
         lab_rejected = report.rejected["labels"]
         while True:
             events: list[InferenceEvent] = []
@@ -300,6 +302,8 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     report.seconds = time.perf_counter() - started
     report.inference_lines = sum(report.rejected["inference"].values()) + report.events
     report.label_lines = sum(report.rejected["labels"].values()) + report.labels_joined
+    report.detections = {name: {k: v for k, v in mon.detections.items() if v}
+                         for name, mon in engine.monitors.items()}
     report.unknown_model_events = engine.unknown_model_events
     report.unknown_model_labels = engine.unknown_model_labels
     if engine.unknown_model_events:

@@ -10,6 +10,8 @@ import sys
 import orjson
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detectors.events import InferenceEvent, LabelEvent
 from detectors.spec import FeatureSpec, ModelSpec, MonitorSpec
@@ -155,3 +157,24 @@ def test_config_topic_mapping(tmp_path) -> None:
     cfg.write_text(yaml.safe_dump(doc))
     with pytest.raises(ValueError):
         load_replay_config(cfg)
+
+
+line = st.one_of(
+    st.binary(max_size=60).filter(lambda b: b"\n" not in b and b"\r" not in b),
+    st.builds(lambda i, x, v, p, ts: json.dumps(event(i, features={"x": x}, model_version=v, prediction=p, ts=ts)).encode(),
+              st.integers(0, 50), st.floats() | st.none() | st.text(max_size=3), st.sampled_from(["v1", "v2", ""]),
+              st.sampled_from(["a", "b", "zzz"]), st.floats(0, 1e4) | st.just(float("nan"))),
+    st.builds(lambda i, ts, lab: json.dumps({"event_id": f"e{i}", "ts": ts, "label": lab, "source": "s"}).encode(),
+              st.integers(0, 50), st.floats(0, 1e4), st.sampled_from(["a", "b", 3])))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(inf=st.lists(line, max_size=40), lab=st.lists(line, max_size=20), batch=st.integers(1, 8))
+def test_any_input_is_counted_never_raised(tmp_path, inf, lab, batch) -> None:
+    i, j = tmp_path / "i.jsonl", tmp_path / "l.jsonl"
+    i.write_bytes(b"".join(x + b"\n" for x in inf))
+    j.write_bytes(b"".join(x + b"\n" for x in lab))
+    report = run_replay(SPEC, i, j, tmp_path / "out.jsonl", batch_size=batch)
+    assert report.inference_lines == len(inf) and report.label_lines == len(lab)
+    for doc in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines()):
+        assert doc["schema"] == "driftline.control/v1"
