@@ -151,7 +151,7 @@ class ModelMonitor:
                     hits.append((h, int(idxs[h[7]]), v, d))
             if d == "stable":
                 self.stable_seen = v
-        if self.spec.canary.enabled and any(d == "canary" for _, d in groups):
+        if self.spec.canary.enabled and (self.canary.version is not None or any(d == "canary" for _, d in groups)):
             hits.extend(self._canary([e.model_version for e in events], [e.deployment for e in events], preds, conf))
         return self._emit(hits, events, _EVENT_ID, _POSITION, np.fromiter(map(_TS, events), dtype=np.float64, count=n))
 
@@ -172,14 +172,28 @@ class ModelMonitor:
         return out
 
     def _canary(self, vers, deps, preds, conf) -> list[tuple[Hit, int, str, str]]:
-        first = next(v for v, d in zip(vers, deps) if d == "canary")
-        if first not in self.listed:
-            return []
-        self.canary.start(first)
+        """Feed the canary judge from the first event of each canary version on, whatever the
+        batch cuts: stable traffic counts once a canary runs, even in batches without canary events."""
+        out: list[tuple[Hit, int, str, str]] = []
+        lo, n = 0, len(vers)
+        while lo < n:
+            cur = self.canary.version
+            j = next((i for i in range(lo, n) if deps[i] == "canary" and vers[i] != cur and vers[i] in self.listed), n)
+            if cur is not None and j > lo:
+                out.extend(self._canary_run(cur, vers[lo:j], deps[lo:j], preds[lo:j], conf[lo:j], lo))
+            if j == n:
+                break
+            self.canary.start(vers[j])
+            lo = j
+        return out
+
+    def _canary_run(self, version: str, vers, deps, preds, conf, offset: int) -> list[tuple[Hit, int, str, str]]:
         stable = self.stable_version
-        is_c = np.fromiter((d == "canary" and v == first for v, d in zip(vers, deps)), dtype=bool, count=len(vers))
-        is_s = np.fromiter((d == "stable" and v == stable for v, d in zip(vers, deps)), dtype=bool, count=len(vers))
-        return [(h, h[7], first, "canary") for h in self.canary.process(is_c, is_s, preds, conf)]
+        m = len(vers)
+        is_c = np.fromiter((d == "canary" and v == version for v, d in zip(vers, deps)), dtype=bool, count=m)
+        is_s = np.fromiter((d == "stable" and v == stable for v, d in zip(vers, deps)), dtype=bool, count=m)
+        return [(h[:7] + (h[7] + offset,), h[7] + offset, version, "canary")
+                for h in self.canary.process(is_c, is_s, preds, conf)]
 
     def process_labels(self, labels: Sequence[JoinedLabel]) -> list[ControlMessage]:
         """Process a micro-batch of joined labels of this model, in source order."""

@@ -32,6 +32,7 @@ from detectors import calibration as cal
 from detectors.errors import StateFormatError
 from detectors.profile import NumericProfile
 from detectors.sequential import Adwin
+from detectors.sketches import ordered_sum
 
 PH_MIN_INSTANCES = 30  # blocks before Page-Hinkley may fire (as river's default min_instances)
 REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
@@ -91,7 +92,7 @@ class NumericBank:
         self.ph_threshold = cal.page_hinkley_threshold(c.ph_delta, per_block * sh["page_hinkley"])
         self.adwins = [Adwin(self.adwin_delta) for _ in range(F)]
         self.ph_delta = c.ph_delta
-        # Page-Hinkley state per feature (rows): n, mean, up, up_min, down, down_max, detections
+        # Page-Hinkley state per feature (rows): n, running total, up, up_min, down, down_max, detections
         self.ph = np.zeros((7, F))
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["psi"], c.window)
         self.window = c.window
@@ -132,36 +133,41 @@ class NumericBank:
             self.wn += v.sum(axis=1)
         self.counts += np.bincount(codes, minlength=self.F * self.nb).reshape(self.F, self.nb)
         x = self._xz[lo:hi]
-        self.s1 += x.sum(axis=0)
-        self.s2 += np.einsum("ij,ij->j", x, x)
+        self.s1 = ordered_sum(self.s1, x)
+        self.s2 = ordered_sum(self.s2, x * x)
 
     def sequential(self, idx: np.ndarray) -> list[Hit]:
         """Block means of the prepared batch through Page-Hinkley and ADWIN."""
         xz, valid = self._xz, self._valid
-        n, k = xz.shape[0], self.k
-        first = k - self.part_e - 1
-        if first >= n:
-            self.part_s += xz.sum(axis=0)
+        n, k, F, pe = xz.shape[0], self.k, self.F, self.part_e
+        nblk = (pe + n) // k
+        if nblk == 0:
+            self.part_s = ordered_sum(self.part_s if pe else np.full(F, -0.0), xz)
             self.part_c += n if self._all_valid else valid.sum(axis=0)
             self.part_e += n
             return []
-        ends = np.arange(first, n, k)
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        # reduceat's last segment runs to the end of the array: cut it at the last block end
-        cuts = starts if ends[-1] + 1 >= n else np.concatenate((starts, [ends[-1] + 1]))
-        S = np.add.reduceat(xz, cuts, axis=0)[: ends.size]
+        # Block sums are left-to-right scans, and the open block's partial sum is continued
+        # (after -0.0 padding, the additive identity), so a block's sum is the same whatever
+        # the batch cuts. The first block completes the open one.
+        used = nblk * k - pe
+        head = np.full((pe, F), -0.0)
+        if pe:
+            head[-1] = self.part_s
+        blocks = np.concatenate((head, xz[:used])) if pe else xz[:used]
+        S = np.add.accumulate(blocks.reshape(nblk, k, F), axis=1)[:, -1]
         if self._all_valid:
-            C = np.broadcast_to((ends - starts + 1)[:, None], S.shape).astype(np.int64)
+            C = np.full((nblk, F), k, dtype=np.int64)
+            C[0] -= pe
         else:
-            C = np.add.reduceat(valid.astype(np.int64), cuts, axis=0)[: ends.size]
-        S[0] += self.part_s
+            C = np.concatenate((np.zeros((pe, F), dtype=np.int64), valid[:used].astype(np.int64))
+                               ).reshape(nblk, k, F).sum(axis=1)
         C[0] += self.part_c
-        last = int(ends[-1])
-        tail = xz[last + 1:]
-        self.part_s = tail.sum(axis=0)
-        self.part_c = (np.full(self.F, tail.shape[0], dtype=np.int64) if self._all_valid
-                       else valid[last + 1:].sum(axis=0))
-        self.part_e = n - last - 1
+        ends = np.arange(1, nblk + 1) * k - 1 - pe
+        tail = xz[used:]
+        self.part_e = tail.shape[0]
+        self.part_s = ordered_sum(np.full(F, -0.0), tail) if self.part_e else np.zeros(F)
+        self.part_c = (np.full(F, self.part_e, dtype=np.int64) if self._all_valid
+                       else valid[used:].sum(axis=0))
         ok = (C >= self.min_block) & self.enabled
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (S / np.maximum(C, 1) - self.mu) * np.sqrt(C) / self.sigma
@@ -222,11 +228,11 @@ class NumericBank:
             Z = z if allsel else z[:, sel]
             n0, m0, u0, umin0, d0, dmax0 = (st[:, sel] if not allsel else st)[:6]
             t = n0 + np.arange(1, Z.shape[0] + 1, dtype=np.float64)[:, None]
-            mean = (n0 * m0 + np.cumsum(Z, axis=0)) / t
-            dev = Z - mean
-            up = u0 + np.cumsum(dev - d, axis=0)
+            total = _scan(m0, Z)
+            dev = Z - total / t
+            up = _scan(u0, dev - d)
             umin = np.minimum(np.minimum.accumulate(up, axis=0), umin0)
-            down = d0 + np.cumsum(dev + d, axis=0)
+            down = _scan(d0, dev + d)
             dmax = np.maximum(np.maximum.accumulate(down, axis=0), dmax0)
             alarm = (((up - umin) > h) | ((dmax - down) > h)) & (t >= PH_MIN_INSTANCES)
             any_alarm = alarm.any(axis=0)
@@ -234,7 +240,7 @@ class NumericBank:
             cols = sel[keep]
             if cols.size:
                 st[0, cols] = t[-1, keep]
-                st[1, cols] = mean[-1, keep]
+                st[1, cols] = total[-1, keep]
                 st[2, cols] = up[-1, keep]
                 st[3, cols] = umin[-1, keep]
                 st[4, cols] = down[-1, keep]
@@ -257,11 +263,11 @@ class NumericBank:
             v = x[start:]
             n0, m0, u0, umin0, d0, dmax0 = st[:6, f]
             t = n0 + np.arange(1, v.size + 1, dtype=np.float64)
-            mean = (n0 * m0 + np.cumsum(v)) / t
-            dev = v - mean
-            up = u0 + np.cumsum(dev - d)
+            total = _scan(m0, v)
+            dev = v - total / t
+            up = _scan(u0, dev - d)
             umin = np.minimum(np.minimum.accumulate(up), umin0)
-            down = d0 + np.cumsum(dev + d)
+            down = _scan(d0, dev + d)
             dmax = np.maximum(np.maximum.accumulate(down), dmax0)
             alarm = (((up - umin) > h) | ((dmax - down) > h)) & (t >= PH_MIN_INSTANCES)
             if alarm.any():
@@ -271,7 +277,7 @@ class NumericBank:
                 st[6, f] += 1
                 start += i + 1
                 continue
-            st[:6, f] = (t[-1], mean[-1], up[-1], umin[-1], down[-1], dmax[-1])
+            st[:6, f] = (t[-1], total[-1], up[-1], umin[-1], down[-1], dmax[-1])
             break
         return out
 
@@ -376,6 +382,12 @@ class NumericBank:
         self.ph = np.array(ph, dtype=np.float64).reshape(7, F)
         if (self.ph[0] < 0).any() or (self.ph[6] < 0).any():
             raise StateFormatError("numeric.ph: negative counts")
+
+
+def _scan(start: Any, x: np.ndarray) -> np.ndarray:
+    """Running sums ``start + x[0]``, ``start + x[0] + x[1]``, ... along axis 0, left to right
+    (the additions of the one-value Page-Hinkley recursion, whatever the batch cuts)."""
+    return np.add.accumulate(np.concatenate((np.asarray(start, dtype=np.float64)[None], x)), axis=0)[1:]
 
 
 def _smoothed_rows(C: np.ndarray, mask: np.ndarray) -> np.ndarray:

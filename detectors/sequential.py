@@ -24,6 +24,15 @@ from detectors.state import check_float, check_int, check_list, check_str, enc_f
 MAX_ADWIN_STATE = 1 << 20  # bytes; a real ADWIN state is a few KiB
 
 
+def _scan(start: float, x: np.ndarray) -> np.ndarray:
+    """Running sums ``start + x[0]``, ``start + x[0] + x[1]``, ... added left to right.
+
+    The same additions in the same order as the one-value :meth:`PageHinkley.update`, so
+    the state after a stream does not depend on how the stream was cut into batches.
+    """
+    return np.add.accumulate(np.concatenate(([start], x)))[1:]
+
+
 class PageHinkley:
     """Two-sided Page-Hinkley test against the running mean since the last detection.
 
@@ -36,7 +45,7 @@ class PageHinkley:
     [52]
     """
 
-    __slots__ = ("delta", "threshold", "min_instances", "n", "mean", "up", "up_min", "down", "down_max",
+    __slots__ = ("delta", "threshold", "min_instances", "n", "total", "up", "up_min", "down", "down_max",
                  "detections")
 
     def __init__(self, delta: float, threshold: float, min_instances: int = 30) -> None:
@@ -48,11 +57,16 @@ class PageHinkley:
 
     def _reset(self) -> None:
         self.n = 0
-        self.mean = 0.0
+        self.total = 0.0
         self.up = 0.0
         self.up_min = 0.0
         self.down = 0.0
         self.down_max = 0.0
+
+    @property
+    def mean(self) -> float:
+        """Running mean since the last detection."""
+        return self.total / self.n if self.n else 0.0
 
     @property
     def statistic(self) -> float:
@@ -62,8 +76,8 @@ class PageHinkley:
     def update(self, x: float) -> bool:
         """Add one value; True when a change is detected (the detector then restarts)."""
         self.n += 1
-        self.mean += (x - self.mean) / self.n
-        dev = x - self.mean
+        self.total += x
+        dev = x - self.total / self.n
         self.up += dev - self.delta
         if self.up < self.up_min:
             self.up_min = self.up
@@ -90,11 +104,11 @@ class PageHinkley:
         while start < m:
             v = x[start:]
             t = self.n + np.arange(1, v.size + 1, dtype=np.float64)
-            mean = (self.n * self.mean + np.cumsum(v)) / t
-            dev = v - mean
-            up = self.up + np.cumsum(dev - d)
+            total = _scan(self.total, v)
+            dev = v - total / t
+            up = _scan(self.up, dev - d)
             up_min = np.minimum(np.minimum.accumulate(up), self.up_min)
-            down = self.down + np.cumsum(dev + d)
+            down = _scan(self.down, dev + d)
             down_max = np.maximum(np.maximum.accumulate(down), self.down_max)
             alarm = ((up - up_min > h) | (down_max - down > h)) & (t >= self.min_instances)
             if alarm.any():
@@ -105,20 +119,20 @@ class PageHinkley:
                 start += i + 1
                 continue
             self.n += v.size
-            self.mean = float(mean[-1])
+            self.total = float(total[-1])
             self.up, self.up_min = float(up[-1]), float(up_min[-1])
             self.down, self.down_max = float(down[-1]), float(down_max[-1])
             break
         return out
 
     def to_state(self) -> list[Any]:
-        return [self.n, enc_float(self.mean), enc_float(self.up), enc_float(self.up_min),
+        return [self.n, enc_float(self.total), enc_float(self.up), enc_float(self.up_min),
                 enc_float(self.down), enc_float(self.down_max), self.detections]
 
     def load_state(self, st: Any) -> None:
         st = check_list(st, "page_hinkley", 7)
         self.n = check_int(st[0], "page_hinkley.n")
-        self.mean, self.up, self.up_min, self.down, self.down_max = (
+        self.total, self.up, self.up_min, self.down, self.down_max = (
             check_float(v, "page_hinkley", finite=True) for v in st[1:6])
         self.detections = check_int(st[6], "page_hinkley.detections")
 

@@ -120,52 +120,85 @@ class Vocabulary:
 
 
 class Moments:
-    """Count, mean and sum of squared deviations (Chan et al. parallel merge)."""
+    """Count, mean and sum of squared deviations of a stream of values.
 
-    __slots__ = ("n", "mean", "m2")
+    Kept as sums of ``x - shift`` (``shift`` is the first value seen, for numerical
+    stability) added strictly in arrival order (:func:`ordered_sum`), so the result does not
+    depend on how the stream was cut into batches. Two sketches merge into the sketch of
+    the union (up to float rounding).
 
-    def __init__(self, n: int = 0, mean: float = 0.0, m2: float = 0.0) -> None:
-        self.n, self.mean, self.m2 = int(n), float(mean), float(m2)
+    >>> m = Moments(); m.update(np.array([1.0, 2.0])); m.update(np.array([3.0]))
+    >>> (m.n, m.mean, m.m2)
+    (3, 2.0, 2.0)
+    """
+
+    __slots__ = ("n", "shift", "s1", "s2")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    @property
+    def mean(self) -> float:
+        return self.shift + self.s1 / self.n if self.n else 0.0
+
+    @property
+    def m2(self) -> float:
+        """Sum of squared deviations from the mean."""
+        return max(self.s2 - self.s1 * self.s1 / self.n, 0.0) if self.n else 0.0
 
     @property
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
 
     def update(self, values: np.ndarray) -> None:
-        n = values.size
-        if n:
-            s = float(values.sum())
-            mean = s / n
-            d = values - mean
-            self._merge_in(n, mean, float(np.dot(d, d)))
-
-    def _merge_in(self, n: int, mean: float, m2: float) -> None:
-        if n == 0:
-            return
-        tot = self.n + n
-        d = mean - self.mean
-        self.mean += d * n / tot
-        self.m2 += m2 + d * d * self.n * n / tot
-        self.n = tot
+        if values.size:
+            if self.n == 0:
+                self.shift = float(values[0])
+            d = values - self.shift
+            self.s1 = float(ordered_sum(self.s1, d))
+            self.s2 = float(ordered_sum(self.s2, d * d))
+            self.n += int(values.size)
 
     def merge(self, other: "Moments") -> "Moments":
-        out = Moments(self.n, self.mean, self.m2)
-        out._merge_in(other.n, other.mean, other.m2)
+        out = Moments()
+        for part in (self, other):
+            if part.n == 0:
+                continue
+            if out.n == 0:
+                out.shift = part.shift
+            d = part.shift - out.shift  # re-centre part's sums on out's shift
+            out.s1 += part.s1 + part.n * d
+            out.s2 += part.s2 + 2.0 * d * part.s1 + part.n * d * d
+            out.n += part.n
         return out
 
     def reset(self) -> None:
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+        self.n, self.shift, self.s1, self.s2 = 0, 0.0, 0.0, 0.0
 
     def to_state(self) -> list[Any]:
-        return [self.n, enc_float(self.mean), enc_float(self.m2)]
+        return [self.n, enc_float(self.shift), enc_float(self.s1), enc_float(self.s2)]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "moments", 3)
+        st = check_list(st, "moments", 4)
         self.n = check_int(st[0], "moments.n")
-        self.mean = check_float(st[1], "moments.mean", finite=True)
-        self.m2 = check_float(st[2], "moments.m2", finite=True)
-        if self.m2 < 0:
-            raise StateFormatError("moments.m2 negative")
+        self.shift = check_float(st[1], "moments.shift", finite=True)
+        self.s1 = check_float(st[2], "moments.s1", finite=True)
+        self.s2 = check_float(st[3], "moments.s2", finite=True)
+        if self.s2 < 0:
+            raise StateFormatError("moments.s2 negative")
+
+
+def ordered_sum(start: Any, x: np.ndarray) -> Any:
+    """``start + x[0] + x[1] + ...`` added in that order (along axis 0).
+
+    ``numpy.sum`` adds pairwise, so a stream summed in two batches differs from the same
+    stream summed at once in the last bits; a left-to-right scan does not, which keeps
+    detector state identical however a consumer happens to cut its micro-batches.
+    """
+    if x.shape[0] == 0:
+        return start
+    seq = np.concatenate((np.asarray(start, dtype=np.float64)[None], x), axis=0)
+    return np.add.accumulate(seq, axis=0)[-1]
 
 
 # -- divergences between a window's counts and reference proportions -------------------------

@@ -60,6 +60,35 @@ def test_messages_do_not_depend_on_batch_boundaries(cuts_e, cuts_l):
     assert run(ModelMonitor(SPEC, CAL, AL), EVENTS, LABELS, cuts_e, cuts_l) == BASELINE
 
 
+BASELINE_STATE = None
+
+
+def _state_after(cuts_e, cuts_l, restore):
+    """Final state bytes after feeding the traffic in the given batches, optionally restoring
+    the monitor from its bytes at every cut (as a worker does after a crash or a rebalance)."""
+    mon = ModelMonitor(SPEC, CAL, AL)
+    out = []
+    for items, cuts, kind in ((EVENTS, cuts_e, "i"), (LABELS, cuts_l, "l")):
+        b = [0] + sorted(set(c for c in cuts if 0 < c < len(items))) + [len(items)]
+        for lo, hi in zip(b, b[1:]):
+            fn = mon.process_inference if kind == "i" else mon.process_labels
+            out += [m.to_dict() for m in fn(items[lo:hi])]
+            if restore:
+                mon = ModelMonitor.from_bytes(SPEC, CAL, AL, mon.to_bytes())
+    return out, mon.to_bytes()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.integers(1, 4620), max_size=14), st.lists(st.integers(1, 3600), max_size=8), st.booleans())
+def test_state_bytes_do_not_depend_on_batch_boundaries(cuts_e, cuts_l, restore):
+    global BASELINE_STATE
+    if BASELINE_STATE is None:
+        BASELINE_STATE = _state_after([], [], False)
+    messages, blob = _state_after(cuts_e, cuts_l, restore)
+    assert messages == BASELINE_STATE[0]
+    assert blob == BASELINE_STATE[1], "state after the same stream must be byte-identical whatever the cuts"
+
+
 @pytest.mark.parametrize("split", [150, 399, 401, 1700, 3010, 4000])
 def test_state_round_trip_gives_identical_future(split):
     mon = ModelMonitor(SPEC, CAL, AL)
