@@ -313,6 +313,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="loopback Redis URL (with --kafka)")
     parser.add_argument("--rate", type=float, default=20_000.0, help="messages produced per second (with --kafka)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the worker (with --kafka)")
+    parser.add_argument("--produce-only", action="store_true",
+                        help="with --kafka and --config: only produce the scenario's traffic to the config's "
+                             "inference and label topics, for a worker that is already running")
+    parser.add_argument("--config", default=None, help="driftline config whose topics --produce-only writes to")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -324,6 +328,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"driftline drill: unknown scenario {unknown[0]!r}; known: {', '.join(sorted(drills.SCENARIOS))}",
               file=sys.stderr)
         return 2
+    if args.produce_only:
+        return _produce_only(drills, names, args)
     results = []
     for name in names:
         out = Path(args.out) / name
@@ -338,6 +344,31 @@ def run(args: argparse.Namespace) -> int:
         results.append(res)
     print(table(results))
     return 0 if all(r.passed for r in results) else 1
+
+
+def _produce_only(drills, names: list[str], args: argparse.Namespace) -> int:
+    """Play scenarios into a running deployment's topics (the docker-compose ``drill`` service)."""
+    from stream.config import ConfigError, load_config
+
+    if not args.kafka or not args.config:
+        print("driftline drill: --produce-only needs --kafka and --config", file=sys.stderr)
+        return 2
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"driftline drill: {err}", file=sys.stderr)
+        return 2
+    inference, labels = config.kafka.inference_topics[0].name, config.kafka.label_topics[0].name
+    for name in names:
+        drill = drills.make_drill(name, n_events=args.events, injection=args.injection, seed=args.seed)
+        try:
+            sent = drills.produce(args.kafka, drill, inference, labels, rate=args.rate)
+        except ValueError as err:
+            print(f"driftline drill: {err}", file=sys.stderr)
+            return 2
+        print(f"{name}: produced {sent} messages to {inference} and {labels} "
+              f"(incident from event {drill.meta['injection_index']})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,3 +20,34 @@ def test_rogue_version_live(stack) -> None:
     r = run_kafka_drill("rogue_version", stack.kafka_bootstrap, stack.redis_url, seed=0, n_events=15_000,
                         injection=10_000, timeout=240)
     assert r.detected and r.detection["version"] == "v2-hotfix" and not r.rollback_fired
+
+
+def test_produce_only_plays_a_scenario_into_a_configured_deployment(stack, tmp_path) -> None:
+    """What the docker-compose ``drill`` service does: traffic into the topics a running worker reads."""
+    import uuid
+
+    import yaml
+    from confluent_kafka import Consumer, TopicPartition
+
+    from loadtest.drills import drill_config
+    from stream.drill import main
+
+    prefix = f"produce-{uuid.uuid4().hex[:8]}"
+    cfg = tmp_path / "driftline.yaml"
+    cfg.write_text(yaml.safe_dump(drill_config(stack.kafka_bootstrap, stack.redis_url, prefix=prefix)))
+    code = main(["rogue_version", "--produce-only", "--config", str(cfg), "--kafka", stack.kafka_bootstrap,
+                 "--events", "3000", "--injection", "2000", "--rate", "50000"])
+    assert code == 0
+    c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"{prefix}-count"})
+    try:
+        counts = {}
+        for topic in (f"{prefix}-inference", f"{prefix}-labels"):
+            meta = c.list_topics(topic, timeout=10).topics[topic]
+            counts[topic] = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                                for p in meta.partitions)
+    finally:
+        c.close()
+    assert counts[f"{prefix}-inference"] == 3000
+    assert counts[f"{prefix}-labels"] > 0
+    assert main(["rogue_version", "--produce-only", "--config", str(cfg), "--kafka", "10.1.2.3:9092",
+                 "--events", "100"]) == 2, "drills must refuse a non-loopback broker"
