@@ -135,6 +135,26 @@ class StateStore:
         if n:
             pipe.execute()
 
+    @property
+    def inference_clock_key(self) -> str:
+        return f"{self._prefix}:inference_clock:{self._group}"
+
+    def advance_inference_clock(self, clocks: Mapping[str, float]) -> None:
+        """Record, per inference partition (``topic:partition``), the time up to which its
+        predictions have been routed (message timestamp, or now when caught up)."""
+        if clocks:
+            self._r.hset(self.inference_clock_key, mapping={k: repr(float(v)) for k, v in clocks.items()})
+
+    def inference_clock(self) -> dict[str, float]:
+        """What :meth:`advance_inference_clock` recorded, from every worker of the group."""
+        out: dict[str, float] = {}
+        for k, v in self._r.hgetall(self.inference_clock_key).items():
+            try:
+                out[k.decode()] = float(v)
+            except (UnicodeDecodeError, ValueError):
+                continue
+        return out
+
     def lookup_predictions(self, event_ids: list[str]) -> list[PendingPrediction | None]:
         """The pending prediction of each event id, or None when unknown or past the horizon."""
         if not event_ids:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
@@ -82,6 +82,12 @@ class Worker:
         self._producer: Producer | None = None
         self._last_lag = 0.0
         self._last_idle_commit = 0.0
+        self._label_wait = config.redis.label_wait_seconds
+        self._waiting_since: dict[tuple[str, int], float] = {}  # label partition -> monotonic start of its wait
+        self._routed_until: dict[str, float] = {}  # "topic:partition" -> newest routed inference timestamp
+        self._last_clock = 0.0
+        self._inference_partitions: list[str] = []
+        self._last_metadata = float("-inf")
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -130,6 +136,7 @@ class Worker:
                     self._process(msgs)
                 else:
                     self._commit_idle_positions()
+                    self._publish_inference_clock()
                 self._update_lag()
                 if not self.ready.is_set() and consumer.assignment():
                     self.ready.set()
@@ -202,7 +209,9 @@ class Worker:
                 else:
                     raw_labels.append(msg)
             self._route_inference(raw_inference, outcome)
-            self._route_labels(raw_labels, outcome)
+            for (topic, partition), offset in self._route_labels(raw_labels, outcome).items():
+                positions[(topic, partition)] = offset
+                self._consumer.seek(TopicPartition(topic, partition, offset))
             staged = self._detect(internal, positions, outcome)
             producer.send_offsets_to_transaction(
                 [TopicPartition(t, p, o) for (t, p), o in positions.items()],
@@ -215,6 +224,7 @@ class Worker:
             raise
         for part in staged:
             self._store.promote(part)
+        self._publish_inference_clock()
         self.metrics.observe_checkpoint(time.perf_counter() - checkpoint_started)
         self.metrics.observe_batch(time.perf_counter() - started, outcome)
         if self._on_batch is not None:
@@ -260,12 +270,25 @@ class Worker:
                 continue
             pending.append((event.event_id, PendingPrediction(
                 event.model, event.model_version, event.deployment, event.prediction, event.ts)))
+            clock_key = f"{topic}:{msg.partition()}"
+            sent = _message_time(msg)
+            if sent > self._routed_until.get(clock_key, float("-inf")):
+                self._routed_until[clock_key] = sent
             producer.produce(self._internal, value=encode_inference(event), key=event.model.encode(),
                              partition=partition_for(event.model, self._partitions))
             outcome.events += 1
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
 
-    def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> None:
+    def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], int]:
+        """Join labels with their predictions and re-publish them beside the model's events.
+
+        A label whose prediction is not in Redis yet may simply have overtaken it (the label
+        partition was fetched ahead of the inference partitions). While some inference partition
+        has not been routed up to the label's timestamp, the label partition stops at that label
+        (returned: partition -> offset to resume from) for at most ``redis.label_wait_seconds``;
+        otherwise the label is dead-lettered as unmatched. Nothing is stored on the side, so the
+        wait costs no exactly-once bookkeeping.
+        """
         labels: list[tuple[Message, LabelEvent]] = []
         for msg in msgs:
             try:
@@ -273,10 +296,30 @@ class Worker:
                 lab.position = source_position(self._topic_index[msg.topic()], msg.partition(), msg.offset())
                 labels.append((msg, lab))
             except DecodeError as err:
+                labels.append((msg, None))
                 self._dead_letter(msg, err.reason, str(err), outcome)
-        found = self._store.lookup_predictions([lab.event_id for _, lab in labels])
-        for (msg, lab), pred in zip(labels, found):
+        found = self._store.lookup_predictions([lab.event_id for _, lab in labels if lab is not None])
+        found_iter = iter(found)
+        frontier: float | None = None
+        stopped: dict[tuple[str, int], int] = {}
+        seen: set[tuple[str, int]] = set()
+        for msg, lab in labels:
+            tp = (msg.topic(), msg.partition())
+            if tp in stopped:
+                if lab is not None:
+                    next(found_iter)
+                continue
+            seen.add(tp)
+            if lab is None:
+                continue
+            pred = next(found_iter)
             if pred is None:
+                if frontier is None:
+                    frontier = self._inference_frontier()
+                started = self._waiting_since.setdefault(tp, time.monotonic())
+                if frontier < _message_time(msg) and time.monotonic() - started < self._label_wait:
+                    stopped[tp] = msg.offset()
+                    continue
                 self.metrics.late_label("unknown_or_expired")
                 self._dead_letter(msg, "label_unmatched",
                                   f"no prediction for event {lab.event_id!r} within the join horizon", outcome)
@@ -286,6 +329,40 @@ class Worker:
             self._producer.produce(self._internal, value=encode_label(joined), key=pred.model.encode(),
                                    partition=partition_for(pred.model, self._partitions))
             outcome.labels += 1
+        for tp in seen - stopped.keys():
+            self._waiting_since.pop(tp, None)
+        return stopped
+
+    def _inference_frontier(self) -> float:
+        """Time up to which every inference partition has been routed, by any worker of the group."""
+        now = time.monotonic()
+        if now - self._last_metadata > 10.0:
+            self._last_metadata = now
+            meta = self._consumer.list_topics(timeout=10).topics
+            self._inference_partitions = [f"{t}:{p}" for t in sorted(self._inference_topics) if t in meta
+                                          for p in sorted(meta[t].partitions)]
+        clocks = self._store.inference_clock()
+        return min((clocks.get(k, float("-inf")) for k in self._inference_partitions), default=float("inf"))
+
+    def _publish_inference_clock(self) -> None:
+        """Share how far this worker's inference partitions are routed (see :meth:`_route_labels`).
+
+        Committed batches report their newest message time; a partition read up to its end
+        reports the current time, at most once a second.
+        """
+        clocks, self._routed_until = self._routed_until, {}
+        now = time.monotonic()
+        if now - self._last_clock >= 1.0 and self._consumer is not None:
+            self._last_clock = now
+            mine = [tp for tp in self._consumer.assignment() if tp.topic in self._inference_topics]
+            for tp in self._consumer.position(mine) if mine else []:
+                try:
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+                except KafkaException:
+                    continue
+                if tp.offset >= high or (tp.offset < 0 and high == low):
+                    clocks[f"{tp.topic}:{tp.partition}"] = time.time()
+        self._store.advance_inference_clock(clocks)
 
     def _detect(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
                 outcome: BatchOutcome) -> list[PartitionKey]:
@@ -375,6 +452,12 @@ class Worker:
             except KafkaException:
                 continue
             self.metrics.consumer_lag(tp.topic, tp.partition, max(0, high - tp.offset))
+
+
+def _message_time(msg: Message) -> float:
+    """Kafka timestamp of a message in seconds (now when the broker gave none)."""
+    kind, ms = msg.timestamp()
+    return ms / 1000.0 if kind != TIMESTAMP_NOT_AVAILABLE and ms >= 0 else time.time()
 
 
 def run(config: DriftlineConfig, worker_id: str = "0") -> int:

@@ -202,3 +202,34 @@ def test_two_workers_split_partitions_and_match_one_worker(stack, tmp_path):
     assert sorted(m["id"] for m in two) == sorted(m["id"] for m in one)
     for m in models:
         assert _state_blob(stack, pair, m) == _state_blob(stack, single, m)
+
+
+def _labels_of(stack, scenario, model: str) -> int:
+    from detectors.state import decode_state
+    return decode_state(_state_blob(stack, scenario, model))["counters"][1]
+
+
+def test_labels_that_overtake_their_predictions_still_join(stack, tmp_path):
+    """Labels fetched before the backlog holding their predictions is routed wait for it, boundedly;
+    labels for events that never existed are dead-lettered as unmatched."""
+    scenario = make_scenario(tmp_path, stack)
+    events = inference_events("content-filter", 20000, seed=5)
+    produce(stack, scenario.inference_topic, events)
+    late = events[-300:]  # predictions at the very end of the backlog
+    labels = [{"event_id": e["event_id"], "ts": e["ts"] + 60, "label": e["prediction"], "source": "vendor-a"}
+              for e in late]
+    ghosts = [{"event_id": f"ghost-{i}", "ts": 1_800_000_000.0, "label": "safe", "source": "vendor-a"}
+              for i in range(20)]
+    produce(stack, scenario.label_topic, labels + ghosts, key_field="event_id")
+    worker = start_worker(scenario)
+    try:
+        dead = wait_until(lambda: read_topic(stack, scenario.dead_letter_topic, expect=len(ghosts), timeout=5),
+                          timeout=180, what="the ghost labels to be dead-lettered")
+        wait_until(lambda: _state_blob(stack, scenario, "content-filter") is not None
+                   and _labels_of(stack, scenario, "content-filter") >= len(labels), timeout=180,
+                   what="every label to be joined")
+    finally:
+        stop_worker(worker)
+    assert _labels_of(stack, scenario, "content-filter") == len(labels)
+    assert sorted(d["reason"] for d in dead) == ["label_unmatched"] * len(ghosts)
+    assert all(b'"ghost-' in json.dumps(d).encode() for d in dead)
