@@ -27,8 +27,11 @@ def _loopback(address: str) -> None:
 
 
 def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000.0, timeout: float = 300.0,
-              idle: float = 8.0) -> list[dict[str, Any]]:
-    """Produce ``drill`` to fresh topics, run a worker, return the control messages it committed."""
+              idle: float = 8.0, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Produce ``drill`` to fresh topics, run a worker, return the control messages it committed.
+
+    ``counts``, if given, receives the committed events, joined labels and dead letters.
+    """
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from stream.config import parse_config
@@ -50,12 +53,17 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
         fut.result(30)
 
     routed = [0]
+    totals = counts if counts is not None else {}
+    totals.update(events=0, labels=0, dead_letters=0)
     messages: list[dict[str, Any]] = []
     lock = threading.Lock()
 
     def on_batch(outcome: BatchOutcome) -> None:  # called once the batch's transaction has committed
         with lock:
             routed[0] += outcome.events + outcome.labels + outcome.dead_letters
+            totals["events"] += outcome.events
+            totals["labels"] += outcome.labels
+            totals["dead_letters"] += outcome.dead_letters
             messages.extend(outcome.control_messages)
 
     worker = Worker(config, worker_id="drill", on_batch=on_batch)

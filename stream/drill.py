@@ -127,12 +127,15 @@ def run_kafka_drill(scenario: str, bootstrap: str, redis_url: str, seed: int = 0
     drill = drills.make_drill(scenario, n_events=n_events, injection=injection, seed=seed)
     if out_dir is not None:
         drills.write_drill(drill, out_dir)
-    messages = run_kafka(drill, bootstrap, redis_url, rate=rate, timeout=timeout)
+    counts: dict[str, int] = {}
+    messages = run_kafka(drill, bootstrap, redis_url, rate=rate, timeout=timeout, counts=counts)
     if out_dir is not None:
         with open(Path(out_dir) / "alerts.jsonl", "w") as fh:
             fh.writelines(json.dumps(m) + "\n" for m in messages)
     alerts = [m for m in messages if m.get("kind") == "alert"]
-    return score(drill.meta, messages, alerts, drill.inference_ts, {"mode": "kafka", "bootstrap": bootstrap})
+    return score(drill.meta, messages, alerts, drill.inference_ts,
+                 {"mode": "kafka", "bootstrap": bootstrap, "produced_inference": len(drill.inference),
+                  "produced_labels": len(drill.labels), **counts})
 
 
 def _record_detections(monitor: Any, out: list[dict[str, Any]]) -> None:

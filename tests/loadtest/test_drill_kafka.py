@@ -14,6 +14,11 @@ def test_backdoored_canary_is_rolled_back_live(stack) -> None:
     assert r.detected and r.rollback_fired
     rollback = next(m for m in r.messages if m["kind"] == "rollback")
     assert rollback["canary_version"] == "v3" and rollback["stable_version"] == "v1"
+    routed = r.replay
+    assert routed["events"] == routed["produced_inference"], "every inference event must be committed once"
+    # the drill adds one label per 500 for events that never existed; every other label must join
+    assert routed["labels"] + routed["dead_letters"] == routed["produced_labels"]
+    assert routed["dead_letters"] <= routed["produced_labels"] // 500 + 1, "labels lost in the live join"
 
 
 def test_rogue_version_live(stack) -> None:
