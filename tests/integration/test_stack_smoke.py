@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.parse
 import urllib.request
@@ -15,7 +16,8 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 pytestmark = pytest.mark.integration
 
-SCRAPED_PORT = 19464  # listed in the stack's Prometheus scrape targets
+# the last of the stack's Prometheus scrape targets (scripts/stack, DRIFTLINE_METRICS_PORTS)
+SCRAPED_PORT = int(os.environ.get("DRIFTLINE_METRICS_PORTS", "9464 9465 19464").split()[-1])
 
 
 def test_inference_events_round_trip_through_kafka_consumer_group(stack):
