@@ -24,6 +24,21 @@ SIGNALS: tuple[str, ...] = (
     "canary_divergence",   # canary vs stable prediction / confidence / error rate
 )
 
+#: Detector names per signal (as in ``Detection.detector``).
+DETECTORS: dict[str, tuple[str, ...]] = {
+    "numeric_drift": ("adwin", "page_hinkley", "psi", "js", "ks"),
+    "categorical_drift": ("js", "chi2", "unseen_rate"),
+    "prediction_drift": ("class_rate", "dominance"),
+    "confidence_drift": ("mean", "low_rate"),
+    "label_drift": ("class_rate", "entropy"),
+    "performance": ("error_rate", "class_error_rate"),
+    "label_disagreement": ("model", "sources"),
+    "trigger": ("triggered_rate", "p_class_given_trigger"),
+    "input_integrity": ("invalid_rate",),
+    "version_integrity": ("unlisted_version", "unknown_deployment"),
+    "canary_divergence": ("prediction", "confidence", "error_rate"),
+}
+
 
 @dataclass(slots=True)
 class Detection:

@@ -82,6 +82,7 @@ class ModelMonitor:
         self.label_streams: dict[tuple[str, str], LabelStream] = {}
         self.sources = SourceDisagreement(calibration)
         self.canary = CanaryJudge(len(spec.classes) + 1, spec.canary)
+        self._rollback_signals = frozenset(spec.canary.rollback_signals)
         self.policy = AlertPolicy(spec.name, alerts)
         self.now = float("-inf")
         self.unlisted: dict[str, int] = {}     # unlisted version (or "deployment:<name>") -> events
@@ -275,13 +276,30 @@ class ModelMonitor:
                 per[det.signal] = per.get(det.signal, 0) + 1
             alerts = policy.observe(det, float(now_arr[gi]))
             out.extend(alerts)
-            if d == "canary" and det.severity == "page" and v in self.listed:
+            if d == "canary" and v in self.listed and self._rolls_back(det):
                 alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal)
                 if alert_id is not None:
                     out.extend(self._rollback(det, alert_id))
         resolve_until(n - 1)
         self.now = float(now_arr[-1])
         return out
+
+    def _rolls_back(self, det: Detection) -> bool:
+        """Whether a detection on the canary deployment justifies rolling the canary back.
+
+        A ``canary_divergence`` detection compares the canary with stable over the same period,
+        so it qualifies on its own. Any other signal listed in ``CanaryPolicy.rollback_signals``
+        (as ``signal`` or ``signal/detector``) qualifies at page severity, and only while the
+        stable version has no open alert of the same signal: a drift both versions show (the
+        traffic changed, or labels did) is not the canary's fault.
+        """
+        allowed = self._rollback_signals
+        if det.signal not in allowed and f"{det.signal}/{det.detector}" not in allowed:
+            return False
+        if det.signal == "canary_divergence":
+            return True
+        stable = self.stable_version
+        return det.severity == "page" and (stable is None or self.policy.alert_id_for(stable, det.signal) is None)
 
     def _rollback(self, det: Detection, alert_id: str) -> list[RollbackDecision]:
         stable = self.stable_version

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from detectors.detection import SIGNALS
+from detectors.detection import DETECTORS, SIGNALS
 
 
 class _Strict(BaseModel):
@@ -84,6 +84,24 @@ class CanaryPolicy(_Strict):
     max_error_rate_increase: float = Field(default=0.03, gt=0, le=1)  # error rate canary above stable
     min_labels: int = Field(default=200, ge=20)  # joined labels per side before comparing error rates
     false_alarm_probability: float = Field(default=1e-4, gt=0, lt=0.5)  # per comparison
+    # What rolls a canary back: ``signal`` or ``signal/detector`` entries. A
+    # ``canary_divergence`` detection (canary compared with stable) always qualifies; any other
+    # listed signal needs a page-severity detection on the canary while the stable version has no
+    # open alert of the same signal (the drift is on the canary alone). Labeler
+    # (label_disagreement), label-based (performance, label_drift) and input-side signals are
+    # left out by default: they do not say the canary version is at fault.
+    rollback_signals: list[str] = ["canary_divergence", "prediction_drift", "confidence_drift",
+                                   "trigger/p_class_given_trigger"]
+
+    @field_validator("rollback_signals")
+    @classmethod
+    def _known_rollback_signals(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s.split("/", 1)[0] not in SIGNALS
+               or ("/" in s and s.split("/", 1)[1] not in DETECTORS.get(s.split("/", 1)[0], ()))]
+        if bad:
+            raise ValueError(f"canary.rollback_signals: unknown signal or signal/detector {bad}; "
+                             f"known signals: {list(SIGNALS)}")
+        return v
 
 
 class ModelSpec(_Strict):

@@ -60,3 +60,90 @@ def test_error_rate_divergence(runner):
         runner.messages += runner.mon.process_labels(labs[i:i + 300])
     assert runner.counts("canary_divergence").get("canary_divergence/error_rate"), runner.counts()
     assert rollbacks(runner)
+
+
+# -- rollback policy: what on the canary justifies rolling it back -----------------------------
+
+def _runner(small_spec, calib, alerts, **canary):
+    from detectors.spec import CanaryPolicy
+    from tests.detectors.conftest import Runner
+    spec = small_spec.model_copy(update={"canary": CanaryPolicy(**canary)})
+    return Runner(spec, calib, alerts)
+
+
+def _detection(signal, detector, deployment="canary", version="v2", severity="page"):
+    from detectors.detection import Detection
+    return Detection(signal, detector, "filter", version, deployment, "k", 1.0, 0.5, {}, {}, "e1", 1, 1.0, severity)
+
+
+def test_canary_only_prediction_shift_rolls_back(small_spec, calib, alerts):
+    # the canary judge is off: the canary's own prediction_drift (page) is what rolls it back
+    r = _runner(small_spec, calib, alerts, enabled=False)
+    r.events(2000)  # stable's reference is learned first; the canary is judged against it
+    mixed(r, 20000, canary_p=np.array([0.6, 0.15, 0.2, 0.05]))
+    rb = rollbacks(r)
+    assert len(rb) == 1 and rb[0]["details"]["signal"] == "prediction_drift", r.counts()
+    assert not r.alerts() or all(a["deployment"] == "canary" for a in r.alerts("prediction_drift"))
+
+
+def test_same_prediction_shift_on_stable_does_not_roll_back(small_spec, calib, alerts):
+    r = _runner(small_spec, calib, alerts, enabled=False)
+    r.events(2000)  # stable's reference is learned first; the canary is judged against it
+    shifted = np.array([0.6, 0.15, 0.2, 0.05])
+    from detectors.simulate import make_events
+    n, m = 20000, 2000
+    st = make_events(r.spec, n, seed=7, version="v1", deployment="stable", start=r.pos, t0=r.pos / 100,
+                     class_p=shifted)
+    ca = make_events(r.spec, m, seed=8, version="v2", deployment="canary", start=r.pos + n, t0=r.pos / 100,
+                     class_p=shifted)
+    evs = sorted(st + ca, key=lambda e: (e.ts, e.position))
+    for i, e in enumerate(evs):
+        e.position = r.pos + i
+    for i in range(0, len(evs), 300):
+        r.messages += r.mon.process_inference(evs[i:i + 300])
+    assert {a["deployment"] for a in r.alerts("prediction_drift")} == {"stable", "canary"}, r.counts()
+    assert rollbacks(r) == []
+
+
+def test_rollback_signals_decide(small_spec, calib, alerts):
+    from detectors.engine import ModelMonitor
+    mon = ModelMonitor(small_spec, calib, alerts)
+    yes = mon._rolls_back
+    assert yes(_detection("canary_divergence", "error_rate", severity="ticket"))
+    assert yes(_detection("prediction_drift", "class_rate"))
+    assert yes(_detection("trigger", "p_class_given_trigger"))
+    assert not yes(_detection("prediction_drift", "class_rate", severity="ticket"))
+    for signal, det in (("label_disagreement", "model"), ("label_disagreement", "sources"),
+                        ("performance", "error_rate"), ("performance", "class_error_rate"),
+                        ("trigger", "triggered_rate"), ("numeric_drift", "psi"), ("input_integrity", "invalid_rate"),
+                        ("categorical_drift", "js"), ("label_drift", "class_rate")):
+        assert not yes(_detection(signal, det)), (signal, det)
+
+
+def test_rollback_signals_are_configurable_and_validated(small_spec, calib, alerts):
+    import pytest
+    from pydantic import ValidationError
+
+    from detectors.engine import ModelMonitor
+    from detectors.spec import CanaryPolicy
+    spec = small_spec.model_copy(update={"canary": CanaryPolicy(rollback_signals=["performance"])})
+    mon = ModelMonitor(spec, calib, alerts)
+    assert mon._rolls_back(_detection("performance", "error_rate"))
+    assert not mon._rolls_back(_detection("canary_divergence", "prediction"))
+    with pytest.raises(ValidationError, match="predicton_drift"):
+        CanaryPolicy(rollback_signals=["predicton_drift"])
+    with pytest.raises(ValidationError, match="trigger/rate"):
+        CanaryPolicy(rollback_signals=["trigger/rate"])
+
+
+def test_label_flip_on_canary_labels_does_not_roll_back(small_spec, calib, alerts):
+    from detectors.simulate import make_labels
+    r = _runner(small_spec, calib, alerts)
+    evs = mixed(r, 30000)
+    # one labeler flips labels of both versions: the canary is not at fault
+    labs = make_labels(evs, seed=1, flip_source="vendor_a", flip_rate=0.6, double_label=0.3)
+    for i in range(0, len(labs), 300):
+        r.messages += r.mon.process_labels(labs[i:i + 300])
+    assert any(a["deployment"] == "canary" for a in r.alerts("label_disagreement") + r.alerts("performance")), \
+        r.counts()
+    assert rollbacks(r) == []
