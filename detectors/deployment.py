@@ -158,7 +158,7 @@ class DeploymentMonitor:
         st["categorical"] = [s.to_state() for s in self.categorical]
         st["integrity"] = self.integrity.to_state()
         st["prediction"] = [self.prediction.counts.to_state(), self.prediction.grow.to_state()]
-        st["confidence"] = [self.confidence.mom.to_state(), self.confidence.low_count]
+        st["confidence"] = self.confidence.to_state()
         st["triggers"] = [t.to_state() for t in self.triggers]
         return st
 
@@ -203,9 +203,7 @@ class DeploymentMonitor:
         pred = check_list(st.get("prediction"), "prediction", 2)
         obj.prediction.counts.load_state(pred[0])
         obj.prediction.grow.load_state(pred[1])
-        conf = check_list(st.get("confidence"), "confidence", 2)
-        obj.confidence.mom.load_state(conf[0])
-        obj.confidence.low_count = check_int(conf[1], "confidence.low")
+        obj.confidence.load_state(st.get("confidence"))
         return obj
 
 

@@ -165,17 +165,32 @@ class PredictionDrift:
 
 
 class ConfidenceDrift:
-    """Mean confidence (two-sided z-test) and the rate of low-confidence predictions."""
+    """Mean confidence (two-sided z-test) and the rate of low-confidence predictions.
+
+    The reference (mean, spread and low-confidence count) is sharpened by clean windows like
+    the histograms (:class:`GrowingReference`, :mod:`detectors.calibration` point 4): an error
+    of the reference mean is common to every later window, so a reference of a few thousand
+    events that is off by chance would make the z-test fire far above its target rate.
+    """
 
     signal = "confidence_drift"
 
     def __init__(self, prof: ReferenceProfile, c: CalibrationSpec, low: float) -> None:
-        self.nref, self.mref, self.sref, self.lowref = prof.confidence
+        n, mean, std, low_n = prof.confidence
+        self.ref = _moments(int(n), float(mean), float(std))
+        self.lowref = int(low_n)
+        self.cap = int(n) * REFERENCE_GROWTH
+        self.pending = Moments()
+        self.pending_low = 0
         self.low = low
         self.mom = Moments()
         self.low_count = 0
         self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["mean"], c.window)
         self.z = cal.z_threshold(self.alpha)
+
+    @property
+    def nref(self) -> int:
+        return self.ref.n
 
     def accumulate(self, conf: np.ndarray) -> None:
         x = conf[~np.isnan(conf)] if np.isnan(conf).any() else conf
@@ -184,21 +199,52 @@ class ConfidenceDrift:
 
     def close(self, idx: int) -> list[Hit]:
         out: list[Hit] = []
-        n = self.mom.n
-        if n >= MIN_WINDOW_VALUES and self.nref >= MIN_WINDOW_VALUES:
-            ref_s = {"mean": _r(self.mref), "low_rate": _r(self.lowref / self.nref), "n": self.nref}
+        n, nref = self.mom.n, self.ref.n
+        if n >= MIN_WINDOW_VALUES and nref >= MIN_WINDOW_VALUES:
+            mref, sref = self.ref.mean, self.ref.std
+            ref_s = {"mean": _r(mref), "low_rate": _r(self.lowref / nref), "n": nref}
             cur_s = {"mean": _r(self.mom.mean), "low_rate": _r(self.low_count / n), "n": n}
-            sd = max(self.sref, 1e-6) * np.sqrt(1.0 / n + 1.0 / self.nref)
-            z = abs(self.mom.mean - self.mref) / sd
+            sd = max(sref, 1e-6) * np.sqrt(1.0 / n + 1.0 / nref)
+            z = abs(self.mom.mean - mref) / sd
             if z >= self.z:
                 out.append((self.signal, "mean", "", float(z), self.z, ref_s, cur_s, idx))
-            lo, hi = cal.rate_bounds(int(self.lowref), int(self.nref), n, self.alpha)
+            lo, hi = cal.rate_bounds(self.lowref, nref, n, self.alpha)
             if self.low_count >= hi or self.low_count < lo:
                 out.append((self.signal, "low_rate", "", self.low_count / n,
                             (hi if self.low_count >= hi else lo) / n, ref_s, cur_s, idx))
+            if not out and nref < self.cap:
+                self.pending = self.pending.merge(self.mom)
+                self.pending_low += self.low_count
+                if self.pending.n >= nref:  # doubling steps, as GrowingReference
+                    self.ref = self.ref.merge(self.pending)
+                    self.lowref += self.pending_low
+                    self.pending, self.pending_low = Moments(), 0
         self.mom.reset()
         self.low_count = 0
         return out
+
+    def to_state(self) -> list[Any]:
+        return [self.mom.to_state(), self.low_count, self.ref.to_state(), self.lowref,
+                self.pending.to_state(), self.pending_low]
+
+    def load_state(self, st: Any) -> None:
+        st = check_list(st, "confidence", 6)
+        self.mom.load_state(st[0])
+        self.low_count = check_int(st[1], "confidence.low")
+        self.ref.load_state(st[2])
+        self.lowref = check_int(st[3], "confidence.lowref")
+        self.pending.load_state(st[4])
+        self.pending_low = check_int(st[5], "confidence.pending_low")
+        if self.low_count > self.mom.n or self.lowref > self.ref.n or self.pending_low > self.pending.n:
+            raise StateFormatError("confidence: low-confidence counts exceed their totals")
+
+
+def _moments(n: int, mean: float, std: float) -> Moments:
+    """The :class:`Moments` sketch of ``n`` values with this mean and (sample) standard deviation."""
+    m = Moments()
+    if n:
+        m.n, m.shift, m.s1, m.s2 = n, mean, 0.0, std * std * max(n - 1, 0)
+    return m
 
 
 class InputIntegrity:
