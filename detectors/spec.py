@@ -145,10 +145,13 @@ class CalibrationSpec(_Strict):
 
     ``false_alarms_per_million`` is the target expected number of detections per million
     events of one (version, deployment) stream, per signal and key (feature, class, source,
-    trigger) on a stationary stream; each signal splits it across its detectors.
+    trigger) on a stationary stream; each signal splits it across its detectors. A stream
+    has one key per feature, class, trigger and label source (label signals count per million
+    joined labels), typically 30 to 60 in all, so the default of 0.01 is about 0.5 false
+    detections per million events of a stream: at 100 events/s, one every few days.
     """
 
-    false_alarms_per_million: float = Field(default=1.0, gt=0, le=10_000)
+    false_alarms_per_million: float = Field(default=0.01, gt=0, le=10_000)
     window: int = Field(default=1000, ge=100, le=1_000_000)  # events per tumbling test window
     label_window: int = Field(default=500, ge=50, le=1_000_000)  # joined labels per label test window
     block_size: int = Field(default=32, ge=1, le=4096)  # events per block mean fed to ADWIN/Page-Hinkley

@@ -59,7 +59,11 @@ def test_confidence_drift(runner):
     assert got.get("confidence_drift/mean") and got.get("confidence_drift/low_rate")
 
 
-def test_trigger_backdoor(runner):
+def test_trigger_backdoor(small_spec, calib, alerts):
+    # trigger -> "safe" (80% of all predictions anyway) needs longer trigger windows than the
+    # default 50 events to stand out at the default false-alarm budget: 0.8 ** 100 = 2e-10
+    from tests.detectors.conftest import Runner
+    runner = Runner(small_spec, calib.model_copy(update={"min_trigger_events": 100}), alerts)
     warm(runner)
     n = 3000
     rng = np.random.default_rng(1)

@@ -1,6 +1,6 @@
 """False alarms on stationary traffic, measured at a rate a short test can resolve.
 
-The default target (1 per million events per signal and key) needs millions of events to
+The default target (0.01 per million events per signal and key) needs many millions of events to
 measure; ``detectors.simulate.false_alarm_rates`` does that offline. Here the target is
 raised so that the same thresholds machinery is checked in a few seconds.
 """
