@@ -39,14 +39,40 @@ default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline
    more often than the target. Windows without any detection are therefore merged into
    the reference (the sketches merge exactly) in doubling steps until it is
    ``REFERENCE_GROWTH`` (8) times its initial size (numeric and categorical histograms,
-   prediction class counts, label references). Windows with a detection never enter it;
-   a drift slow enough to stay below every threshold during that period can be absorbed.
+   prediction class counts, confidence mean/spread and low-confidence count, label
+   references). Windows with a detection never enter it; a drift slow enough to stay below
+   every threshold during that period can be absorbed. Why it matters: a per-window test
+   that adds the reference variance to the window's (``1/n + 1/n_ref``) is right on average
+   over references, but the reference error is *common* to all later windows. A reference
+   mean 2 of its standard errors off (n_ref = 2000, windows of 1000) shifts every window's
+   z by 1.15 and makes the per-window rate 1.6 to 4.4 times its target (per-window targets
+   1e-7 to 5e-4), for the whole stream. Merged up to 8 times the reference, that error is
+   diluted to about 0.7 of the larger reference's standard error and the rate is back at
+   (below) target.
+
+   The sequential detectors need no such sharpening of the reference *mean*: Page-Hinkley
+   compares each block with the running mean since its last restart and ADWIN compares two
+   sub-windows of its own data, so a constant offset of every block z cancels in both
+   (measured: ADWIN's alarm rate on block means of the drill's discrete ``aspect_ratio``,
+   Poisson ``face_count`` and normal ``emb_max`` is that of N(0, 1) within noise, with the
+   reference or the true mean/std). What remains is the reference *spread*: block z has
+   variance ``(sigma / sigma_ref)^2``, and a standard deviation 2% low raises Page-Hinkley's
+   rate by about a third at 30 per million blocks (more at lower rates). Block means of 32
+   skewed values (Poisson(0.7) counts: skewness 0.2) fire about 20% above N(0, 1). Both are
+   small next to the budget itself.
 5. **Spends trigger budgets per event**: a P(class | trigger) test closes after
    ``min_trigger_events`` triggered events, which may span many events of the stream; it
    gets ``F * share * events_spanned / 1e6`` of the budget (rounded down to a power of two).
 
+6. **Chooses the budget per stream**. F is per signal *and key*; a stream has one key per
+   feature, class, trigger and label source (30 to 60 in a typical model), and false alarms
+   of all of them add up. The default F = 0.01 therefore means about 0.5 false detections
+   per million events of one stream (one every few days at 100 events/s), which is what
+   the stationary 200k-event drill and the stretches before each drill incident need to stay
+   quiet; F = 1 gave several per drill.
+
 ``detectors.simulate.false_alarm_rates`` measures the resulting rates on long stationary
-streams; the tests check them.
+streams; the tests check them (at a raised F, so that a short run resolves them).
 """
 from __future__ import annotations
 
