@@ -25,7 +25,8 @@ def messages():
     evs += make_events(SPEC, 1500, seed=2, start=1500, t0=15, mean_shift={"x0": 0.8},
                        class_p=np.array([0.6, 0.2, 0.15, 0.05]))
     evs += make_events(SPEC, 20, seed=3, start=3000, t0=30, version="vX")
-    evs += make_events(SPEC, 800, seed=4, start=3020, t0=30.2, version="v2", deployment="canary",
+    # the canary starts once stable's drift alerts resolved, so its divergence is on the canary alone
+    evs += make_events(SPEC, 800, seed=4, start=3020, t0=55, version="v2", deployment="canary",
                        class_p=np.array([0.3, 0.3, 0.3, 0.1]))
     evs += make_events(SPEC, 800, seed=5, start=3820, t0=80)
     labs = make_labels(evs[:3000], seed=6, error_rate=0.05)
