@@ -24,11 +24,32 @@ default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline
      :data:`ADWIN_RATE_TABLE` holds the measured alarms per million N(0, 1) updates of
      river's ADWIN (clock 8) for several deltas (:func:`measure_adwin_rate` reproduces
      it); the delta for a target rate is interpolated in log-log space.
-   - Windowed histogram tests: under the null, ``chi2 = sum (p - q)^2 / q`` over ``B``
-     bins is ``chi2(B - 1) * (1/n + 1/n_ref)``; PSI (the symmetric KL divergence) is
-     asymptotically equal to that chi-square distance and Jensen-Shannon to 1/8 of it.
-     KS uses the two-sample asymptotic critical value (the binned KS is never larger than
-     the exact one, so the test stays conservative).
+   - Windowed histogram tests (numeric bins, categorical top-k + other): the decision is
+     the two-sample likelihood-ratio (G) test of the window counts ``c`` against the
+     reference counts ``r`` (``N = n + n_ref``, ``t = c + r``)::
+
+         G = 2 * sum_i [c_i ln(c_i N / (n t_i)) + r_i ln(r_i N / (n_ref t_i))]
+
+     divided by Williams' correction ``1 + (N/n + N/n_ref - 1)(N sum_i 1/t_i - 1) / (6 N (B - 1))``
+     and compared with the exact chi-square(``B - 1``) quantile (``B`` bins with ``t_i > 0``).
+     Why G: its tail is the chi-square tail *in the far tail too*. ``G / 2`` is the log
+     likelihood ratio, so by Sanov's theorem ``P(G >= g)`` decays as ``exp(-g / 2)``, the
+     chi-square exponent, and Williams' factor fixes the polynomial term; quadratic
+     statistics (PSI taken as ``sum (p - q)^2 / q``, Jensen-Shannon as 1/8 of it, Pearson or
+     Neyman chi-square) only match the chi-square near its centre. A bin with a small
+     expected count (a categorical tail bucket with 10 expected values per window, a
+     reference bin that is low by chance) gives them a heavier tail: measured on 4M null
+     window pairs (``B = 17`` Zipf bins, ``n = 1000``, ``n_ref = 2000``), ``sum (p - q)^2 / q``
+     against its chi-square threshold fired 7 times its alpha at 1e-4 and 17 times at 1e-5,
+     the G test 1.1 and 0.7 times. The reported statistic is the Jensen-Shannon divergence
+     *with sample-size weights* ``(n / N, n_ref / N)`` of the raw proportions, which is
+     exactly ``G / (2 N)`` (so detector ``js`` reports a JS divergence and its threshold is
+     the chi-square quantile times Williams' factor over ``2 N``); PSI (numeric) and the
+     chi-square distance (categorical) are reported in the evidence only. One test per
+     histogram therefore gets the budget that used to be split between two near-duplicates
+     (PSI and JS decide on the same deviation). KS uses the two-sample asymptotic critical
+     value (the binned KS is never larger than the exact one, so the test stays
+     conservative).
    - Rates (class rates, error rates, invalid-value rates, unseen categories, triggered
      rates): the beta-binomial posterior predictive of the reference counts (Jeffreys
      prior), so the uncertainty of a reference estimated from a few thousand events is
@@ -85,8 +106,8 @@ from scipy import stats as _st
 
 #: Share of one signal-key's false-alarm budget given to each of its detectors.
 SHARES: dict[str, dict[str, float]] = {
-    "numeric_drift": {"adwin": 0.25, "page_hinkley": 0.25, "psi": 1 / 6, "js": 1 / 6, "ks": 1 / 6},
-    "categorical_drift": {"js": 1 / 3, "chi2": 1 / 3, "unseen_rate": 1 / 3},
+    "numeric_drift": {"adwin": 0.25, "page_hinkley": 0.25, "js": 1 / 3, "ks": 1 / 6},
+    "categorical_drift": {"js": 2 / 3, "unseen_rate": 1 / 3},
     "prediction_drift": {"class_rate": 0.5, "dominance": 0.5},
     "confidence_drift": {"mean": 0.5, "low_rate": 0.5},
     "label_drift": {"class_rate": 0.5, "entropy": 0.5},
@@ -158,22 +179,44 @@ def adwin_delta(alarms_per_million_updates: float) -> float:
     return float(math.exp(np.interp(y, ys, xs)))
 
 
-@lru_cache(maxsize=1024)
-def chi2_distance_threshold(bins: int, n: int, n_ref: int, alpha: float) -> float:
-    """Critical value of ``sum (p - q)^2 / q`` (the PSI approximation) for ``bins`` bins."""
-    if bins < 2:
-        return math.inf
-    return float(_st.chi2.isf(alpha, bins - 1)) * (1.0 / n + 1.0 / max(n_ref, 1))
+@lru_cache(maxsize=4096)
+def chi2_quantile(df: int, alpha: float) -> float:
+    """Upper ``alpha`` quantile of chi-square(``df``)."""
+    return float(_st.chi2.isf(alpha, df)) if df >= 1 else math.inf
 
 
-def psi_threshold(bins: int, n: int, n_ref: int, alpha: float) -> float:
-    """Critical PSI (asymptotically the chi-square distance)."""
-    return chi2_distance_threshold(bins, n, n_ref, alpha)
+def g_test(cur: np.ndarray, ref: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sample G tests of count rows ``cur`` against ``ref`` (same shape, one row per test).
 
+    Returns ``(js, threshold)`` per row: the sample-size weighted Jensen-Shannon divergence
+    (natural log) ``G / (2 N)`` and its critical value, chi2.isf(alpha, B - 1) times
+    Williams' correction over ``2 N`` (``B``: bins with any count). Rows where either side
+    is empty get threshold inf.
 
-def js_threshold(bins: int, n: int, n_ref: int, alpha: float) -> float:
-    """Critical Jensen-Shannon divergence (natural log): 1/8 of the chi-square distance."""
-    return chi2_distance_threshold(bins, n, n_ref, alpha) / 8.0
+    >>> js, thr = g_test(np.array([[50, 50]]), np.array([[100, 100]]), 0.01)
+    >>> round(float(js[0]), 12), bool(thr[0] > 0.005)
+    (0.0, True)
+    """
+    c = np.asarray(cur, dtype=np.float64).reshape(-1, np.shape(cur)[-1])
+    r = np.asarray(ref, dtype=np.float64).reshape(c.shape)
+    n, m = c.sum(axis=1), r.sum(axis=1)
+    N = n + m
+    t = c + r
+    ok = (n > 0) & (m > 0)
+    sn, sm, sN = np.where(ok, n, 1.0), np.where(ok, m, 1.0), np.where(ok, N, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # c ln(c N / (n t)) + r ln(r N / (m t)), with 0 ln 0 = 0
+        lt = np.log(np.where(t > 0, t, 1.0))
+        tc = np.where(c > 0, c * (np.log(np.where(c > 0, c, 1.0)) - lt), 0.0).sum(axis=1)
+        tr = np.where(r > 0, r * (np.log(np.where(r > 0, r, 1.0)) - lt), 0.0).sum(axis=1)
+        inv_t = np.where(t > 0, 1.0 / np.where(t > 0, t, 1.0), 0.0).sum(axis=1)
+    js = (tc + tr + n * np.log(sN / sn) + m * np.log(sN / sm)) / sN
+    js = np.maximum(js, 0.0)
+    df = (t > 0).sum(axis=1) - 1
+    williams = 1.0 + (sN / sn + sN / sm - 1.0) * (sN * inv_t - 1.0) / (6.0 * sN * np.maximum(df, 1))
+    q = np.array([chi2_quantile(int(d), alpha) for d in df.tolist()])
+    thr = np.where(ok & (df >= 1), q * williams / (2.0 * sN), math.inf)
+    return js, thr
 
 
 def ks_threshold(n: int, n_ref: int, alpha: float) -> float:

@@ -24,7 +24,10 @@ SIGNALS: tuple[str, ...] = (
     "canary_divergence",   # canary vs stable prediction / confidence / error rate
 )
 
-#: Detector names per signal (as in ``Detection.detector``).
+#: Detector names per signal (as in ``Detection.detector``). ``numeric_drift/psi`` and
+#: ``categorical_drift/chi2`` are no longer emitted (the histogram decision is the G test,
+#: reported as ``js`` with PSI / the chi-square distance in its evidence, see
+#: :mod:`detectors.calibration`); they stay valid names so existing configurations load.
 DETECTORS: dict[str, tuple[str, ...]] = {
     "numeric_drift": ("adwin", "page_hinkley", "psi", "js", "ks"),
     "categorical_drift": ("js", "chi2", "unseen_rate"),

@@ -4,7 +4,7 @@ Per micro-batch the numeric features form an ``(events x features)`` float matri
 values already masked out by input integrity), so each step below is a handful of numpy
 calls for the whole batch rather than per feature or per event:
 
-- **Windowed distribution tests** (``psi``, ``js``, ``ks``): bin indices against every
+- **Windowed distribution tests** (``js``: the G test, PSI in its evidence; ``ks``): bin indices against every
   feature's reference quantile edges by one broadcast comparison, window histograms by one
   ``bincount``; tests run once per window of ``CalibrationSpec.window`` events.
 - **Sequential detectors** (``adwin``, ``page_hinkley``) on *block means*: blocks are
@@ -94,7 +94,8 @@ class NumericBank:
         self.ph_delta = c.ph_delta
         # Page-Hinkley state per feature (rows): n, running total, up, up_min, down, down_max, detections
         self.ph = np.zeros((7, F))
-        self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["psi"], c.window)
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["js"], c.window)
+        self.alpha_ks = cal.window_alpha(c.false_alarms_per_million, sh["ks"], c.window)
         self.window = c.window
         self.last_z = np.zeros(F)
         self.ring = np.zeros((0, F))  # last RING block z-values (evidence, independent of batch cuts)
@@ -282,29 +283,32 @@ class NumericBank:
         return out
 
     def close(self, idx: int) -> list[Hit]:
-        """Window tests (PSI, JS, KS) of every feature at once; resets the window."""
+        """Window tests (G test reported as weighted JS, KS) of every feature at once; resets the window.
+
+        See :mod:`detectors.calibration`: the histogram decision is the two-sample G test
+        (far-tail accurate); PSI is part of the evidence.
+        """
         out: list[Hit] = []
         C = self.counts.astype(np.float64)
-        p, q = _smoothed_rows(C, self.mask), self.ref_p
-        psi_v = ((p - q) * np.log(p / q)).sum(axis=1)
-        m = (p + q) / 2
-        js_v = 0.5 * (p * np.log(p / m)).sum(axis=1) + 0.5 * (q * np.log(q / m)).sum(axis=1)
+        js_v, js_t = cal.g_test(C, self.ref_mat, self.alpha)
         ks_v = np.abs(np.cumsum(C, axis=1) / np.maximum(C.sum(axis=1, keepdims=True), 1) - self.ref_cdf).max(axis=1)
         for f in np.flatnonzero(self.enabled & (self.wn >= MIN_WINDOW_VALUES)).tolist():
             n, nref, bins = int(self.wn[f]), int(self.nref[f]), int(self.bins[f])
-            fired = [(det, float(stat), thr) for det, stat, thr in (
-                ("psi", psi_v[f], cal.psi_threshold(bins, n, nref, self.alpha)),
-                ("js", js_v[f], cal.js_threshold(bins, n, nref, self.alpha)),
-                ("ks", ks_v[f], cal.ks_threshold(n, nref, self.alpha)),
+            fired = [(det, float(stat), float(thr)) for det, stat, thr in (
+                ("js", js_v[f], js_t[f]),
+                ("ks", ks_v[f], cal.ks_threshold(n, nref, self.alpha_ks)),
             ) if stat >= thr]
             if fired:  # evidence is built only when a test fires
                 pr = self.profs[f]
                 mean = self.s1[f] / n
                 std = math.sqrt(max(self.s2[f] / n - mean * mean, 0.0))
                 ref_s = {"mean": _r(pr.mean), "std": _r(pr.std), "n": nref, "edges": list(pr.edges),
-                         "bins": q[f, :bins].round(4).tolist()}
+                         "bins": self.ref_p[f, :bins].round(4).tolist()}
                 ref_s["n"] = nref
-                cur_s = {"mean": _r(mean), "std": _r(std), "n": n, "bins": p[f, :bins].round(4).tolist()}
+                p = _smoothed_rows(C[f:f + 1], self.mask[f:f + 1])[0]
+                q = self.ref_p[f]
+                cur_s = {"mean": _r(mean), "std": _r(std), "n": n, "bins": p[:bins].round(4).tolist(),
+                         "psi": _r(float(((p - q) * np.log(p / q)).sum()))}
                 out.extend((self.signal, det, self.names[f], stat, thr, ref_s, cur_s, idx) for det, stat, thr in fired)
             elif self.nref[f] < self.ref_cap[f]:
                 self.pending[f] += C[f]
@@ -330,8 +334,8 @@ class NumericBank:
                        "page_hinkley_threshold": self.ph_threshold, "page_hinkley_detections": int(self.ph[6, f]),
                        "last_block_z": float(self.last_z[f]), "window_values": int(self.wn[f]),
                        "reference_values": int(self.nref[f]),
-                       "psi_threshold_full_window": cal.psi_threshold(int(self.bins[f]), self.window,
-                                                                      max(int(self.nref[f]), 1), self.alpha)}
+                       "js_threshold_full_window": float(cal.chi2_quantile(int(self.bins[f]) - 1, self.alpha)
+                                                         / (2.0 * (self.window + max(int(self.nref[f]), 1))))}
                 for f, name in enumerate(self.names)}
 
     def to_state(self) -> dict[str, Any]:

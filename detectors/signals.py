@@ -18,7 +18,7 @@ import numpy as np
 from detectors import calibration as cal
 from detectors.columns import INVALID_KINDS, CategoricalColumn
 from detectors.profile import CategoricalProfile, ReferenceProfile
-from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, jensen_shannon, smoothed
+from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, smoothed
 from detectors.spec import CalibrationSpec, FeatureSpec, TriggerSpec
 from detectors.errors import StateFormatError
 from detectors.state import check_counts, check_int, check_list
@@ -72,7 +72,8 @@ def _r(x: float) -> float:
 
 
 class CategoricalDrift:
-    """JS and chi-square of bounded top-k + other counts vs the reference, and the never-seen rate."""
+    """G test (reported as weighted JS, chi-square distance in the evidence) of bounded top-k + other
+    counts vs the reference, and the never-seen rate."""
 
     signal = "categorical_drift"
 
@@ -83,7 +84,9 @@ class CategoricalDrift:
         self.k = self.vocab.k
         self.grow = GrowingReference(prof.counts)
         self.counts = Counts(self.k + 2)
-        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["js"], c.window)
+        sh = cal.SHARES[self.signal]
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["js"], c.window)
+        self.alpha_unseen = cal.window_alpha(c.false_alarms_per_million, sh["unseen_rate"], c.window)
         self.enabled = prof.n >= MIN_WINDOW_VALUES
 
     def accumulate(self, col: CategoricalColumn, lo: int, hi: int) -> None:
@@ -101,11 +104,9 @@ class CategoricalDrift:
             cur = np.concatenate((c[:k], [c[k] + c[k + 1]]))
             ref, nref = self.grow.counts, self.grow.n
             b = k + 1
-            fired = [(det, stat, thr) for det, stat, thr in (
-                ("js", jensen_shannon(cur, ref), cal.js_threshold(b, n, nref, self.alpha)),
-                ("chi2", chi2_distance(cur, ref), cal.chi2_distance_threshold(b, n, nref, self.alpha)),
-            ) if stat >= thr]
-            hi = cal.rate_bounds(self.prof.unseen_hits, self.prof.unseen_n, n, self.alpha, False)[1]
+            js, thr = cal.g_test(cur, ref, self.alpha)
+            fired = [("js", float(js[0]), float(thr[0]))] if js[0] >= thr[0] else []
+            hi = cal.rate_bounds(self.prof.unseen_hits, self.prof.unseen_n, n, self.alpha_unseen, False)[1]
             if c[k + 1] >= hi:
                 fired.append(("unseen_rate", float(c[k + 1] / n), hi / n))
             if fired:  # evidence is built only when a test fires
@@ -113,6 +114,7 @@ class CategoricalDrift:
                 ref_s = {"top": dict(zip(names, smoothed(ref).round(4).tolist())), "n": nref,
                          "unseen_rate": _r(self.prof.unseen_hits / max(self.prof.unseen_n, 1))}
                 cur_s = {"top": dict(zip(names, smoothed(cur).round(4).tolist())), "n": n,
+                         "chi2_distance": _r(chi2_distance(cur, ref)),
                          "unseen_rate": _r(c[k + 1] / n)}
                 out.extend((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx) for det, stat, thr in fired)
             else:

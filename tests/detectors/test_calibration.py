@@ -55,19 +55,50 @@ def test_rate_bounds_false_alarm_rate_by_simulation():
 
 
 def test_histogram_thresholds_by_simulation():
-    """PSI / JS / KS critical values hold their per-window alpha under the null."""
-    from detectors.sketches import binned_ks, jensen_shannon, psi
+    """G-test / KS critical values hold their per-window alpha under the null."""
+    from detectors.sketches import binned_ks
     rng = np.random.default_rng(2)
     bins, n, nref, alpha = 10, 1000, 2000, 0.01
     q = np.full(bins, 1 / bins)
-    t_psi, t_js = cal.psi_threshold(bins, n, nref, alpha), cal.js_threshold(bins, n, nref, alpha)
     t_ks = cal.ks_threshold(n, nref, alpha)
     trials = 4000
     ref = rng.multinomial(nref, q, size=trials)
     cur = rng.multinomial(n, q, size=trials)
-    fa = np.array([[psi(c, r) >= t_psi, jensen_shannon(c, r) >= t_js, binned_ks(c, r) >= t_ks]
-                   for c, r in zip(cur, ref)]).mean(axis=0)
+    js, t_js = cal.g_test(cur, ref, alpha)
+    fa = np.array([(js >= t_js).mean(), np.mean([binned_ks(c, r) >= t_ks for c, r in zip(cur, ref)])])
     assert (fa <= alpha * 2).all(), fa
+
+
+def test_g_test_far_tail_with_small_bins():
+    """Zipf top-16 + other (10 expected values in the smallest bin): G holds alpha = 1e-4, the
+    chi-square distance sum (p - q)^2 / q against the same chi-square quantile does not."""
+    from detectors.sketches import chi2_distance
+    rng = np.random.default_rng(5)
+    z = 1 / np.arange(1, 61) ** 1.1
+    z /= z.sum()
+    p = np.r_[z[:16], z[16:].sum()]
+    n, nref, alpha, trials = 1000, 2000, 1e-4, 400_000
+    cur = rng.multinomial(n, p, size=trials)
+    ref = rng.multinomial(nref, p, size=trials)
+    js, thr = cal.g_test(cur, ref, alpha)
+    assert (js >= thr).sum() <= 2 * alpha * trials  # expected 40
+    old = stats.chi2.isf(alpha, p.size - 1) * (1 / n + 1 / nref)
+    dist = np.array([chi2_distance(c, r) for c, r in zip(cur[:100_000], ref[:100_000])])
+    assert (dist >= old).sum() > 3 * alpha * 100_000
+
+
+def test_g_test_statistic_is_weighted_js():
+    """G / (2 N) is the Jensen-Shannon divergence with weights n / N, n_ref / N."""
+    c, r = np.array([30.0, 50.0, 20.0]), np.array([300.0, 250.0, 450.0])
+    js, thr = cal.g_test(c, r, 1e-3)
+    w1, w2 = c.sum() / (c.sum() + r.sum()), r.sum() / (c.sum() + r.sum())
+    p, q = c / c.sum(), r / r.sum()
+    m = w1 * p + w2 * q
+    expected = w1 * (p * np.log(p / m)).sum() + w2 * (q * np.log(q / m)).sum()
+    assert abs(js[0] - expected) < 1e-12
+    g = 2 * (c.sum() + r.sum()) * js[0]
+    assert g > stats.chi2.isf(1e-3, 2) and js[0] >= thr[0]
+    assert cal.g_test(np.zeros(3), r, 1e-3)[1][0] == np.inf
 
 
 def test_window_alpha():

@@ -76,5 +76,5 @@ def test_window_tests_detect_shift_only_where_injected():
     b = bank()
     feed(b, X, np.ones_like(X, dtype=bool), [])
     hits = b.close(999)
-    assert {h[2] for h in hits} == {"x2"} and {h[1] for h in hits} == {"psi", "js", "ks"}
+    assert {h[2] for h in hits} == {"x2"} and {h[1] for h in hits} == {"js", "ks"}
     assert all(h[3] >= h[4] for h in hits)

@@ -14,7 +14,7 @@ def test_numeric_drift(runner):
     warm(runner)
     runner.events(3000, seed=2, mean_shift={"x0": 0.5})
     got = runner.counts("numeric_drift")
-    for det in ("adwin", "page_hinkley", "psi", "js", "ks"):
+    for det in ("adwin", "page_hinkley", "js", "ks"):
         assert got.get(f"numeric_drift/{det}"), got
     alerts = runner.alerts("numeric_drift")
     assert alerts and alerts[0]["key"] == "x0"
@@ -30,7 +30,7 @@ def test_categorical_drift_and_unseen(runner):
     uniform = np.full(len(CATEGORIES), 1 / len(CATEGORIES))
     runner.events(2000, seed=3, category_p=uniform)
     got = runner.counts("categorical_drift")
-    assert got.get("categorical_drift/js") or got.get("categorical_drift/chi2"), got
+    assert got.get("categorical_drift/js"), got
     n = 1000
     rng = np.random.default_rng(0)
     novel = [f"new{rng.integers(10**6)}" if rng.random() < 0.2 else CATEGORIES[0] for _ in range(n)]
