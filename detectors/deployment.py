@@ -115,7 +115,8 @@ class DeploymentMonitor:
                 num.accumulate(lo, hi)
             for sig in catg:
                 sig.accumulate(cols[sig.key], lo, hi)
-            integ.accumulate(kinds, lo, hi)
+            for h in integ.accumulate(kinds, lo, hi):
+                hits.append(h[:7] + (int(idx[h[7]]),))
             pred_counts.update_codes(preds[lo:hi])
             confd.accumulate(conf[lo:hi])
             for t in trigs:

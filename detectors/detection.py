@@ -37,7 +37,7 @@ DETECTORS: dict[str, tuple[str, ...]] = {
     "performance": ("error_rate", "class_error_rate"),
     "label_disagreement": ("model", "sources"),
     "trigger": ("triggered_rate", "p_class_given_trigger"),
-    "input_integrity": ("invalid_rate",),
+    "input_integrity": ("invalid_rate", "invalid_burst"),
     "version_integrity": ("unlisted_version", "unknown_deployment"),
     "canary_divergence": ("prediction", "confidence", "error_rate"),
 }

@@ -250,7 +250,22 @@ def _moments(n: int, mean: float, std: float) -> Moments:
 
 
 class InputIntegrity:
-    """Rate of invalid values (NaN, Inf, null, wrong type, out of range) of every feature.
+    """Invalid values (NaN, Inf, null, wrong type, out of range) of every feature.
+
+    Two tests share the signal's budget (:data:`detectors.calibration.SHARES`):
+
+    - ``invalid_rate``: the window's invalid count against the beta-binomial predictive of
+      the reference (:func:`~detectors.calibration.rate_bounds`), once per window.
+    - ``invalid_burst``: ``k`` invalid values of one feature within ``span`` events
+      (``CalibrationSpec.window // 4``), checked at every invalid value. ``k`` is the
+      smallest count whose alarm rate per event under the reference posterior is within
+      budget (:func:`~detectors.calibration.burst_count`). A feature that has never been
+      invalid in a reference of 16k events needs 4 invalid values in 250 events at the
+      default calibration; the window test needs 6 to 10 in a window of 1000.
+
+    The reference (invalid and total counts) grows with windows without a detection, up to
+    ``REFERENCE_GROWTH`` times its initial size, as the histograms' references do: a zero
+    rate seen over more events bounds the rate more tightly.
 
     ``accumulate`` receives the batch's ``(events x features)`` integrity codes, or None
     when the whole batch is valid (the common case costs one integer addition).
@@ -260,19 +275,62 @@ class InputIntegrity:
 
     def __init__(self, names: list[str], ref_invalid: list[int], ref_n: list[int], c: CalibrationSpec) -> None:
         self.names = list(names)
-        self.ref_invalid, self.ref_n = list(ref_invalid), list(ref_n)
-        self.counts = np.zeros((len(names), 5), dtype=np.int64)
-        self.offs = np.arange(len(names), dtype=np.int64)[None, :] * 6
+        F = len(names)
+        self.ref_invalid, self.ref_n = [int(x) for x in ref_invalid], [int(x) for x in ref_n]
+        self.cap = [n * REFERENCE_GROWTH for n in self.ref_n]
+        self.pend_invalid, self.pend_n = [0] * F, [0] * F
+        self.counts = np.zeros((F, 5), dtype=np.int64)
+        self.offs = np.arange(F, dtype=np.int64)[None, :] * 6
         self.n = 0
-        self.alpha = cal.window_alpha(c.false_alarms_per_million, 1.0, c.window)
+        self.pos = 0  # events of the stream seen since arming
+        sh = cal.SHARES[self.signal]
+        self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["invalid_rate"], c.window)
+        self.burst_budget = c.false_alarms_per_million * sh["invalid_burst"] / 1e6  # alarms per event
+        self.span = max(c.window // 4, 2)
+        self.recent: list[list[list[int]]] = [[] for _ in range(F)]  # [position, kind code] of the last k - 1 invalid values
+        self.k = [0] * F
+        self._derive()
 
-    def accumulate(self, kinds: np.ndarray | None, lo: int, hi: int) -> None:
+    def _derive(self) -> None:
+        self.k = [cal.burst_count(self.ref_invalid[f], self.ref_n[f], self.span, self.burst_budget)
+                  for f in range(len(self.names))]
+
+    def accumulate(self, kinds: np.ndarray | None, lo: int, hi: int) -> list[Hit]:
+        """Window counts, and burst tests at each invalid value (hit index: in the batch)."""
+        out: list[Hit] = []
+        base = self.pos - lo
         self.n += hi - lo
+        self.pos += hi - lo
         if kinds is not None:
             seg = kinds[lo:hi]
             if seg.any():
                 F = len(self.names)
                 self.counts += np.bincount((seg + self.offs).ravel(), minlength=6 * F).reshape(F, 6)[:, 1:]
+                segt = seg.T
+                fs, rs = np.nonzero(segt)  # feature-major, positions increasing per feature
+                for f, r, code in zip(fs.tolist(), rs.tolist(), segt[fs, rs].tolist()):
+                    out.extend(self._burst(f, base + lo + r, int(code), lo + r))
+                out.sort(key=lambda h: h[7])  # event order (then feature), whatever the batch cuts
+        return out
+
+    def _burst(self, f: int, at: int, code: int, idx: int) -> list[Hit]:
+        k, rec = self.k[f], self.recent[f]
+        if k > self.span:
+            return []
+        if len(rec) >= k - 1 and (k == 1 or at - rec[-(k - 1)][0] < self.span):
+            burst = rec[len(rec) - (k - 1):] + [[at, code]]
+            rec.clear()
+            kinds = [0] * len(INVALID_KINDS)
+            for _, c in burst:
+                kinds[c - 1] += 1
+            ref_s = {"invalid_rate": _r(self.ref_invalid[f] / max(self.ref_n[f], 1)), "n": self.ref_n[f]}
+            cur_s = {"invalid_values": k, "events": at - burst[0][0] + 1, "span": self.span,
+                     "by_kind": dict(zip(INVALID_KINDS, kinds))}
+            return [(self.signal, "invalid_burst", self.names[f], float(k), float(k), ref_s, cur_s, idx)]
+        rec.append([at, code])
+        if len(rec) > max(k - 1, 0):
+            del rec[: len(rec) - max(k - 1, 0)]
+        return []
 
     def close(self, idx: int) -> list[Hit]:
         out: list[Hit] = []
@@ -285,18 +343,47 @@ class InputIntegrity:
                          "by_kind": dict(zip(INVALID_KINDS, self.counts[f].tolist()))}
                 ref_s = {"invalid_rate": _r(self.ref_invalid[f] / max(self.ref_n[f], 1)), "n": self.ref_n[f]}
                 out.append((self.signal, "invalid_rate", self.names[f], b / self.n, hi / self.n, ref_s, cur_s, idx))
+        if not out:  # a clean window sharpens the reference (doubling steps, as GrowingReference)
+            grew = False
+            for f in range(len(self.names)):
+                if self.ref_n[f] >= self.cap[f]:
+                    continue
+                self.pend_invalid[f] += int(bad[f])
+                self.pend_n[f] += self.n
+                if self.pend_n[f] >= self.ref_n[f]:
+                    self.ref_invalid[f] += self.pend_invalid[f]
+                    self.ref_n[f] += self.pend_n[f]
+                    self.pend_invalid[f] = self.pend_n[f] = 0
+                    grew = True
+            if grew:
+                self._derive()
         self.counts[:] = 0
         self.n = 0
         return out
 
     def to_state(self) -> list[Any]:
-        return [self.counts.ravel().tolist(), self.n]
+        return [self.counts.ravel().tolist(), self.n, self.pos, self.ref_invalid, self.ref_n,
+                self.pend_invalid, self.pend_n, self.recent]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "integrity", 2)
+        st = check_list(st, "integrity", 8)
         F = len(self.names)
         self.counts = np.array(check_counts(st[0], "integrity", 5 * F), dtype=np.int64).reshape(F, 5)
         self.n = check_int(st[1], "integrity.n")
+        self.pos = check_int(st[2], "integrity.pos")
+        self.ref_invalid = check_counts(st[3], "integrity.ref_invalid", F)
+        self.ref_n = check_counts(st[4], "integrity.ref_n", F)
+        self.pend_invalid = check_counts(st[5], "integrity.pend_invalid", F)
+        self.pend_n = check_counts(st[6], "integrity.pend_n", F)
+        recent = check_list(st[7], "integrity.recent", F)
+        self.recent = [[[check_int(x, "integrity.recent", 0, self.pos), check_int(c, "integrity.recent", 1, 5)]
+                        for x, c in (check_list(e, "integrity.recent", 2) for e in check_list(r, "integrity.recent"))]
+                       for r in recent]
+        if (any(a > b for a, b in zip(self.ref_invalid, self.ref_n))
+                or any(a > b for a, b in zip(self.pend_invalid, self.pend_n))
+                or int(self.counts.sum(axis=1).max(initial=0)) > self.n or self.n > self.pos):
+            raise StateFormatError("integrity: invalid counts exceed their totals")
+        self._derive()
 
 
 class TriggerWatch:

@@ -60,3 +60,9 @@ class Runner:
 @pytest.fixture()
 def runner(small_spec, calib, alerts):
     return Runner(small_spec, calib, alerts)
+
+
+@pytest.fixture()
+def default_runner(small_spec, alerts):
+    """Runner at the default calibration (window 1000, F = 0.01)."""
+    return Runner(small_spec, CalibrationSpec(), alerts)

@@ -1,0 +1,77 @@
+"""Input integrity: invalid-value bursts on a clean feature, and quiet stationary streams."""
+import numpy as np
+
+from detectors import calibration as cal
+from detectors.signals import InputIntegrity
+from detectors.spec import CalibrationSpec
+
+
+def _with_invalid(n, rate, seed):
+    rng = np.random.default_rng(seed)
+    return [float("nan") if r < rate / 2 else ("oops" if r < rate else float(x))
+            for r, x in zip(rng.random(n), rng.standard_normal(n))]
+
+
+def test_invalid_burst_on_clean_feature_detected_within_500_events(default_runner):
+    """A feature never invalid so far starts emitting 1% invalid values: caught in < 500 events."""
+    r = default_runner
+    r.events(20_000, seed=1)  # reference (1000) and a clean stretch
+    assert r.counts() == {}, r.counts()
+    start = r.pos
+    for i in range(10):  # 50-event batches, so the tipping event is located within 50 events
+        r.events(50, batch=50, seed=100 + i, extra={"x2": _with_invalid(50, 0.01 if i else 0.0, i)})
+        if r.counts("input_integrity"):
+            break
+    got = r.counts("input_integrity")
+    assert got.get("input_integrity/invalid_burst"), got
+    a = r.alerts("input_integrity")[0]
+    assert a["key"] == "x2" and sum(a["current"]["by_kind"].values()) == a["statistic"]
+    assert r.pos - start <= 500
+
+
+def test_stationary_streams_stay_quiet_at_default_calibration(default_runner):
+    """No invalid values at all, and rare ones (0.1%, present in the reference too): nothing fires."""
+    r = default_runner
+    n = 60_000
+    r.events(n, batch=1000, seed=3, extra={"x2": _with_invalid(n, 0.001, 7)})
+    r.events(n, batch=1000, seed=4)
+    assert not r.counts("input_integrity"), r.counts()
+
+
+def test_burst_rate_within_budget_by_simulation():
+    """At a raised budget, burst and window alarms per million events per feature stay within
+    their shares, averaged over reference draws of invalid rates 0.05% to 1%."""
+    rng = np.random.default_rng(0)
+    c = CalibrationSpec(false_alarms_per_million=100.0)
+    feats, n_events = 20, 400_000
+    for p in (0.0005, 0.002, 0.01):
+        ii = InputIntegrity([f"f{i}" for i in range(feats)], rng.binomial(2000, p, feats).tolist(),
+                            [2000] * feats, c)
+        bursts = rates = 0
+        for s in range(0, n_events, c.window):
+            kinds = (rng.random((c.window, feats)) < p).astype(np.int8)
+            bursts += len(ii.accumulate(kinds, 0, 400)) + len(ii.accumulate(kinds, 400, c.window))
+            rates += len(ii.close(s))
+        budget = c.false_alarms_per_million * 0.5 * n_events / 1e6 * feats  # per test: 80 alarms
+        assert bursts <= 1.5 * budget and rates <= 1.5 * budget, (p, bursts, rates, budget)
+
+
+def test_burst_count():
+    assert cal.burst_count(0, 16_000, 250, 5e-9) == 4
+    assert cal.burst_count(0, 2000, 250, 5e-9) > cal.burst_count(0, 16_000, 250, 5e-9)
+    assert cal.burst_count(20, 2000, 250, 5e-9) > 8  # a 1% reference rate needs many more
+    assert cal.burst_count(0, 100, 3, 1e-12) == 4  # nothing within budget: never fires
+
+
+def test_batch_cuts_do_not_change_bursts():
+    c = CalibrationSpec()
+    rng = np.random.default_rng(1)
+    kinds = (rng.random((3000, 3)) < 0.02).astype(np.int8) * rng.integers(1, 6, (3000, 3)).astype(np.int8)
+    outs = []
+    for cuts in ([0, 3000], [0, 7, 500, 1999, 2000, 3000]):
+        ii = InputIntegrity(["a", "b", "c"], [0, 0, 0], [16_000] * 3, c)
+        hits = []
+        for lo, hi in zip(cuts, cuts[1:]):
+            hits += [h[:7] for h in ii.accumulate(kinds, lo, hi)]
+        outs.append((hits, ii.to_state()))
+    assert outs[0] == outs[1] and outs[0][0]
