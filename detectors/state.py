@@ -31,7 +31,7 @@ import orjson
 from detectors.errors import StateFormatError
 
 MAGIC = b"DLST"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: input integrity keeps its grown reference and burst positions
 MAX_STATE_BYTES = 64 * 1024 * 1024  # decompressed size limit: hostile blobs cannot exhaust memory
 _HEADER = struct.Struct(">4sHI")
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.errors import StateFormatError
-from detectors.state import MAGIC, decode_state, encode_state
+from detectors.state import FORMAT_VERSION, MAGIC, decode_state, encode_state
 
 
 def test_round_trip():
@@ -18,7 +18,7 @@ def test_round_trip():
 @pytest.mark.parametrize("blob, msg", [
     (b"", "too short"), (b"XXXX" + b"\x00" * 10, "bad magic"),
     (struct.pack(">4sHI", MAGIC, 99, 0), "unsupported state format version 99"),
-    (struct.pack(">4sHI", MAGIC, 1, 0) + b"abc", "checksum"),
+    (struct.pack(">4sHI", MAGIC, FORMAT_VERSION, 0) + b"abc", "checksum"),
 ])
 def test_bad_headers(blob, msg):
     with pytest.raises(StateFormatError, match=msg):
@@ -26,7 +26,7 @@ def test_bad_headers(blob, msg):
 
 
 def _wrap(payload: bytes) -> bytes:
-    return struct.pack(">4sHI", MAGIC, 1, zlib.crc32(payload)) + payload
+    return struct.pack(">4sHI", MAGIC, FORMAT_VERSION, zlib.crc32(payload)) + payload
 
 
 def test_decompression_bomb_and_non_object():
