@@ -283,6 +283,7 @@ class InputIntegrity:
         self.offs = np.arange(F, dtype=np.int64)[None, :] * 6
         self.n = 0
         self.pos = 0  # events of the stream seen since arming
+        self.win_bursts = 0  # burst detections in the open window (such a window never enters the reference)
         sh = cal.SHARES[self.signal]
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["invalid_rate"], c.window)
         self.burst_budget = c.false_alarms_per_million * sh["invalid_burst"] / 1e6  # alarms per event
@@ -320,6 +321,7 @@ class InputIntegrity:
         if len(rec) >= k - 1 and (k == 1 or at - rec[-(k - 1)][0] < self.span):
             burst = rec[len(rec) - (k - 1):] + [[at, code]]
             rec.clear()
+            self.win_bursts += 1
             kinds = [0] * len(INVALID_KINDS)
             for _, c in burst:
                 kinds[c - 1] += 1
@@ -343,7 +345,7 @@ class InputIntegrity:
                          "by_kind": dict(zip(INVALID_KINDS, self.counts[f].tolist()))}
                 ref_s = {"invalid_rate": _r(self.ref_invalid[f] / max(self.ref_n[f], 1)), "n": self.ref_n[f]}
                 out.append((self.signal, "invalid_rate", self.names[f], b / self.n, hi / self.n, ref_s, cur_s, idx))
-        if not out:  # a clean window sharpens the reference (doubling steps, as GrowingReference)
+        if not out and not self.win_bursts:  # a clean window sharpens the reference (doubling steps)
             grew = False
             for f in range(len(self.names)):
                 if self.ref_n[f] >= self.cap[f]:
@@ -359,18 +361,20 @@ class InputIntegrity:
                 self._derive()
         self.counts[:] = 0
         self.n = 0
+        self.win_bursts = 0
         return out
 
     def to_state(self) -> list[Any]:
         return [self.counts.ravel().tolist(), self.n, self.pos, self.ref_invalid, self.ref_n,
-                self.pend_invalid, self.pend_n, self.recent]
+                self.pend_invalid, self.pend_n, self.recent, self.win_bursts]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "integrity", 8)
+        st = check_list(st, "integrity", 9)
         F = len(self.names)
         self.counts = np.array(check_counts(st[0], "integrity", 5 * F), dtype=np.int64).reshape(F, 5)
         self.n = check_int(st[1], "integrity.n")
         self.pos = check_int(st[2], "integrity.pos")
+        self.win_bursts = check_int(st[8], "integrity.win_bursts")
         self.ref_invalid = check_counts(st[3], "integrity.ref_invalid", F)
         self.ref_n = check_counts(st[4], "integrity.ref_n", F)
         self.pend_invalid = check_counts(st[5], "integrity.pend_invalid", F)

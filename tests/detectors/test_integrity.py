@@ -75,3 +75,16 @@ def test_batch_cuts_do_not_change_bursts():
             hits += [h[:7] for h in ii.accumulate(kinds, lo, hi)]
         outs.append((hits, ii.to_state()))
     assert outs[0] == outs[1] and outs[0][0]
+
+
+def test_window_with_a_burst_stays_out_of_the_reference():
+    c = CalibrationSpec()
+    ii = InputIntegrity(["a"], [0], [1000], c)
+    k = ii.k[0]
+    kinds = np.zeros((c.window, 1), dtype=np.int8)
+    kinds[10:10 + k] = 1  # a burst, below the window test's threshold
+    assert len(ii.accumulate(kinds, 0, c.window)) == 1
+    assert ii.close(0) == [] and ii.pend_n == [0] and ii.ref_n == [1000]
+    ii.accumulate(np.zeros((c.window, 1), dtype=np.int8), 0, c.window)
+    ii.close(1)  # a clean window does
+    assert ii.ref_n == [2000] and ii.k[0] < k
