@@ -9,7 +9,13 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object:
 - ``alert_latency_s``: wall time from producing a poisoned event burst to the alert it causes
   appearing on the control topic (read_committed), median over repeats.
 
+``--runtime`` picks the worker: ``confluent`` (``driftline run``, the default runtime), ``faust``
+(``driftline faust-worker``) or ``both``, measured in the same run, each repeat on fresh topics;
+with ``both`` the output has a ``runtimes`` object (per runtime: rate, ratio to the baseline,
+latency) and ``faust_to_confluent_ratio``.
+
     python loadtest/bench_pipeline.py --events 100000 --repeats 3
+    python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
 """
 from __future__ import annotations
 
@@ -115,7 +121,11 @@ def baseline(bootstrap: str, topic: str, n: int) -> float:
     return n / elapsed
 
 
-def worker_run(bootstrap: str, redis_url: str, n: int, seed: int) -> tuple[float, float | None]:
+RUNTIME_COMMANDS = {"confluent": "run", "faust": "faust-worker"}  # runtime -> driftline subcommand
+
+
+def worker_run(bootstrap: str, redis_url: str, n: int, seed: int,
+               runtime: str = "confluent") -> tuple[float, float | None]:
     """Events/s of one worker over ``n`` pre-produced events, then the produce-to-alert latency."""
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-{tag}"
@@ -126,7 +136,7 @@ def worker_run(bootstrap: str, redis_url: str, n: int, seed: int) -> tuple[float
         cfg.write_text(yaml.safe_dump(_config(bootstrap, redis_url, tag, topic)))
         env = dict(os.environ, DRIFTLINE_BENCH_SIGNING_KEY="bench-key-0123456789abcdef")
         log = open(Path(tmp) / "worker.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", "run", "--config", str(cfg)],
+        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[runtime], "--config", str(cfg)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             group = f"bench-{tag}"
@@ -175,26 +185,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--bootstrap", default=f"127.0.0.1:{os.environ.get('DRIFTLINE_KAFKA_PORT', '19092')}")
     ap.add_argument("--redis", default=f"redis://127.0.0.1:{os.environ.get('DRIFTLINE_REDIS_PORT', '16379')}/0")
+    ap.add_argument("--runtime", choices=["confluent", "faust", "both"], default="confluent")
     args = ap.parse_args(argv)
-    base_rates, rates, latencies = [], [], []
+    runtimes = ["confluent", "faust"] if args.runtime == "both" else [args.runtime]
+    base_rates: list[float] = []
+    rates: dict[str, list[float]] = {r: [] for r in runtimes}
+    latencies: dict[str, list[float]] = {r: [] for r in runtimes}
     for r in range(args.repeats):
         topic = f"bench-base-{uuid.uuid4().hex[:8]}"
         _create(args.bootstrap, [topic])
         _produce(args.bootstrap, topic, _events(args.events, r, 1_800_000_000.0))
         base_rates.append(baseline(args.bootstrap, topic, args.events))
-        rate, latency = worker_run(args.bootstrap, args.redis, args.events, r)
-        rates.append(rate)
-        if latency is not None:
-            latencies.append(latency)
-    result = {
-        "benchmark": "pipeline", "events": args.events, "repeats": args.repeats, "features": N_FEATURES,
-        "baseline_events_per_s": round(statistics.median(base_rates)),
-        "worker_events_per_s": round(statistics.median(rates)),
-        "worker_to_baseline_ratio": round(statistics.median(rates) / statistics.median(base_rates), 4),
-        "alert_latency_s_median": round(statistics.median(latencies), 3) if latencies else None,
-        "alert_latency_s_all": [round(x, 3) for x in latencies],
-        "worker_events_per_s_all": [round(x) for x in rates],
-    }
+        for runtime in runtimes:
+            rate, latency = worker_run(args.bootstrap, args.redis, args.events, r, runtime)
+            rates[runtime].append(rate)
+            if latency is not None:
+                latencies[runtime].append(latency)
+    base = statistics.median(base_rates)
+    per_runtime = {runtime: {
+        "worker_events_per_s": round(statistics.median(rates[runtime])),
+        "worker_to_baseline_ratio": round(statistics.median(rates[runtime]) / base, 4),
+        "alert_latency_s_median": round(statistics.median(latencies[runtime]), 3) if latencies[runtime] else None,
+        "alert_latency_s_all": [round(x, 3) for x in latencies[runtime]],
+        "worker_events_per_s_all": [round(x) for x in rates[runtime]],
+    } for runtime in runtimes}
+    result = {"benchmark": "pipeline", "events": args.events, "repeats": args.repeats, "features": N_FEATURES,
+              "baseline_events_per_s": round(base), "baseline_events_per_s_all": [round(x) for x in base_rates]}
+    if len(runtimes) == 1:
+        result.update(per_runtime[runtimes[0]], runtime=runtimes[0])
+    else:
+        result["runtimes"] = per_runtime
+        result["faust_to_confluent_ratio"] = round(
+            statistics.median(rates["faust"]) / statistics.median(rates["confluent"]), 4)
     print(json.dumps(result))
     return 0
 

@@ -52,6 +52,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return int(run(config, worker_id=args.worker_id) or 0)
 
 
+def cmd_faust_worker(args: argparse.Namespace) -> int:
+    """Run one worker of the faust-streaming runtime until SIGTERM."""
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from stream.faust_app import run
+
+    try:
+        return int(run(config, worker_id=args.worker_id, log_level=args.log_level) or 0)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+
+
 def check_secrets(config: DriftlineConfig) -> list[str]:
     """Problems resolving the secrets and files the configuration names (empty when all resolve)."""
     from stream.config import client_settings, redis_client, signing_key
@@ -328,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-id", default="0", help="unique per process of the group (transactional id)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("faust-worker", help="run a worker of the faust-streaming runtime (same topics and state)")
+    p.add_argument("--config", required=True, help="driftline YAML configuration")
+    p.add_argument("--worker-id", default="0", help="unique per process of the group (transactional id)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_faust_worker)
 
     p = sub.add_parser("check-config", help="validate a configuration; exit 2 with the offending key path")
     p.add_argument("--config", required=True)

@@ -192,22 +192,7 @@ class Worker:
         outcome = BatchOutcome()
         producer.begin_transaction()
         try:
-            raw_inference: list[Message] = []
-            raw_labels: list[Message] = []
-            internal: dict[int, list[Message]] = defaultdict(list)
-            positions: dict[tuple[str, int], int] = {}
-            for msg in msgs:
-                if msg.error():
-                    log.warning("consumer error: %s", msg.error())
-                    continue
-                topic = msg.topic()
-                positions[(topic, msg.partition())] = msg.offset() + 1
-                if topic == self._internal:
-                    internal[msg.partition()].append(msg)
-                elif topic in self._inference_topics:
-                    raw_inference.append(msg)
-                else:
-                    raw_labels.append(msg)
+            raw_inference, raw_labels, internal, positions = self._split(msgs)
             self._route_inference(raw_inference, outcome)
             for (topic, partition), offset in self._route_labels(raw_labels, outcome).items():
                 positions[(topic, partition)] = offset
@@ -222,6 +207,31 @@ class Worker:
             log.exception("batch failed; aborting its transaction and rewinding")
             self._abort_and_rewind()
             raise
+        self._committed(staged, outcome, started, checkpoint_started)
+
+    def _split(self, msgs: list[Message]):
+        """Sort a batch by source: (raw inference, raw labels, internal by partition, next offsets)."""
+        raw_inference: list[Message] = []
+        raw_labels: list[Message] = []
+        internal: dict[int, list[Message]] = defaultdict(list)
+        positions: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if msg.error():
+                log.warning("consumer error: %s", msg.error())
+                continue
+            topic = msg.topic()
+            positions[(topic, msg.partition())] = msg.offset() + 1
+            if topic == self._internal:
+                internal[msg.partition()].append(msg)
+            elif topic in self._inference_topics:
+                raw_inference.append(msg)
+            else:
+                raw_labels.append(msg)
+        return raw_inference, raw_labels, internal, positions
+
+    def _committed(self, staged: list[PartitionKey], outcome: BatchOutcome, started: float,
+                   checkpoint_started: float) -> None:
+        """After a batch's Kafka transaction committed: promote its state, share the clock, count it."""
         for part in staged:
             self._store.promote(part)
         self._publish_inference_clock()

@@ -147,11 +147,16 @@ def read_topic(stack, topic: str, *, expect: int | None = None, idle_seconds: fl
     return out
 
 
-def start_worker(scenario: Scenario, worker_id: str = "0", *, log_path: Path | None = None) -> subprocess.Popen:
+RUNTIME_COMMANDS = {"confluent": "run", "faust": "faust-worker"}  # runtime -> driftline subcommand
+
+
+def start_worker(scenario: Scenario, worker_id: str = "0", *, log_path: Path | None = None,
+                 runtime: str = "confluent") -> subprocess.Popen:
     env = dict(os.environ, DRIFTLINE_TEST_SIGNING_KEY=SIGNING_KEY)
     log = open(log_path or scenario.config_path.with_name(f"worker-{worker_id}.log"), "ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "run", "--config", str(scenario.config_path), "--worker-id", worker_id],
+        [sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[runtime], "--config", str(scenario.config_path),
+         "--worker-id", worker_id],
         stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
@@ -176,3 +181,31 @@ def wait_until(predicate, *, timeout: float = 120.0, interval: float = 0.5, what
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def end_offsets(stack, topic: str, partitions: int) -> list[int]:
+    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
+    consumer.close()
+    return ends
+
+
+def drain(stack, scenario: Scenario, total_raw: int, *, internal_partitions: int = 4, timeout: float = 180.0) -> None:
+    """Wait until a worker of either runtime has committed every raw record and every internal record.
+
+    The faust runtime does not commit past the final transaction marker of an idle internal
+    partition, so an internal partition counts as drained one offset short of its end.
+    """
+    group = f"it-{scenario.tag}"
+
+    def done() -> bool:
+        if committed_offsets(stack, group, scenario.inference_topic, 4) < total_raw:
+            return False
+        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group})
+        tps = consumer.committed([TopicPartition(scenario.internal_topic, p) for p in range(internal_partitions)],
+                                 timeout=10)
+        consumer.close()
+        ends = end_offsets(stack, scenario.internal_topic, internal_partitions)
+        return all(end == 0 or tp.offset >= end - 1 for tp, end in zip(tps, ends))
+
+    wait_until(done, timeout=timeout, what="the worker to drain its input")
