@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import zlib
 import json
 import sys
 import time
@@ -150,16 +151,31 @@ def open_lines(path: str | Path) -> IO[bytes]:
     else:
         raw = open(path, "rb")
     head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-    if head == b"\x1f\x8b":
-        return gzip.open(raw, "rb")  # type: ignore[return-value]
-    return raw
+    if head != b"\x1f\x8b":
+        return raw
+    unzipped = gzip.open(raw, "rb")
+    if raw.seekable():  # a plain text file that merely starts with the magic bytes is read as lines
+        try:
+            unzipped.peek(1)
+        except (OSError, EOFError, zlib.error):
+            raw.seek(0)
+            return raw
+    return unzipped  # type: ignore[return-value]
 
 
 def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> Iterator[tuple[float, int, int, InferenceEvent | LabelEvent]]:
     """(ts, stream, line, event) for every decodable line; rejects are counted by reason."""
     decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
     base = source_position(stream, 0, 0)
-    for line_no, line in enumerate(fh, 1):
+    lines = enumerate(fh, 1)
+    while True:
+        try:
+            line_no, line = next(lines)
+        except StopIteration:
+            return
+        except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
+            rejected["unreadable_input"] += 1
+            return
         if not line or line.isspace():
             rejected["blank_line"] += 1
             continue

@@ -178,3 +178,21 @@ def test_any_input_is_counted_never_raised(tmp_path, inf, lab, batch) -> None:
     assert report.inference_lines == len(inf) and report.label_lines == len(lab)
     for doc in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines()):
         assert doc["schema"] == "driftline.control/v1"
+
+
+def test_gzip_magic_without_gzip_and_truncated_gzip(tmp_path) -> None:
+    """A text file that merely starts with gzip's magic bytes is read as lines; a truncated .gz
+    (a log still being written) keeps the lines before the cut and is reported, never raised."""
+    import gzip
+
+    fake = tmp_path / "fake.jsonl"
+    fake.write_bytes(b"\x1f\x8b not gzip\n" + json.dumps(event(1)).encode() + b"\n")
+    report = run_replay(SPEC, fake, None, None)
+    assert report.inference_lines == 2 and report.events == 1
+
+    full = gzip.compress(b"".join(json.dumps(event(i)).encode() + b"\n" for i in range(5000)))
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(full[: len(full) // 2])
+    report = run_replay(SPEC, cut, None, None)
+    assert report.rejected["inference"]["unreadable_input"] == 1
+    assert 0 < report.events < 5000
