@@ -149,7 +149,7 @@ def worker_run(bootstrap: str, redis_url: str, n: int, seed: int,
                 if raw >= n and internal >= n:
                     break
                 if proc.poll() is not None:
-                    raise RuntimeError(f"worker exited: {(Path(tmp) / 'worker.log').read_text()[-2000:]}")
+                    raise RuntimeError(f"worker exited: {(Path(tmp) / 'worker.log').read_text()[-12000:]}")
                 time.sleep(0.05)
             rate = n / (time.perf_counter() - started)
             latency = _alert_latency(bootstrap, topic, seed)
