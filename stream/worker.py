@@ -367,8 +367,11 @@ class Worker:
             mine = [tp for tp in self._consumer.assignment() if tp.topic in self._inference_topics]
             for tp in self._consumer.position(mine) if mine else []:
                 try:
-                    low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=False)
+                    # the watermarks of the last fetch response: a broker query here stalls the batch loop
+                    low, high = self._consumer.get_watermark_offsets(tp, timeout=1, cached=True)
                 except KafkaException:
+                    continue
+                if high < 0:
                     continue
                 if tp.offset >= high or (tp.offset < 0 and high == low):
                     clocks[f"{tp.topic}:{tp.partition}"] = time.time()
