@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import redis
 
 from tests.stream.worker_harness import (
-    SIGNING_KEY, committed_offsets, drain, inference_events, make_scenario, model_spec, produce, read_topic,
+    committed_offsets, control_verify, drain, inference_events, make_scenario, model_spec, produce, read_topic,
     start_worker, stop_worker, wait_until,
 )
 
@@ -75,12 +73,8 @@ def test_faust_poisoned_canary_gets_a_signed_rollback_that_verifies(stack, tmp_p
         stop_worker(worker)
     command = rollbacks[0]
     assert (command["canary_version"], command["stable_version"]) == ("v2", "v1") and command["evidence"]
-    verify = [sys.executable, "-m", "stream.cli", "control", "verify", "--key-env", "DRIFTLINE_TEST_SIGNING_KEY"]
-    env = {"DRIFTLINE_TEST_SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"}
     for doc, accepted in ((command, True), (dict(command, canary_version="v1"), False)):
-        path = tmp_path / "rollback.json"
-        path.write_text(json.dumps(doc) + "\n")
-        result = subprocess.run(verify + [str(path)], capture_output=True, text=True, env=env)
+        result = control_verify(doc, tmp_path / "rollback.json")
         assert (result.returncode == 0) is accepted, result.stdout + result.stderr
 
 

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 import redis
 
 from tests.stream.worker_harness import (
-    SIGNING_KEY, committed_offsets, inference_events, make_scenario, model_spec, produce, read_topic,
+    committed_offsets, control_verify, inference_events, make_scenario, model_spec, produce, read_topic,
     start_worker, stop_worker, wait_until,
 )
 
@@ -84,17 +82,10 @@ def test_poisoned_canary_gets_a_signed_rollback_that_verifies(stack, tmp_path):
     assert command["canary_version"] == "v2" and command["stable_version"] == "v1"
     assert command["evidence"], "rollback must name the alerts that justify it"
 
-    good = tmp_path / "rollback.json"
-    good.write_text(json.dumps(command) + "\n")
-    verify = [sys.executable, "-m", "stream.cli", "control", "verify", "--key-env", "DRIFTLINE_TEST_SIGNING_KEY"]
-    env = {"DRIFTLINE_TEST_SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"}
-    ok = subprocess.run(verify + [str(good)], capture_output=True, text=True, env=env)
+    ok = control_verify(command, tmp_path / "rollback.json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
-    tampered = dict(command, canary_version="v1")
-    bad = tmp_path / "tampered.json"
-    bad.write_text(json.dumps(tampered) + "\n")
-    rejected = subprocess.run(verify + [str(bad)], capture_output=True, text=True, env=env)
+    rejected = control_verify(dict(command, canary_version="v1"), tmp_path / "tampered.json")
     assert rejected.returncode != 0
     assert "signature" in (rejected.stdout + rejected.stderr).lower()
 

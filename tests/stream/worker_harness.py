@@ -209,3 +209,11 @@ def drain(stack, scenario: Scenario, total_raw: int, *, internal_partitions: int
         return all(end == 0 or tp.offset >= end - 1 for tp, end in zip(tps, ends))
 
     wait_until(done, timeout=timeout, what="the worker to drain its input")
+
+
+def control_verify(doc: dict, path: Path) -> subprocess.CompletedProcess:
+    """Run ``driftline control verify`` on one control message, as a deployment controller would."""
+    path.write_text(json.dumps(doc) + "\n")
+    verify = [sys.executable, "-m", "stream.cli", "control", "verify", "--key-env", "DRIFTLINE_TEST_SIGNING_KEY"]
+    env = {"DRIFTLINE_TEST_SIGNING_KEY": SIGNING_KEY, "PATH": "/usr/bin:/bin"}
+    return subprocess.run(verify + [str(path)], capture_output=True, text=True, env=env)
