@@ -181,6 +181,23 @@ class AlertPolicy:
         self.raised += 1
         return [Alert(alert_id, incident_id, det)]
 
+    def clamp_times(self, limit: float) -> bool:
+        """Pull every event time the policy remembers back to ``limit``; True if any was later.
+
+        Repairs state whose event clock was pushed into the future (cooldowns that would never end).
+        """
+        changed = False
+        for o in self._open.values():
+            if o.last_ts > limit or o.opened_ts > limit:
+                o.last_ts, o.opened_ts, changed = min(o.last_ts, limit), min(o.opened_ts, limit), True
+        for k, t in list(self._cooldown_until.items()):
+            if t > limit:
+                self._cooldown_until[k], changed = limit, True
+        for v, (i, t) in list(self._incident.items()):
+            if t > limit:
+                self._incident[v], changed = (i, limit), True
+        return changed
+
     # -- state ----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {

@@ -316,6 +316,17 @@ class ModelMonitor:
             details={"signal": det.signal, "detector": det.detector, "key": det.key,
                      "reference": det.reference, "current": det.current})]
 
+    def clamp_clock(self, limit: float) -> bool:
+        """Pull the event clock and the alert policy's times back to ``limit``; True if they were later.
+
+        For state saved while a far-future timestamp held the clock (before such events were
+        refused at decoding): its alerts would stay muted until that time.
+        """
+        changed = self.policy.clamp_times(limit)
+        if self.now > limit:
+            self.now, changed = limit, True
+        return changed
+
     # -- statistics -------------------------------------------------------------------------
     @property
     def stats(self) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def worker_run(bootstrap: str, redis_url: str, n: int, seed: int,
     tag = uuid.uuid4().hex[:8]
     topic = f"bench-{tag}"
     _create(bootstrap, [topic, f"{topic}-labels"])
-    _produce(bootstrap, topic, _events(n, seed, 1_800_000_000.0))
+    _produce(bootstrap, topic, _events(n, seed, 1_750_000_000.0))
     with tempfile.TemporaryDirectory() as tmp:
         cfg = Path(tmp) / "bench.yaml"
         cfg.write_text(yaml.safe_dump(_config(bootstrap, redis_url, tag, topic)))
@@ -165,7 +165,7 @@ def _alert_latency(bootstrap: str, topic: str, seed: int) -> float | None:
                   "auto.offset.reset": "latest", "isolation.level": "read_committed"})
     c.subscribe([f"{topic}-control"])
     c.consume(1, 2.0)  # join the group before the burst
-    burst = _events(3000, seed + 1000, 1_800_100_000.0, shift_from=0)
+    burst = _events(3000, seed + 1000, 1_750_100_000.0, shift_from=0)
     sent = time.perf_counter()
     _produce(bootstrap, topic, burst)
     deadline = sent + 60
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.repeats):
         topic = f"bench-base-{uuid.uuid4().hex[:8]}"
         _create(args.bootstrap, [topic])
-        _produce(args.bootstrap, topic, _events(args.events, r, 1_800_000_000.0))
+        _produce(args.bootstrap, topic, _events(args.events, r, 1_750_000_000.0))
         base_rates.append(baseline(args.bootstrap, topic, args.events))
         for runtime in runtimes:
             rate, latency = worker_run(args.bootstrap, args.redis, args.events, r, runtime)

@@ -55,10 +55,15 @@ class TopicSpec(_Strict):
     field_mapping: dict[str, str] = {}  # driftline field -> JSON pointer ("/meta/id") or top-level key
     constants: dict[str, str | int | float] = {}  # fields a topic does not carry, e.g. {"model": "filter"}
     ts_unit: Literal["s", "ms", "us", "ns"] = "s"
+    # how far ahead of the worker's clock an event's ts may be; null: no bound (not advised)
+    max_future_seconds: float | None = Field(default=300.0, ge=0, le=366 * 86_400)
     max_message_bytes: int | None = Field(default=None, ge=64)  # default: kafka.max_message_bytes
     max_features: int | None = Field(default=None, ge=1, le=100_000)
     max_string: int | None = Field(default=None, ge=16, le=1_000_000)
     max_scores: int | None = Field(default=None, ge=1, le=100_000)
+    # label topics: the models whose predictions these labels are for (default: every model that
+    # logged a prediction with the label's event id)
+    models: list[str] | None = Field(default=None, min_length=1)
 
     @field_validator("field_mapping", "constants")
     @classmethod
@@ -234,6 +239,22 @@ class DriftlineConfig(_Strict):
     signing: SigningSpec
     metrics: MetricsSpec = MetricsSpec()
     monitor: MonitorSpec
+
+    @model_validator(mode="after")
+    def _names(self) -> "DriftlineConfig":
+        names = [m.name for m in self.monitor.models]
+        for i, name in enumerate(names):
+            if name.startswith("@"):
+                raise ValueError(f"monitor.models[{i}].name: {name[:40]!r} must not start with '@' "
+                                 f"(reserved for driftline's own Redis keys)")
+        for i, t in enumerate(self.kafka.inference_topics):
+            if t.models is not None:
+                raise ValueError(f"kafka.inference_topics[{i}].models: only label topics take a model scope")
+        for i, t in enumerate(self.kafka.label_topics):
+            unknown = sorted(set(t.models or ()) - set(names))
+            if unknown:
+                raise ValueError(f"kafka.label_topics[{i}].models: {unknown} are not configured models")
+        return self
 
 
 # -- loading -------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -73,8 +74,14 @@ class Decoder(Protocol):
     def decode_label(self, raw: bytes) -> LabelEvent: ...
 
 
-def parse_json(raw: bytes | bytearray | memoryview | str, max_bytes: int) -> Any:
-    """Size check, then orjson; NaN/Infinity literals (written by Python's json) fall back to json."""
+def parse_json(raw: bytes | bytearray | memoryview | str | None, max_bytes: int) -> Any:
+    """Size check, then orjson; NaN/Infinity literals (written by Python's json) fall back to json.
+
+    The fallback accepts what orjson would not write back (lone surrogates, integers beyond 64
+    bits); such documents are refused here, so every decoded event can be re-encoded.
+    """
+    if raw is None:
+        raise DecodeError("null_value", "message has no value (a tombstone)")
     if len(raw) > max_bytes:
         raise DecodeError("oversized", f"message of {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
@@ -92,9 +99,18 @@ def parse_json(raw: bytes | bytearray | memoryview | str, max_bytes: int) -> Any
     elif "NaN" not in raw and "Infinity" not in raw:
         raise DecodeError("malformed_json", f"malformed JSON: {first}") from None
     try:
-        return json.loads(raw)
+        obj = json.loads(raw)
     except (ValueError, RecursionError) as exc:
         raise DecodeError("malformed_json", f"malformed JSON: {str(exc)[:200]}") from None
+    try:
+        orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        text = str(exc)
+        if "surrogates" in text or "UTF-8" in text:
+            raise DecodeError("invalid_unicode", "message holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+        if "64-bit" in text:
+            raise DecodeError("integer_out_of_range", "message holds an integer beyond 64 bits") from None
+    return obj  # too deep to re-encode: the field checks name the nested value
 
 
 def compile_path(path: str) -> Callable[[Any], Any]:
@@ -126,10 +142,14 @@ class JsonDecoder:
     ``fields`` maps a driftline field to a pointer (unmapped fields use their own name at the top
     level); ``constants`` fixes fields a topic does not carry (e.g. ``{"model": "content-filter"}``);
     ``ts_unit`` says how numeric timestamps are expressed (``s``, ``ms``, ``us``, ``ns``).
+    ``max_future_seconds`` bounds how far ahead of ``clock()`` a timestamp may be (None: no bound):
+    event time only moves forward, so one far-future timestamp would resolve every open alert
+    and hold its cooldown for good.
     """
 
     def __init__(self, fields: Mapping[str, str] | None = None, constants: Mapping[str, Any] | None = None,
-                 limits: Limits | None = None, ts_unit: str = "s") -> None:
+                 limits: Limits | None = None, ts_unit: str = "s", max_future_seconds: float | None = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
         fields = dict(fields or {})
         constants = dict(constants or {})
         known = set(INFERENCE_FIELDS) | set(LABEL_FIELDS)
@@ -143,6 +163,10 @@ class JsonDecoder:
                 raise ValueError(f"mapping for {name!r} must be a non-empty path string")
         self.limits = limits or Limits()
         self.ts_scale = _TS_SCALE[ts_unit]
+        if max_future_seconds is not None and not max_future_seconds >= 0:
+            raise ValueError("max_future_seconds must be a non-negative number or None")
+        self.max_future = max_future_seconds
+        self.clock = clock
         self._get = {f: (lambda obj, c=constants[f]: c) if f in constants else compile_path(fields.get(f, f))
                      for f in known}
         self._plain = not fields and not constants and ts_unit == "s"
@@ -154,6 +178,8 @@ class JsonDecoder:
         if self._plain and type(obj) is dict:
             event = _fast_inference(obj, self.limits, len(raw) > self.limits.max_string)
             if event is not None:
+                if self.max_future is not None:
+                    self._check_future(event.ts)
                 return event
         return self.inference_from_obj(obj, len(raw))
 
@@ -222,7 +248,18 @@ class JsonDecoder:
             return str(v)
         raise self._absent_or_wrong(field, v, "a string")
 
+    def _check_future(self, ts: float) -> float:
+        limit = self.clock() + self.max_future
+        if ts > limit:
+            raise DecodeError("ts_in_future", f"ts {ts:.6g} is more than {self.max_future:g} s ahead of the "
+                                              f"worker's clock (wrong ts_unit, or a forged time)")
+        return ts
+
     def _ts(self, obj: dict) -> float:
+        ts = self._ts_value(obj)
+        return ts if self.max_future is None else self._check_future(ts)
+
+    def _ts_value(self, obj: dict) -> float:
         v = self._get["ts"](obj)
         t = type(v)
         if t is float or t is int:
@@ -361,7 +398,8 @@ def decoder_for_topic(topic: Any) -> Decoder:
     """A decoder for one topic entry of the configuration (attribute or dict access).
 
     Recognized keys: ``decoder`` (only ``json``), ``field_mapping`` (pointer mapping), ``constants``,
-    ``ts_unit``, ``max_message_bytes``, ``max_features``, ``max_string``, ``max_scores``.
+    ``ts_unit``, ``max_future_seconds`` (None: no bound), ``max_message_bytes``, ``max_features``,
+    ``max_string``, ``max_scores``.
     """
     def opt(name: str, default: Any = None) -> Any:
         if isinstance(topic, Mapping):
@@ -379,8 +417,12 @@ def decoder_for_topic(topic: Any) -> Decoder:
                     max_string=int(opt("max_string", base.max_string)),
                     max_scores=int(opt("max_scores", base.max_scores)))
     fields = opt("fields", None) or opt("field_mapping", None) or {}
+    if isinstance(topic, Mapping):
+        future = topic.get("max_future_seconds", 300.0)
+    else:
+        future = getattr(topic, "max_future_seconds", 300.0)
     return JsonDecoder(fields=dict(fields), constants=dict(opt("constants", {}) or {}), limits=limits,
-                       ts_unit=str(opt("ts_unit", "s")))
+                       ts_unit=str(opt("ts_unit", "s")), max_future_seconds=None if future is None else float(future))
 
 
 def build_decoders(config: Any) -> dict[str, Decoder]:

@@ -34,6 +34,8 @@ class LabelBound:
 
     def __call__(self, label: str, value: object) -> str:
         v = str(value)
+        if not v.isascii():
+            v = v.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate would break every scrape
         with self._lock:
             seen = self._seen.setdefault(label, set())
             if v in seen:
@@ -68,6 +70,11 @@ class WorkerMetrics:
                                    ["reason"], registry=r)
         self.unknown_models = Counter("driftline_unknown_models", "Events naming a model the configuration lacks.",
                                       ["model"], registry=r)
+        self.retries = Counter("driftline_retries", "Batches aborted by a transient Kafka or Redis error and retried.",
+                               ["kind"], registry=r)
+        self.state_rebuilds = Counter("driftline_state_rebuilds", "Committed model states that could not be used "
+                                      "as they were (changed spec, unreadable, clock clamped).",
+                                      ["model", "reason"], registry=r)
         self.detections = Counter("driftline_detections", "Detector threshold crossings (before alert dedup).",
                                   ["model", "version", "deployment", "signal"], registry=r)
         self.alerts = Counter("driftline_alerts", "Control messages published, by kind and severity.",
@@ -114,6 +121,12 @@ class WorkerMetrics:
 
     def late_label(self, reason: str) -> None:
         self.late_labels.labels(reason=self.bound("late_reason", reason)).inc()
+
+    def retry(self, kind: str) -> None:
+        self.retries.labels(kind=kind).inc()
+
+    def state_rebuilt(self, model: str, reason: str) -> None:
+        self.state_rebuilds.labels(model=self.bound("model", model), reason=reason).inc()
 
     def unknown_model(self, model: str) -> None:
         self.unknown_models.labels(model=self.bound("unknown_model", model)).inc()

@@ -11,6 +11,7 @@ write the internal topic can send garbage, never code.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import zlib
 from dataclasses import dataclass
@@ -35,9 +36,14 @@ def source_position(topic_index: int, partition: int, offset: int) -> int:
     """A stable integer naming a raw message: the basis of deterministic alert and rollback ids.
 
     Internal-topic offsets are not stable across a crash (aborted transactions leave gaps), the
-    raw message's coordinates are.
+    raw message's coordinates are. Coordinates that fit (topic index < 128, partition < 2**16,
+    offset < 2**40) are packed below 2**63; larger ones map to a 63-bit hash above 2**63 (still an
+    unsigned 64-bit integer), so positions never collide by overflowing into each other's bits.
     """
-    return (topic_index << 56) | (partition << 40) | offset
+    if 0 <= topic_index < 128 and 0 <= partition < 1 << 16 and 0 <= offset < 1 << 40:
+        return (topic_index << 56) | (partition << 40) | offset
+    digest = hashlib.blake2b(f"{topic_index}:{partition}:{offset}".encode(), digest_size=8).digest()
+    return (1 << 63) | (int.from_bytes(digest, "big") >> 1)
 
 
 def encode_inference(event: InferenceEvent) -> bytes:

@@ -50,6 +50,7 @@ class ReplayConfig:
     label_decoder: Decoder = field(default_factory=JsonDecoder)
     horizon_seconds: float = DEFAULT_HORIZON_S
     references: dict[str, ReferenceProfile] = field(default_factory=dict)
+    label_models: frozenset[str] | None = None  # the label topic's model scope (None: every model)
 
 
 @dataclass
@@ -130,8 +131,9 @@ def load_replay_config(path: str | Path, inference_topic: str | None = None,
             if not ref_path.is_absolute():
                 ref_path = path.parent / ref_path
             refs[m.name] = ReferenceProfile.from_dict(m, json.loads(ref_path.read_text()))
+    scope = frozenset(lab.models) if lab is not None and lab.models else None
     return ReplayConfig(monitor, decoder_for_topic(inf) if inf else JsonDecoder(),
-                        decoder_for_topic(lab) if lab else JsonDecoder(), horizon, refs)
+                        decoder_for_topic(lab) if lab else JsonDecoder(), horizon, refs, scope)
 
 
 def _pick_topic(topics: list[Any], name: str | None, what: str) -> Any:
@@ -205,35 +207,60 @@ def _merge(a: Iterator[tuple], b: Iterator[tuple]) -> Iterator[tuple]:
 
 
 class LabelJoin:
-    """Predictions awaiting labels, by event id, forgotten ``horizon`` seconds after their ts."""
+    """Predictions awaiting labels, by event id and model, forgotten ``horizon`` seconds after their ts.
 
-    def __init__(self, horizon: float) -> None:
+    As in the worker, models that share request ids each keep their own prediction, and a label
+    joins every model that predicted its event (within the label topic's scope).
+    """
+
+    def __init__(self, horizon: float, scope: frozenset[str] | None = None) -> None:
         self.horizon = horizon
-        self.pending: OrderedDict[str, InferenceEvent] = OrderedDict()
+        self.scope = scope
+        self.pending: OrderedDict[tuple[str, str], InferenceEvent] = OrderedDict()  # (event id, model)
+        self.models: dict[str, list[str]] = {}  # event id -> models with a pending prediction, sorted
         self.expired: OrderedDict[str, None] = OrderedDict()
 
     def remember(self, e: InferenceEvent) -> None:
-        self.pending[e.event_id] = e
-        self.pending.move_to_end(e.event_id)
+        key = (e.event_id, e.model)
+        if key in self.pending:
+            self.pending.move_to_end(key)
+        else:
+            models = self.models.setdefault(e.event_id, [])
+            models.append(e.model)
+            if len(models) > 1:
+                models.sort()
+        self.pending[key] = e
 
     def expire(self, now: float) -> None:
         limit = now - self.horizon
-        pending, expired = self.pending, self.expired
+        pending, expired, models = self.pending, self.expired, self.models
         while pending:
-            eid, e = next(iter(pending.items()))
+            key, e = next(iter(pending.items()))
             if e.ts >= limit:
                 break
-            del pending[eid]
+            del pending[key]
+            eid = key[0]
+            left = models[eid]
+            left.remove(key[1])
+            if not left:
+                del models[eid]
             expired[eid] = None
             if len(expired) > EXPIRED_MEMORY:
                 expired.popitem(last=False)
 
-    def join(self, lab: LabelEvent) -> JoinedLabel | str:
-        """The joined label, or the reason it cannot be joined."""
-        e = self.pending.get(lab.event_id)
-        if e is None or lab.ts - e.ts > self.horizon:
-            return "label_too_late" if e is not None or lab.event_id in self.expired else "label_unknown_event"
-        return JoinedLabel(lab, e.model, e.model_version, e.deployment, e.prediction, e.ts)
+    def join(self, lab: LabelEvent) -> list[JoinedLabel] | str:
+        """The label joined with each model's prediction of its event, or why it cannot be joined."""
+        names = self.models.get(lab.event_id)
+        if names and self.scope is not None:
+            names = [m for m in names if m in self.scope]
+        if not names:
+            return "label_too_late" if lab.event_id in self.expired else "label_unknown_event"
+        out = []
+        for m in names:
+            e = self.pending[(lab.event_id, m)]
+            if lab.ts - e.ts <= self.horizon:
+                out.append(JoinedLabel(lab, e.model, e.model_version, e.deployment, e.prediction, e.ts))
+        return out or "label_too_late"
 
 
 # -- replay -------------------------------------------------------------------------------------
@@ -255,7 +282,7 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
         engine.monitors[name].set_reference(ref)
     models = frozenset(engine.monitors) if labels_path is not None else frozenset()
     report = ReplayReport()
-    join = LabelJoin(horizon)
+    join = LabelJoin(horizon, config.label_models)
     out, close_out = _open_out(alerts_out)
     started = time.perf_counter()
     inf_fh = open_lines(inference_path)
@@ -283,7 +310,7 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     if isinstance(j, str):
                         lab_rejected[j] += 1
                     else:
-                        joined.append(j)
+                        joined.extend(j)
                 if n >= batch_size:
                     break
             if n == 0:

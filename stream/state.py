@@ -1,11 +1,15 @@
 """Redis state store: per-model detector state committed together with consumer offsets.
 
-Key scheme (``{p}`` is the configured key prefix, ``driftline`` by default):
+Key scheme (``{p}`` is the configured key prefix, ``driftline`` by default). Keys that do not
+belong to one model start with ``@``, which model names may not, so no model can collide with them:
 
 - ``{p}:{model}:state``          committed ModelMonitor bytes (versioned format of ``detectors``)
 - ``{p}:{model}:state:staged``   bytes of a batch whose Kafka transaction is not yet known to be committed
-- ``{p}:offsets:{group}:{topic}:{partition}``  hash: ``committed`` and ``staged`` next-offsets
-- ``{p}:pending:{event_id}``     a prediction awaiting its label (TTL = label-join horizon)
+- ``{p}:@offsets:{group}:{topic}:{partition}``  hash: ``committed`` and ``staged`` next-offsets, and
+  the ``owner`` token of the worker that holds the partition
+- ``{p}:@pending:{event_id}``    hash: model -> its prediction awaiting a label (TTL = label-join horizon);
+  one field per model, so models that share request ids each get their label
+- ``{p}:@clock:{group}``         hash: inference partition -> time its predictions are routed up to
 
 A batch is made durable in two steps so that state, offsets and published control messages
 agree after a crash at any moment:
@@ -15,17 +19,51 @@ agree after a crash at any moment:
 2. the Kafka transaction carrying the batch's control messages and consumer offsets commits;
 3. ``promote``: one MULTI/EXEC turns the staged values into the committed ones.
 
-On partition assignment ``restore`` settles a leftover staged batch by asking Kafka whether its
-transaction committed (the group's committed offset equals the staged offset): promote if so,
-discard otherwise. The worker then seeks to the committed offset in Redis.
+On partition assignment ``restore`` claims the partition (writes this worker's owner token) and
+settles a leftover staged batch by asking Kafka whether its transaction committed (the group's
+committed offset equals the staged offset): promote if so, discard otherwise. The worker then
+seeks to the committed offset in Redis. Stage, promote and discard are Lua scripts that act only
+while the partition's owner token is this worker's: a worker that stalled past its session and
+lost the partition can neither overwrite nor discard the new owner's staged batch
+(:class:`OwnershipLost`).
 """
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
 import redis
+
+_STAGE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2]) end
+redis.call('HSET', KEYS[1], 'staged', ARGV[2], 'staged_models', ARGV[3])
+return 1
+"""
+# KEYS: offsets hash, then pairs (staged key, state key); ARGV: owner, staged offset expected
+_PROMOTE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'staged') ~= ARGV[2] then return 2 end
+for i = 2, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('RENAME', KEYS[i], KEYS[i + 1]) end
+end
+redis.call('HSET', KEYS[1], 'committed', ARGV[2])
+redis.call('HDEL', KEYS[1], 'staged', 'staged_models')
+return 1
+"""
+# KEYS: offsets hash, then staged keys; ARGV: owner
+_DISCARD = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HDEL', KEYS[1], 'staged', 'staged_models')
+return 1
+"""
+
+
+class OwnershipLost(RuntimeError):
+    """Another worker claimed the partition: this worker must not touch its state any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +88,14 @@ class PendingPrediction:
 class StateStore:
     """Reads and writes driftline state in Redis under one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, group: str) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, group: str, owner: str | None = None) -> None:
         self._r = client
         self._prefix = prefix
         self._group = group
+        self.owner = owner or uuid.uuid4().hex
+        self._stage_script = client.register_script(_STAGE)
+        self._promote_script = client.register_script(_PROMOTE)
+        self._discard_script = client.register_script(_DISCARD)
 
     # -- keys ---------------------------------------------------------------------------
     def state_key(self, model: str) -> str:
@@ -63,46 +105,66 @@ class StateStore:
         return f"{self._prefix}:{model}:state:staged"
 
     def offsets_key(self, part: PartitionKey) -> str:
+        return f"{self._prefix}:@offsets:{self._group}:{part.topic}:{part.partition}"
+
+    def legacy_offsets_key(self, part: PartitionKey) -> str:
+        """Where releases before the ``@`` key space kept a partition's offsets (read once, then renamed)."""
         return f"{self._prefix}:offsets:{self._group}:{part.topic}:{part.partition}"
 
     def pending_key(self, event_id: str) -> str:
-        return f"{self._prefix}:pending:{event_id}"
+        return f"{self._prefix}:@pending:{event_id}"
 
     # -- batch commit -------------------------------------------------------------------
     def stage(self, part: PartitionKey, next_offset: int, states: Mapping[str, bytes]) -> None:
-        """Atomically write a batch's model states and next offset as staged."""
-        pipe = self._r.pipeline(transaction=True)
-        for model, blob in states.items():
-            pipe.set(self.staged_state_key(model), blob)
-        pipe.hset(self.offsets_key(part), mapping={"staged": next_offset, "staged_models": _join(states)})
-        pipe.execute()
+        """Atomically write a batch's model states and next offset as staged (owner only)."""
+        names = list(states)
+        keys = [self.offsets_key(part)] + [self.staged_state_key(m) for m in names]
+        args = [self.owner, next_offset, _join(states)] + [states[m] for m in names]
+        if not self._stage_script(keys=keys, args=args):
+            raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
 
     def promote(self, part: PartitionKey) -> None:
-        """Atomically turn the partition's staged batch into the committed state."""
+        """Atomically turn the partition's staged batch into the committed state (owner only)."""
         key = self.offsets_key(part)
         staged = self._r.hmget(key, "staged", "staged_models")
         if staged[0] is None:
             return
-        models = _split(staged[1])
-        pipe = self._r.pipeline(transaction=True)
-        for model in models:
-            pipe.rename(self.staged_state_key(model), self.state_key(model))
-        pipe.hset(key, "committed", int(staged[0]))
-        pipe.hdel(key, "staged", "staged_models")
-        pipe.execute()
+        keys = [key]
+        for model in _split(staged[1]):
+            keys += [self.staged_state_key(model), self.state_key(model)]
+        if self._promote_script(keys=keys, args=[self.owner, staged[0]]) == 0:
+            raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
 
     def discard_staged(self, part: PartitionKey) -> None:
-        """Drop a staged batch whose Kafka transaction never committed."""
+        """Drop a staged batch whose Kafka transaction never committed (owner only)."""
         key = self.offsets_key(part)
         models = _split(self._r.hget(key, "staged_models"))
-        pipe = self._r.pipeline(transaction=True)
-        for model in models:
-            pipe.delete(self.staged_state_key(model))
-        pipe.hdel(key, "staged", "staged_models")
-        pipe.execute()
+        if self._discard_script(keys=[key] + [self.staged_state_key(m) for m in models], args=[self.owner]) == 0:
+            raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
 
-    def restore(self, part: PartitionKey, kafka_committed: int | None) -> int | None:
-        """Settle any staged batch against Kafka's committed offset; return the offset to resume at."""
+    def claim(self, part: PartitionKey) -> None:
+        """Make this worker the partition's owner (on assignment: the group decided)."""
+        key = self.offsets_key(part)
+        if not self._r.exists(key):
+            legacy = self.legacy_offsets_key(part)
+            if self._r.exists(legacy):
+                self._r.renamenx(legacy, key)
+        self._r.hset(key, "owner", self.owner)
+
+    def owns(self, part: PartitionKey) -> bool:
+        owner = self._r.hget(self.offsets_key(part), "owner")
+        return owner is not None and owner.decode("utf-8", "replace") == self.owner
+
+    def restore(self, part: PartitionKey, kafka_committed: int | None, claim: bool = True) -> int | None:
+        """Settle any staged batch against Kafka's committed offset; return the offset to resume at.
+
+        ``claim=False`` (a rewind after a failed batch, not a new assignment) raises
+        :class:`OwnershipLost` instead of taking the partition back from its new owner.
+        """
+        if claim:
+            self.claim(part)
+        elif not self.owns(part):
+            raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
         staged = self._r.hget(self.offsets_key(part), "staged")
         if staged is not None:
             if kafka_committed is not None and int(staged) == kafka_committed:
@@ -125,19 +187,20 @@ class StateStore:
 
     # -- label join ---------------------------------------------------------------------
     def remember_predictions(self, items: Iterable[tuple[str, PendingPrediction]], ttl_seconds: int) -> None:
-        """Store predictions awaiting labels; re-writing the same event is harmless (idempotent)."""
+        """Store predictions awaiting labels, one hash field per model; re-writing is harmless (idempotent)."""
         pipe = self._r.pipeline(transaction=False)
         n = 0
         for event_id, p in items:
-            value = orjson.dumps([p.model, p.model_version, p.deployment, p.prediction, p.ts])
-            pipe.set(self.pending_key(event_id), value, ex=ttl_seconds)
+            key = self.pending_key(event_id)
+            pipe.hset(key, p.model, orjson.dumps([p.model_version, p.deployment, p.prediction, p.ts]))
+            pipe.expire(key, ttl_seconds)
             n += 1
         if n:
             pipe.execute()
 
     @property
     def inference_clock_key(self) -> str:
-        return f"{self._prefix}:inference_clock:{self._group}"
+        return f"{self._prefix}:@clock:{self._group}"
 
     def advance_inference_clock(self, clocks: Mapping[str, float]) -> None:
         """Record, per inference partition (``topic:partition``), the time up to which its
@@ -155,25 +218,34 @@ class StateStore:
                 continue
         return out
 
-    def lookup_predictions(self, event_ids: list[str]) -> list[PendingPrediction | None]:
-        """The pending prediction of each event id, or None when unknown or past the horizon."""
+    def lookup_predictions(self, event_ids: list[str],
+                           models: frozenset[str] | None = None) -> list[list[PendingPrediction]]:
+        """Every pending prediction of each event id (one per model, sorted by model name; empty when
+        unknown or past the horizon); ``models`` limits the join to a label topic's scope."""
         if not event_ids:
             return []
-        out: list[PendingPrediction | None] = []
-        for raw in self._r.mget([self.pending_key(e) for e in event_ids]):
-            out.append(_decode_pending(raw))
+        pipe = self._r.pipeline(transaction=False)
+        for e in event_ids:
+            pipe.hgetall(self.pending_key(e))
+        out: list[list[PendingPrediction]] = []
+        for fields in pipe.execute():
+            found = []
+            for model, raw in sorted(fields.items()):
+                p = _decode_pending(model, raw)
+                if p is not None and (models is None or p.model in models):
+                    found.append(p)
+            out.append(found)
         return out
 
 
-def _decode_pending(raw: bytes | None) -> PendingPrediction | None:
-    if raw is None:
-        return None
+def _decode_pending(model: bytes, raw: bytes) -> PendingPrediction | None:
     try:
-        model, version, deployment, prediction, ts = orjson.loads(raw)
-        if not all(isinstance(x, str) for x in (model, version, deployment, prediction)):
+        name = model.decode("utf-8")
+        version, deployment, prediction, ts = orjson.loads(raw)
+        if not all(isinstance(x, str) for x in (version, deployment, prediction)):
             return None
-        return PendingPrediction(model, version, deployment, prediction, float(ts))
-    except (orjson.JSONDecodeError, ValueError, TypeError):
+        return PendingPrediction(name, version, deployment, prediction, float(ts))
+    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
         return None
 
 

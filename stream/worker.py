@@ -14,6 +14,11 @@ dead-letter topic. Each micro-batch is one Kafka transaction:
 
 Consumers of the control topic read with ``isolation.level=read_committed`` and so see each
 message once, even across crashes; ids are deterministic in any case.
+
+No message stops the worker: whatever its bytes, a raw or internal record ends as a processed
+event or a dead letter with a reason. A record that makes the detection core raise is isolated
+(the model's state is rebuilt from Redis, the batch replayed record by record) and dead-lettered.
+Transient Kafka and Redis errors abort the batch, rewind and retry with exponential backoff.
 """
 from __future__ import annotations
 
@@ -21,16 +26,19 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import redis
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
+from detectors.errors import StateFormatError
 from detectors.events import JoinedLabel, LabelEvent
 from detectors.profile import ReferenceProfile
 from stream.config import DriftlineConfig, consumer_settings, producer_settings, redis_client
@@ -39,7 +47,7 @@ from stream.metrics import WorkerMetrics, serve_metrics
 from stream.records import (RecordError, decode_record, encode_inference, encode_label, partition_for,
                             source_position)
 from stream.signing import load_signing_key, sign
-from stream.state import PartitionKey, PendingPrediction, StateStore
+from stream.state import OwnershipLost, PartitionKey, PendingPrediction, StateStore
 
 log = logging.getLogger("driftline.worker")
 
@@ -71,7 +79,10 @@ class Worker:
         self._partitions = k.internal_partitions
         self._models = {m.name: m for m in config.monitor.models}
         self._decoders = build_decoders(config)
-        self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id)
+        self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id,
+                                 owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}")
+        self._label_scope = {t.name: frozenset(t.models) if t.models else None for t in k.label_topics}
+        self._max_future = {t.name: t.max_future_seconds for t in list(k.inference_topics) + list(k.label_topics)}
         self._monitors: dict[str, ModelMonitor] = {}
         self._owned: set[int] = set()
         self._signing_key = load_signing_key(config.signing)
@@ -88,6 +99,7 @@ class Worker:
         self._last_clock = 0.0
         self._inference_partitions: list[str] = []
         self._last_metadata = float("-inf")
+        self._needs_rewind = False
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -105,7 +117,12 @@ class Worker:
             except KafkaException as exc:
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise
-        meta = admin.list_topics(self._internal, timeout=30).topics[self._internal]
+        deadline = time.monotonic() + 30
+        while True:  # a topic created a moment ago may have no partitions in the metadata yet
+            meta = admin.list_topics(self._internal, timeout=30).topics[self._internal]
+            if (meta.partitions and meta.error is None) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if len(meta.partitions) != self._partitions:
             raise RuntimeError(
                 f"kafka.internal_partitions is {self._partitions} but topic {self._internal!r} has "
@@ -129,15 +146,33 @@ class Worker:
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         k = self.config.kafka
         timeout = k.batch_timeout_ms / 1000
+        failures = 0
         try:
             while not self._stop.is_set():
-                msgs = consumer.consume(k.batch_size, timeout)
-                if msgs:
-                    self._process(msgs)
-                else:
-                    self._commit_idle_positions()
-                    self._publish_inference_clock()
-                self._update_lag()
+                try:
+                    if self._needs_rewind:
+                        self._abort_and_rewind()
+                    msgs = consumer.consume(k.batch_size, timeout)
+                    if msgs:
+                        self._process(msgs)
+                    else:
+                        self._commit_idle_positions()
+                        self._publish_inference_clock()
+                    self._update_lag()
+                    failures = 0
+                except (KafkaException, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
+                        redis.ReadOnlyError) as exc:
+                    if isinstance(exc, KafkaException) and exc.args and getattr(exc.args[0], "fatal", bool)():
+                        raise
+                    failures += 1
+                    delay = min(30.0, 0.25 * 2 ** min(failures, 8))
+                    kind = "kafka" if isinstance(exc, KafkaException) else "redis"
+                    self.metrics.retry(kind)
+                    log.warning("transient %s error (attempt %d), rewinding and retrying in %.1f s: %s",
+                                kind, failures, delay, exc)
+                    self._needs_rewind = True
+                    self._stop.wait(delay)
+                    continue
                 if not self.ready.is_set() and consumer.assignment():
                     self.ready.set()
                     self.metrics.set_ready(True)
@@ -147,15 +182,26 @@ class Worker:
             producer.flush(10)
 
     # -- rebalance ----------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], claim: bool = True) -> None:
+        """Settle and load the state of newly assigned internal partitions (``claim=False``: a rewind)."""
         internal = [tp for tp in partitions if tp.topic == self._internal]
         committed = {tp.partition: tp.offset for tp in consumer.committed(internal, timeout=30)} if internal else {}
+        lost = []
         for tp in internal:
             kc = committed.get(tp.partition)
-            offset = self._store.restore(PartitionKey(tp.topic, tp.partition), kc if kc is not None and kc >= 0 else None)
+            try:
+                offset = self._store.restore(PartitionKey(tp.topic, tp.partition),
+                                             kc if kc is not None and kc >= 0 else None, claim=claim)
+            except OwnershipLost:
+                lost.append(tp)  # another worker took it while this one stalled: wait for the revocation
+                continue
             tp.offset = offset if offset is not None else OFFSET_BEGINNING
             self._load_partition(tp.partition)
-        consumer.assign(partitions)
+        keep = [tp for tp in partitions if tp not in lost]
+        consumer.assign(keep)
+        if lost:
+            log.warning("worker %s lost internal partitions %s to another worker", self.worker_id,
+                        sorted(tp.partition for tp in lost))
         log.info("worker %s owns internal partitions %s", self.worker_id, sorted(self._owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -174,10 +220,23 @@ class Worker:
         self._owned.add(partition)
 
     def _new_monitor(self, name: str, blob: bytes | None) -> ModelMonitor:
+        """The model's monitor from its committed state, or fresh (no state, or state this
+        configuration cannot use: a changed feature list or calibration, or a damaged blob)."""
         mon = self.config.monitor
         spec = self._models[name]
         if blob is not None:
-            return ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob, mon.max_tracked_versions)
+            try:
+                monitor = ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob, mon.max_tracked_versions)
+            except StateFormatError as exc:
+                reason = "spec_changed" if "different model spec" in str(exc) else "unreadable"
+                log.warning("model %s: committed state not usable (%s); starting from a fresh reference", name, exc)
+                self.metrics.state_rebuilt(name, reason)
+            else:
+                limit = time.time() + max((v for v in self._max_future.values() if v is not None), default=300.0)
+                if monitor.clamp_clock(limit):
+                    log.warning("model %s: event clock was ahead of the wall clock; clamped", name)
+                    self.metrics.state_rebuilt(name, "clock_clamped")
+                return monitor
         monitor = ModelMonitor(spec, mon.calibration, mon.alerts, mon.max_tracked_versions)
         if spec.reference_file:
             doc = orjson.loads(Path(spec.reference_file).read_bytes())
@@ -190,6 +249,7 @@ class Worker:
         producer = self._producer
         assert producer is not None and self._consumer is not None
         outcome = BatchOutcome()
+        self._needs_rewind = True  # until the transaction commits
         producer.begin_transaction()
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
@@ -203,11 +263,14 @@ class Worker:
                 self._consumer.consumer_group_metadata(), 30)
             checkpoint_started = time.perf_counter()
             producer.commit_transaction(30)
-        except Exception:
-            log.exception("batch failed; aborting its transaction and rewinding")
-            self._abort_and_rewind()
-            raise
-        self._committed(staged, outcome, started, checkpoint_started)
+        except OwnershipLost as exc:
+            log.warning("batch dropped: %s", exc)  # the revocation follows; the new owner redoes it
+            return
+        self._needs_rewind = False
+        try:
+            self._committed(staged, outcome, started, checkpoint_started)
+        except OwnershipLost as exc:
+            log.warning("state not promoted: %s", exc)
 
     def _split(self, msgs: list[Message]):
         """Sort a batch by source: (raw inference, raw labels, internal by partition, next offsets)."""
@@ -266,25 +329,32 @@ class Worker:
     def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
         producer = self._producer
         pending: list[tuple[str, PendingPrediction]] = []
+        labelled = bool(self._label_topics)
         for msg in msgs:
             topic = msg.topic()
             try:
                 event = self._decoders[topic].decode_inference(msg.value())
+                if event.model not in self._models:
+                    self.metrics.unknown_model(event.model)
+                    self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
+                    continue
+                event.position = source_position(self._topic_index[topic], msg.partition(), msg.offset())
+                value = encode_inference(event)
             except DecodeError as err:
                 self._dead_letter(msg, err.reason, str(err), outcome)
                 continue
-            event.position = source_position(self._topic_index[topic], msg.partition(), msg.offset())
-            if event.model not in self._models:
-                self.metrics.unknown_model(event.model)
-                self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
+            except Exception as exc:  # noqa: BLE001 - whatever the bytes, the message ends as a dead letter
+                log.exception("inference message %s[%d]@%d could not be decoded", topic, msg.partition(), msg.offset())
+                self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            pending.append((event.event_id, PendingPrediction(
-                event.model, event.model_version, event.deployment, event.prediction, event.ts)))
+            if labelled:
+                pending.append((event.event_id, PendingPrediction(
+                    event.model, event.model_version, event.deployment, event.prediction, event.ts)))
             clock_key = f"{topic}:{msg.partition()}"
             sent = _message_time(msg)
             if sent > self._routed_until.get(clock_key, float("-inf")):
                 self._routed_until[clock_key] = sent
-            producer.produce(self._internal, value=encode_inference(event), key=event.model.encode(),
+            producer.produce(self._internal, value=value, key=event.model.encode(),
                              partition=partition_for(event.model, self._partitions))
             outcome.events += 1
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
@@ -299,7 +369,7 @@ class Worker:
         otherwise the label is dead-lettered as unmatched. Nothing is stored on the side, so the
         wait costs no exactly-once bookkeeping.
         """
-        labels: list[tuple[Message, LabelEvent]] = []
+        labels: list[tuple[Message, LabelEvent | None]] = []
         for msg in msgs:
             try:
                 lab = self._decoders[msg.topic()].decode_label(msg.value())
@@ -308,6 +378,10 @@ class Worker:
             except DecodeError as err:
                 labels.append((msg, None))
                 self._dead_letter(msg, err.reason, str(err), outcome)
+            except Exception as exc:  # noqa: BLE001 - whatever the bytes, the message ends as a dead letter
+                log.exception("label message %s[%d]@%d could not be decoded", msg.topic(), msg.partition(), msg.offset())
+                labels.append((msg, None))
+                self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
         found = self._store.lookup_predictions([lab.event_id for _, lab in labels if lab is not None])
         found_iter = iter(found)
         frontier: float | None = None
@@ -322,8 +396,11 @@ class Worker:
             seen.add(tp)
             if lab is None:
                 continue
-            pred = next(found_iter)
-            if pred is None:
+            preds = next(found_iter)
+            scope = self._label_scope.get(msg.topic())
+            if scope is not None:
+                preds = [p for p in preds if p.model in scope]
+            if not preds:
                 if frontier is None:
                     frontier = self._inference_frontier()
                 started = self._waiting_since.setdefault(tp, time.monotonic())
@@ -334,11 +411,12 @@ class Worker:
                 self._dead_letter(msg, "label_unmatched",
                                   f"no prediction for event {lab.event_id!r} within the join horizon", outcome)
                 continue
-            joined = JoinedLabel(label=lab, model=pred.model, model_version=pred.model_version,
-                                 deployment=pred.deployment, prediction=pred.prediction, predicted_ts=pred.ts)
-            self._producer.produce(self._internal, value=encode_label(joined), key=pred.model.encode(),
-                                   partition=partition_for(pred.model, self._partitions))
-            outcome.labels += 1
+            for pred in preds:  # every model that predicted this event gets its label
+                joined = JoinedLabel(label=lab, model=pred.model, model_version=pred.model_version,
+                                     deployment=pred.deployment, prediction=pred.prediction, predicted_ts=pred.ts)
+                self._producer.produce(self._internal, value=encode_label(joined), key=pred.model.encode(),
+                                       partition=partition_for(pred.model, self._partitions))
+                outcome.labels += 1
         for tp in seen - stopped.keys():
             self._waiting_since.pop(tp, None)
         return stopped
@@ -383,13 +461,19 @@ class Worker:
         control_topic = self.config.kafka.control_topic
         for partition, msgs in internal.items():
             touched: dict[str, ModelMonitor] = {}
+            done: dict[str, list[tuple[str, list]]] = defaultdict(list)
             runs = self._ordered_runs(msgs, outcome)
-            for model, kind, items in runs:
+            for model, kind, items, sources in runs:
                 monitor = self._monitors.get(model)
                 if monitor is None:
                     continue
+                try:
+                    produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
+                except Exception:  # noqa: BLE001 - a record the core cannot take must not stop the worker
+                    log.exception("model %s: detection failed on a run of %d records; isolating", model, len(items))
+                    monitor, produced, items = self._isolate(model, done[model], kind, items, sources, outcome)
+                done[model].append((kind, items))
                 touched[model] = monitor
-                produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
                 self.metrics.processed(model, kind, len(items))
                 for message in produced:
                     doc = message.to_dict()
@@ -406,21 +490,52 @@ class Worker:
             staged.append(part)
         return staged
 
+    def _isolate(self, model: str, done: list[tuple[str, list]], kind: str, items: list, sources: list[Message],
+                 outcome: BatchOutcome) -> tuple[ModelMonitor, list, list]:
+        """Redo a failed run record by record from the model's committed state; dead-letter what fails.
+
+        The monitor is rebuilt from Redis (the state before this batch) and this batch's earlier
+        runs of the model are replayed without output (their messages are already in the
+        transaction); results do not depend on batch cuts, so the outcome is what an unbroken
+        run would have given without the bad records.
+        """
+        monitor = self._new_monitor(model, self._store.load_model(model))
+        for k, its in done:
+            monitor.process_inference(its) if k == "i" else monitor.process_labels(its)
+        produced: list = []
+        kept: list = []
+        process = monitor.process_inference if kind == "i" else monitor.process_labels
+        for item, msg in zip(items, sources):
+            before = monitor.to_bytes()
+            try:
+                produced.extend(process([item]))
+                kept.append(item)
+            except Exception as exc:  # noqa: BLE001
+                monitor = self._new_monitor(model, before)
+                process = monitor.process_inference if kind == "i" else monitor.process_labels
+                self._dead_letter(msg, "processing_error", f"{type(exc).__name__}: {exc}", outcome)
+        self._monitors[model] = monitor
+        return monitor, produced, kept
+
     def _ordered_runs(self, msgs: list[Message], outcome: BatchOutcome):
         """Group a partition's records into consecutive same-model, same-kind runs, keeping order."""
-        runs: list[tuple[str, str, list]] = []
+        runs: list[tuple[str, str, list, list[Message]]] = []
         for msg in msgs:
             try:
                 rec = decode_record(msg.value())
             except RecordError as err:
                 self._dead_letter(msg, "bad_internal_record", str(err), outcome)
                 continue
+            except Exception as exc:  # noqa: BLE001 - whatever the bytes, the record ends as a dead letter
+                self._dead_letter(msg, "bad_internal_record", f"{type(exc).__name__}: {exc}", outcome)
+                continue
             kind = "i" if rec.inference is not None else "l"
             item = rec.inference if kind == "i" else rec.label
             if runs and runs[-1][0] == rec.model and runs[-1][1] == kind:
                 runs[-1][2].append(item)
+                runs[-1][3].append(msg)
             else:
-                runs.append((rec.model, kind, [item]))
+                runs.append((rec.model, kind, [item], [msg]))
         return runs
 
     def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome) -> None:
@@ -437,19 +552,22 @@ class Worker:
         outcome.dead_letters += 1
 
     def _abort_and_rewind(self) -> None:
-        """Abort the open transaction, drop staged state and rewind every partition to its committed point."""
+        """Abort the open transaction, drop staged state and rewind every partition to its committed point.
+
+        Partitions another worker has claimed meanwhile are left alone (their revocation follows).
+        """
         try:
             self._producer.abort_transaction(30)
-        except KafkaException:
-            log.exception("abort failed")
+        except KafkaException as exc:
+            if exc.args and getattr(exc.args[0], "fatal", bool)():
+                raise
+            log.warning("abort: %s", exc)  # no open transaction, or it is aborted already
         consumer = self._consumer
         assignment = consumer.assignment()
-        for tp in assignment:
-            if tp.topic == self._internal:
-                self._store.discard_staged(PartitionKey(tp.topic, tp.partition))
         self._monitors.clear()
         self._owned.clear()
-        self._on_assign(consumer, assignment)
+        self._on_assign(consumer, assignment, claim=False)
+        self._needs_rewind = False
 
     def _update_lag(self) -> None:
         now = time.monotonic()

@@ -201,3 +201,22 @@ def test_broken_timestamps_do_not_poison_event_time():
     assert msgs and all(np.isfinite(m["ts"]) for m in msgs)
     assert np.isfinite(mon.now) and mon.now == max(e.ts for e in evs[2:])
     orjson.dumps(msgs)
+
+
+def test_a_clock_pushed_into_the_future_can_be_clamped_back():
+    """State saved while a far-future ts held the clock: alerts resolved at once and stayed muted."""
+    from dataclasses import replace
+    mon = ModelMonitor(SPEC, CAL, AL)
+    mon.process_inference(EVENTS[:1500])
+    drift = EVENTS[1500:3000]
+    first = [m for m in mon.process_inference(drift[:600]) if m.to_dict()["kind"] == "alert"]
+    assert first, "the drift must raise an alert"
+    bogus = replace(drift[600], ts=1e12, event_id="bogus")
+    resolved = [m for m in mon.process_inference([bogus]) if m.to_dict()["kind"] == "resolve"]
+    assert resolved and mon.now == 1e12
+    muted = ModelMonitor.from_bytes(SPEC, CAL, AL, mon.to_bytes())
+    assert not [m for m in muted.process_inference(drift[601:]) if m.to_dict()["kind"] == "alert"]
+    repaired = ModelMonitor.from_bytes(SPEC, CAL, AL, mon.to_bytes())
+    assert repaired.clamp_clock(drift[600].ts) and repaired.now == drift[600].ts
+    assert [m for m in repaired.process_inference(drift[601:]) if m.to_dict()["kind"] == "alert"]
+    assert not repaired.clamp_clock(1e11)  # nothing left to clamp

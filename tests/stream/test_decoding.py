@@ -91,7 +91,7 @@ def test_nan_literals_reach_the_core() -> None:
     (enc({**BASE, "ts": [1]}), "wrong_type:ts"),
     (enc({**BASE, "ts": True}), "wrong_type:ts"),
     (enc({**BASE, "ts": 10 ** 400}), "malformed_json"),  # beyond 64-bit integers
-    (enc({**BASE, "ts": 10 ** 400, "confidence": float("nan")}), "bad_value:ts"),  # json fallback reads it
+    (enc({**BASE, "ts": 10 ** 400, "confidence": float("nan")}), "integer_out_of_range"),  # json fallback reads it
     (enc({**BASE, "ts": float("inf")}), "bad_value:ts"),
     (enc({**BASE, "features": [1, 2]}), "wrong_type:features"),
     (enc({**BASE, "prediction": 1.5}), "wrong_type:prediction"),
@@ -184,7 +184,7 @@ finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 
 
 @settings(max_examples=300, deadline=None)
-@given(event_id=names, ts=st.floats(min_value=0, max_value=4e9), model=names, version=names,
+@given(event_id=names, ts=st.floats(min_value=0, max_value=1.7e9), model=names, version=names,
        deployment=st.sampled_from(DEPLOYMENTS), prediction=names,
        features=st.dictionaries(st.text(max_size=20), finite | st.text(max_size=20) | st.none() | st.integers(-1000, 1000),
                                 max_size=20),
@@ -209,7 +209,73 @@ def test_valid_events_round_trip(event_id, ts, model, version, deployment, predi
 
 
 @settings(max_examples=200, deadline=None)
-@given(event_id=names, ts=st.floats(min_value=0, max_value=4e9), label=names, source=names)
+@given(event_id=names, ts=st.floats(min_value=0, max_value=1.7e9), label=names, source=names)
 def test_labels_round_trip(event_id, ts, label, source) -> None:
     lab = JsonDecoder().decode_label(orjson.dumps({"event_id": event_id, "ts": ts, "label": label, "source": source}))
     assert (lab.event_id, lab.ts, lab.label, lab.source) == (event_id, ts, label, source)
+
+
+# -- poison pills: every message ends as an event or a DecodeError -----------------------------
+@pytest.mark.parametrize("label", [False, True])
+def test_tombstone_is_a_decode_error(label: bool) -> None:
+    d = JsonDecoder()
+    with pytest.raises(DecodeError) as info:
+        (d.decode_label if label else d.decode_inference)(None)  # type: ignore[arg-type]
+    assert info.value.reason == "null_value"
+
+
+@pytest.mark.parametrize("where", ["event_id", "model", "prediction", "feature_name", "feature_value", "score"])
+def test_lone_surrogate_after_the_nan_fallback_is_refused(where: str) -> None:
+    """Python's json (the NaN fallback) accepts lone surrogates that cannot be re-encoded as UTF-8."""
+    obj = dict(BASE, features={"brightness": "NaN-marker", "logo": "none"})
+    if where in ("event_id", "model", "prediction"):
+        obj[where] = "\ud800x"
+    elif where == "feature_name":
+        obj["features"] = {"\udfff": 1.0}
+    elif where == "feature_value":
+        obj["features"] = {"logo": "a\ud800"}
+    else:
+        obj["scores"] = {"\ud800": 0.5}
+    raw = json.dumps(obj).replace('"NaN-marker"', "NaN").encode()
+    if "NaN" not in raw.decode():
+        raw = raw[:-1] + b', "extra": NaN}'
+    assert reason(JsonDecoder(), raw) == "invalid_unicode"
+
+
+def test_integers_beyond_64_bits_after_the_nan_fallback_are_refused() -> None:
+    raw = enc({**BASE, "features": {"brightness": 2 ** 70, "logo": "none"}})[:-1] + b', "extra": NaN}'
+    assert reason(JsonDecoder(), raw) == "integer_out_of_range"
+    raw = enc({**BASE, "event_id": "x", "ts": 1.0})[:-1] + b', "n": -' + str(2 ** 80).encode() + b', "x": NaN}'
+    assert reason(JsonDecoder(), raw) == "integer_out_of_range"
+
+
+def test_label_with_lone_surrogate_source_is_refused() -> None:
+    raw = b'{"event_id": "e1", "ts": 1.0, "label": "safe", "source": "\\ud800", "x": NaN}'
+    assert reason(JsonDecoder(), raw, label=True) == "invalid_unicode"
+
+
+def test_every_decoded_event_reencodes() -> None:
+    """What the decoder accepts can always be written to the internal topic and read back."""
+    from stream.records import decode_record, encode_inference
+    raw = enc({**BASE, "features": {"a": 1, "b": "x", "c": None, "d": True}})[:-1] + b', "extra": NaN}'
+    e = JsonDecoder().decode_inference(raw)
+    assert decode_record(encode_inference(e)).inference.features == e.features
+
+
+# -- the event clock cannot be pushed into the future ------------------------------------------
+def test_timestamps_beyond_the_future_bound_are_refused() -> None:
+    now = 1_700_000_000.0
+    d = JsonDecoder(max_future_seconds=300, clock=lambda: now)
+    assert d.decode_inference(enc({**BASE, "ts": now + 299})).ts == now + 299
+    assert reason(d, enc({**BASE, "ts": now + 301})) == "ts_in_future"
+    assert reason(d, enc({**BASE, "ts": 1e12})) == "ts_in_future"
+    assert reason(d, enc({**BASE, "ts": "2999-01-01T00:00:00Z"})) == "ts_in_future"
+    assert reason(d, enc({"event_id": "e1", "ts": 1e12, "label": "safe"}), label=True) == "ts_in_future"
+    ms = JsonDecoder(max_future_seconds=300, clock=lambda: now)  # milliseconds on a topic configured in seconds
+    assert reason(ms, enc({**BASE, "ts": now * 1000})) == "ts_in_future"
+    assert d.decode_inference(enc({**BASE, "ts": 5.0})).ts == 5.0  # old events are fine: they cannot move the clock
+
+
+def test_future_bound_can_be_disabled() -> None:
+    d = JsonDecoder(max_future_seconds=None, clock=lambda: 0.0)
+    assert d.decode_inference(enc({**BASE, "ts": 1e12})).ts == 1e12

@@ -166,3 +166,12 @@ def test_disabled_metrics_serve_nothing():
     server = serve_metrics(MetricsSpec(enabled=False), WorkerMetrics())
     assert server.port == 0
     server.shutdown()
+
+
+def test_lone_surrogate_label_values_do_not_break_the_scrape() -> None:
+    m = WorkerMetrics(max_label_values=8)
+    m.unknown_model("bad\ud800name")
+    m.dead_letter("reason\udfff")
+    text = m.render().decode("utf-8")
+    assert {f.name for f in text_string_to_metric_families(text)} >= {"driftline_unknown_models", "driftline_dead_letters"}
+    assert m.value("driftline_unknown_models_total", model="bad\\ud800name") == 1.0

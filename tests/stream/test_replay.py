@@ -104,10 +104,10 @@ def test_label_join_horizon() -> None:
     j.remember(InferenceEvent("a", 0.0, "m", "v1", "stable", {}, "x"))
     j.remember(InferenceEvent("b", 5.0, "m", "v1", "canary", {}, "y"))
     ok = j.join(LabelEvent("b", 6.0, "y", "s"))
-    assert not isinstance(ok, str) and ok.deployment == "canary" and ok.predicted_ts == 5.0
+    assert not isinstance(ok, str) and len(ok) == 1 and ok[0].deployment == "canary" and ok[0].predicted_ts == 5.0
     assert j.join(LabelEvent("a", 11.0, "x", "s")) == "label_too_late"
     j.expire(12.0)
-    assert "a" not in j.pending and j.join(LabelEvent("a", 12.0, "x", "s")) == "label_too_late"
+    assert ("a", "m") not in j.pending and j.join(LabelEvent("a", 12.0, "x", "s")) == "label_too_late"
     assert j.join(LabelEvent("zzz", 12.0, "x", "s")) == "label_unknown_event"
 
 
@@ -196,3 +196,35 @@ def test_gzip_magic_without_gzip_and_truncated_gzip(tmp_path) -> None:
     report = run_replay(SPEC, cut, None, None)
     assert report.rejected["inference"]["unreadable_input"] == 1
     assert 0 < report.events < 5000
+
+
+def test_a_label_joins_every_model_that_predicted_its_event() -> None:
+    """Two models sharing request ids both get the label (no last-write-wins), within the topic's scope."""
+    j = LabelJoin(horizon=10.0)
+    j.remember(InferenceEvent("r1", 0.0, "fraud", "v1", "stable", {}, "ok"))
+    j.remember(InferenceEvent("r1", 0.5, "abuse", "v3", "canary", {}, "bad"))
+    both = j.join(LabelEvent("r1", 2.0, "ok", "s"))
+    assert [(x.model, x.prediction) for x in both] == [("abuse", "bad"), ("fraud", "ok")]
+    scoped = LabelJoin(horizon=10.0, scope=frozenset({"fraud"}))
+    scoped.remember(InferenceEvent("r1", 0.0, "fraud", "v1", "stable", {}, "ok"))
+    scoped.remember(InferenceEvent("r1", 0.5, "abuse", "v3", "canary", {}, "bad"))
+    assert [x.model for x in scoped.join(LabelEvent("r1", 2.0, "ok", "s"))] == ["fraud"]
+    j.expire(10.2)   # fraud's prediction (ts 0) leaves the horizon, abuse's (ts 0.5) stays
+    assert [x.model for x in j.join(LabelEvent("r1", 10.3, "ok", "s"))] == ["abuse"]
+
+
+def test_a_far_future_timestamp_is_refused_and_changes_nothing(shifted, tmp_path) -> None:
+    """One message with ts 1e12 used to resolve every open alert and mute the signal for good."""
+    inf, lab = shifted
+    clean = run_replay(SPEC, inf, lab, None, collect=True)
+    docs = inf.read_bytes().splitlines()
+    bogus = json.loads(docs[3100])
+    bogus.update(event_id="bogus", ts=1e12)
+    poisoned = tmp_path / "poisoned.jsonl"
+    poisoned.write_bytes(b"\n".join(docs[:3101] + [json.dumps(bogus).encode()] + docs[3101:]) + b"\n")
+    report = run_replay(SPEC, poisoned, lab, None, collect=True)
+    assert report.rejected["inference"]["ts_in_future"] == 1
+    def what(docs: list[dict]) -> list[tuple]:  # ids embed line numbers, which the extra line shifts
+        return [(d["kind"], d.get("signal"), d.get("version"), d.get("key"), d.get("event_id")) for d in docs]
+    assert what(report.collected) == what(clean.collected)
+    assert any(d["kind"] == "alert" for d in clean.collected)

@@ -209,7 +209,7 @@ def test_labels_that_overtake_their_predictions_still_join(stack, tmp_path):
     late = events[-300:]  # predictions at the very end of the backlog
     labels = [{"event_id": e["event_id"], "ts": e["ts"] + 60, "label": e["prediction"], "source": "vendor-a"}
               for e in late]
-    ghosts = [{"event_id": f"ghost-{i}", "ts": 1_800_000_000.0, "label": "safe", "source": "vendor-a"}
+    ghosts = [{"event_id": f"ghost-{i}", "ts": 1_750_000_000.0, "label": "safe", "source": "vendor-a"}
               for i in range(20)]
     produce(stack, scenario.label_topic, labels + ghosts, key_field="event_id")
     worker = start_worker(scenario)
@@ -224,3 +224,83 @@ def test_labels_that_overtake_their_predictions_still_join(stack, tmp_path):
     assert _labels_of(stack, scenario, "content-filter") == len(labels)
     assert sorted(d["reason"] for d in dead) == ["label_unmatched"] * len(ghosts)
     assert all(b'"ghost-' in json.dumps(d).encode() for d in dead)
+
+
+def _events_of(stack, scenario, model: str) -> int:
+    from detectors.state import decode_state
+    return decode_state(_state_blob(stack, scenario, model))["counters"][0]
+
+
+def test_poison_pills_are_dead_lettered_and_the_worker_keeps_going(stack, tmp_path):
+    """Tombstones and payloads the json fallback reads but nothing can re-encode used to kill the worker,
+    and every restart died on the same uncommitted message."""
+    scenario = make_scenario(tmp_path, stack)
+    good = inference_events("content-filter", 300, seed=8)
+    nan = float("nan")
+    feats = dict(good[0]["features"], contrast=nan)
+    poison = {
+        "null_value": None,
+        "invalid_unicode": json.dumps(dict(good[0], event_id="p1", prediction="\ud800", features=feats)).encode(),
+        "integer_out_of_range": json.dumps(dict(good[0], event_id="p2", features=dict(feats, blur=2 ** 70))).encode(),
+        "ts_in_future": json.dumps(dict(good[0], event_id="p3", ts=1e12)).encode(),
+    }
+    unknown = json.dumps(dict(good[0], event_id="p4", model="\udfffevil", features=feats)).encode()
+    produce(stack, scenario.inference_topic, good[:150], raw=list(poison.values()) + [unknown])
+    produce(stack, scenario.inference_topic, good[150:])
+    worker = start_worker(scenario)
+    try:
+        dead = wait_until(lambda: read_topic(stack, scenario.dead_letter_topic, expect=5, timeout=10),
+                          timeout=120, what="dead letters")
+        _drain(stack, scenario, len(good) + 5)
+        assert worker.poll() is None
+    finally:
+        stop_worker(worker)
+    assert sorted(d["reason"] for d in dead) == sorted(list(poison) + ["invalid_unicode"])
+    assert _events_of(stack, scenario, "content-filter") == len(good)
+
+
+def test_a_label_reaches_every_model_that_shares_its_event_id(stack, tmp_path):
+    models = ["model-a", "model-b"]
+    scenario = make_scenario(tmp_path, stack, models=[model_spec(m) for m in models])
+    events = []
+    for i, m in enumerate(models):
+        evs = inference_events(m, 400, seed=20 + i)
+        for j, e in enumerate(evs):
+            e["event_id"] = f"req-{j}"  # both models log the same request ids
+        events += evs
+    produce(stack, scenario.inference_topic, events)
+    labels = [{"event_id": f"req-{j}", "ts": events[j]["ts"] + 5, "label": "safe", "source": "vendor-a"}
+              for j in range(200)]
+    produce(stack, scenario.label_topic, labels, key_field="event_id")
+    worker = start_worker(scenario)
+    try:
+        wait_until(lambda: all(_state_blob(stack, scenario, m) is not None and _labels_of(stack, scenario, m) >= 200
+                               for m in models), timeout=180, what="both models to receive every label")
+    finally:
+        stop_worker(worker)
+    assert [_labels_of(stack, scenario, m) for m in models] == [200, 200]
+
+
+def test_a_changed_feature_list_rebuilds_state_instead_of_crash_looping(stack, tmp_path):
+    import yaml
+    scenario = make_scenario(tmp_path, stack)
+    first = inference_events("content-filter", 600, seed=30)
+    produce(stack, scenario.inference_topic, first)
+    worker = start_worker(scenario)
+    try:
+        _drain(stack, scenario, len(first))
+    finally:
+        stop_worker(worker)
+    assert _events_of(stack, scenario, "content-filter") == len(first)
+    config = yaml.safe_load(scenario.config_path.read_text())
+    config["monitor"]["models"][0]["features"].append({"name": "new_feature", "type": "numeric"})
+    scenario.config_path.write_text(yaml.safe_dump(config))
+    second = inference_events("content-filter", 400, seed=31, start=600)
+    produce(stack, scenario.inference_topic, second)
+    worker = start_worker(scenario)
+    try:
+        _drain(stack, scenario, len(first) + len(second))
+        assert worker.poll() is None
+    finally:
+        stop_worker(worker)
+    assert _events_of(stack, scenario, "content-filter") == len(second)  # a fresh reference, then the new events

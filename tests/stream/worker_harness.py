@@ -93,7 +93,7 @@ def create_topics(stack, topics: dict[str, int]) -> None:
 
 def inference_events(model: str, n: int, *, seed: int, start: int = 0, shift_at: int | None = None,
                      version: str = "v1", deployment: str = "stable", backdoor: bool = False,
-                     t0: float = 1_800_000_000.0) -> list[dict]:
+                     t0: float = 1_750_000_000.0) -> list[dict]:
     """Deterministic inference events; after ``shift_at`` brightness shifts by two sigma."""
     rng = np.random.default_rng(seed)
     out = []
@@ -134,6 +134,7 @@ def read_topic(stack, topic: str, *, expect: int | None = None, idle_seconds: fl
     deadline = time.monotonic() + timeout
     last = time.monotonic()
     while time.monotonic() < deadline:
+        check_watched(f"records on {topic}")
         msgs = consumer.consume(1000, timeout=0.5)
         for m in msgs:
             if m.error() is None:
@@ -150,17 +151,47 @@ def read_topic(stack, topic: str, *, expect: int | None = None, idle_seconds: fl
 RUNTIME_COMMANDS = {"confluent": "run", "faust": "faust-worker"}  # runtime -> driftline subcommand
 
 
+# workers that must stay up: every wait fails at once, with the log tail, when one of them exits
+_WATCHED: dict[int, tuple[subprocess.Popen, Path]] = {}
+
+
+def watch(proc: subprocess.Popen, log_path: Path) -> subprocess.Popen:
+    """Make every :func:`wait_until` fail as soon as ``proc`` exits (until :func:`stop_worker`)."""
+    _WATCHED[proc.pid] = (proc, log_path)
+    return proc
+
+
+def _log_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(log unreadable: {exc})"
+
+
+def check_watched(what: str) -> None:
+    """Raise if a watched worker has exited: waiting longer could only time out."""
+    for pid, (proc, log_path) in list(_WATCHED.items()):
+        code = proc.poll()
+        if code is not None:
+            del _WATCHED[pid]
+            raise AssertionError(f"worker (pid {pid}) exited with code {code} while waiting for {what}; "
+                                 f"last lines of {log_path}:\n{_log_tail(log_path)}")
+
+
 def start_worker(scenario: Scenario, worker_id: str = "0", *, log_path: Path | None = None,
                  runtime: str = "confluent") -> subprocess.Popen:
     env = dict(os.environ, DRIFTLINE_TEST_SIGNING_KEY=SIGNING_KEY)
-    log = open(log_path or scenario.config_path.with_name(f"worker-{worker_id}.log"), "ab")
-    return subprocess.Popen(
+    path = log_path or scenario.config_path.with_name(f"worker-{worker_id}.log")
+    log = open(path, "ab")
+    proc = subprocess.Popen(
         [sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[runtime], "--config", str(scenario.config_path),
          "--worker-id", worker_id],
         stdout=log, stderr=subprocess.STDOUT, env=env)
+    return watch(proc, path)
 
 
 def stop_worker(proc: subprocess.Popen, *, kill: bool = False) -> None:
+    _WATCHED.pop(proc.pid, None)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
     proc.wait(timeout=60)
@@ -176,10 +207,12 @@ def committed_offsets(stack, group: str, topic: str, partitions: int) -> int:
 def wait_until(predicate, *, timeout: float = 120.0, interval: float = 0.5, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        check_watched(what)
         value = predicate()
         if value:
             return value
         time.sleep(interval)
+    check_watched(what)
     raise AssertionError(f"timed out waiting for {what}")
 
 

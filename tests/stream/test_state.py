@@ -1,0 +1,90 @@
+"""StateStore against a real Redis: ownership fencing, per-model label join, key spaces."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+
+from stream.state import OwnershipLost, PartitionKey, PendingPrediction, StateStore
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def client(stack) -> redis.Redis:
+    return redis.Redis.from_url(stack.redis_url)
+
+
+@pytest.fixture()
+def prefix(client) -> str:
+    p = f"st-{uuid.uuid4().hex[:8]}"
+    yield p
+    for key in client.scan_iter(f"{p}:*"):
+        client.delete(key)
+
+
+PART = PartitionKey("internal", 3)
+
+
+def test_a_stalled_worker_cannot_overwrite_or_discard_the_new_owners_staged_batch(client, prefix):
+    old, new = StateStore(client, prefix, "g", owner="old"), StateStore(client, prefix, "g", owner="new")
+    assert old.restore(PART, None) is None
+    old.stage(PART, 10, {"m": b"old-10"})
+    old.promote(PART)
+    assert new.restore(PART, 10) == 10          # the group moved the partition to the new worker
+    new.stage(PART, 20, {"m": b"new-20"})
+    with pytest.raises(OwnershipLost):
+        old.stage(PART, 15, {"m": b"old-15"})
+    with pytest.raises(OwnershipLost):
+        old.discard_staged(PART)
+    with pytest.raises(OwnershipLost):
+        old.restore(PART, 10, claim=False)        # a rewind does not take the partition back
+    assert client.get(new.staged_state_key("m")) == b"new-20"
+    new.promote(PART)
+    assert new.load_models(["m"]) == {"m": b"new-20"}
+    assert new.restore(PART, 20, claim=False) == 20
+
+
+def test_restore_promotes_a_committed_staged_batch_and_discards_an_uncommitted_one(client, prefix):
+    a = StateStore(client, prefix, "g", owner="a")
+    a.restore(PART, None)
+    a.stage(PART, 5, {"m": b"five"})
+    assert StateStore(client, prefix, "g", owner="b").restore(PART, 5) == 5   # the transaction committed
+    b = StateStore(client, prefix, "g", owner="b")
+    b.stage(PART, 9, {"m": b"nine"})
+    assert StateStore(client, prefix, "g", owner="c").restore(PART, 5) == 5   # it did not
+    assert b.load_models(["m"]) == {"m": b"five"}
+
+
+def test_offsets_of_earlier_releases_are_taken_over(client, prefix):
+    store = StateStore(client, prefix, "g", owner="a")
+    client.hset(store.legacy_offsets_key(PART), mapping={"committed": 42})
+    assert store.restore(PART, 42) == 42
+    assert not client.exists(store.legacy_offsets_key(PART))
+
+
+def test_a_label_reaches_every_model_that_predicted_its_event(client, prefix):
+    store = StateStore(client, prefix, "g")
+    store.remember_predictions([("req-1", PendingPrediction("fraud", "v1", "stable", "ok", 1.0)),
+                                ("req-1", PendingPrediction("abuse", "v3", "canary", "bad", 2.0)),
+                                ("req-2", PendingPrediction("fraud", "v1", "stable", "ok", 3.0))], 60)
+    both, one, none = store.lookup_predictions(["req-1", "req-2", "req-3"])
+    assert [(p.model, p.model_version, p.prediction) for p in both] == [("abuse", "v3", "bad"), ("fraud", "v1", "ok")]
+    assert [p.model for p in one] == ["fraud"] and none == []
+    scoped = store.lookup_predictions(["req-1"], models=frozenset({"fraud"}))
+    assert [p.model for p in scoped[0]] == ["fraud"]
+    assert 0 < client.ttl(store.pending_key("req-1")) <= 60
+
+
+def test_no_model_name_reaches_the_shared_key_space(client, prefix):
+    """Keys not owned by a model live under '@', which configuration refuses in model names."""
+    store = StateStore(client, prefix, "g")
+    keys = [store.pending_key("state"), store.offsets_key(PART), store.inference_clock_key]
+    assert all(k.startswith(f"{prefix}:@") for k in keys)
+    from stream.config import ConfigError, parse_config
+    doc = {"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}]},
+           "signing": {"key_env": "K"},
+           "monitor": {"models": [{"name": "@pending", "classes": ["a", "b"], "versions": ["v1"]}]}}
+    with pytest.raises(ConfigError, match=r"monitor\.models"):
+        parse_config(doc)
