@@ -100,6 +100,7 @@ class Worker:
         self._inference_partitions: list[str] = []
         self._last_metadata = float("-inf")
         self._needs_rewind = False
+        self._unsettled: list[TopicPartition] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -182,8 +183,17 @@ class Worker:
             producer.flush(10)
 
     # -- rebalance ----------------------------------------------------------------------
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition], claim: bool = True) -> None:
-        """Settle and load the state of newly assigned internal partitions (``claim=False``: a rewind)."""
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback: claim, settle and load the newly assigned internal partitions.
+
+        When Redis or Kafka fails half-way, the assignment is kept and finished by the retry loop.
+        """
+        self._unsettled = list(partitions)
+        self._settle(consumer, partitions, claim=True)
+        self._unsettled = None
+
+    def _settle(self, consumer: Consumer, partitions: list[TopicPartition], claim: bool) -> None:
+        """Restore and load internal partitions' state and assign them (``claim=False``: a rewind)."""
         internal = [tp for tp in partitions if tp.topic == self._internal]
         committed = {tp.partition: tp.offset for tp in consumer.committed(internal, timeout=30)} if internal else {}
         lost = []
@@ -205,6 +215,7 @@ class Worker:
         log.info("worker %s owns internal partitions %s", self.worker_id, sorted(self._owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._unsettled = None
         for tp in partitions:
             if tp.topic == self._internal:
                 self._owned.discard(tp.partition)
@@ -563,10 +574,12 @@ class Worker:
                 raise
             log.warning("abort: %s", exc)  # no open transaction, or it is aborted already
         consumer = self._consumer
-        assignment = consumer.assignment()
         self._monitors.clear()
         self._owned.clear()
-        self._on_assign(consumer, assignment, claim=False)
+        if self._unsettled is not None:  # a rebalance callback that failed half-way
+            self._on_assign(consumer, self._unsettled)
+        else:
+            self._settle(consumer, consumer.assignment(), claim=False)
         self._needs_rewind = False
 
     def _update_lag(self) -> None:

@@ -304,3 +304,63 @@ def test_a_changed_feature_list_rebuilds_state_instead_of_crash_looping(stack, t
     finally:
         stop_worker(worker)
     assert _events_of(stack, scenario, "content-filter") == len(second)  # a fresh reference, then the new events
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_redis(port: int, data_dir) -> "subprocess.Popen":
+    import subprocess
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+                             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    wait_until(lambda: _pings(client), timeout=20, what="a private redis-server")
+    return proc
+
+
+def _pings(client) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+
+
+def test_redis_going_away_is_retried_not_fatal(stack, tmp_path):
+    """A Redis restart used to end the worker (the first ConnectionError aborted the batch and exited)."""
+    import yaml
+    port = _free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    server = _start_redis(port, data)
+    scenario = make_scenario(tmp_path, stack)
+    config = yaml.safe_load(scenario.config_path.read_text())
+    config["redis"]["url"] = f"redis://127.0.0.1:{port}/0"
+    config["redis"]["socket_timeout_seconds"] = 2
+    scenario.config_path.write_text(yaml.safe_dump(config))
+    first, second = inference_events("content-filter", 800, seed=40), inference_events("content-filter", 800, seed=41,
+                                                                                          start=800)
+    produce(stack, scenario.inference_topic, first)
+    worker = start_worker(scenario)
+    client = redis.Redis(port=port)
+    try:
+        _drain(stack, scenario, len(first))
+        server.kill()
+        server.wait(10)
+        produce(stack, scenario.inference_topic, second)
+        import time
+        time.sleep(4)  # the worker meets the dead Redis and backs off
+        assert worker.poll() is None, "the worker exited when Redis went away"
+        server = _start_redis(port, data)
+        _drain(stack, scenario, len(first) + len(second))
+        from detectors.state import decode_state
+        blob = client.get(f"{scenario.prefix}:content-filter:state")
+        assert decode_state(blob)["counters"][0] == len(first) + len(second)
+    finally:
+        stop_worker(worker)
+        server.kill()
+        server.wait(10)
