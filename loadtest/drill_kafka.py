@@ -3,7 +3,9 @@
 The scenario is produced to its own inference and label topics and a :class:`~stream.worker.Worker`
 runs in this process; the control messages of every committed batch are collected until the
 worker has routed everything and no new control message has appeared for a while. Returns what the replay
-runner returns, so both modes are scored the same way.
+runner returns, so both modes are scored the same way. With ``metrics_port`` the worker serves
+/metrics there (a port the local stack's Prometheus scrapes) and ``hold`` keeps it running until a
+condition outside (an alert reaching Alertmanager's receiver) is met.
 """
 from __future__ import annotations
 
@@ -12,9 +14,13 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 
+import orjson
+
+from loadtest.drill_traffic import MODEL
 from loadtest.drills import Drill, drill_config, produce
 
 KEY_ENV = "DRIFTLINE_DRILL_SIGNING_KEY"
@@ -27,14 +33,19 @@ def _loopback(address: str) -> None:
 
 
 def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000.0, timeout: float = 300.0,
-              idle: float = 8.0, counts: dict[str, int] | None = None) -> list[dict[str, Any]]:
+              idle: float = 8.0, counts: dict[str, int] | None = None, metrics_port: int | None = None,
+              model: str | None = None, hold: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Produce ``drill`` to fresh topics, run a worker, return the control messages it committed.
 
     ``counts``, if given, receives the committed events, joined labels and dead letters.
+    ``metrics_port`` serves the worker's /metrics on loopback; ``model`` renames the drill's model
+    (series of this run only); ``hold`` keeps the worker running, once idle, until it returns True
+    (bounded by ``timeout``).
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from stream.config import parse_config
+    from stream.metrics import serve_metrics
     from stream.worker import BatchOutcome, Worker
 
     _loopback(bootstrap)
@@ -42,7 +53,10 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
     os.environ.setdefault(KEY_ENV, secrets.token_hex(32))  # an ephemeral key for this process only
     doc = drill_config(bootstrap, redis_url, prefix=f"drill-{uuid.uuid4().hex[:10]}")
     doc["signing"] = {"key_env": KEY_ENV}
-    doc["metrics"] = {"enabled": False, "port": 0}
+    doc["metrics"] = {"enabled": metrics_port is not None, "port": metrics_port or 0}
+    if model is not None:
+        drill = rename_model(drill, model)
+        doc["monitor"]["models"][0]["name"] = model
     doc["kafka"].update({"batch_size": 5000, "batch_timeout_ms": 100, "internal_partitions": 2})
     config = parse_config(doc)
     k = config.kafka
@@ -67,6 +81,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
             messages.extend(outcome.control_messages)
 
     worker = Worker(config, worker_id="drill", on_batch=on_batch)
+    server = serve_metrics(config.metrics, worker.metrics)
     thread = threading.Thread(target=worker.run, name="driftline-drill-worker", daemon=True)
     thread.start()
     try:
@@ -84,11 +99,22 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
                 seen, last = n, now
             elif done and now - last >= idle:
                 break
+        while hold is not None and time.monotonic() < deadline and thread.is_alive() and not hold():
+            time.sleep(0.25)
     finally:
         worker.stop()
         thread.join(30)
+        server.shutdown()
         _cleanup(admin, config)
     return list(messages)
+
+
+def rename_model(drill: Drill, name: str) -> Drill:
+    """The same drill with its model renamed in every inference line (to tell its series apart)."""
+    old = b'"model":' + orjson.dumps(MODEL)
+    new = b'"model":' + orjson.dumps(name)
+    return Drill([line.replace(old, new, 1) for line in drill.inference], drill.labels, dict(drill.meta, model=name),
+                 drill.inference_ts, drill.label_ts)
 
 
 def _cleanup(admin: Any, config: Any) -> None:

@@ -40,3 +40,24 @@ def stack() -> Stack:
         redis_url=f"redis://127.0.0.1:{redis_port}/0",
         prometheus_url=f"http://127.0.0.1:{prom_port}",
     )
+
+
+@dataclass(frozen=True)
+class Alerting:
+    """The stack's Alertmanager and the loopback port its webhook receiver posts to."""
+
+    alertmanager_url: str
+    webhook_port: int
+    metrics_ports: tuple[int, ...]  # ports the stack's Prometheus scrapes
+
+
+@pytest.fixture(scope="session")
+def alerting(stack: Stack) -> Alerting:
+    """The running Alertmanager of the local stack; fails (never skips) when it is down."""
+    port = int(os.environ.get("DRIFTLINE_ALERTMANAGER_PORT", "19095"))
+    if not _reachable("127.0.0.1", port):
+        pytest.fail(f"Alertmanager not running on 127.0.0.1:{port}: run `scripts/stack start` first")
+    return Alerting(alertmanager_url=f"http://127.0.0.1:{port}",
+                    webhook_port=int(os.environ.get("DRIFTLINE_ALERT_WEBHOOK_PORT", "19096")),
+                    metrics_ports=tuple(int(p) for p in
+                                        os.environ.get("DRIFTLINE_METRICS_PORTS", "9464 9465 19464").split()))
