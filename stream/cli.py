@@ -25,6 +25,7 @@ _DELEGATED = {  # subcommand -> (module, help)
     "replay": ("stream.replay", "run the detectors over recorded JSONL logs, without Kafka or Redis"),
     "drill": ("stream.drill", "replay a synthetic incident scenario and score detection"),
     "demo": ("stream.demo", "poisoned canary on the local stack, from first event to verified rollback"),
+    "init": ("stream.starter", "write a starter config from a sample of your logs (JSONL file or Kafka topic)"),
 }
 
 
