@@ -442,9 +442,11 @@ def _simple(lay: Layout, prof: ShapeProfile, fld: str, exclude: list[str], fits:
     n = prof.objects
     cands = []
     for p, st in prof.paths.items():
-        if _inside(p, exclude) or _frequent(st, n) < 0.9 or not fits(st):
+        if _inside(p, exclude) or _frequent(st, n) < 0.9:
             continue
         ns = name_score(p, fld)
+        if not (fits(st) or (ns == 3 and st.share("str", "int") >= 0.99)):  # an exact name needs only the type
+            continue
         if require_name and ns == 0:
             continue
         cands.append(((ns, st.present), p))

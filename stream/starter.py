@@ -414,12 +414,12 @@ def _model(doc: _Doc, st: ModelStats, learned: Learned, summary: dict[str, int])
     if st.versions_dropped:
         doc.comment(4, f"REVIEW: over {MAX_VERSIONS} versions; {st.versions_dropped} event(s) of the others "
                        "will raise version_integrity")
-    for v in versions:
-        share = st.versions[v] / max(st.events, 1)
-        if st.events and share < 0.05 and st.first_seen.get(v, 0) > 0.5 * learned.inference.read:
-            doc.comment(4, f"REVIEW: version {v!r} serves {share:.1%} of the traffic and first appears late in "
-                           "the sample: keep it listed only if you deployed it (an unlisted version raises "
-                           "version_integrity)")
+    late = [v for v in versions if st.versions[v] < 0.05 * st.events
+            and st.first_seen.get(v, 0) > 0.5 * learned.inference.read]
+    if late:
+        doc.comment(4, f"REVIEW: {len(late)} version(s) serve under 5% of the traffic and first appear late in the "
+                       f"sample ({', '.join(map(repr, late[:4]))}{', ...' if len(late) > 4 else ''}): keep them "
+                       "listed only if you deployed them (an unlisted version raises version_integrity)")
     if st.events:
         stable, why = stable_version(st)
         if stable in versions:
