@@ -268,8 +268,13 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                labels_path: str | Path | None, alerts_out: str | Path | IO[bytes] | None,
                batch_size: int = DEFAULT_BATCH, horizon_seconds: float | None = None,
                collect: bool = False, on_message: Callable[[dict[str, Any]], None] | None = None,
-               engine: Engine | None = None) -> ReplayReport:
-    """Replay the logs through a fresh :class:`~detectors.engine.Engine` (or ``engine``); write control messages."""
+               engine: Engine | None = None,
+               on_batch: Callable[[Engine, float], None] | None = None) -> ReplayReport:
+    """Replay the logs through a fresh :class:`~detectors.engine.Engine` (or ``engine``); write control messages.
+
+    ``on_batch(engine, now)`` runs after every micro-batch with its event time (read-only
+    observers such as :class:`stream.trace.StatsTrace`).
+    """
     if isinstance(config, (str, Path)):
         config = load_replay_config(config)
     elif isinstance(config, MonitorSpec):
@@ -283,6 +288,7 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     models = frozenset(engine.monitors) if labels_path is not None else frozenset()
     report = ReplayReport()
     join = LabelJoin(horizon, config.label_models)
+    clock: float | None = None
     out, close_out = _open_out(alerts_out)
     started = time.perf_counter()
     inf_fh = open_lines(inference_path)
@@ -334,6 +340,9 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     on_message(doc)
             if now is not None and join.pending:
                 join.expire(now)
+            if on_batch is not None and now is not None:
+                clock = now if clock is None else max(clock, now)
+                on_batch(engine, clock)
     finally:
         inf_fh.close()
         if lab_fh is not None:
@@ -375,12 +384,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="label JSONL (.gz accepted)")
     parser.add_argument("--alerts", required=True, help="output JSONL of control messages (- for stdout)")
     parser.add_argument("--report", help="also write the replay counters as JSON here")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="merged lines per micro-batch")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
+                        help="merged lines per micro-batch (the HTML report samples statistics once per batch)")
     parser.add_argument("--horizon", type=float, default=None,
                         help="label-join horizon in seconds (default: redis.pending_ttl_seconds of the config)")
     parser.add_argument("--inference-topic", help="take the field mapping of this inference topic of the config")
     parser.add_argument("--label-topic", help="take the field mapping of this label topic of the config")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    parser.add_argument("--html", metavar="OUT.html",
+                        help="also write a self-contained HTML backtest report (statistics against thresholds "
+                             "over event time, detections, alerts, input integrity)")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -402,12 +415,30 @@ def run(args: argparse.Namespace) -> int:
     if args.inference == "-" and args.labels == "-":
         print("driftline replay: only one input can be stdin", file=sys.stderr)
         return 2
+    trace = engine = None
+    messages: list[dict[str, Any]] = []
+    if getattr(args, "html", None):
+        from stream.trace import StatsTrace
+
+        engine = Engine(cfg.monitor)
+        trace = StatsTrace().attach(engine)
     try:
         report = run_replay(cfg, args.inference, args.labels, args.alerts, batch_size=args.batch_size,
-                            horizon_seconds=args.horizon)
+                            horizon_seconds=args.horizon, engine=engine,
+                            on_message=messages.append if trace is not None else None,
+                            on_batch=trace.sample if trace is not None else None)
     except OSError as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
         return 2
+    if trace is not None:
+        from stream.backtest_report import write_html
+
+        sources = [f"config {args.config}", f"inference {args.inference}"]
+        if args.labels:
+            sources.append(f"labels {args.labels}")
+        path = write_html(args.html, report, trace, messages, "driftline backtest", sources)
+        if not args.quiet:
+            print(f"HTML report: {path}", file=sys.stderr)
     if not args.quiet:
         print(report.summary(), file=sys.stderr)
     if args.report:
