@@ -33,10 +33,26 @@ class Sample:
     skipped: Counter = field(default_factory=Counter)
     exhausted: bool = False         # the whole source was read (not stopped by a bound)
 
+    bytes: int = 0
+
     @property
     def read(self) -> int:
         """Lines read, kept or skipped."""
         return len(self.lines) + sum(self.skipped.values())
+
+    def take(self, line: bytes | None, oversized: bool, max_total_bytes: int, empty: str = "blank_line") -> bool:
+        """Keep or count one line; False once the sample's byte budget is spent."""
+        if oversized:
+            self.skipped["oversized"] += 1
+        elif line is None or not line.strip():
+            self.skipped[empty] += 1
+        else:
+            self.bytes += len(line)
+            if self.bytes > max_total_bytes:
+                self.skipped["sample_bytes_exceeded"] += 1
+                return False
+            self.lines.append(line.rstrip(b"\r\n"))
+        return True
 
 
 def _bounded_line(fh: IO[bytes], max_bytes: int) -> tuple[bytes | None, bool]:
@@ -56,7 +72,6 @@ def sample_stream(fh: IO[bytes], source: str, limit: int = DEFAULT_LINES, max_li
                   max_total_bytes: int = MAX_TOTAL_BYTES) -> Sample:
     """Read at most ``limit`` lines of ``fh`` (0: no line limit) into a :class:`Sample`."""
     out = Sample(source)
-    total = 0
     while limit <= 0 or out.read < limit:
         try:
             line, oversized = _bounded_line(fh, max_line_bytes)
@@ -67,16 +82,8 @@ def sample_stream(fh: IO[bytes], source: str, limit: int = DEFAULT_LINES, max_li
         if line is None:
             out.exhausted = True
             return out
-        if oversized:
-            out.skipped["oversized"] += 1
-        elif not line.strip():
-            out.skipped["blank_line"] += 1
-        else:
-            total += len(line)
-            if total > max_total_bytes:
-                out.skipped["sample_bytes_exceeded"] += 1
-                return out
-            out.lines.append(line.rstrip(b"\r\n"))
+        if not out.take(line, oversized, max_total_bytes):
+            return out
     return out
 
 
@@ -123,7 +130,6 @@ def sample_topic(bootstrap: str, topic: str, limit: int = DEFAULT_LINES, timeout
             if high > low:
                 pending.add(p)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        total = 0
         while pending and (limit <= 0 or out.read < limit) and time.monotonic() < deadline:
             want = 500 if limit <= 0 else min(500, limit - out.read)
             for msg in consumer.consume(want, 0.5):
@@ -133,16 +139,9 @@ def sample_topic(bootstrap: str, topic: str, limit: int = DEFAULT_LINES, timeout
                         pending.discard(msg.partition())
                     continue
                 value = msg.value()
-                if value is None or not value.strip():
-                    out.skipped["empty_message"] += 1
-                elif len(value) > max_line_bytes:
-                    out.skipped["oversized"] += 1
-                else:
-                    total += len(value)
-                    if total > MAX_TOTAL_BYTES:
-                        out.skipped["sample_bytes_exceeded"] += 1
-                        return out
-                    out.lines.append(value)
+                if not out.take(value, value is not None and len(value) > max_line_bytes, MAX_TOTAL_BYTES,
+                                "empty_message"):
+                    return out
         out.exhausted = not pending
     finally:
         consumer.close()
