@@ -269,11 +269,11 @@ class Worker:
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             staged = self._detect(internal, positions, outcome)
-            producer.send_offsets_to_transaction(
-                [TopicPartition(t, p, o) for (t, p), o in positions.items()],
-                self._consumer.consumer_group_metadata(), 30)
+            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            metadata = self._consumer.consumer_group_metadata()
+            self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
             checkpoint_started = time.perf_counter()
-            producer.commit_transaction(30)
+            self._complete(lambda: producer.commit_transaction(30))
         except OwnershipLost as exc:
             log.warning("batch dropped: %s", exc)  # the revocation follows; the new owner redoes it
             return
@@ -329,13 +329,34 @@ class Worker:
         moved = [TopicPartition(t, p, o) for (t, p), o in positions.items() if committed.get((t, p)) != o]
         if not moved:
             return
+        self._needs_rewind = True  # until the transaction commits
         producer.begin_transaction()
-        try:
-            producer.send_offsets_to_transaction(moved, consumer.consumer_group_metadata(), 30)
-            producer.commit_transaction(30)
-        except KafkaException:
-            log.exception("idle offset commit failed")
-            self._abort_and_rewind()
+        metadata = consumer.consumer_group_metadata()
+        self._complete(lambda: producer.send_offsets_to_transaction(moved, metadata, 30))
+        self._complete(lambda: producer.commit_transaction(30))
+        self._needs_rewind = False
+
+    def _complete(self, call: Callable[[], None]) -> None:
+        """Run a transactional producer call, repeating it while it fails with a retriable error.
+
+        A commit that timed out may have gone through: only repeating it tells. Aborting and
+        rewinding instead would route the batch's records a second time. Errors that require an
+        abort (or are fatal) are raised: the batch is then known not to have committed.
+        """
+        delay = 0.25
+        while True:
+            try:
+                call()
+                return
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if (err is None or not err.retriable() or err.fatal() or err.txn_requires_abort()
+                        or self._stop.is_set()):
+                    raise
+                self.metrics.retry("kafka")
+                log.warning("transaction call failed with a retriable error, repeating it in %.1f s: %s", delay, err)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
 
     def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
         producer = self._producer
