@@ -15,6 +15,8 @@ reads the environment. Validation errors name the offending key path::
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from detectors.spec import MonitorSpec
 from stream.decoding import INFERENCE_FIELDS, LABEL_FIELDS
-from stream.signing import SigningKey
+from stream.signing import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SKEW_SECONDS, Freshness, SigningKey
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_WORDS = ("password", "secret", "token", "sasl.oauthbearer")
@@ -197,12 +199,22 @@ class RedisSpec(_Strict):
         return v
 
 
-class SigningSpec(_Strict):
-    """Where the HMAC key for rollback commands comes from: ``key_file`` or ``key_env``, never the file."""
+KEY_ENCODINGS = ("text", "raw", "hex", "base64")
+_LITERAL_KEY_WORDS = ("key", "secret", "hmac_key", "signing_key", "value")
+
+
+class _KeySource(_Strict):
+    """Where one HMAC key comes from: ``key_file`` or ``key_env`` (never the file), and how it is encoded.
+
+    ``key_encoding``: ``text`` (default; the file's UTF-8 text minus one trailing ``\\n`` or
+    ``\\r\\n``, or the variable's value), ``raw`` (every byte of the file, for binary keys), ``hex``
+    or ``base64`` (the decoded bytes of the file's or variable's text, surrounding whitespace ignored).
+    """
 
     key_id: str = Field(default="default", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     key_file: str | None = None
     key_env: str | None = None
+    key_encoding: Literal["text", "raw", "hex", "base64"] = "text"
 
     _check_env = field_validator("key_env")(_env_name)
 
@@ -210,16 +222,51 @@ class SigningSpec(_Strict):
     @classmethod
     def _no_literal(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            literal = sorted(k for k in data if k in ("key", "secret", "hmac_key", "signing_key", "value"))
+            literal = sorted(k for k in data if k in _LITERAL_KEY_WORDS)
             if literal:
                 raise ValueError(f"{literal[0]}: a literal key is not accepted; use key_file or key_env")
         return data
 
     @model_validator(mode="after")
-    def _one_source(self) -> "SigningSpec":
+    def _one_source(self) -> "_KeySource":
         if (self.key_file is None) == (self.key_env is None):
             raise ValueError("set exactly one of key_file or key_env")
+        if self.key_encoding == "raw" and self.key_env is not None:
+            raise ValueError("key_encoding raw needs key_file (an environment variable holds text: use hex or base64)")
         return self
+
+
+class VerificationKeySpec(_KeySource):
+    """A key accepted for verification only (a previous or next key during a rotation)."""
+
+    key_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class SigningSpec(_KeySource):
+    """The HMAC key rollback commands are signed with, the keys accepted when verifying, and freshness.
+
+    ``verification_keys`` lists further keys a verifier accepts (rotation: the previous key until
+    its last commands have expired, or the next key before the workers switch to it); the signing
+    key is always accepted. A command older than ``max_age_seconds`` or dated more than
+    ``max_clock_skew_seconds`` ahead of the verifier's clock is refused.
+    """
+
+    verification_keys: list[VerificationKeySpec] = Field(default=[], max_length=16)
+    max_age_seconds: int = Field(default=DEFAULT_MAX_AGE_SECONDS, ge=1, le=7 * 86_400)
+    max_clock_skew_seconds: int = Field(default=DEFAULT_MAX_SKEW_SECONDS, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "SigningSpec":
+        ids = [self.key_id] + [k.key_id for k in self.verification_keys]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"key ids must be unique (the signing key's included): {dup} given twice")
+        return self
+
+    @property
+    def freshness(self) -> Freshness:
+        """The freshness window verifiers apply."""
+        return Freshness(self.max_age_seconds, self.max_clock_skew_seconds)
 
 
 class MetricsSpec(_Strict):
@@ -318,27 +365,69 @@ def resolve_env(name: str, what: str, environ: Mapping[str, str] | None = None) 
     return value
 
 
+def decode_key(data: bytes, encoding: str, what: str) -> bytes:
+    """The secret bytes of a key file's (or variable's) ``data`` in ``encoding`` (see :class:`SigningSpec`)."""
+    if encoding == "raw":
+        return data
+    if encoding == "text":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what}: not UTF-8 text; for a binary key set key_encoding raw, hex or base64") from None
+        return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    text = data.strip()
+    try:
+        if encoding == "hex":
+            return binascii.unhexlify(text)
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{what}: not valid {encoding}") from None
+
+
 def read_key(key_id: str, key_file: str | None = None, key_env: str | None = None,
-             environ: Mapping[str, str] | None = None) -> SigningKey:
-    """A signing key from a file (trailing newline dropped) or an environment variable."""
+             environ: Mapping[str, str] | None = None, key_encoding: str = "text",
+             what: str = "signing") -> SigningKey:
+    """A key from a file or an environment variable, decoded per ``key_encoding``.
+
+    ``what`` names the key in errors: a config section (``signing`` gives ``signing.key_file: ...``)
+    or a command-line option (``--key-file old=/k`` is used as it is).
+    """
+    def setting(name: str) -> str:
+        return what if what.startswith("--") else f"{what}.{name}"
+
+    if key_encoding not in KEY_ENCODINGS:
+        raise ConfigError(f"{setting('key_encoding')}: {key_encoding!r} is not one of {', '.join(KEY_ENCODINGS)}")
     if key_file is not None:
         try:
-            secret = Path(key_file).read_bytes().rstrip(b"\r\n")
+            data = Path(key_file).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"signing.key_file: cannot read {key_file}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{setting('key_file')}: cannot read {key_file}: {exc.strerror or exc}") from None
+        secret = decode_key(data, key_encoding, f"{setting('key_file')} {key_file}")
     elif key_env is not None:
-        secret = resolve_env(key_env, "signing.key_env", environ).encode("utf-8")
+        if key_encoding == "raw":
+            raise ConfigError(f"{setting('key_encoding')}: raw needs key_file")
+        value = resolve_env(key_env, setting("key_env"), environ).encode("utf-8")
+        secret = value if key_encoding == "text" else decode_key(value, key_encoding, f"{setting('key_env')} {key_env}")
     else:
-        raise ConfigError("signing: set key_file or key_env")
+        raise ConfigError(f"{what}: set key_file or key_env")
     try:
         return SigningKey(key_id, secret)
     except ValueError as exc:
-        raise ConfigError(f"signing: {exc}") from None
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def signing_key(spec: SigningSpec, environ: Mapping[str, str] | None = None) -> SigningKey:
     """The rollback signing key named by the ``signing`` section."""
-    return read_key(spec.key_id, spec.key_file, spec.key_env, environ)
+    return read_key(spec.key_id, spec.key_file, spec.key_env, environ, spec.key_encoding)
+
+
+def verification_keys(spec: SigningSpec, environ: Mapping[str, str] | None = None) -> dict[str, SigningKey]:
+    """Every key a verifier accepts, by id: the signing key and ``signing.verification_keys``."""
+    keys = {spec.key_id: signing_key(spec, environ)}
+    for i, k in enumerate(spec.verification_keys):
+        keys[k.key_id] = read_key(k.key_id, k.key_file, k.key_env, environ, k.key_encoding,
+                                  what=f"signing.verification_keys[{i}]")
+    return keys
 
 
 def client_settings(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -34,3 +34,19 @@ def test_every_metric_in_the_readme_exists():
     assert mentioned, "README lists no metrics"
     missing = sorted(m for m in mentioned if m not in names and f"{m}_bucket" not in names)
     assert not missing, f"README names metrics the worker does not export: {missing}"
+
+
+def test_rollback_check_example_is_exact():
+    import json
+
+    from stream.signing import SigningKey, canonical_bytes, sign, verify
+
+    section = README.split("### Checking a rollback command", 1)[1].split("\n## ", 1)[0]
+    command = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    canonical = section.split("```text", 1)[1].split("```", 1)[0].strip().encode()
+    key = SigningKey("2026-11", b"demo-only-signing-key-change-me")
+    assert canonical_bytes(command) == canonical
+    assert verify(command, key, now=command["issued_at"] + 10).ok
+    assert verify(command, key, now=command["issued_at"] + 301).reason.startswith("expired")
+    assert sign(command, key, issued_at=command["issued_at"]) == command
+    assert f"is\n`{command['signature']}`" in section
