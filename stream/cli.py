@@ -272,6 +272,24 @@ def cmd_control_tail(args: argparse.Namespace) -> int:
     return EXIT_FAILED if bad else EXIT_OK
 
 
+def cmd_control_act(args: argparse.Namespace) -> int:
+    """Apply verified rollback commands from the control topic through the configured actions."""
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from stream.actuation import main
+
+    try:
+        return main(config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:  # the HTTP endpoint's address is taken or not local
+        _err(f"actuation: cannot serve on {config.actuation.host}:{config.actuation.port}: {exc.strerror or exc}")
+        return EXIT_USAGE
+
+
 # -- state ------------------------------------------------------------------------------------------
 def cmd_state_show(args: argparse.Namespace) -> int:
     """Print the committed detector state of one model as JSON statistics."""
@@ -431,6 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_key_options(p)
     p.add_argument("--quiet", action="store_true", help="print failures only")
     p.set_defaults(func=cmd_control_verify)
+
+    p = csub.add_parser("act", help="apply verified rollback commands (webhooks, Flagger) once each")
+    p.add_argument("--config", required=True, help="driftline YAML configuration with an actuation section")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_control_act)
 
     state = sub.add_parser("state", help="inspect detector state in Redis")
     ssub = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")

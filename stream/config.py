@@ -269,6 +269,108 @@ class SigningSpec(_KeySource):
         return Freshness(self.max_age_seconds, self.max_clock_skew_seconds)
 
 
+# -- actuation (driftline control act) -----------------------------------------------------------
+_SECRET_HEADERS = ("authorization", "cookie", "token", "secret", "password", "api-key", "apikey")
+
+
+class WebhookActionSpec(_Strict):
+    """POST each verified rollback command (its bytes as published) to ``url``, retried with backoff."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(min_length=8, max_length=2048)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    headers: dict[str, str] = {}  # extra request headers, never secrets (see bearer_token_env)
+    bearer_token_env: str | None = None  # sent as "Authorization: Bearer <value>"
+    tls_ca_file: str | None = None  # CA bundle for an https url signed by a private CA
+    models: list[str] | None = Field(default=None, min_length=1)  # default: every model
+
+    _check_env = field_validator("bearer_token_env")(_env_name)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^https?://([^/?#]*)", v)
+        if m is None or not m.group(1):
+            raise ValueError("must be an http:// or https:// URL")
+        if "@" in m.group(1):
+            raise ValueError("must not contain credentials; use bearer_token_env")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in v if any(w in k.lower() for w in _SECRET_HEADERS))
+        if bad:
+            raise ValueError(f"{bad}: secrets do not belong in the file; use bearer_token_env")
+        bad = sorted(k for k in v if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", k) or "\n" in v[k] or "\r" in v[k])
+        if bad:
+            raise ValueError(f"{bad}: not a valid header name or value")
+        return v
+
+
+class FlaggerCanarySpec(_Strict):
+    """A Flagger canary (namespace/name) that serves a driftline model."""
+
+    model: str = Field(min_length=1)
+    namespace: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    canary: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class FlaggerSpec(_Strict):
+    """Flagger rollback webhook: ``POST /rollback/{namespace}/{canary}`` answers 200 while a rollback stands.
+
+    A verified rollback of a model stands for ``hold_seconds`` after its issue time for each
+    canary the model maps to; Flagger polls the webhook during analysis and fails the canary on
+    a 2xx. If the request's ``metadata`` names ``canary_version``, only a rollback of that
+    version answers 200.
+    """
+
+    canaries: list[FlaggerCanarySpec] = Field(min_length=1)
+    hold_seconds: int = Field(default=900, ge=60, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "FlaggerSpec":
+        pairs = [(c.namespace, c.canary) for c in self.canaries]
+        dup = sorted({f"{n}/{c}" for n, c in pairs if pairs.count((n, c)) > 1})
+        if dup:
+            raise ValueError(f"canaries listed twice: {dup}")
+        return self
+
+
+class ActuationSpec(_Strict):
+    """``driftline control act``: its consumer group, HTTP endpoint, retries and actions.
+
+    Commands are read from ``kafka.control_topic`` (read_committed) by the group ``group_id``
+    (default ``{kafka.group_id}-act``), verified with the ``signing`` section's keys and window,
+    and applied once per action and idempotency key: applied keys are remembered in Redis under
+    the driftline key prefix for ``acted_ttl_seconds``. The HTTP endpoint on ``host``:``port``
+    serves the Flagger webhook, ``/healthz`` and ``/metrics``.
+    """
+
+    group_id: str | None = Field(default=None, min_length=1, max_length=249)
+    host: str = "127.0.0.1"
+    port: int = Field(default=9466, ge=0, le=65535)  # 0: any free port (logged at start)
+    acted_ttl_seconds: int = Field(default=7 * 86_400, ge=60, le=366 * 86_400)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_seconds: float = Field(default=0.5, gt=0, le=60)
+    max_backoff_seconds: float = Field(default=30.0, gt=0, le=3600)
+    dead_letter_topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")  # default: kafka's
+    webhooks: list[WebhookActionSpec] = []
+    flagger: FlaggerSpec | None = None
+
+    @model_validator(mode="after")
+    def _actions(self) -> "ActuationSpec":
+        if not self.webhooks and self.flagger is None:
+            raise ValueError("configure at least one action: webhooks or flagger")
+        names = [w.name for w in self.webhooks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"webhooks: names must be unique, {dup} given twice")
+        if self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError("max_backoff_seconds must not be below backoff_seconds")
+        return self
+
+
 class MetricsSpec(_Strict):
     """The /metrics, /healthz, /readyz endpoint and the label cardinality bound."""
 
@@ -286,6 +388,7 @@ class DriftlineConfig(_Strict):
     signing: SigningSpec
     metrics: MetricsSpec = MetricsSpec()
     monitor: MonitorSpec
+    actuation: ActuationSpec | None = None
 
     @model_validator(mode="after")
     def _names(self) -> "DriftlineConfig":
@@ -301,7 +404,24 @@ class DriftlineConfig(_Strict):
             unknown = sorted(set(t.models or ()) - set(names))
             if unknown:
                 raise ValueError(f"kafka.label_topics[{i}].models: {unknown} are not configured models")
+        if self.actuation is not None:
+            _check_actuation(self.actuation, set(names), self.signing)
         return self
+
+
+def _check_actuation(act: ActuationSpec, models: set[str], signing: SigningSpec) -> None:
+    """Cross-section checks of ``actuation``: known models, memory longer than the freshness window."""
+    for i, w in enumerate(act.webhooks):
+        unknown = sorted(set(w.models or ()) - models)
+        if unknown:
+            raise ValueError(f"actuation.webhooks[{i}].models: {unknown} are not configured models")
+    for i, c in enumerate(act.flagger.canaries if act.flagger else ()):
+        if c.model not in models:
+            raise ValueError(f"actuation.flagger.canaries[{i}].model: {c.model!r} is not a configured model")
+    horizon = signing.max_age_seconds + signing.max_clock_skew_seconds
+    if act.acted_ttl_seconds <= horizon:
+        raise ValueError(f"actuation.acted_ttl_seconds: {act.acted_ttl_seconds} must exceed the freshness window "
+                         f"({horizon} s), or a redelivered command could act twice")
 
 
 # -- loading -------------------------------------------------------------------------------------

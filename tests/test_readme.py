@@ -29,7 +29,9 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_every_metric_in_the_readme_exists():
-    names = metric_names(WorkerMetrics().registry)
+    from stream.actuation import ActuationMetrics
+
+    names = metric_names(WorkerMetrics().registry) | metric_names(ActuationMetrics().registry)
     mentioned = set(re.findall(r"`(driftline_[a-z_]+)`", README))
     assert mentioned, "README lists no metrics"
     missing = sorted(m for m in mentioned if m not in names and f"{m}_bucket" not in names)

@@ -274,3 +274,40 @@ def test_verification_key_errors_name_their_entry(tmp_path):
                                     "verification_keys": [{"key_id": "o", "key_file": str(tmp_path / "none")}]}))
     with pytest.raises(ConfigError, match=r"signing.verification_keys\[0\].key_file: cannot read"):
         verification_keys(cfg.signing, ENV)
+
+
+# -- actuation ------------------------------------------------------------------------------------
+ACT = {"webhooks": [{"name": "ops", "url": "https://deploy.example.internal/hooks/rollback"}],
+       "flagger": {"canaries": [{"model": "filter", "namespace": "prod", "canary": "filter-canary"}]}}
+
+
+def test_actuation_section_defaults():
+    act = parse_config(doc(actuation=ACT)).actuation
+    assert (act.group_id, act.port, act.acted_ttl_seconds, act.max_attempts) == (None, 9466, 7 * 86_400, 5)
+    assert act.flagger.hold_seconds == 900 and act.webhooks[0].timeout_seconds == 5.0
+    assert parse_config(doc()).actuation is None
+
+
+@pytest.mark.parametrize("change,message", [
+    ({}, "actuation: configure at least one action: webhooks or flagger"),
+    ({"webhooks": [{"name": "a", "url": "ftp://x/y"}]}, "actuation.webhooks[0].url: must be an http:// or https:// URL"),
+    ({"webhooks": [{"name": "a", "url": "https://u:pw@x/y"}]}, "actuation.webhooks[0].url: must not contain credentials"),
+    ({"webhooks": [{"name": "a", "url": "http://x/y", "headers": {"X-Api-Key": "k"}}]},
+     "actuation.webhooks[0].headers: ['X-Api-Key']: secrets do not belong in the file"),
+    ({"webhooks": [{"name": "a", "url": "http://x/y"}, {"name": "a", "url": "http://z/y"}]}, "['a'] given twice"),
+    ({"webhooks": [{"name": "a", "url": "http://x/y", "models": ["nope"]}]},
+     "actuation.webhooks[0].models: ['nope'] are not configured models"),
+    ({"flagger": {"canaries": [{"model": "nope", "namespace": "prod", "canary": "c"}]}},
+     "actuation.flagger.canaries[0].model: 'nope' is not a configured model"),
+    ({"flagger": {"canaries": [{"model": "filter", "namespace": "Prod", "canary": "c"}]}},
+     "actuation.flagger.canaries[0].namespace: String should match pattern"),
+    ({"flagger": {"canaries": [{"model": "filter", "namespace": "p", "canary": "c"}] * 2}},
+     "canaries listed twice: ['p/c']"),
+    ({"flagger": {"hold_seconds": 5, "canaries": [{"model": "filter", "namespace": "p", "canary": "c"}]}},
+     "actuation.flagger.hold_seconds: Input should be greater than or equal to 60"),
+    (dict(ACT, acted_ttl_seconds=300), "actuation.acted_ttl_seconds: 300 must exceed the freshness window (330 s)"),
+    (dict(ACT, backoff_seconds=5, max_backoff_seconds=1), "max_backoff_seconds must not be below backoff_seconds"),
+    (dict(ACT, surprise=1), "actuation.surprise: Extra inputs are not permitted"),
+])
+def test_actuation_errors_name_the_key(change, message):
+    assert message in error_of(doc(actuation=change))
