@@ -167,6 +167,7 @@ class WorkerMetrics:
         """Mirror a ``ModelMonitor.stats`` snapshot: detections, open alerts, readiness, sequential statistics."""
         b = self.bound
         m = b("model", model)
+        self.rollbacks.labels(model=m)  # exported at 0 before the first rollback, so increase() sees it
         if "detections_by_stream" in stats:
             rows = [(stream, signal, total) for stream, per in (stats["detections_by_stream"] or {}).items()
                     for signal, total in per.items()]

@@ -52,3 +52,18 @@ def test_rollback_check_example_is_exact():
     assert verify(command, key, now=command["issued_at"] + 301).reason.startswith("expired")
     assert sign(command, key, issued_at=command["issued_at"]) == command
     assert f"is\n`{command['signature']}`" in section
+
+
+def test_actuation_example_is_accepted_with_the_example_config():
+    import yaml
+
+    from stream.config import parse_config
+
+    section = README.split("## Closing the rollback loop", 1)[1].split("\n## ", 1)[0]
+    example = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    doc = yaml.safe_load((ROOT / "examples" / "content-filter.yaml").read_text())
+    doc.update(example)
+    act = parse_config(doc).actuation
+    assert act.webhooks[0].name == "deploy-bot" and act.flagger.canaries[0].model == "content-filter"
+    flagger_url = section.split("type: rollback", 1)[1].split("url:", 1)[1].split()[0]
+    assert flagger_url.endswith("/rollback/prod/content-filter") and f":{act.port}/" in flagger_url
