@@ -71,12 +71,17 @@ def cmd_faust_worker(args: argparse.Namespace) -> int:
 
 def check_secrets(config: DriftlineConfig) -> list[str]:
     """Problems resolving the secrets and files the configuration names (empty when all resolve)."""
-    from stream.config import client_settings, redis_client, signing_key
+    from stream.config import client_settings, redis_client, resolve_env, verification_keys
 
     problems = []
-    for what, resolve in (("signing", lambda: signing_key(config.signing)),
-                          ("kafka", lambda: client_settings(config)),
-                          ("redis", lambda: redis_client(config.redis))):
+    checks: list[tuple[str, Any]] = [("signing", lambda: verification_keys(config.signing)),
+                                     ("kafka", lambda: client_settings(config)),
+                                     ("redis", lambda: redis_client(config.redis))]
+    for i, hook in enumerate(config.actuation.webhooks if config.actuation else ()):
+        if hook.bearer_token_env:
+            checks.append(("actuation", lambda env=hook.bearer_token_env, i=i: resolve_env(
+                env, f"actuation.webhooks[{i}].bearer_token_env")))
+    for what, resolve in checks:
         try:
             resolve()
         except ConfigError as exc:

@@ -261,3 +261,15 @@ def test_control_tail_counts_non_object_messages_as_invalid_and_goes_on(stack, t
     assert out.count("ROLLBACK filter: v2 -> v1") == 1, out
     assert "signature verified" in err
     assert err.count("invalid") == len(bad), err
+
+
+def test_check_config_resolves_rotation_keys_and_webhook_tokens(tmp_path, env, capsys):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["signing"]["verification_keys"] = [{"key_id": "old", "key_file": str(tmp_path / "missing.key")}]
+    cfg["actuation"] = {"webhooks": [{"name": "ops", "url": "http://127.0.0.1:1/x", "bearer_token_env": "DL_NO_TOKEN"}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "signing.verification_keys[0].key_file: cannot read" in err
+    assert "actuation.webhooks[0].bearer_token_env: environment variable DL_NO_TOKEN is not set" in err
