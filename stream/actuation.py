@@ -135,6 +135,21 @@ class Actuator:
                     " ".join(f"{k}={v}" for k, v in sorted(out.actions.items())))
         return out
 
+    def _remember(self, action: str, idempotency_key: str, record: Mapping[str, Any],
+                  stop: Callable[[], bool]) -> None:
+        """Record a success, retrying while Redis is down: redoing the action would apply it twice."""
+        wait = 0.5
+        while True:
+            try:
+                return self.acted.remember(action, idempotency_key, record)
+            except redis.RedisError as exc:
+                if stop():
+                    raise
+                log.warning("%s applied %s but cannot record it (%s); retrying in %.1f s", action,
+                            idempotency_key, exc, wait)
+                time.sleep(wait)
+                wait = min(wait * 2, 30.0)
+
     def _handle(self, value: bytes | None, where: str, stop: Callable[[], bool]) -> Outcome:
         item = parse_message(value, where)
         if item.error:
@@ -159,8 +174,8 @@ class Actuator:
                 continue
             delivery = action.deliver(value or b"", doc, stop)
             if delivery.ok:
-                self.acted.remember(action.name, idem, {"id": ident, "at": int(self._now()),
-                                                        "attempts": delivery.attempts, "detail": delivery.detail})
+                self._remember(action.name, idem, {"id": ident, "at": int(self._now()),
+                                                   "attempts": delivery.attempts, "detail": delivery.detail}, stop)
                 done[action.name] = "acted"
             else:
                 done[action.name] = "failed"

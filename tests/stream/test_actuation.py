@@ -138,6 +138,29 @@ def test_a_failing_webhook_is_dead_lettered_and_tried_again_on_redelivery(store,
     assert act.handle(value).status == "duplicate" and len(receiver.requests) == 4
 
 
+def test_an_unreachable_state_store_stops_before_any_action(receiver):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens here once the socket is closed
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = redis.Redis(host="127.0.0.1", port=closed, socket_timeout=1, socket_connect_timeout=1,
+                         retry=Retry(NoBackoff(), 0))
+    spec = parse_config({
+        "kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "p"}]},
+        "signing": {"key_env": "X"},
+        "monitor": {"models": [{"name": "filter", "classes": ["a", "b"], "versions": ["v1"]}]},
+        "actuation": {"webhooks": [{"name": "ops", "url": receiver.url}]}}).actuation
+    act = Actuator({NEW.key_id: NEW}, Freshness(), [WebhookAction(spec.webhooks[0], None, 1, 0.1, 0.1)],
+                   ActedStore(client, "x", 600))
+    with pytest.raises(redis.ConnectionError):
+        act.handle(raw(command()))  # the caller retries later and commits nothing meanwhile
+    assert receiver.requests == []
+
+
 def _post(url: str, body: dict | None = None) -> tuple[int, dict]:
     data = json.dumps(body).encode() if body is not None else b""
     req = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "application/json"})
