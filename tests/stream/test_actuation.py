@@ -77,16 +77,21 @@ def store(stack):
     return redis.Redis.from_url(stack.redis_url), f"act-{uuid.uuid4().hex[:8]}"
 
 
-def actuator(store, receiver, dead: list | None = None) -> tuple[Actuator, FlaggerAction]:
-    client, prefix = store
-    spec = parse_config({
+def act_spec(url: str):
+    """An actuation section: webhook ``ops`` to ``url``, Flagger canaries prod/filter and prod/spam."""
+    return parse_config({
         "kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "p"}]},
         "signing": {"key_env": "X"},
         "monitor": {"models": [{"name": m, "classes": ["a", "b"], "versions": ["v1"]} for m in ("filter", "spam")]},
-        "actuation": {"webhooks": [{"name": "ops", "url": receiver.url}],
+        "actuation": {"webhooks": [{"name": "ops", "url": url}],
                       "flagger": {"hold_seconds": 600, "canaries": [
                           {"model": "filter", "namespace": "prod", "canary": "filter"},
                           {"model": "spam", "namespace": "prod", "canary": "spam"}]}}}).actuation
+
+
+def actuator(store, receiver, dead: list | None = None) -> tuple[Actuator, FlaggerAction]:
+    client, prefix = store
+    spec = act_spec(receiver.url)
     hook = WebhookAction(spec.webhooks[0], None, 3, 0.01, 0.02)
     flagger = FlaggerAction(spec.flagger, Stands(client, prefix))
     act = Actuator({OLD.key_id: OLD, NEW.key_id: NEW}, Freshness(300, 30), [hook, flagger],
@@ -149,11 +154,7 @@ def test_an_unreachable_state_store_stops_before_any_action(receiver):
 
     client = redis.Redis(host="127.0.0.1", port=closed, socket_timeout=1, socket_connect_timeout=1,
                          retry=Retry(NoBackoff(), 0))
-    spec = parse_config({
-        "kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "p"}]},
-        "signing": {"key_env": "X"},
-        "monitor": {"models": [{"name": "filter", "classes": ["a", "b"], "versions": ["v1"]}]},
-        "actuation": {"webhooks": [{"name": "ops", "url": receiver.url}]}}).actuation
+    spec = act_spec(receiver.url)
     act = Actuator({NEW.key_id: NEW}, Freshness(), [WebhookAction(spec.webhooks[0], None, 1, 0.1, 0.1)],
                    ActedStore(client, "x", 600))
     with pytest.raises(redis.ConnectionError):
