@@ -156,3 +156,36 @@ def test_rollback_query_flips_from_success_to_failure_when_the_canary_misbehaves
         assert not holds(rollback_metric["successCondition"], failing)
     finally:
         stop_worker(worker)
+
+
+def test_rollback_query_counts_a_series_born_with_its_first_rollback(tmp_path):
+    """promtool on synthetic series: the rollback query sees every way a rollback shows up."""
+    series = {  # model -> values every 15 s ('_': no sample yet)
+        "born-at-one": "_x7 1x30",          # a restarted worker's first batch carried the rollback
+        "born-at-zero": "0x8 1x30",         # exported at 0, then the rollback
+        "after-restart": "1x8 0x2 1x30",    # counter reset by a restart, then a rollback
+        "quiet": "0x40",
+    }
+    expected = {  # (model, eval time) -> does the analysis fail (failureCondition holds)?
+        ("born-at-one", "2m30s"): True, ("born-at-one", "6m"): False,
+        ("born-at-zero", "2m30s"): True, ("born-at-zero", "6m"): False,
+        ("after-restart", "3m30s"): True, ("after-restart", "7m"): False,
+        ("quiet", "2m30s"): False, ("absent", "2m30s"): False,
+    }
+    rollback = metrics_by_name()["driftline-rollback"]
+    assert holds(rollback["failureCondition"], [1.0]) and not holds(rollback["failureCondition"], [0.0])
+    tests = [{"expr": f"({render(rollback['provider']['prometheus']['query'], model=model).strip()}) > bool 0",
+              "eval_time": at, "exp_samples": [{"labels": "{}", "value": int(fails)}]}
+             for (model, at), fails in expected.items()]
+    ready = render(metrics_by_name()["driftline-ready"]["provider"]["prometheus"]["query"]).strip()
+    tests.append({"expr": f"({ready}) >= bool 1", "eval_time": "1m", "exp_samples": [{"labels": "{}", "value": 0}]})
+    doc = {"rule_files": [], "evaluation_interval": "15s", "tests": [{
+        "interval": "15s",
+        "input_series": [{"series": f'driftline_rollbacks_total{{job="driftline", model="{m}", instance="w:9464"}}',
+                          "values": v} for m, v in series.items()],
+        "promql_expr_test": tests}]}
+    path = tmp_path / "argo_test.yml"
+    path.write_text(yaml.safe_dump(doc))
+    promtool = shutil.which("promtool") or "/usr/bin/promtool"
+    result = subprocess.run([promtool, "test", "rules", path.name], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
