@@ -12,6 +12,7 @@ import gzip
 import importlib
 import json
 import logging
+import re
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
@@ -70,12 +71,17 @@ def cmd_faust_worker(args: argparse.Namespace) -> int:
 
 def check_secrets(config: DriftlineConfig) -> list[str]:
     """Problems resolving the secrets and files the configuration names (empty when all resolve)."""
-    from stream.config import client_settings, redis_client, signing_key
+    from stream.config import client_settings, redis_client, resolve_env, verification_keys
 
     problems = []
-    for what, resolve in (("signing", lambda: signing_key(config.signing)),
-                          ("kafka", lambda: client_settings(config)),
-                          ("redis", lambda: redis_client(config.redis))):
+    checks: list[tuple[str, Any]] = [("signing", lambda: verification_keys(config.signing)),
+                                     ("kafka", lambda: client_settings(config)),
+                                     ("redis", lambda: redis_client(config.redis))]
+    for i, hook in enumerate(config.actuation.webhooks if config.actuation else ()):
+        if hook.bearer_token_env:
+            checks.append(("actuation", lambda env=hook.bearer_token_env, i=i: resolve_env(
+                env, f"actuation.webhooks[{i}].bearer_token_env")))
+    for what, resolve in checks:
         try:
             resolve()
         except ConfigError as exc:
@@ -118,17 +124,55 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 # -- control ----------------------------------------------------------------------------------------
-def _keys(args: argparse.Namespace) -> Any:
-    """The verification key from --key-file / --key-env / --config; raises ConfigError."""
-    from stream.config import read_key, signing_key
+_KEY_REF = re.compile(r"([A-Za-z0-9._:-]{1,128})=(.+)")
 
-    if args.key_file or args.key_env:
-        return read_key(args.key_id or "default", key_file=args.key_file, key_env=args.key_env)
-    if args.config:
+
+def _cli_keys(args: argparse.Namespace) -> dict[str, Any]:
+    """Keys given as repeatable ``--key-file [ID=]PATH`` / ``--key-env [ID=]VAR``; raises ConfigError."""
+    from stream.config import read_key
+
+    keys: dict[str, Any] = {}
+    for option, refs in (("--key-file", args.key_file), ("--key-env", args.key_env)):
+        for ref in refs:
+            m = _KEY_REF.fullmatch(ref)
+            key_id, source = (m.group(1), m.group(2)) if m else (args.key_id or "default", ref)
+            if key_id in keys:
+                raise ConfigError(f"{option} {ref}: key id {key_id!r} is given twice")
+            where = {"key_file": source} if option == "--key-file" else {"key_env": source}
+            keys[key_id] = read_key(key_id, key_encoding=args.key_encoding, what=f"{option} {ref}", **where)
+    return keys
+
+
+def _keys(args: argparse.Namespace, config: DriftlineConfig | None = None) -> tuple[dict[str, Any], Any]:
+    """The verification keyring and freshness window from the command line or the configuration.
+
+    Keys: every ``--key-file`` / ``--key-env`` given, else the configuration's signing key and
+    ``signing.verification_keys``. Freshness: ``--max-age`` / ``--max-skew``, else the
+    configuration's ``signing`` window, else 300 s / 30 s; ``--any-age`` checks signatures only.
+    Raises ConfigError.
+    """
+    from stream.config import verification_keys
+    from stream.signing import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SKEW_SECONDS, Freshness
+
+    if config is None and args.config:
         config = load_config(args.config)
+    if args.key_file or args.key_env:
+        keys = _cli_keys(args)
+    elif config is not None:
         spec = config.signing if not args.key_id else config.signing.model_copy(update={"key_id": args.key_id})
-        return signing_key(spec)
-    raise ConfigError("give the verification key with --key-env, --key-file or --config")
+        keys = verification_keys(spec)
+    else:
+        raise ConfigError("give the verification key with --key-env, --key-file or --config")
+    if args.any_age:
+        return keys, None
+    signing = config.signing if config is not None else None
+    max_age = args.max_age if args.max_age is not None else (
+        signing.max_age_seconds if signing else DEFAULT_MAX_AGE_SECONDS)
+    max_skew = args.max_skew if args.max_skew is not None else (
+        signing.max_clock_skew_seconds if signing else DEFAULT_MAX_SKEW_SECONDS)
+    if max_age <= 0 or max_skew < 0:
+        raise ConfigError("--max-age must be positive and --max-skew not negative")
+    return keys, Freshness(max_age, max_skew)
 
 
 def _open_input(name: str) -> IO[bytes]:
@@ -140,7 +184,7 @@ def cmd_control_verify(args: argparse.Namespace) -> int:
     from stream.control import check, read_documents
 
     try:
-        keys = _keys(args)
+        keys, freshness = _keys(args)
     except ConfigError as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -154,13 +198,14 @@ def cmd_control_verify(args: argparse.Namespace) -> int:
         with fh if name != "-" else contextlib.nullcontext(fh):
             for item in read_documents(fh, name):
                 total += 1
-                result = check(item.doc, keys) if not item.error else None
+                result = check(item.doc, keys, freshness) if not item.error else None
                 kind = item.doc.get("kind") if isinstance(item.doc, dict) else None
                 rollbacks += kind == "rollback"
                 ident = item.doc.get("id") if isinstance(item.doc, dict) else None
                 if result is not None and result.ok:
                     if not args.quiet:
-                        status = "signature verified" if kind == "rollback" else "well-formed (unsigned kind)"
+                        status = ("signature verified" + ("" if freshness is None else ", fresh")
+                                  if kind == "rollback" else "well-formed (unsigned kind)")
                         print(f"OK    {item.where} {kind} {ident}: {status}")
                 else:
                     failed += 1
@@ -181,11 +226,11 @@ def cmd_control_tail(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from confluent_kafka import Consumer
 
-    from stream.config import consumer_settings, signing_key
-    from stream.control import check, describe
+    from stream.config import consumer_settings
+    from stream.control import check, describe, parse_message
 
     try:
-        key = signing_key(config.signing)
+        keys, freshness = _keys(args, config)
         settings = consumer_settings(config, group=False)
     except ConfigError as exc:
         _err(str(exc))
@@ -210,13 +255,13 @@ def cmd_control_tail(args: argparse.Namespace) -> int:
                 if msg.error() is not None:
                     continue
                 seen += 1
-                try:
-                    doc = json.loads(msg.value())
-                except ValueError as exc:
+                item = parse_message(msg.value(), f"{msg.partition()}:{msg.offset()}")
+                if item.error:
                     bad += 1
-                    print(f"# {msg.partition()}:{msg.offset()} malformed JSON: {exc}", file=sys.stderr)
+                    print(f"# {item.where} invalid: {item.error}", file=sys.stderr, flush=True)
                     continue
-                result = check(doc, key)
+                doc = item.doc
+                result = check(doc, keys, freshness)
                 bad += not result.ok
                 if args.json:
                     print(json.dumps(doc, sort_keys=True), flush=True)
@@ -230,6 +275,24 @@ def cmd_control_tail(args: argparse.Namespace) -> int:
     finally:
         consumer.close()
     return EXIT_FAILED if bad else EXIT_OK
+
+
+def cmd_control_act(args: argparse.Namespace) -> int:
+    """Apply verified rollback commands from the control topic through the configured actions."""
+    config = _load(args.config)
+    if config is None:
+        return EXIT_USAGE
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from stream.actuation import main
+
+    try:
+        return main(config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return EXIT_USAGE
+    except OSError as exc:  # the HTTP endpoint's address is taken or not local
+        _err(f"actuation: cannot serve on {config.actuation.host}:{config.actuation.port}: {exc.strerror or exc}")
+        return EXIT_USAGE
 
 
 # -- state ------------------------------------------------------------------------------------------
@@ -334,6 +397,25 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------------------
+def _add_key_options(p: argparse.ArgumentParser) -> None:
+    """Verification keys (several during a rotation) and the freshness window of rollback commands."""
+    from stream.config import KEY_ENCODINGS
+
+    p.add_argument("--key-file", action="append", default=[], metavar="[ID=]PATH",
+                   help="file holding an HMAC key; repeatable, ID= names its key id (write ./PATH for a path with '=')")
+    p.add_argument("--key-env", action="append", default=[], metavar="[ID=]VAR",
+                   help="environment variable holding an HMAC key; repeatable, ID= names its key id")
+    p.add_argument("--key-id", default=None,
+                   help="key id of keys given without ID= (default: 'default'), or of the config's signing key")
+    p.add_argument("--key-encoding", default="text", choices=KEY_ENCODINGS,
+                   help="how --key-file/--key-env keys are encoded (default: text)")
+    p.add_argument("--max-age", type=float, default=None, metavar="SECONDS",
+                   help="refuse rollbacks issued longer ago (default: the config's signing.max_age_seconds, else 300)")
+    p.add_argument("--max-skew", type=float, default=None, metavar="SECONDS",
+                   help="refuse rollbacks dated further ahead of this clock (default: the config's, else 30)")
+    p.add_argument("--any-age", action="store_true", help="check signatures only, not freshness (audit of old dumps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``driftline`` argument parser (delegated subcommands are listed, parsed by their module)."""
     parser = argparse.ArgumentParser(prog="driftline", description="Integrity monitor for production ML models.")
@@ -364,16 +446,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max", type=int, default=None, help="stop after N messages")
     p.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
     p.add_argument("--json", action="store_true", help="print the raw JSON documents")
+    _add_key_options(p)
     p.set_defaults(func=cmd_control_tail)
     p = csub.add_parser("verify", help="verify control messages (JSON lines, array or object) from files or stdin")
     p.add_argument("files", nargs="*", metavar="FILE", help="input files, - for stdin (default)")
-    key = p.add_mutually_exclusive_group()
-    key.add_argument("--key-env", help="environment variable holding the HMAC key")
-    key.add_argument("--key-file", help="file holding the HMAC key")
-    p.add_argument("--config", help="take the key from this configuration's signing section")
-    p.add_argument("--key-id", default=None, help="key id the key is known by (default: 'default' or the config's)")
+    p.add_argument("--config", help="take the keys and freshness window from this configuration's signing section")
+    _add_key_options(p)
     p.add_argument("--quiet", action="store_true", help="print failures only")
     p.set_defaults(func=cmd_control_verify)
+
+    p = csub.add_parser("act", help="apply verified rollback commands (webhooks, Flagger) once each")
+    p.add_argument("--config", required=True, help="driftline YAML configuration with an actuation section")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=cmd_control_act)
 
     state = sub.add_parser("state", help="inspect detector state in Redis")
     ssub = state.add_subparsers(dest="state_command", required=True, metavar="ACTION")

@@ -15,6 +15,8 @@ reads the environment. Validation errors name the offending key path::
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -26,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from detectors.spec import MonitorSpec
 from stream.decoding import INFERENCE_FIELDS, LABEL_FIELDS
-from stream.signing import SigningKey
+from stream.signing import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SKEW_SECONDS, Freshness, SigningKey
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_WORDS = ("password", "secret", "token", "sasl.oauthbearer")
@@ -197,12 +199,22 @@ class RedisSpec(_Strict):
         return v
 
 
-class SigningSpec(_Strict):
-    """Where the HMAC key for rollback commands comes from: ``key_file`` or ``key_env``, never the file."""
+KEY_ENCODINGS = ("text", "raw", "hex", "base64")
+_LITERAL_KEY_WORDS = ("key", "secret", "hmac_key", "signing_key", "value")
+
+
+class _KeySource(_Strict):
+    """Where one HMAC key comes from: ``key_file`` or ``key_env`` (never the file), and how it is encoded.
+
+    ``key_encoding``: ``text`` (default; the file's UTF-8 text minus one trailing ``\\n`` or
+    ``\\r\\n``, or the variable's value), ``raw`` (every byte of the file, for binary keys), ``hex``
+    or ``base64`` (the decoded bytes of the file's or variable's text, surrounding whitespace ignored).
+    """
 
     key_id: str = Field(default="default", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
     key_file: str | None = None
     key_env: str | None = None
+    key_encoding: Literal["text", "raw", "hex", "base64"] = "text"
 
     _check_env = field_validator("key_env")(_env_name)
 
@@ -210,15 +222,152 @@ class SigningSpec(_Strict):
     @classmethod
     def _no_literal(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            literal = sorted(k for k in data if k in ("key", "secret", "hmac_key", "signing_key", "value"))
+            literal = sorted(k for k in data if k in _LITERAL_KEY_WORDS)
             if literal:
                 raise ValueError(f"{literal[0]}: a literal key is not accepted; use key_file or key_env")
         return data
 
     @model_validator(mode="after")
-    def _one_source(self) -> "SigningSpec":
+    def _one_source(self) -> "_KeySource":
         if (self.key_file is None) == (self.key_env is None):
             raise ValueError("set exactly one of key_file or key_env")
+        if self.key_encoding == "raw" and self.key_env is not None:
+            raise ValueError("key_encoding raw needs key_file (an environment variable holds text: use hex or base64)")
+        return self
+
+
+class VerificationKeySpec(_KeySource):
+    """A key accepted for verification only (a previous or next key during a rotation)."""
+
+    key_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class SigningSpec(_KeySource):
+    """The HMAC key rollback commands are signed with, the keys accepted when verifying, and freshness.
+
+    ``verification_keys`` lists further keys a verifier accepts (rotation: the previous key until
+    its last commands have expired, or the next key before the workers switch to it); the signing
+    key is always accepted. A command older than ``max_age_seconds`` or dated more than
+    ``max_clock_skew_seconds`` ahead of the verifier's clock is refused.
+    """
+
+    verification_keys: list[VerificationKeySpec] = Field(default=[], max_length=16)
+    max_age_seconds: int = Field(default=DEFAULT_MAX_AGE_SECONDS, ge=1, le=7 * 86_400)
+    max_clock_skew_seconds: int = Field(default=DEFAULT_MAX_SKEW_SECONDS, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> "SigningSpec":
+        ids = [self.key_id] + [k.key_id for k in self.verification_keys]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"key ids must be unique (the signing key's included): {dup} given twice")
+        return self
+
+    @property
+    def freshness(self) -> Freshness:
+        """The freshness window verifiers apply."""
+        return Freshness(self.max_age_seconds, self.max_clock_skew_seconds)
+
+
+# -- actuation (driftline control act) -----------------------------------------------------------
+_SECRET_HEADERS = ("authorization", "cookie", "token", "secret", "password", "api-key", "apikey")
+
+
+class WebhookActionSpec(_Strict):
+    """POST each verified rollback command (its bytes as published) to ``url``, retried with backoff."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(min_length=8, max_length=2048)
+    timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    headers: dict[str, str] = {}  # extra request headers, never secrets (see bearer_token_env)
+    bearer_token_env: str | None = None  # sent as "Authorization: Bearer <value>"
+    tls_ca_file: str | None = None  # CA bundle for an https url signed by a private CA
+    models: list[str] | None = Field(default=None, min_length=1)  # default: every model
+
+    _check_env = field_validator("bearer_token_env")(_env_name)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        m = re.match(r"^https?://([^/?#]*)", v)
+        if m is None or not m.group(1):
+            raise ValueError("must be an http:// or https:// URL")
+        if "@" in m.group(1):
+            raise ValueError("must not contain credentials; use bearer_token_env")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in v if any(w in k.lower() for w in _SECRET_HEADERS))
+        if bad:
+            raise ValueError(f"{bad}: secrets do not belong in the file; use bearer_token_env")
+        bad = sorted(k for k in v if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", k) or "\n" in v[k] or "\r" in v[k])
+        if bad:
+            raise ValueError(f"{bad}: not a valid header name or value")
+        return v
+
+
+class FlaggerCanarySpec(_Strict):
+    """A Flagger canary (namespace/name) that serves a driftline model."""
+
+    model: str = Field(min_length=1)
+    namespace: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    canary: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+class FlaggerSpec(_Strict):
+    """Flagger rollback webhook: ``POST /rollback/{namespace}/{canary}`` answers 200 while a rollback stands.
+
+    A verified rollback of a model stands for ``hold_seconds`` after its issue time for each
+    canary the model maps to; Flagger polls the webhook during analysis and fails the canary on
+    a 2xx. If the request's ``metadata`` names ``canary_version``, only a rollback of that
+    version answers 200.
+    """
+
+    canaries: list[FlaggerCanarySpec] = Field(min_length=1)
+    hold_seconds: int = Field(default=900, ge=60, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _unique(self) -> "FlaggerSpec":
+        pairs = [(c.namespace, c.canary) for c in self.canaries]
+        dup = sorted({f"{n}/{c}" for n, c in pairs if pairs.count((n, c)) > 1})
+        if dup:
+            raise ValueError(f"canaries listed twice: {dup}")
+        return self
+
+
+class ActuationSpec(_Strict):
+    """``driftline control act``: its consumer group, HTTP endpoint, retries and actions.
+
+    Commands are read from ``kafka.control_topic`` (read_committed) by the group ``group_id``
+    (default ``{kafka.group_id}-act``), verified with the ``signing`` section's keys and window,
+    and applied once per action and idempotency key: applied keys are remembered in Redis under
+    the driftline key prefix for ``acted_ttl_seconds``. The HTTP endpoint on ``host``:``port``
+    serves the Flagger webhook, ``/healthz`` and ``/metrics``.
+    """
+
+    group_id: str | None = Field(default=None, min_length=1, max_length=249)
+    host: str = "127.0.0.1"
+    port: int = Field(default=9466, ge=0, le=65535)  # 0: any free port (logged at start)
+    acted_ttl_seconds: int = Field(default=7 * 86_400, ge=60, le=366 * 86_400)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_seconds: float = Field(default=0.5, gt=0, le=60)
+    max_backoff_seconds: float = Field(default=30.0, gt=0, le=3600)
+    dead_letter_topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")  # default: kafka's
+    webhooks: list[WebhookActionSpec] = []
+    flagger: FlaggerSpec | None = None
+
+    @model_validator(mode="after")
+    def _actions(self) -> "ActuationSpec":
+        if not self.webhooks and self.flagger is None:
+            raise ValueError("configure at least one action: webhooks or flagger")
+        names = [w.name for w in self.webhooks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"webhooks: names must be unique, {dup} given twice")
+        if self.max_backoff_seconds < self.backoff_seconds:
+            raise ValueError("max_backoff_seconds must not be below backoff_seconds")
         return self
 
 
@@ -239,6 +388,7 @@ class DriftlineConfig(_Strict):
     signing: SigningSpec
     metrics: MetricsSpec = MetricsSpec()
     monitor: MonitorSpec
+    actuation: ActuationSpec | None = None
 
     @model_validator(mode="after")
     def _names(self) -> "DriftlineConfig":
@@ -254,7 +404,24 @@ class DriftlineConfig(_Strict):
             unknown = sorted(set(t.models or ()) - set(names))
             if unknown:
                 raise ValueError(f"kafka.label_topics[{i}].models: {unknown} are not configured models")
+        if self.actuation is not None:
+            _check_actuation(self.actuation, set(names), self.signing)
         return self
+
+
+def _check_actuation(act: ActuationSpec, models: set[str], signing: SigningSpec) -> None:
+    """Cross-section checks of ``actuation``: known models, memory longer than the freshness window."""
+    for i, w in enumerate(act.webhooks):
+        unknown = sorted(set(w.models or ()) - models)
+        if unknown:
+            raise ValueError(f"actuation.webhooks[{i}].models: {unknown} are not configured models")
+    for i, c in enumerate(act.flagger.canaries if act.flagger else ()):
+        if c.model not in models:
+            raise ValueError(f"actuation.flagger.canaries[{i}].model: {c.model!r} is not a configured model")
+    horizon = signing.max_age_seconds + signing.max_clock_skew_seconds
+    if act.acted_ttl_seconds <= horizon:
+        raise ValueError(f"actuation.acted_ttl_seconds: {act.acted_ttl_seconds} must exceed the freshness window "
+                         f"({horizon} s), or a redelivered command could act twice")
 
 
 # -- loading -------------------------------------------------------------------------------------
@@ -318,27 +485,69 @@ def resolve_env(name: str, what: str, environ: Mapping[str, str] | None = None) 
     return value
 
 
+def decode_key(data: bytes, encoding: str, what: str) -> bytes:
+    """The secret bytes of a key file's (or variable's) ``data`` in ``encoding`` (see :class:`SigningSpec`)."""
+    if encoding == "raw":
+        return data
+    if encoding == "text":
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"{what}: not UTF-8 text; for a binary key set key_encoding raw, hex or base64") from None
+        return data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+    text = data.strip()
+    try:
+        if encoding == "hex":
+            return binascii.unhexlify(text)
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{what}: not valid {encoding}") from None
+
+
 def read_key(key_id: str, key_file: str | None = None, key_env: str | None = None,
-             environ: Mapping[str, str] | None = None) -> SigningKey:
-    """A signing key from a file (trailing newline dropped) or an environment variable."""
+             environ: Mapping[str, str] | None = None, key_encoding: str = "text",
+             what: str = "signing") -> SigningKey:
+    """A key from a file or an environment variable, decoded per ``key_encoding``.
+
+    ``what`` names the key in errors: a config section (``signing`` gives ``signing.key_file: ...``)
+    or a command-line option (``--key-file old=/k`` is used as it is).
+    """
+    def setting(name: str) -> str:
+        return what if what.startswith("--") else f"{what}.{name}"
+
+    if key_encoding not in KEY_ENCODINGS:
+        raise ConfigError(f"{setting('key_encoding')}: {key_encoding!r} is not one of {', '.join(KEY_ENCODINGS)}")
     if key_file is not None:
         try:
-            secret = Path(key_file).read_bytes().rstrip(b"\r\n")
+            data = Path(key_file).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"signing.key_file: cannot read {key_file}: {exc.strerror or exc}") from None
+            raise ConfigError(f"{setting('key_file')}: cannot read {key_file}: {exc.strerror or exc}") from None
+        secret = decode_key(data, key_encoding, f"{setting('key_file')} {key_file}")
     elif key_env is not None:
-        secret = resolve_env(key_env, "signing.key_env", environ).encode("utf-8")
+        if key_encoding == "raw":
+            raise ConfigError(f"{setting('key_encoding')}: raw needs key_file")
+        value = resolve_env(key_env, setting("key_env"), environ).encode("utf-8")
+        secret = value if key_encoding == "text" else decode_key(value, key_encoding, f"{setting('key_env')} {key_env}")
     else:
-        raise ConfigError("signing: set key_file or key_env")
+        raise ConfigError(f"{what}: set key_file or key_env")
     try:
         return SigningKey(key_id, secret)
     except ValueError as exc:
-        raise ConfigError(f"signing: {exc}") from None
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 def signing_key(spec: SigningSpec, environ: Mapping[str, str] | None = None) -> SigningKey:
     """The rollback signing key named by the ``signing`` section."""
-    return read_key(spec.key_id, spec.key_file, spec.key_env, environ)
+    return read_key(spec.key_id, spec.key_file, spec.key_env, environ, spec.key_encoding)
+
+
+def verification_keys(spec: SigningSpec, environ: Mapping[str, str] | None = None) -> dict[str, SigningKey]:
+    """Every key a verifier accepts, by id: the signing key and ``signing.verification_keys``."""
+    keys = {spec.key_id: signing_key(spec, environ)}
+    for i, k in enumerate(spec.verification_keys):
+        keys[k.key_id] = read_key(k.key_id, k.key_file, k.key_env, environ, k.key_encoding,
+                                  what=f"signing.verification_keys[{i}]")
+    return keys
 
 
 def client_settings(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -9,6 +9,8 @@ format is published as JSON Schema in ``stream/schemas/control-v1.schema.json``.
 >>> doc = prepare({"schema": SCHEMA, "kind": "rollback", "id": "r"}, key)
 >>> check(doc, key).ok
 True
+>>> parse_message(b"[1]", "control:0:7").error
+'not a JSON object'
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from stream.signing import SCHEMA, Keys, SigningKey, VerifyResult, sign, verify
+from stream.signing import DEFAULT_FRESHNESS, SCHEMA, Freshness, Keys, SigningKey, VerifyResult, sign, verify
 
 SCHEMA_PATH = Path(__file__).with_name("schemas") / "control-v1.schema.json"
 KINDS = ("alert", "rollback", "resolve")
@@ -51,8 +53,10 @@ def encode(doc: Mapping[str, Any]) -> bytes:
     return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def check(doc: Any, keys: Keys | None) -> VerifyResult:
-    """Verify a document as a controller should: schema and kind always, signature for rollbacks."""
+def check(doc: Any, keys: Keys | None, freshness: Freshness | None = DEFAULT_FRESHNESS,
+          now: float | None = None) -> VerifyResult:
+    """Verify a document as a controller should: schema and kind always; key id, signature and
+    freshness (unless ``freshness`` is None) for rollbacks."""
     if not isinstance(doc, Mapping):
         return VerifyResult(False, "not a JSON object")
     if doc.get("schema") != SCHEMA:
@@ -64,7 +68,7 @@ def check(doc: Any, keys: Keys | None) -> VerifyResult:
         return VerifyResult(True, "")
     if keys is None:
         return VerifyResult(False, "no signing key to verify the signature with")
-    return verify(doc, keys)
+    return verify(doc, keys, freshness, now)
 
 
 @dataclass(slots=True)
@@ -74,6 +78,25 @@ class ReadItem:
     where: str
     doc: Any = None
     error: str = ""
+
+
+def parse_message(value: bytes | None, where: str = "-") -> ReadItem:
+    """One control-topic message value as a JSON object, or why it is not one (never raises)."""
+    if value is None:
+        return ReadItem(where, error="empty value (tombstone)")
+    if not value.strip():
+        return ReadItem(where, error="empty value")
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ReadItem(where, error=f"not UTF-8 (byte {exc.start})")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return ReadItem(where, error=f"malformed JSON: {exc}")
+    if not isinstance(doc, dict):
+        return ReadItem(where, error="not a JSON object")
+    return ReadItem(where, doc)
 
 
 def read_documents(stream: IO[bytes], name: str = "-") -> Iterator[ReadItem]:
@@ -101,8 +124,10 @@ def read_documents(stream: IO[bytes], name: str = "-") -> Iterator[ReadItem]:
             yield ReadItem(f"{name}:{lineno}", error=f"malformed JSON: {exc}")
 
 
-def describe(doc: Mapping[str, Any]) -> str:
+def describe(doc: Any) -> str:
     """One human-readable line for a control document."""
+    if not isinstance(doc, Mapping):
+        return f"INVALID  {str(doc)[:200]}"
     kind = doc.get("kind")
     if kind == "alert":
         return (f"ALERT    [{doc.get('severity')}] {doc.get('model')} {doc.get('version')}/{doc.get('deployment')} "

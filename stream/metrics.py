@@ -167,6 +167,7 @@ class WorkerMetrics:
         """Mirror a ``ModelMonitor.stats`` snapshot: detections, open alerts, readiness, sequential statistics."""
         b = self.bound
         m = b("model", model)
+        self.rollbacks.labels(model=m)  # exported at 0 before the first rollback, so increase() sees it
         if "detections_by_stream" in stats:
             rows = [(stream, signal, total) for stream, per in (stats["detections_by_stream"] or {}).items()
                     for signal, total in per.items()]
@@ -215,9 +216,10 @@ def metric_names(registry: CollectorRegistry) -> set[str]:
 class MetricsServer:
     """A loopback HTTP server in a daemon thread: /metrics, /healthz (alive), /readyz (ready flag)."""
 
-    def __init__(self, metrics: WorkerMetrics, host: str = "127.0.0.1", port: int = 9464) -> None:
+    def __init__(self, metrics: WorkerMetrics, host: str = "127.0.0.1", port: int = 9464,
+                 handler: type[BaseHTTPRequestHandler] | None = None) -> None:
         self.metrics = metrics
-        self._httpd = ThreadingHTTPServer((host, port), _handler(metrics))
+        self._httpd = ThreadingHTTPServer((host, port), handler or endpoint_handler(metrics))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="driftline-metrics", daemon=True)
 
@@ -250,7 +252,8 @@ class _NoServer:
         pass
 
 
-def _handler(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
+def endpoint_handler(metrics: Any) -> type[BaseHTTPRequestHandler]:
+    """Request handler of /metrics, /healthz and /readyz for anything with ``render()`` and ``ready``."""
     class Handler(BaseHTTPRequestHandler):
         server_version = "driftline"
 

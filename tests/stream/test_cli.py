@@ -34,8 +34,8 @@ def config_file(tmp_path):
     return p
 
 
-def signed(**kw):
-    return sign(dict(ROLLBACK, **kw), SigningKey("default", KEY.encode()))
+def signed(issued_at=None, key_id="default", secret=KEY, **kw):
+    return sign(dict(ROLLBACK, **kw), SigningKey(key_id, secret.encode()), issued_at=issued_at)
 
 
 def test_parser_accepts_documented_commands():
@@ -45,13 +45,17 @@ def test_parser_accepts_documented_commands():
     a = p.parse_args(["control", "tail", "--config", "c.yaml", "--from-beginning", "--max", "5"])
     assert (a.func, a.from_beginning, a.max) == (cli.cmd_control_tail, True, 5)
     a = p.parse_args(["control", "verify", "--key-env", "K", "a.json", "-"])
-    assert (a.func, a.files, a.key_env) == (cli.cmd_control_verify, ["a.json", "-"], "K")
+    assert (a.func, a.files, a.key_env) == (cli.cmd_control_verify, ["a.json", "-"], ["K"])
     a = p.parse_args(["state", "show", "--config", "c.yaml", "--model", "m"])
     assert (a.func, a.model) == (cli.cmd_state_show, "m")
     a = p.parse_args(["check-config", "--config", "c.yaml"])
     assert a.func is cli.cmd_check_config
+    a = p.parse_args(["control", "verify", "--key-env", "new=K", "--key-file", "old=f", "--key-env", "K2"])
+    assert (a.key_env, a.key_file) == (["new=K", "K2"], ["old=f"])
+    a = p.parse_args(["control", "tail", "--config", "c.yaml", "--key-file", "a=f", "--max-age", "60"])
+    assert (a.key_file, a.max_age, a.any_age) == (["a=f"], 60.0, False)
     with pytest.raises(SystemExit):
-        p.parse_args(["control", "verify", "--key-env", "K", "--key-file", "f"])
+        p.parse_args(["control", "verify", "--key-encoding", "rot13"])
     with pytest.raises(SystemExit):
         p.parse_args(["run"])
 
@@ -167,3 +171,105 @@ def test_delegated_commands_parse_with_their_module(capsys):
         cli.main(["replay", "--help"])
     assert exc.value.code == 0
     assert "--inference" in capsys.readouterr().out
+
+
+def test_control_verify_refuses_expired_and_future_commands(tmp_path, env, capsys):
+    import time
+
+    now = int(time.time())
+    f = tmp_path / "old.jsonl"
+    f.write_text(json.dumps(signed(issued_at=now - 400)) + "\n")
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", str(f)]) == 1
+    assert "expired: issued 4" in capsys.readouterr().out
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", "--max-age", "600", str(f)]) == 0
+    assert "signature verified, fresh" in capsys.readouterr().out
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", "--any-age", str(f)]) == 0
+    f.write_text(json.dumps(signed(issued_at=now + 120)) + "\n")
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", str(f)]) == 1
+    assert "issued in the future" in capsys.readouterr().out
+    assert cli.main(["control", "verify", "--key-env", "DL_CLI_KEY", "--max-skew", "300", str(f)]) == 0
+
+
+def test_control_verify_with_several_keys_during_a_rotation(tmp_path, monkeypatch, capsys):
+    old_key, new_key = "the-old-rotation-key-0123456", "the-new-rotation-key-6543210"
+    monkeypatch.setenv("DL_NEW_KEY", new_key)
+    old_file = tmp_path / "old.key"
+    old_file.write_text(old_key + "\n")
+    msgs = tmp_path / "m.jsonl"
+    msgs.write_text(json.dumps(signed(key_id="old", secret=old_key)) + "\n"
+                    + json.dumps(signed(key_id="new", secret=new_key, id="d" * 32)) + "\n")
+    both = ["control", "verify", "--key-file", f"old={old_file}", "--key-env", "new=DL_NEW_KEY"]
+    assert cli.main(both + [str(msgs)]) == 0
+    assert capsys.readouterr().out.count("signature verified") == 2
+    assert cli.main(["control", "verify", "--key-env", "new=DL_NEW_KEY", str(msgs)]) == 1
+    assert "unknown key id 'old'" in capsys.readouterr().out
+    stranger = tmp_path / "s.json"
+    stranger.write_text(json.dumps(signed(key_id="other", secret=new_key)))
+    assert cli.main(both + [str(stranger)]) == 1
+    assert "unknown key id 'other'" in capsys.readouterr().out
+    assert cli.main(["control", "verify", "--key-env", "new=DL_NEW_KEY", "--key-file", f"new={old_file}",
+                     str(msgs)]) == 2
+    assert "given twice" in capsys.readouterr().err
+
+
+def test_control_verify_takes_rotation_keys_and_window_from_the_config(tmp_path, monkeypatch, capsys):
+    import time
+
+    monkeypatch.setenv("DL_CLI_KEY", "the-new-rotation-key-6543210")
+    old_file = tmp_path / "old.key"
+    old_file.write_text("the-old-rotation-key-0123456\n")
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["signing"] = {"key_env": "DL_CLI_KEY", "key_id": "new", "max_age_seconds": 60,
+                      "verification_keys": [{"key_id": "old", "key_file": str(old_file)}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    msgs = tmp_path / "m.jsonl"
+    now = int(time.time())
+    msgs.write_text(json.dumps(signed(key_id="old", secret="the-old-rotation-key-0123456", issued_at=now - 30)) + "\n"
+                    + json.dumps(signed(key_id="new", secret="the-new-rotation-key-6543210", issued_at=now)) + "\n")
+    assert cli.main(["control", "verify", "--config", str(path), str(msgs)]) == 0
+    msgs.write_text(json.dumps(signed(key_id="old", secret="the-old-rotation-key-0123456", issued_at=now - 90)))
+    assert cli.main(["control", "verify", "--config", str(path), str(msgs)]) == 1
+    assert "max age 60 s" in capsys.readouterr().out
+
+
+# -- defect: control tail crashed on a non-object message ---------------------------------------
+@pytest.mark.integration
+def test_control_tail_counts_non_object_messages_as_invalid_and_goes_on(stack, tmp_path, env, capsys):
+    import uuid
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"cli-tail-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    for fut in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        fut.result(30)
+    bad = [b"[1]", b'"x"', b"null", b"\xff\xfe{", b"", None]
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    for value in bad + [json.dumps(signed()).encode()]:
+        producer.produce(topic, value=value)
+    assert producer.flush(30) == 0
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["kafka"].update(bootstrap_servers=stack.kafka_bootstrap, control_topic=topic)
+    path = tmp_path / "tail.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    code = cli.main(["control", "tail", "--config", str(path), "--from-beginning", "--max", str(len(bad) + 1),
+                     "--idle-timeout", "20"])
+    out, err = capsys.readouterr()
+    assert code == 1, "invalid messages make the exit code 1"
+    assert out.count("ROLLBACK filter: v2 -> v1") == 1, out
+    assert "signature verified" in err
+    assert err.count("invalid") == len(bad), err
+
+
+def test_check_config_resolves_rotation_keys_and_webhook_tokens(tmp_path, env, capsys):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["signing"]["verification_keys"] = [{"key_id": "old", "key_file": str(tmp_path / "missing.key")}]
+    cfg["actuation"] = {"webhooks": [{"name": "ops", "url": "http://127.0.0.1:1/x", "bearer_token_env": "DL_NO_TOKEN"}]}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "signing.verification_keys[0].key_file: cannot read" in err
+    assert "actuation.webhooks[0].bearer_token_env: environment variable DL_NO_TOKEN is not set" in err

@@ -1,11 +1,13 @@
 """Configuration: one YAML file, precise error paths, secrets only from the environment or files."""
+import base64
 import copy
 
 import pytest
 import yaml
 
 from stream.config import (ConfigError, client_settings, consumer_settings, load_config, parse_config,
-                           producer_settings, redis_client, resolve_env, signing_key)
+                           producer_settings, redis_client, resolve_env, signing_key,
+                           verification_keys)
 from stream.decoding import decoder_for_topic
 
 BASE = {
@@ -200,3 +202,112 @@ def test_topic_feeds_the_decoder():
     e = dec.decode_inference(b'{"meta": {"id": "a1"}, "ts": 1, "model_version": "v1", "features": {"x": 1},'
                              b' "out": {"label": "safe"}}')
     assert (e.event_id, e.model, e.prediction) == ("a1", "filter", "safe")
+
+
+# -- defect: a key file's trailing CR/LF bytes were stripped even from binary keys ------------------
+def test_text_key_file_loses_exactly_one_trailing_newline(tmp_path):
+    from stream.config import read_key
+
+    p = tmp_path / "key"
+    p.write_bytes(b"text-key-of-sufficient-length\n\n")
+    assert read_key("k", key_file=str(p)).secret == b"text-key-of-sufficient-length\n"
+    p.write_bytes(b"text-key-of-sufficient-length\r\n")
+    assert read_key("k", key_file=str(p)).secret == b"text-key-of-sufficient-length"
+
+
+def test_raw_binary_key_file_keeps_every_byte(tmp_path):
+    from stream.config import SigningSpec, signing_key
+
+    raw = bytes(range(200, 230)) + b"\r\n\r\n"
+    p = tmp_path / "key.bin"
+    p.write_bytes(raw)
+    spec = SigningSpec(key_id="bin", key_file=str(p), key_encoding="raw")
+    assert signing_key(spec).secret == raw
+
+
+@pytest.mark.parametrize("encoding,content", [("hex", b"  " + bytes(range(20)).hex().encode() + b"\n"),
+                                              ("base64", base64.b64encode(bytes(range(20))) + b"\r\n")])
+def test_encoded_binary_key_files(tmp_path, encoding, content):
+    p = tmp_path / "key"
+    p.write_bytes(content)
+    cfg = parse_config(doc(signing={"key_file": str(p), "key_encoding": encoding}))
+    assert signing_key(cfg.signing).secret == bytes(range(20))
+    p.write_bytes(b"zz-not-" + encoding.encode())
+    with pytest.raises(ConfigError, match=f"signing.key_file {p}: not valid {encoding}"):
+        signing_key(cfg.signing)
+
+
+def test_key_encoding_errors_are_precise(tmp_path):
+    p = tmp_path / "key"
+    p.write_bytes(b"\xff\xfe-binary-key-bytes-here")
+    with pytest.raises(ConfigError, match="not UTF-8 text; for a binary key set key_encoding raw, hex or base64"):
+        signing_key(parse_config(doc(signing={"key_file": str(p)})).signing)
+    assert "raw needs key_file" in error_of(doc(signing={"key_env": "A", "key_encoding": "raw"}))
+    assert "signing.key_encoding" in error_of(doc(signing={"key_env": "A", "key_encoding": "rot13"}))
+    env_hex = parse_config(doc(signing={"key_env": "HEXKEY", "key_encoding": "hex"})).signing
+    assert signing_key(env_hex, {"HEXKEY": "ab" * 16}).secret == b"\xab" * 16
+
+
+def test_verification_keys_for_rotation(tmp_path):
+    old = tmp_path / "old.key"
+    old.write_text("the-previous-signing-key-000\n")
+    cfg = parse_config(doc(signing={"key_env": "DL_SIGNING_KEY", "key_id": "2026-11",
+                                    "verification_keys": [{"key_id": "2026-10", "key_file": str(old)}],
+                                    "max_age_seconds": 120, "max_clock_skew_seconds": 5}))
+    ring = verification_keys(cfg.signing, ENV)
+    assert sorted(ring) == ["2026-10", "2026-11"]
+    assert ring["2026-10"].secret == b"the-previous-signing-key-000"
+    assert ring["2026-11"] == signing_key(cfg.signing, ENV)
+    assert (cfg.signing.freshness.max_age_seconds, cfg.signing.freshness.max_skew_seconds) == (120, 5)
+    assert parse_config(doc()).signing.freshness.max_age_seconds == 300
+
+
+def test_verification_key_errors_name_their_entry(tmp_path):
+    assert "given twice" in error_of(doc(signing={"key_env": "A", "key_id": "k",
+                                                  "verification_keys": [{"key_id": "k", "key_env": "B"}]}))
+    err = error_of(doc(signing={"key_env": "A", "verification_keys": [{"key_env": "B"}]}))
+    assert "signing.verification_keys[0].key_id: Field required" in err
+    err = error_of(doc(signing={"key_env": "A", "verification_keys": [{"key_id": "o", "secret": "xyz"}]}))
+    assert "signing.verification_keys[0]: secret: a literal key is not accepted" in err
+    assert "signing.max_age_seconds" in error_of(doc(signing={"key_env": "A", "max_age_seconds": 0}))
+    cfg = parse_config(doc(signing={"key_env": "DL_SIGNING_KEY",
+                                    "verification_keys": [{"key_id": "o", "key_file": str(tmp_path / "none")}]}))
+    with pytest.raises(ConfigError, match=r"signing.verification_keys\[0\].key_file: cannot read"):
+        verification_keys(cfg.signing, ENV)
+
+
+# -- actuation ------------------------------------------------------------------------------------
+ACT = {"webhooks": [{"name": "ops", "url": "https://deploy.example.internal/hooks/rollback"}],
+       "flagger": {"canaries": [{"model": "filter", "namespace": "prod", "canary": "filter-canary"}]}}
+
+
+def test_actuation_section_defaults():
+    act = parse_config(doc(actuation=ACT)).actuation
+    assert (act.group_id, act.port, act.acted_ttl_seconds, act.max_attempts) == (None, 9466, 7 * 86_400, 5)
+    assert act.flagger.hold_seconds == 900 and act.webhooks[0].timeout_seconds == 5.0
+    assert parse_config(doc()).actuation is None
+
+
+@pytest.mark.parametrize("change,message", [
+    ({}, "actuation: configure at least one action: webhooks or flagger"),
+    ({"webhooks": [{"name": "a", "url": "ftp://x/y"}]}, "actuation.webhooks[0].url: must be an http:// or https:// URL"),
+    ({"webhooks": [{"name": "a", "url": "https://u:pw@x/y"}]}, "actuation.webhooks[0].url: must not contain credentials"),
+    ({"webhooks": [{"name": "a", "url": "http://x/y", "headers": {"X-Api-Key": "k"}}]},
+     "actuation.webhooks[0].headers: ['X-Api-Key']: secrets do not belong in the file"),
+    ({"webhooks": [{"name": "a", "url": "http://x/y"}, {"name": "a", "url": "http://z/y"}]}, "['a'] given twice"),
+    ({"webhooks": [{"name": "a", "url": "http://x/y", "models": ["nope"]}]},
+     "actuation.webhooks[0].models: ['nope'] are not configured models"),
+    ({"flagger": {"canaries": [{"model": "nope", "namespace": "prod", "canary": "c"}]}},
+     "actuation.flagger.canaries[0].model: 'nope' is not a configured model"),
+    ({"flagger": {"canaries": [{"model": "filter", "namespace": "Prod", "canary": "c"}]}},
+     "actuation.flagger.canaries[0].namespace: String should match pattern"),
+    ({"flagger": {"canaries": [{"model": "filter", "namespace": "p", "canary": "c"}] * 2}},
+     "canaries listed twice: ['p/c']"),
+    ({"flagger": {"hold_seconds": 5, "canaries": [{"model": "filter", "namespace": "p", "canary": "c"}]}},
+     "actuation.flagger.hold_seconds: Input should be greater than or equal to 60"),
+    (dict(ACT, acted_ttl_seconds=300), "actuation.acted_ttl_seconds: 300 must exceed the freshness window (330 s)"),
+    (dict(ACT, backoff_seconds=5, max_backoff_seconds=1), "max_backoff_seconds must not be below backoff_seconds"),
+    (dict(ACT, surprise=1), "actuation.surprise: Extra inputs are not permitted"),
+])
+def test_actuation_errors_name_the_key(change, message):
+    assert message in error_of(doc(actuation=change))

@@ -175,3 +175,12 @@ def test_lone_surrogate_label_values_do_not_break_the_scrape() -> None:
     text = m.render().decode("utf-8")
     assert {f.name for f in text_string_to_metric_families(text)} >= {"driftline_unknown_models", "driftline_dead_letters"}
     assert m.value("driftline_unknown_models_total", model="bad\\ud800name") == 1.0
+
+
+def test_rollback_counter_is_exported_at_zero_once_a_model_is_seen():
+    m = WorkerMetrics()
+    assert m.value("driftline_rollbacks_total", model="filter") is None
+    m.export_model_stats("filter", {})
+    assert m.value("driftline_rollbacks_total", model="filter") == 0.0  # increase() then sees the first rollback
+    m.control_message({"kind": "rollback", "model": "filter"})
+    assert m.value("driftline_rollbacks_total", model="filter") == 1.0
