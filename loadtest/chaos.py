@@ -140,7 +140,7 @@ def chaos_config(stack: PrivateStack, tag: str, models: list[str], label_wait: f
             "label_topics": [{"name": f"chaos-{tag}-labels"}],
             "control_topic": f"chaos-{tag}-control", "dead_letter_topic": f"chaos-{tag}-dead",
             "internal_topic": f"chaos-{tag}-internal", "internal_partitions": INTERNAL_PARTITIONS,
-            "batch_size": 1000, "batch_timeout_ms": 100,
+            "batch_size": 1000, "batch_timeout_ms": 100, "stall_timeout_seconds": 30,
             # a SIGKILLed member leaves the group in 6 s, not 45 s
             "client_options": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
         },
@@ -343,11 +343,11 @@ class Progress:
 
 
 # -- faults --------------------------------------------------------------------------------------
-def fault_plan(cycles: int, rng: random.Random) -> list[str]:
-    """``cycles`` fault kinds: every kind once first (shuffled) when there is room, then random."""
-    kinds = list(KINDS) if cycles >= len(KINDS) else []
+def fault_plan(cycles: int, rng: random.Random, allowed: tuple[str, ...] = KINDS) -> list[str]:
+    """``cycles`` fault kinds: every allowed kind once first (shuffled) when there is room, then random."""
+    kinds = list(allowed) if cycles >= len(allowed) else []
     rng.shuffle(kinds)
-    kinds += [rng.choice(KINDS) for _ in range(cycles - len(kinds))]
+    kinds += [rng.choice(allowed) for _ in range(cycles - len(kinds))]
     return kinds
 
 
@@ -441,7 +441,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         producer.start()
         span = len(traffic.messages) / args.rate
         faults: list[Fault] = []
-        kinds = fault_plan(args.cycles, rng)
+        kinds = fault_plan(args.cycles, rng, tuple(args.kinds.split(",")))
         slot = 0.9 * span / max(1, len(kinds))
         for i, kind in enumerate(kinds):
             when = traffic_started + 0.05 * span + (i + rng.uniform(0.1, 0.6)) * slot
@@ -553,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--duration", type=float, default=40.0, help="seconds of traffic at --rate")
     size.add_argument("--events", type=int, help="input messages in total (instead of --duration)")
     ap.add_argument("--models", type=int, default=4, help="models, one incident scenario each")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds to draw from")
     ap.add_argument("--ports", type=int, default=24000, help="base of the private stack's port range")
     ap.add_argument("--redis-loss", type=float, default=0.0,
                     help="seconds of Redis AOF writes lost at each Redis kill (an OS crash under appendfsync everysec)")
@@ -563,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.workers < 1 or args.cycles < 0 or args.rate <= 0:
         ap.error("--workers must be >= 1, --cycles >= 0, --rate > 0")
+    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
+    if unknown:
+        ap.error(f"unknown fault kinds {unknown}; known: {list(KINDS)}")
     report = run(args)
     print(json.dumps(report))
     return 0 if report.get("ok") else 1

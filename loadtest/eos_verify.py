@@ -70,7 +70,7 @@ def compare_control(expected: Iterable[Mapping[str, Any]], observed: Iterable[Ma
     kinds = Counter(d[0].get("kind", "?") for d in exp.values())
     return {
         "expected": sum(len(v) for v in exp.values()), "observed": sum(len(v) for v in obs.values()),
-        "lost": len(lost) + sum(short.values()), "duplicated": sum(duplicated.values()), "extra": len(extra),
+        "lost": sum(len(exp[i]) for i in lost) + sum(short.values()), "duplicated": sum(duplicated.values()), "extra": len(extra),
         "mismatched": len(mismatched), "expected_by_kind": dict(sorted(kinds.items())),
         "lost_ids": lost[:20], "duplicated_ids": sorted(duplicated)[:20], "extra_ids": extra[:20],
         "mismatched_ids": mismatched[:20],

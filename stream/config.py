@@ -141,6 +141,8 @@ class KafkaSpec(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
     batch_timeout_ms: int = Field(default=200, ge=1, le=600_000)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # a batch blocked this long (a client call hung past its timeout) ends the process for a restart
+    stall_timeout_seconds: float = Field(default=120.0, ge=5, le=3600)
     client_options: dict[str, str | int | float | bool] = {}  # extra librdkafka settings (no secrets)
 
     @field_validator("client_options")

@@ -22,7 +22,9 @@ Transient Kafka and Redis errors abort the batch, rewind and retry with exponent
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import signal
 import threading
 import time
@@ -101,6 +103,7 @@ class Worker:
         self._last_metadata = float("-inf")
         self._needs_rewind = False
         self._unsettled: list[TopicPartition] | None = None
+        self._beat = time.monotonic()  # start of the main loop's current iteration
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -148,8 +151,11 @@ class Worker:
         k = self.config.kafka
         timeout = k.batch_timeout_ms / 1000
         failures = 0
+        threading.Thread(target=self._watchdog, args=(k.stall_timeout_seconds,), name="driftline-watchdog",
+                         daemon=True).start()
         try:
             while not self._stop.is_set():
+                self._beat = time.monotonic()
                 try:
                     if self._needs_rewind:
                         self._abort_and_rewind()
@@ -172,6 +178,7 @@ class Worker:
                     log.warning("transient %s error (attempt %d), rewinding and retrying in %.1f s: %s",
                                 kind, failures, delay, exc)
                     self._needs_rewind = True
+                    self._beat = time.monotonic() + delay  # the backoff is not a stall
                     self._stop.wait(delay)
                     continue
                 if not self.ready.is_set() and consumer.assignment():
@@ -181,6 +188,22 @@ class Worker:
             self.metrics.set_ready(False)
             consumer.close()
             producer.flush(10)
+
+    def _watchdog(self, limit: float) -> None:
+        """Exit the process when one loop iteration has blocked for ``limit`` seconds.
+
+        A client call can hang past its own timeout (librdkafka's ``send_offsets_to_transaction``
+        after a broker restart); the open transaction is then fenced by the restarted worker, so
+        exiting loses nothing, while hanging would stall the worker's partitions for good.
+        """
+        while not self._stop.wait(1.0):
+            stalled = time.monotonic() - self._beat
+            if stalled > limit:
+                log.critical("worker %s: one batch has blocked for %.0fs (a hung Kafka or Redis call); exiting "
+                             "so that it is restarted", self.worker_id, stalled)
+                faulthandler.dump_traceback(all_threads=True)
+                logging.shutdown()
+                os._exit(75)
 
     # -- rebalance ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
