@@ -140,7 +140,7 @@ def chaos_config(stack: PrivateStack, tag: str, models: list[str], label_wait: f
             "label_topics": [{"name": f"chaos-{tag}-labels"}],
             "control_topic": f"chaos-{tag}-control", "dead_letter_topic": f"chaos-{tag}-dead",
             "internal_topic": f"chaos-{tag}-internal", "internal_partitions": INTERNAL_PARTITIONS,
-            "batch_size": 1000, "batch_timeout_ms": 100, "stall_timeout_seconds": 30,
+            "batch_size": 1000, "batch_timeout_ms": 100, "stall_timeout_seconds": 20,
             # a SIGKILLed member leaves the group in 6 s, not 45 s
             "client_options": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
         },
@@ -314,14 +314,21 @@ class Progress:
         self._thread.join(10)
         self._consumer.close()
 
-    def total_at(self, t: float) -> int:
-        before = [n for s, n in self.samples if s <= t]
-        return before[-1] if before else 0
+    def backlog(self, attempts: int = 20) -> int | None:
+        """The sum of every partition's end offset now (what the group has to commit to catch up)."""
+        for _ in range(attempts):
+            try:
+                return sum(max(o, 0) for o in self.ends().values())
+            except Exception:  # noqa: BLE001 - the broker may still be settling
+                time.sleep(0.5)
+        return None
 
-    def recovered_after(self, since: float, baseline: int) -> float | None:
-        """Seconds from ``since`` until committed progress first exceeded ``baseline``."""
+    def recovered_after(self, since: float, target: int | None) -> float | None:
+        """Seconds from ``since`` until the group had committed up to ``target`` (its backlog then)."""
+        if target is None:
+            return None
         for s, n in self.samples:
-            if s >= since and n > baseline:
+            if s >= since and n >= target:
                 return s - since
         return None
 
@@ -449,7 +456,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if delay > 0:
                 time.sleep(delay)
             fault = inject(kind, pool, stack, rng, args.workers + 3, args.redis_loss)
-            fault.detail["baseline"] = progress.total_at(fault.at)
+            fault.detail["backlog"] = progress.backlog()
             faults.append(fault)
             print(f"[chaos] {time.monotonic() - traffic_started:7.1f}s {fault.kind} {fault.target} "
                   f"{fault.seconds:.1f}s {fault.detail}", file=sys.stderr)
@@ -457,7 +464,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         traffic_seconds = time.monotonic() - traffic_started
         drained = progress.drained(args.drain_timeout)
         for fault in faults:
-            fault.recovery_seconds = progress.recovered_after(fault.at + fault.seconds, fault.detail.pop("baseline"))
+            fault.recovery_seconds = progress.recovered_after(fault.at + fault.seconds, fault.detail.pop("backlog"))
         pool.stop_supervising()
         live = pool.live()
         pool.stop_all()
@@ -567,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
     if unknown:
         ap.error(f"unknown fault kinds {unknown}; known: {list(KINDS)}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the private stack on SIGTERM too
     report = run(args)
     print(json.dumps(report))
     return 0 if report.get("ok") else 1
