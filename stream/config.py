@@ -184,6 +184,9 @@ class RedisSpec(_Strict):
     pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
     # longest a label waits for the inference side to route its prediction before it is unmatched
     label_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # routed predictions kept in memory to write again after Redis lost its unsynced last writes
+    # (at least the fsync interval: appendfsync everysec loses up to about 2 s)
+    recent_predictions_seconds: float = Field(default=5.0, ge=0, le=3600)
     socket_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     _check_env = field_validator("password_env")(_env_name)
