@@ -346,7 +346,10 @@ class Worker:
                 continue
             states = {name: mon.to_bytes() for name, mon in self._monitors.items()
                       if partition_for(name, self._partitions) == partition and (mon.events or mon.labels)}
-            self._store.write_committed(PartitionKey(self._internal, partition), offset, states)
+            try:
+                self._store.write_committed(PartitionKey(self._internal, partition), offset, states)
+            except OwnershipLost:
+                continue  # another worker claimed it; the revocation follows
         recent = self._remember_recent()
         log.warning("worker %s: Redis restarted (run_id %s -> %s); rewrote the state of partitions %s and %d "
                     "recent predictions", self.worker_id, self._redis_id or "?", current, sorted(self._owned), recent)
