@@ -143,6 +143,8 @@ class KafkaSpec(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
     batch_timeout_ms: int = Field(default=200, ge=1, le=600_000)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # a batch blocked this long (a client call hung past its timeout) ends the process for a restart
+    stall_timeout_seconds: float = Field(default=120.0, ge=5, le=3600)
     client_options: dict[str, str | int | float | bool] = {}  # extra librdkafka settings (no secrets)
 
     @field_validator("client_options")
@@ -184,6 +186,9 @@ class RedisSpec(_Strict):
     pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
     # longest a label waits for the inference side to route its prediction before it is unmatched
     label_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
+    # routed predictions kept in memory to write again after Redis lost its unsynced last writes
+    # (at least the fsync interval: appendfsync everysec loses up to about 2 s)
+    recent_predictions_seconds: float = Field(default=5.0, ge=0, le=3600)
     socket_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
     _check_env = field_validator("password_env")(_env_name)

@@ -26,6 +26,13 @@ seeks to the committed offset in Redis. Stage, promote and discard are Lua scrip
 while the partition's owner token is this worker's: a worker that stalled past its session and
 lost the partition can neither overwrite nor discard the new owner's staged batch
 (:class:`OwnershipLost`).
+
+Redis may lose its last writes (``appendfsync everysec`` and an operating-system crash) while
+Kafka keeps the transactions they belonged to. What survives is a prefix of the write history,
+so a partition's committed offset and its models' states still agree with each other, only
+older. ``stage`` therefore checks that the committed offset is the one the worker last promoted
+(:class:`StateLostError` otherwise), and the worker rebuilds lost state from the internal topic
+(see ``Worker._catch_up``) or rewrites it from memory when it notices a restarted Redis.
 """
 from __future__ import annotations
 
@@ -36,10 +43,25 @@ from dataclasses import dataclass
 import orjson
 import redis
 
+# KEYS: offsets hash, then staged keys; ARGV: owner, staged offset, staged models, expected committed
+# offset ('*': any, '': none yet), then the blobs
 _STAGE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 2]) end
+if ARGV[4] ~= '*' and (redis.call('HGET', KEYS[1], 'committed') or '') ~= ARGV[4] then return 2 end
+for i = 2, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 3]) end
 redis.call('HSET', KEYS[1], 'staged', ARGV[2], 'staged_models', ARGV[3])
+return 1
+"""
+# KEYS: offsets hash, n state keys, staged keys to drop; ARGV: owner, committed offset, n, the n blobs.
+# A missing owner token (lost with Redis's last writes) is taken back.
+_WRITE = """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner and owner ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[3])
+for i = 1, n do redis.call('SET', KEYS[i + 1], ARGV[i + 3]) end
+for i = n + 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('HSET', KEYS[1], 'committed', ARGV[2], 'owner', ARGV[1])
+redis.call('HDEL', KEYS[1], 'staged', 'staged_models')
 return 1
 """
 # KEYS: offsets hash, then pairs (staged key, state key); ARGV: owner, staged offset expected
@@ -64,6 +86,13 @@ return 1
 
 class OwnershipLost(RuntimeError):
     """Another worker claimed the partition: this worker must not touch its state any more."""
+
+
+class StateLostError(RuntimeError):
+    """Redis no longer holds the committed offset this worker last promoted (it lost writes)."""
+
+
+ANY_OFFSET = -2  # ``stage`` without checking the committed offset
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +125,7 @@ class StateStore:
         self._stage_script = client.register_script(_STAGE)
         self._promote_script = client.register_script(_PROMOTE)
         self._discard_script = client.register_script(_DISCARD)
+        self._write_script = client.register_script(_WRITE)
 
     # -- keys ---------------------------------------------------------------------------
     def state_key(self, model: str) -> str:
@@ -115,13 +145,41 @@ class StateStore:
         return f"{self._prefix}:@pending:{event_id}"
 
     # -- batch commit -------------------------------------------------------------------
-    def stage(self, part: PartitionKey, next_offset: int, states: Mapping[str, bytes]) -> None:
-        """Atomically write a batch's model states and next offset as staged (owner only)."""
+    def stage(self, part: PartitionKey, next_offset: int, states: Mapping[str, bytes],
+              expect_committed: int | None = ANY_OFFSET) -> None:
+        """Atomically write a batch's model states and next offset as staged (owner only).
+
+        With ``expect_committed`` (None: no committed offset yet), raise :class:`StateLostError`
+        instead when Redis's committed offset differs: the models this batch does not touch may
+        then be older than the worker believes.
+        """
         names = list(states)
         keys = [self.offsets_key(part)] + [self.staged_state_key(m) for m in names]
-        args = [self.owner, next_offset, _join(states)] + [states[m] for m in names]
-        if not self._stage_script(keys=keys, args=args):
+        expected = "*" if expect_committed == ANY_OFFSET else ("" if expect_committed is None else str(expect_committed))
+        args = [self.owner, next_offset, _join(states), expected] + [states[m] for m in names]
+        done = self._stage_script(keys=keys, args=args)
+        if done == 2:
+            raise StateLostError(f"{keys[0]}: committed offset is not {expect_committed} (Redis lost writes)")
+        if not done:
             raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
+
+    def write_committed(self, part: PartitionKey, next_offset: int, states: Mapping[str, bytes]) -> None:
+        """Atomically set committed states and offset (state rebuilt after Redis lost writes; owner only)."""
+        key = self.offsets_key(part)
+        names = list(states)
+        staged = [self.staged_state_key(m) for m in _split(self._r.hget(key, "staged_models"))]
+        keys = [key] + [self.state_key(m) for m in names] + staged
+        args = [self.owner, next_offset, len(names)] + [states[m] for m in names]
+        if not self._write_script(keys=keys, args=args):
+            raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
+
+    def committed_offset(self, part: PartitionKey) -> int | None:
+        raw = self._r.hget(self.offsets_key(part), "committed")
+        return None if raw is None else int(raw)
+
+    def server_id(self) -> str:
+        """Redis's ``run_id``: it changes when the server restarts (and may have lost writes)."""
+        return str(self._r.info("server").get("run_id", ""))
 
     def promote(self, part: PartitionKey) -> None:
         """Atomically turn the partition's staged batch into the committed state (owner only)."""
@@ -164,7 +222,9 @@ class StateStore:
         if claim:
             self.claim(part)
         elif not self.owns(part):
-            raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
+            if self._r.hget(self.offsets_key(part), "owner") is not None:
+                raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
+            self.claim(part)  # the token was lost with Redis's last writes; the group still assigns it here
         staged = self._r.hget(self.offsets_key(part), "staged")
         if staged is not None:
             if kafka_committed is not None and int(staged) == kafka_committed:

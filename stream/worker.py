@@ -22,19 +22,22 @@ Transient Kafka and Redis errors abort the batch, rewind and retry with exponent
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
 import signal
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import redis
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, Message,
+                             Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
@@ -47,7 +50,7 @@ from stream.metrics import WorkerMetrics, serve_metrics
 from stream.records import (RecordError, decode_record, encode_inference, encode_label, partition_for,
                             source_position)
 from stream.signing import load_signing_key, sign
-from stream.state import OwnershipLost, PartitionKey, PendingPrediction, StateStore
+from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, PendingPrediction, StateLostError, StateStore
 
 log = logging.getLogger("driftline.worker")
 
@@ -101,6 +104,12 @@ class Worker:
         self._last_metadata = float("-inf")
         self._needs_rewind = False
         self._unsettled: list[TopicPartition] | None = None
+        self._beat = time.monotonic()  # start of the main loop's current iteration
+        self._offsets: dict[int, int | None] = {}  # owned internal partition -> committed offset in Redis
+        self._staging: dict[int, int] = {}  # internal partition -> offset staged by the open batch
+        self._redis_id = ""  # Redis run_id when state was last known complete there
+        self._last_redis_check = 0.0
+        self._recent: deque[tuple[float, list[tuple[str, PendingPrediction]]]] = deque()
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -148,8 +157,11 @@ class Worker:
         k = self.config.kafka
         timeout = k.batch_timeout_ms / 1000
         failures = 0
+        threading.Thread(target=self._watchdog, args=(k.stall_timeout_seconds,), name="driftline-watchdog",
+                         daemon=True).start()
         try:
             while not self._stop.is_set():
+                self._beat = time.monotonic()
                 try:
                     if self._needs_rewind:
                         self._abort_and_rewind()
@@ -159,6 +171,8 @@ class Worker:
                     else:
                         self._commit_idle_positions()
                         self._publish_inference_clock()
+                        if time.monotonic() - self._last_redis_check >= 1.0:
+                            self._check_redis()
                     self._update_lag()
                     failures = 0
                 except (KafkaException, redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
@@ -172,6 +186,7 @@ class Worker:
                     log.warning("transient %s error (attempt %d), rewinding and retrying in %.1f s: %s",
                                 kind, failures, delay, exc)
                     self._needs_rewind = True
+                    self._beat = time.monotonic() + delay  # the backoff is not a stall
                     self._stop.wait(delay)
                     continue
                 if not self.ready.is_set() and consumer.assignment():
@@ -181,6 +196,22 @@ class Worker:
             self.metrics.set_ready(False)
             consumer.close()
             producer.flush(10)
+
+    def _watchdog(self, limit: float) -> None:
+        """Exit the process when one loop iteration has blocked for ``limit`` seconds.
+
+        A client call can hang past its own timeout (librdkafka's ``send_offsets_to_transaction``
+        after a broker restart); the open transaction is then fenced by the restarted worker, so
+        exiting loses nothing, while hanging would stall the worker's partitions for good.
+        """
+        while not self._stop.wait(1.0):
+            stalled = time.monotonic() - self._beat
+            if stalled > limit:
+                log.critical("worker %s: one batch has blocked for %.0fs (a hung Kafka or Redis call); exiting "
+                             "so that it is restarted", self.worker_id, stalled)
+                faulthandler.dump_traceback(all_threads=True)
+                logging.shutdown()
+                os._exit(75)
 
     # -- rebalance ----------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -195,18 +226,23 @@ class Worker:
     def _settle(self, consumer: Consumer, partitions: list[TopicPartition], claim: bool) -> None:
         """Restore and load internal partitions' state and assign them (``claim=False``: a rewind)."""
         internal = [tp for tp in partitions if tp.topic == self._internal]
+        self._redis_id = self._store.server_id()
         committed = {tp.partition: tp.offset for tp in consumer.committed(internal, timeout=30)} if internal else {}
         lost = []
         for tp in internal:
             kc = committed.get(tp.partition)
+            kc = kc if kc is not None and kc >= 0 else None
+            part = PartitionKey(tp.topic, tp.partition)
             try:
-                offset = self._store.restore(PartitionKey(tp.topic, tp.partition),
-                                             kc if kc is not None and kc >= 0 else None, claim=claim)
+                offset = self._store.restore(part, kc, claim=claim)
             except OwnershipLost:
                 lost.append(tp)  # another worker took it while this one stalled: wait for the revocation
                 continue
-            tp.offset = offset if offset is not None else OFFSET_BEGINNING
             self._load_partition(tp.partition)
+            if kc is not None and (offset is None or offset < kc):
+                offset = self._catch_up(part, offset, kc)
+            self._offsets[tp.partition] = offset
+            tp.offset = offset if offset is not None else OFFSET_BEGINNING
         keep = [tp for tp in partitions if tp not in lost]
         consumer.assign(keep)
         if lost:
@@ -219,6 +255,7 @@ class Worker:
         for tp in partitions:
             if tp.topic == self._internal:
                 self._owned.discard(tp.partition)
+                self._offsets.pop(tp.partition, None)
                 for name in [m for m in self._monitors if partition_for(m, self._partitions) == tp.partition]:
                     del self._monitors[name]
         consumer.unassign()
@@ -229,6 +266,100 @@ class Worker:
         for name in names:
             self._monitors[name] = self._new_monitor(name, blobs.get(name))
         self._owned.add(partition)
+
+    def _catch_up(self, part: PartitionKey, start: int | None, until: int) -> int:
+        """Rebuild state Redis lost: Kafka committed the internal records up to ``until``, Redis's
+        state stops at ``start``. Re-run those records from the older state publishing nothing
+        (their output was committed with them), store the result as committed at ``until``, and
+        remember again the predictions of every record from ``start`` on (lost with the state).
+        """
+        settings = consumer_settings(self.config, group=False)
+        settings.update({"group.id": f"{self.config.kafka.group_id}-catch-up", "enable.auto.commit": False,
+                         "isolation.level": "read_committed", "enable.partition.eof": True,
+                         "auto.offset.reset": "earliest"})
+        consumer = Consumer(settings)
+        items: list[tuple[str, str, object]] = []
+        pending: list[tuple[str, PendingPrediction]] = []
+        try:
+            consumer.assign([TopicPartition(part.topic, part.partition,
+                                            start if start is not None else OFFSET_BEGINNING)])
+            deadline = time.monotonic() + self.config.kafka.stall_timeout_seconds
+            at_end = False
+            while not at_end:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"catching up {part.topic}[{part.partition}] to {until} took too long")
+                self._beat = time.monotonic()
+                for msg in consumer.consume(5000, 1.0):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            raise KafkaException(err)
+                        at_end = True
+                        continue
+                    try:
+                        rec = decode_record(msg.value())
+                    except RecordError:
+                        continue
+                    if rec.inference is not None:
+                        e = rec.inference
+                        pending.append((e.event_id, PendingPrediction(e.model, e.model_version, e.deployment,
+                                                                      e.prediction, e.ts)))
+                    if msg.offset() < until:
+                        items.append((rec.model, "i" if rec.inference is not None else "l",
+                                      rec.inference if rec.inference is not None else rec.label))
+        finally:
+            consumer.close()
+        touched: dict[str, ModelMonitor] = {}
+        runs: list[tuple[str, str, list]] = []
+        for model, kind, item in items:
+            if runs and runs[-1][0] == model and runs[-1][1] == kind:
+                runs[-1][2].append(item)
+            else:
+                runs.append((model, kind, [item]))
+        for model, kind, batch in runs:
+            monitor = self._monitors.get(model)
+            if monitor is None:
+                continue
+            touched[model] = monitor
+            monitor.process_inference(batch) if kind == "i" else monitor.process_labels(batch)  # output committed before
+        self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+        self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
+        log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
+                    "output, remembered %d predictions again", self.worker_id, part.topic, part.partition, start,
+                    until, len(items), len(pending))
+        return until
+
+    def _check_redis(self) -> None:
+        """Notice a restarted Redis (it may have lost its last writes) and rewrite what this worker holds.
+
+        After a committed batch the owned monitors are exactly the committed state, so writing them
+        (with each partition's committed offset) restores whatever the restart lost; predictions
+        routed in the last seconds are remembered again for the label join.
+        """
+        self._last_redis_check = time.monotonic()
+        current = self._store.server_id()
+        if current == self._redis_id:
+            return
+        for partition in sorted(self._owned):
+            offset = self._offsets.get(partition)
+            if offset is None:
+                continue
+            states = {name: mon.to_bytes() for name, mon in self._monitors.items()
+                      if partition_for(name, self._partitions) == partition and (mon.events or mon.labels)}
+            try:
+                self._store.write_committed(PartitionKey(self._internal, partition), offset, states)
+            except OwnershipLost:
+                continue  # another worker claimed it; the revocation follows
+        recent = self._remember_recent()
+        log.warning("worker %s: Redis restarted (run_id %s -> %s); rewrote the state of partitions %s and %d "
+                    "recent predictions", self.worker_id, self._redis_id or "?", current, sorted(self._owned), recent)
+        self._redis_id = current
+
+    def _remember_recent(self) -> int:
+        """Write the predictions routed in the last seconds again (Redis may have lost them)."""
+        items = [item for _, batch in self._recent for item in batch]
+        self._store.remember_predictions(items, self.config.redis.pending_ttl_seconds)
+        return len(items)
 
     def _new_monitor(self, name: str, blob: bytes | None) -> ModelMonitor:
         """The model's monitor from its committed state, or fresh (no state, or state this
@@ -277,6 +408,11 @@ class Worker:
         except OwnershipLost as exc:
             log.warning("batch dropped: %s", exc)  # the revocation follows; the new owner redoes it
             return
+        except StateLostError as err:
+            log.warning("worker %s: %s; rebuilding state from the internal topic", self.worker_id, err)
+            self._abort_and_rewind()
+            self._remember_recent()
+            return
         self._needs_rewind = False
         try:
             self._committed(staged, outcome, started, checkpoint_started)
@@ -308,6 +444,8 @@ class Worker:
         """After a batch's Kafka transaction committed: promote its state, share the clock, count it."""
         for part in staged:
             self._store.promote(part)
+            self._offsets[part.partition] = self._staging.pop(part.partition)
+        self._check_redis()
         self._publish_inference_clock()
         self.metrics.observe_checkpoint(time.perf_counter() - checkpoint_started)
         self.metrics.observe_batch(time.perf_counter() - started, outcome)
@@ -390,6 +528,10 @@ class Worker:
                              partition=partition_for(event.model, self._partitions))
             outcome.events += 1
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+        now = time.monotonic()
+        self._recent.append((now, pending))
+        while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
+            self._recent.popleft()
 
     def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], int]:
         """Join labels with their predictions and re-publish them beside the model's events.
@@ -515,8 +657,10 @@ class Worker:
                     self.metrics.control_message(doc)
                     outcome.control_messages.append(doc)
             part = PartitionKey(self._internal, partition)
-            self._store.stage(part, positions[(self._internal, partition)],
-                              {name: mon.to_bytes() for name, mon in touched.items()})
+            offset = positions[(self._internal, partition)]
+            self._store.stage(part, offset, {name: mon.to_bytes() for name, mon in touched.items()},
+                              expect_committed=self._offsets.get(partition, ANY_OFFSET))
+            self._staging[partition] = offset
             for name, mon in touched.items():
                 self.metrics.export_model_stats(name, mon.stats)
             staged.append(part)
@@ -597,6 +741,7 @@ class Worker:
         consumer = self._consumer
         self._monitors.clear()
         self._owned.clear()
+        self._staging.clear()
         if self._unsettled is not None:  # a rebalance callback that failed half-way
             self._on_assign(consumer, self._unsettled)
         else:
