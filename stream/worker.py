@@ -493,6 +493,7 @@ class Worker:
                     raise
                 self.metrics.retry("kafka")
                 log.warning("transaction call failed with a retriable error, repeating it in %.1f s: %s", delay, err)
+                self._beat = time.monotonic() + delay  # failing calls that return are not a hang
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
 
