@@ -406,7 +406,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """One chaos run on a private stack; returns the report."""
     from loadtest.eos_verify import verify_run
     from stream.config import load_config
-    from stream.signing import load_signing_key
+    from stream.config import signing_key
 
     started = time.monotonic()
     rng = random.Random(args.seed)
@@ -471,7 +471,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         progress.stop()
         progress = None
         config = load_config(config_path)
-        verdict = verify_run(config_path, load_signing_key(config.signing), timeout=120)
+        verdict = verify_run(config_path, signing_key(config.signing), timeout=120)
         if not drained:
             verdict["ok"] = False
             verdict["violations"].append(f"workers did not drain within {args.drain_timeout}s")

@@ -188,10 +188,3 @@ def verify(msg: Any, keys: Keys, freshness: Freshness | None = DEFAULT_FRESHNESS
     if freshness is not None:
         return freshness.check(msg, now)
     return VerifyResult(True, "", key_id)
-
-
-def load_signing_key(spec: Any) -> SigningKey:
-    """The key named by a config ``signing`` section (resolved by :mod:`stream.config`)."""
-    from stream.config import signing_key
-
-    return signing_key(spec)

@@ -44,12 +44,12 @@ from detectors.engine import ModelMonitor
 from detectors.errors import StateFormatError
 from detectors.events import JoinedLabel, LabelEvent
 from detectors.profile import ReferenceProfile
-from stream.config import DriftlineConfig, consumer_settings, producer_settings, redis_client
+from stream.config import DriftlineConfig, consumer_settings, producer_settings, redis_client, signing_key
 from stream.decoding import DecodeError, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
 from stream.records import (RecordError, decode_record, encode_inference, encode_label, partition_for,
                             source_position)
-from stream.signing import load_signing_key, sign
+from stream.signing import sign
 from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, PendingPrediction, StateLostError, StateStore
 
 log = logging.getLogger("driftline.worker")
@@ -88,7 +88,7 @@ class Worker:
         self._max_future = {t.name: t.max_future_seconds for t in list(k.inference_topics) + list(k.label_topics)}
         self._monitors: dict[str, ModelMonitor] = {}
         self._owned: set[int] = set()
-        self._signing_key = load_signing_key(config.signing)
+        self._signing_key = signing_key(config.signing)
         self.metrics = WorkerMetrics(config.metrics)
         self._stop = threading.Event()
         self.ready = threading.Event()
