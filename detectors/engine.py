@@ -132,6 +132,9 @@ class ModelMonitor:
         n = len(events)
         if n == 0:
             return []
+        cut = self._inheritance_cut(events)
+        if cut:  # results must not depend on batch cuts: see _inheritance_cut
+            return self.process_inference(events[:cut]) + self.process_inference(events[cut:])
         self.events += n
         preds = prediction_codes(events, self.class_index)
         conf = confidence_column([e.confidence for e in events])
@@ -155,6 +158,28 @@ class ModelMonitor:
         if self.spec.canary.enabled and (self.canary.version is not None or any(d == "canary" for _, d in groups)):
             hits.extend(self._canary([e.model_version for e in events], [e.deployment for e in events], preds, conf))
         return self._emit(hits, events, _EVENT_ID, _POSITION, np.fromiter(map(_TS, events), dtype=np.float64, count=n))
+
+    def _inheritance_cut(self, events: Sequence[InferenceEvent]) -> int:
+        """Index of the first event (after the first) that opens a canary/shadow stream while the
+        stable stream is still learning, else 0.
+
+        Such a stream inherits the stable profile learned before its first event; processing the
+        batch's stable events first could arm stable "too early" and hand the new stream a profile
+        it would not get in an event-by-event run. Splitting the batch there keeps results
+        independent of batch cuts.
+        """
+        if self.reference is not None:
+            return 0
+        st = self.streams.get((self.stable_version, "stable")) if self.stable_version is not None else None
+        if st is not None and st.armed:
+            return 0
+        streams, listed = self.streams, self.listed
+        for i in range(1, len(events)):
+            e = events[i]
+            if (e.deployment != "stable" and e.deployment in DEPLOYMENTS and e.model_version in listed
+                    and (e.model_version, e.deployment) not in streams):
+                return i
+        return 0
 
     def _unlisted(self, v: str, d: str, idxs: np.ndarray) -> list[tuple[Hit, int, str, str]]:
         name = (v if d in DEPLOYMENTS else f"deployment:{d}")[:MAX_NAME]

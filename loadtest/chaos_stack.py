@@ -68,9 +68,12 @@ class PrivateStack:
 
     def _env(self) -> dict[str, str]:
         p = self.ports
+        # every port the stack opens is moved into the private range, so nothing clashes with the default stack
         return dict(os.environ, DRIFTLINE_STACK_DIR=str(self.dir), DRIFTLINE_KAFKA_PORT=str(p.kafka),
                     DRIFTLINE_KAFKA_CONTROLLER_PORT=str(p.controller), DRIFTLINE_REDIS_PORT=str(p.redis),
-                    DRIFTLINE_PROMETHEUS_PORT=str(p.prometheus), DRIFTLINE_METRICS_PORTS=str(p.metrics))
+                    DRIFTLINE_PROMETHEUS_PORT=str(p.prometheus), DRIFTLINE_METRICS_PORTS=str(p.metrics),
+                    DRIFTLINE_KAFKA_SASL_PORT=str(p.base + 94), DRIFTLINE_REDIS_TLS_PORT=str(p.base + 380),
+                    DRIFTLINE_ALERTMANAGER_PORT=str(p.base + 95), DRIFTLINE_ALERT_WEBHOOK_PORT=str(p.base + 96))
 
     def _stack(self, command: str, timeout: float = 180.0) -> None:
         out = subprocess.run([str(STACK), command], env=self._env(), capture_output=True, text=True, timeout=timeout)

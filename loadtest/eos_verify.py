@@ -82,7 +82,36 @@ def compare_states(expected: Mapping[str, bytes], observed: Mapping[str, bytes |
     names = sorted(set(expected) | {m for m, b in observed.items() if b is not None})
     diverged = [m for m in names if expected.get(m) != observed.get(m)]
     return {"models": len(names), "equal": len(names) - len(diverged), "all_equal": not diverged,
-            "diverged": diverged}
+            "diverged": diverged, "differences": {m: state_differences(expected.get(m), observed.get(m))
+                                                  for m in diverged}}
+
+
+def state_differences(a: bytes | None, b: bytes | None, limit: int = 6) -> list[str]:
+    """Where two state blobs differ, as decoded-document paths (the first ``limit``), for the report."""
+    from detectors.errors import StateFormatError
+    from detectors.state import decode_state
+    if a is None or b is None:
+        return ["missing on one side"]
+    try:
+        docs = decode_state(a), decode_state(b)
+    except StateFormatError as exc:
+        return [f"undecodable: {exc}"]
+    out: list[str] = []
+
+    def walk(x: Any, y: Any, path: str) -> None:
+        if len(out) >= limit or x == y:
+            return
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k), y.get(k), f"{path}.{k}")
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (u, v) in enumerate(zip(x, y)):
+                walk(u, v, f"{path}[{i}]")
+        else:
+            out.append(f"{path}: replay {str(x)[:80]} != redis {str(y)[:80]}")
+
+    walk(docs[0], docs[1], "")
+    return out
 
 
 def check_routing(raw: Mapping[int, str], routed: Iterable[tuple[int, int, str]],

@@ -220,3 +220,23 @@ def test_a_clock_pushed_into_the_future_can_be_clamped_back():
     assert repaired.clamp_clock(drift[600].ts) and repaired.now == drift[600].ts
     assert [m for m in repaired.process_inference(drift[601:]) if m.to_dict()["kind"] == "alert"]
     assert not repaired.clamp_clock(1e11)  # nothing left to clamp
+
+
+def test_a_canary_starting_while_stable_learns_its_reference_does_not_depend_on_batch_cuts():
+    """A canary stream inherits the stable profile learned *before its first event*, however batches are cut.
+
+    Created at the start of a batch in which stable finished learning, it used to get stable's
+    profile in one run and learn its own in another (the chaos verifier's diverged states).
+    """
+    stable = make_events(SPEC, 600, seed=21)
+    canary = make_events(SPEC, 200, seed=22, start=600, version="v2", deployment="canary")
+    events = sorted(stable + canary, key=lambda e: e.ts)
+    first_canary = next(i for i, e in enumerate(events) if e.deployment == "canary")
+    armed_at = [i for i, e in enumerate(events) if e.deployment == "stable"][SPEC.reference_size - 1]
+    assert first_canary < armed_at, "the canary must start while stable still learns"
+    whole = ModelMonitor(SPEC, CAL, AL)
+    whole.process_inference(events)
+    one_by_one = ModelMonitor(SPEC, CAL, AL)
+    for e in events:
+        one_by_one.process_inference([e])
+    assert whole.to_bytes() == one_by_one.to_bytes()
