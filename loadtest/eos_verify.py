@@ -86,6 +86,11 @@ def compare_states(expected: Mapping[str, bytes], observed: Mapping[str, bytes |
                                                   for m in diverged}}
 
 
+def _exact(x: Any) -> bytes:
+    import orjson
+    return orjson.dumps(x, option=orjson.OPT_SORT_KEYS, default=repr)
+
+
 def state_differences(a: bytes | None, b: bytes | None, limit: int = 6) -> list[str]:
     """Where two state blobs differ, as decoded-document paths (the first ``limit``), for the report."""
     from detectors.errors import StateFormatError
@@ -99,7 +104,7 @@ def state_differences(a: bytes | None, b: bytes | None, limit: int = 6) -> list[
     out: list[str] = []
 
     def walk(x: Any, y: Any, path: str) -> None:
-        if len(out) >= limit or x == y:
+        if len(out) >= limit or (x == y and _exact(x) == _exact(y)):  # 1 == 1.0 and 0.0 == -0.0, but not as bytes
             return
         if isinstance(x, dict) and isinstance(y, dict):
             for k in sorted(set(x) | set(y), key=str):
