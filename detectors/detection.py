@@ -20,7 +20,7 @@ SIGNALS: tuple[str, ...] = (
     "label_disagreement",  # per-source disagreement with the model and with other sources
     "trigger",             # triggered-event rate, P(class | trigger) vs P(class)
     "input_integrity",     # NaN / Inf / null / wrong type / out of range per feature
-    "version_integrity",   # traffic served by a version the configuration does not list
+    "version_integrity",   # traffic served by an unlisted version, or by an artifact not the registered one
     "canary_divergence",   # canary vs stable prediction / confidence / error rate
 )
 
@@ -38,7 +38,7 @@ DETECTORS: dict[str, tuple[str, ...]] = {
     "label_disagreement": ("model", "sources"),
     "trigger": ("triggered_rate", "p_class_given_trigger"),
     "input_integrity": ("invalid_rate", "invalid_burst"),
-    "version_integrity": ("unlisted_version", "unknown_deployment"),
+    "version_integrity": ("unlisted_version", "unknown_deployment", "digest_mismatch"),
     "canary_divergence": ("prediction", "confidence", "error_rate"),
 }
 

@@ -41,6 +41,7 @@ from detectors.errors import StateFormatError
 from detectors.events import DEPLOYMENTS, InferenceEvent, JoinedLabel
 from detectors.ids import stable_id
 from detectors.labels import LabelStream, SourceDisagreement
+from detectors.manifest import Manifest, RegistryEntry
 from detectors.profile import ReferenceProfile, prediction_codes
 from detectors.signals import Hit
 from detectors.spec import AlertPolicySpec, CalibrationSpec, ModelSpec, MonitorSpec
@@ -50,6 +51,7 @@ from detectors.state import (check_dict, check_float, check_int, check_list, che
 ControlMessage = Union[Alert, RollbackDecision, Resolution]
 _TS = attrgetter("ts")
 _VD = attrgetter("model_version", "deployment")
+_DIGEST = attrgetter("artifact_digest")
 _EVENT_ID = attrgetter("event_id")
 _POSITION = attrgetter("position")
 _LABEL_TS = attrgetter("label.ts")
@@ -69,13 +71,16 @@ class ModelMonitor:
     """All detection state for one model (see module doc)."""
 
     def __init__(self, spec: ModelSpec, calibration: CalibrationSpec, alerts: AlertPolicySpec,
-                 max_tracked_versions: int = 16) -> None:
+                 max_tracked_versions: int = 16, registry: bool = False) -> None:
         self.spec = spec
         self.calibration = calibration
         self.alerts = alerts
         self.max_tracked = max_tracked_versions
         self.class_index = {c: i for i, c in enumerate(spec.classes)}
         self.listed = frozenset(spec.versions)
+        # with a registry, its manifest decides for every version it names; the static list
+        # only for the others (see apply_registry)
+        self.manifest: Manifest | None = Manifest(spec.name) if registry else None
         self.fingerprint = spec_fingerprint(spec, calibration)
         self.reference: ReferenceProfile | None = None
         self.streams: dict[tuple[str, str], DeploymentMonitor] = {}
@@ -155,6 +160,8 @@ class ModelMonitor:
                     hits.append((h, int(idxs[h[7]]), v, d))
             if d == "stable":
                 self.stable_seen = v
+        if self.manifest is not None and self.manifest.expected_digests:
+            hits.extend(self._digest_hits(events, groups))
         if self.spec.canary.enabled and (self.canary.version is not None or any(d == "canary" for _, d in groups)):
             hits.extend(self._canary([e.model_version for e in events], [e.deployment for e in events], preds, conf))
         return self._emit(hits, events, _EVENT_ID, _POSITION, np.fromiter(map(_TS, events), dtype=np.float64, count=n))
@@ -181,6 +188,61 @@ class ModelMonitor:
                 return i
         return 0
 
+    def _digest_hits(self, events: Sequence[InferenceEvent],
+                     groups: dict[tuple[str, str], np.ndarray | None]) -> list[tuple[Hit, int, str, str]]:
+        """Events whose artifact digest is not the one registered for their version.
+
+        Events without a digest are not judged. A detection on the first wrong-digest event of a
+        version, then one per ``calibration.window`` of them (as for unlisted versions).
+        """
+        manifest = self.manifest
+        expected = manifest.expected_digests
+        out: list[tuple[Hit, int, str, str]] = []
+        for (v, d), idxs in groups.items():
+            exp = expected.get(v)
+            if exp is None or d not in DEPLOYMENTS:
+                continue
+            if idxs is None:
+                digs = list(map(_DIGEST, events))
+                where = None
+            else:
+                where = idxs.tolist()
+                digs = [events[i].artifact_digest for i in where]
+            if digs.count(exp) + digs.count(None) == len(digs):  # the common case: all as registered
+                continue
+            bad = [j for j, x in enumerate(digs) if x is not None and x != exp]
+            c0 = manifest.count_mismatches(v, len(bad))
+            stage = manifest.entries[v].stage
+            for j in range((-c0) % self.calibration.window, len(bad), self.calibration.window):
+                k = bad[j]
+                gi = k if where is None else where[k]
+                out.append((("version_integrity", "digest_mismatch", v[:MAX_NAME], float(c0 + j + 1), 0.0,
+                             {"expected_digest": exp, "stage": stage},
+                             {"observed_digest": digs[k], "version": v[:MAX_NAME], "deployment": d,
+                              "events": c0 + j + 1}, gi), gi, v, d))
+        return out
+
+    def apply_registry(self, entries: Sequence[RegistryEntry], max_age: float | None = None) -> list[str | None]:
+        """Apply verified registry entries of this model in order; per entry None (accepted) or why not.
+
+        Registry entries do not move the event clock; staleness is judged against it
+        (``max_age`` seconds). Streams of versions that stop serving are dropped.
+        """
+        if self.manifest is None:
+            return ["registry_disabled"] * len(entries)
+        out = [self.manifest.apply(e, self.now, max_age) for e in entries]
+        if any(r is None for r in out):
+            self._relist()
+        return out
+
+    def _relist(self) -> None:
+        """Recompute the allow-list from the manifest (and the static list for versions it does not name)."""
+        m = self.manifest
+        self.listed = (frozenset(self.spec.versions) - m.known()) | m.serving()
+        for table in (self.streams, self.label_streams):
+            for key in [k for k in table if k[0] not in self.listed]:
+                del table[key]
+
     def _unlisted(self, v: str, d: str, idxs: np.ndarray) -> list[tuple[Hit, int, str, str]]:
         name = (v if d in DEPLOYMENTS else f"deployment:{d}")[:MAX_NAME]
         if name not in self.unlisted and len(self.unlisted) >= self.max_tracked:
@@ -192,7 +254,8 @@ class ModelMonitor:
         for j in range((-c0) % w, idxs.size, w):
             ver = v[:MAX_NAME] if name != OTHER else OTHER
             out.append((("version_integrity", "unlisted_version" if d in DEPLOYMENTS else "unknown_deployment", name,
-                         float(c0 + j + 1), 0.0, {"listed_versions": list(self.spec.versions)},
+                         float(c0 + j + 1), 0.0, {"listed_versions": list(self.spec.versions) if self.manifest is None
+                                                   else sorted(self.listed)},
                          {"version": v[:MAX_NAME], "deployment": d[:MAX_NAME], "events": c0 + j + 1},
                          int(idxs[j])), int(idxs[j]), ver, d[:MAX_NAME]))
         return out
@@ -318,6 +381,8 @@ class ModelMonitor:
         stable version has no open alert of the same signal: a drift both versions show (the
         traffic changed, or labels did) is not the canary's fault.
         """
+        if det.detector == "digest_mismatch":  # the canary is not serving the registered artifact
+            return det.severity == "page"
         allowed = self._rollback_signals
         if det.signal not in allowed and f"{det.signal}/{det.detector}" not in allowed:
             return False
@@ -367,6 +432,7 @@ class ModelMonitor:
             "label_streams": {f"{v}/{d}": {"reference_ready": ls.ready, "window_fill": ls.fill}
                               for (v, d), ls in sorted(self.label_streams.items())},
             "rolled_back": list(self.rolled_back),
+            **({"manifest": self.manifest.describe()} if self.manifest is not None else {}),
         }
 
     # -- state ------------------------------------------------------------------------------
@@ -383,29 +449,33 @@ class ModelMonitor:
             "stable_seen": self.stable_seen, "rolled_back": self.rolled_back,
             "counters": [self.events, self.labels, self.unlisted_labels],
             "detections": self.detections, "detections_by_stream": self.stream_detections,
+            **({"manifest": self.manifest.to_state()} if self.manifest is not None else {}),
         })
 
     @classmethod
     def from_bytes(cls, spec: ModelSpec, calibration: CalibrationSpec, alerts: AlertPolicySpec, data: bytes,
-                   max_tracked_versions: int = 16) -> "ModelMonitor":
+                   max_tracked_versions: int = 16, registry: bool = False) -> "ModelMonitor":
         """Restore from :meth:`to_bytes`; raises :class:`StateFormatError` on anything invalid."""
         doc = decode_state(data)
         try:
-            return cls._load(spec, calibration, alerts, doc, max_tracked_versions)
+            return cls._load(spec, calibration, alerts, doc, max_tracked_versions, registry)
         except StateFormatError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
             raise StateFormatError(f"invalid state document: {type(exc).__name__}: {exc}") from None
 
     @classmethod
-    def _load(cls, spec, calibration, alerts, doc, max_tracked) -> "ModelMonitor":
+    def _load(cls, spec, calibration, alerts, doc, max_tracked, registry=False) -> "ModelMonitor":
         if doc.get("kind") != STATE_KIND:
             raise StateFormatError("not a model monitor state")
         if doc.get("model") != spec.name:
             raise StateFormatError(f"state is for model {doc.get('model')!r}, not {spec.name!r}")
-        m = cls(spec, calibration, alerts, max_tracked)
+        m = cls(spec, calibration, alerts, max_tracked, registry)
         if doc.get("fingerprint") != m.fingerprint:
             raise StateFormatError("state was made for a different model spec or calibration")
+        if m.manifest is not None and doc.get("manifest") is not None:
+            m.manifest.load_state(doc["manifest"])
+            m._relist()
         if doc.get("reference") is not None:
             from detectors.errors import ProfileFormatError
             try:
@@ -466,10 +536,11 @@ def _groups(keys: list[tuple[str, str]]) -> dict[tuple[str, str], np.ndarray | N
 class Engine:
     """Routes events to one :class:`ModelMonitor` per configured model; unknown models are counted."""
 
-    def __init__(self, spec: MonitorSpec) -> None:
+    def __init__(self, spec: MonitorSpec, registry: bool = False) -> None:
         self.spec = spec
         self.monitors: dict[str, ModelMonitor] = {
-            m.name: ModelMonitor(m, spec.calibration, spec.alerts, spec.max_tracked_versions) for m in spec.models}
+            m.name: ModelMonitor(m, spec.calibration, spec.alerts, spec.max_tracked_versions, registry)
+            for m in spec.models}
         self.unknown_model_events = 0
         self.unknown_model_labels = 0
 
@@ -491,6 +562,14 @@ class Engine:
                 self.unknown_model_labels += len(batch)
             else:
                 out.extend(mon.process_labels(batch))
+        return out
+
+    def apply_registry(self, entries: Sequence[RegistryEntry], max_age: float | None = None) -> list[str | None]:
+        """Apply verified registry entries in order; per entry None (accepted) or the refusal reason."""
+        out: list[str | None] = []
+        for e in entries:
+            mon = self.monitors.get(e.model)
+            out.append("registry_unknown_model" if mon is None else mon.apply_registry([e], max_age)[0])
         return out
 
     @property

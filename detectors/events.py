@@ -30,6 +30,7 @@ class InferenceEvent:
     confidence: float | None = None
     scores: dict[str, float] | None = None
     position: int = -1
+    artifact_digest: str | None = None  # "sha256:<64 hex>" of the serving artifact, when the event says
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ _DELEGATED = {  # subcommand -> (module, help)
     "drill": ("stream.drill", "replay a synthetic incident scenario and score detection"),
     "demo": ("stream.demo", "poisoned canary on the local stack, from first event to verified rollback"),
     "init": ("stream.starter", "write a starter config from a sample of your logs (JSONL file or Kafka topic)"),
+    "registry": ("stream.registry_cli", "model-registry keys, signed release announcements, the live manifest"),
 }
 
 
@@ -88,6 +89,13 @@ def check_secrets(config: DriftlineConfig) -> list[str]:
             problems.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - a client library refusing the settings
             problems.append(f"{what}: {exc}")
+    if config.registry is not None:
+        from stream.registry import load_public_keys
+
+        try:
+            load_public_keys(config.registry.public_keys)
+        except ValueError as exc:
+            problems.append(str(exc))
     for i, m in enumerate(config.monitor.models):
         if m.reference_file:
             problems.extend(f"monitor.models[{i}].reference_file: {p}" for p in _check_profile(m))

@@ -82,6 +82,8 @@ class TopicSpec(_Strict):
         for name, path in v.items():
             if not path or path == "/" or "//" in path or path.endswith("/"):
                 raise ValueError(f"{name}: {path!r} is not a JSON pointer (e.g. '/meta/id') or a key")
+            if path.startswith("header:") and (name != "artifact_digest" or len(path) == len("header:")):
+                raise ValueError(f"{name}: 'header:<name>' maps only artifact_digest, to a Kafka header name")
         return v
 
     @property
@@ -137,6 +139,8 @@ class KafkaSpec(_Strict):
     dead_letter_topic: str = Field(default="driftline.dead-letter", pattern=r"^[A-Za-z0-9._-]+$")
     dead_letter_max_bytes: int = Field(default=16 * 1024, ge=0)  # payload bytes copied into a dead letter
     internal_topic: str = Field(default="driftline.internal", pattern=r"^[A-Za-z0-9._-]+$")
+    # signed model-registry events (the live version manifest); None: the static `versions:` lists
+    registry_topic: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
     internal_partitions: int = Field(default=8, ge=1, le=4096)  # model ownership: never change on a live topic
     replication_factor: int = Field(default=1, ge=1, le=16)
     security: KafkaSecurity = KafkaSecurity()
@@ -163,8 +167,10 @@ class KafkaSpec(_Strict):
             raise ValueError(f"topics listed twice: {dup}")
         own = {"control_topic": self.control_topic, "dead_letter_topic": self.dead_letter_topic,
                "internal_topic": self.internal_topic}
-        if len(set(own.values())) < 3:
-            raise ValueError("control_topic, dead_letter_topic and internal_topic must differ")
+        if self.registry_topic is not None:
+            own["registry_topic"] = self.registry_topic
+        if len(set(own.values())) < len(own):
+            raise ValueError(f"{', '.join(own)} must differ")
         clash = sorted(k for k, v in own.items() if v in names)
         if clash:
             raise ValueError(f"{clash} must not be an input topic")
@@ -376,6 +382,22 @@ class ActuationSpec(_Strict):
         return self
 
 
+class RegistrySpec(_Strict):
+    """How registry events are verified: Ed25519 public keys by key id (PEM files), freshness bounds."""
+
+    public_keys: dict[str, str] = Field(min_length=1)  # key id -> public key PEM file (never a private key)
+    max_age_seconds: float | None = Field(default=30 * 86_400.0, gt=0)  # vs the model's event clock; None: no bound
+    max_future_seconds: float = Field(default=300.0, ge=0, le=86_400)  # issued_at ahead of the worker's clock
+
+    @field_validator("public_keys")
+    @classmethod
+    def _key_ids(cls, v: dict[str, str]) -> dict[str, str]:
+        bad = sorted(k for k in v if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", k))
+        if bad:
+            raise ValueError(f"key ids {bad[:3]} must match [A-Za-z0-9._:-]{{1,128}}")
+        return v
+
+
 class MetricsSpec(_Strict):
     """The /metrics, /healthz, /readyz endpoint and the label cardinality bound."""
 
@@ -394,6 +416,7 @@ class DriftlineConfig(_Strict):
     metrics: MetricsSpec = MetricsSpec()
     monitor: MonitorSpec
     actuation: ActuationSpec | None = None
+    registry: RegistrySpec | None = None  # needed (and only used) with kafka.registry_topic
 
     @model_validator(mode="after")
     def _names(self) -> "DriftlineConfig":
@@ -405,6 +428,8 @@ class DriftlineConfig(_Strict):
         for i, t in enumerate(self.kafka.inference_topics):
             if t.models is not None:
                 raise ValueError(f"kafka.inference_topics[{i}].models: only label topics take a model scope")
+        if (self.kafka.registry_topic is None) != (self.registry is None):
+            raise ValueError("kafka.registry_topic and the registry section (public_keys) go together")
         for i, t in enumerate(self.kafka.label_topics):
             unknown = sorted(set(t.models or ()) - set(names))
             if unknown:
@@ -477,6 +502,9 @@ def load_config(path: str | Path) -> DriftlineConfig:
               if m.reference_file and not Path(m.reference_file).is_absolute() else m
               for m in cfg.monitor.models]  # reference files are relative to the config file
     cfg.monitor = cfg.monitor.model_copy(update={"models": models})
+    if cfg.registry is not None:  # key files, too, are relative to the config file
+        cfg.registry.public_keys = {k: v if Path(v).is_absolute() else str(p.parent / v)
+                                    for k, v in cfg.registry.public_keys.items()}
     return cfg
 
 

@@ -8,8 +8,9 @@ null or wrongly typed *feature values*, unknown models) pass through: they are c
 
 Default inference layout: ``event_id``, ``ts`` (epoch seconds or ISO-8601), ``model``,
 ``model_version``, ``deployment`` (stable|canary|shadow, default stable), ``features`` (object),
-``prediction``, optional ``scores`` (class -> probability) and ``confidence`` (default: the
-highest score). Default label layout: ``event_id``, ``ts``, ``label``, ``source``.
+``prediction``, optional ``scores`` (class -> probability), ``confidence`` (default: the
+highest score) and ``artifact_digest`` (``sha256:<64 hex>`` of the serving artifact; bare hex and
+upper case are normalized; mapped to ``header:<name>``, it is read from that Kafka header). Default label layout: ``event_id``, ``ts``, ``label``, ``source``.
 
 >>> d = JsonDecoder({"event_id": "/meta/id"})
 >>> e = d.decode_inference(b'{"meta": {"id": "a1"}, "ts": 5, "model": "m", "model_version": "v1",'
@@ -35,9 +36,10 @@ from typing import Any, Protocol
 import orjson
 
 from detectors.events import DEPLOYMENTS, InferenceEvent, LabelEvent
+from detectors.manifest import DIGEST
 
 INFERENCE_FIELDS: tuple[str, ...] = ("event_id", "ts", "model", "model_version", "deployment", "features",
-                                     "prediction", "scores", "confidence")
+                                     "prediction", "scores", "confidence", "artifact_digest")
 LABEL_FIELDS: tuple[str, ...] = ("event_id", "ts", "label", "source")
 DEFAULT_SOURCE = "unknown"
 _TS_SCALE = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
@@ -169,6 +171,10 @@ class JsonDecoder:
         self.clock = clock
         self._get = {f: (lambda obj, c=constants[f]: c) if f in constants else compile_path(fields.get(f, f))
                      for f in known}
+        mapped = fields.get("artifact_digest", "")
+        self.digest_header: str | None = mapped[len("header:"):] if mapped.startswith("header:") else None
+        if self.digest_header is not None:
+            self._get["artifact_digest"] = lambda obj: _MISSING  # the worker reads the header
         self._plain = not fields and not constants and ts_unit == "s"
 
     # -- public ---------------------------------------------------------------------------
@@ -215,10 +221,12 @@ class JsonDecoder:
             confidence = _float(confidence)
         else:
             raise DecodeError("wrong_type:confidence", f"confidence must be a number, got {_kind(confidence)}")
+        digest = g["artifact_digest"](obj)
         return InferenceEvent(
             event_id=self._name(obj, "event_id"), ts=self._ts(obj), model=self._name(obj, "model"),
             model_version=self._name(obj, "model_version"), deployment=deployment, features=features,
-            prediction=self._name(obj, "prediction"), confidence=confidence, scores=scores)
+            prediction=self._name(obj, "prediction"), confidence=confidence, scores=scores,
+            artifact_digest=None if digest is _MISSING or digest is None else artifact_digest(digest))
 
     def label_from_obj(self, obj: Any) -> LabelEvent:
         """Validate an already parsed label message."""
@@ -332,6 +340,22 @@ class JsonDecoder:
         return DecodeError(f"wrong_type:{field}", f"field {field!r} must be {want}, got {_kind(v)}")
 
 
+def artifact_digest(value: Any) -> str:
+    """An event's artifact digest as ``sha256:<64 lowercase hex>`` (bare hex accepted); DecodeError otherwise."""
+    if type(value) is bytes:
+        value = value.decode("ascii", "replace")
+    if type(value) is not str:
+        raise DecodeError("wrong_type:artifact_digest", f"artifact_digest must be a string, got {_kind(value)}")
+    if len(value) == 71 and DIGEST.fullmatch(value) is not None:
+        return value
+    text = value.strip().lower()
+    if not text.startswith("sha256:"):
+        text = "sha256:" + text
+    if DIGEST.fullmatch(text) is None:
+        raise DecodeError("bad_value:artifact_digest", f"artifact_digest is not sha256:<64 hex>: {_short(value)}")
+    return text
+
+
 def _fast_inference(obj: dict, lim: Limits, check_lengths: bool) -> InferenceEvent | None:
     """The default layout with every field well typed and within limits (the common case), else None.
 
@@ -364,7 +388,10 @@ def _fast_inference(obj: dict, lim: Limits, check_lengths: bool) -> InferenceEve
         conf = _max_score(scores) if scores else None
     elif type(conf) is not float:
         return None
-    return InferenceEvent(eid, ts, model, ver, dep, feats, pred, conf, scores)
+    digest = get("artifact_digest")
+    if digest is not None and (type(digest) is not str or len(digest) != 71 or DIGEST.fullmatch(digest) is None):
+        return None  # the general path normalizes it or names the problem
+    return InferenceEvent(eid, ts, model, ver, dep, feats, pred, conf, scores, -1, digest)
 
 
 def _float(v: float | int) -> float:

@@ -98,6 +98,12 @@ class _Message:
     def error(self) -> None:
         return None
 
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        h = self._m.headers
+        if not h:
+            return None
+        return list(h.items()) if isinstance(h, dict) else list(h)
+
 
 class _Outbox:
     """Collects what the core produces during a batch; the batch's transaction sends it."""
@@ -361,6 +367,8 @@ def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | N
     runtime = FaustRuntime(config, worker_id, app)
     app.driftline = runtime
     names = sorted(runtime._inference_topics | runtime._label_topics) + [k.internal_topic]
+    if k.registry_topic:
+        names.append(k.registry_topic)
     topic = app.topic(*names, key_type=bytes, value_type=bytes, acks=False)
     within = k.batch_timeout_ms / 1000
 

@@ -80,6 +80,9 @@ class WorkerMetrics:
         self.alerts = Counter("driftline_alerts", "Control messages published, by kind and severity.",
                               ["model", "kind", "severity"], registry=r)
         self.rollbacks = Counter("driftline_rollbacks", "Signed rollback commands published.", ["model"], registry=r)
+        self.registry_events = Counter("driftline_registry_events", "Model-registry events by model and outcome "
+                                       "(accepted, or the reason they were dead-lettered).", ["model", "outcome"],
+                                       registry=r)
         drift_labels = ["model", "version", "deployment", "signal", "detector", "key"]
         self.drift_statistic = Gauge("driftline_drift_statistic", "Latest value of a detector statistic.",
                                      drift_labels, registry=r)
@@ -118,6 +121,10 @@ class WorkerMetrics:
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(reason=self.bound("reason", reason)).inc()
+
+    def registry_event(self, model: str, outcome: str) -> None:
+        """One registry event accepted into a model's manifest (``accepted``) or refused (the reason)."""
+        self.registry_events.labels(model=self.bound("model", model), outcome=self.bound("outcome", outcome)).inc()
 
     def late_label(self, reason: str) -> None:
         self.late_labels.labels(reason=self.bound("late_reason", reason)).inc()

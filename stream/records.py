@@ -47,22 +47,23 @@ def source_position(topic_index: int, partition: int, offset: int) -> int:
 
 
 def encode_inference(event: InferenceEvent) -> bytes:
-    return orjson.dumps(
-        {
-            "v": RECORD_VERSION,
-            "k": "i",
-            "pos": event.position,
-            "id": event.event_id,
-            "ts": event.ts,
-            "m": event.model,
-            "mv": event.model_version,
-            "d": event.deployment,
-            "f": _mark_non_finite(event.features),
-            "p": event.prediction,
-            "c": event.confidence,
-            "s": event.scores,
-        }
-    )
+    doc = {
+        "v": RECORD_VERSION,
+        "k": "i",
+        "pos": event.position,
+        "id": event.event_id,
+        "ts": event.ts,
+        "m": event.model,
+        "mv": event.model_version,
+        "d": event.deployment,
+        "f": _mark_non_finite(event.features),
+        "p": event.prediction,
+        "c": event.confidence,
+        "s": event.scores,
+    }
+    if event.artifact_digest is not None:
+        doc["ad"] = event.artifact_digest
+    return orjson.dumps(doc)
 
 
 def encode_label(joined: JoinedLabel) -> bytes:
@@ -85,13 +86,20 @@ def encode_label(joined: JoinedLabel) -> bytes:
     )
 
 
+def encode_registry(model: str, position: int, doc: dict) -> bytes:
+    """A registry event routed to its model's partition; the signed document travels unchanged
+    (it is verified again before it touches the manifest)."""
+    return orjson.dumps({"v": RECORD_VERSION, "k": "r", "pos": position, "m": model, "doc": doc})
+
+
 @dataclass(slots=True)
 class DecodedRecord:
-    """One internal record: an inference event or a joined label, with its internal offset."""
+    """One internal record: an inference event, a joined label or a registry document."""
 
     model: str
     inference: InferenceEvent | None
     label: JoinedLabel | None
+    registry: dict | None = None
 
 
 def decode_record(raw: bytes) -> DecodedRecord:
@@ -119,6 +127,9 @@ def decode_record(raw: bytes) -> DecodedRecord:
             confidence = obj.get("c")
             if confidence is not None and not isinstance(confidence, (int, float)):
                 raise RecordError("confidence must be a number")
+            digest = obj.get("ad")
+            if digest is not None and not isinstance(digest, str):
+                raise RecordError("field 'ad' must be a string")
             event = InferenceEvent(
                 event_id=_str(obj, "id"),
                 ts=float(obj["ts"]),
@@ -130,8 +141,14 @@ def decode_record(raw: bytes) -> DecodedRecord:
                 confidence=confidence,
                 scores=scores,
                 position=position,
+                artifact_digest=digest,
             )
             return DecodedRecord(model, event, None)
+        if kind == "r":
+            doc = obj["doc"]
+            if not isinstance(doc, dict):
+                raise RecordError("registry document must be an object")
+            return DecodedRecord(model, None, None, doc)
         if kind == "l":
             label = LabelEvent(
                 event_id=_str(obj, "id"), ts=float(obj["ts"]), label=_str(obj, "l"),

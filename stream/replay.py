@@ -9,6 +9,11 @@ skipped. Positions, hence alert ids, come from line numbers, so a replay is repr
 
 Items are read in micro-batches of ``batch_size`` merged lines; within a batch, inference
 events are processed before labels (``batch_size=1`` keeps the exact arrival interleaving).
+
+With ``--registry REG.jsonl`` (and a ``registry`` section in the config), signed registry events
+are merged in by ``issued_at`` (ahead of events of the same second), verified as the worker
+verifies them and applied to the models' manifests where they fall in the stream: a batch ends at
+each registry event, so the allow-list changes exactly there, whatever ``batch_size``.
 """
 from __future__ import annotations
 
@@ -34,8 +39,8 @@ from detectors.spec import MonitorSpec
 from stream.decoding import DecodeError, Decoder, JsonDecoder, decoder_for_topic
 from stream.records import source_position
 
-INFERENCE, LABELS = 0, 1          # topic indices used in positions (as the worker numbers its topics)
-STREAM_NAMES = ("inference", "labels")
+INFERENCE, LABELS, REGISTRY = 0, 1, 2  # topic indices used in positions (as the worker numbers its topics)
+STREAM_NAMES = ("inference", "labels", "registry")
 DEFAULT_HORIZON_S = 86_400.0
 EXPIRED_MEMORY = 1_000_000        # expired event ids remembered to tell "too late" from "unknown"
 DEFAULT_BATCH = 4096
@@ -51,6 +56,9 @@ class ReplayConfig:
     horizon_seconds: float = DEFAULT_HORIZON_S
     references: dict[str, ReferenceProfile] = field(default_factory=dict)
     label_models: frozenset[str] | None = None  # the label topic's model scope (None: every model)
+    registry_keys: dict[str, Any] | None = None  # key id -> Ed25519 public key; None: static version lists
+    registry_max_age: float | None = 30 * 86_400.0
+    registry_max_future: float = 300.0
 
 
 @dataclass
@@ -61,6 +69,8 @@ class ReplayReport:
     label_lines: int = 0
     events: int = 0
     labels_joined: int = 0
+    registry_lines: int = 0
+    registry_accepted: int = 0
     rejected: dict[str, Counter] = field(default_factory=lambda: {"inference": Counter(), "labels": Counter()})
     unknown_model_events: int = 0
     unknown_model_labels: int = 0
@@ -76,6 +86,8 @@ class ReplayReport:
     def to_dict(self) -> dict[str, Any]:
         return {"inference_lines": self.inference_lines, "label_lines": self.label_lines, "events": self.events,
                 "labels_joined": self.labels_joined,
+                **({"registry_lines": self.registry_lines, "registry_accepted": self.registry_accepted}
+                   if self.registry_lines else {}),
                 "rejected": {k: dict(sorted(v.items())) for k, v in self.rejected.items()},
                 "unknown_model_events": self.unknown_model_events,
                 "unknown_model_labels": self.unknown_model_labels,
@@ -106,7 +118,7 @@ def load_replay_config(path: str | Path, inference_topic: str | None = None,
     ``monitor`` section (optionally with ``kafka.*_topics`` / ``redis``), or only a
     ``MonitorSpec`` (``models: ...``), is accepted too. Raises ``ValueError`` on invalid input.
     """
-    from stream.config import TopicSpec, parse_config
+    from stream.config import RegistrySpec, TopicSpec, parse_config
 
     path = Path(path)
     doc = yaml.safe_load(path.read_text())
@@ -116,12 +128,14 @@ def load_replay_config(path: str | Path, inference_topic: str | None = None,
         full = parse_config(doc, str(path))
         monitor, horizon = full.monitor, float(full.redis.pending_ttl_seconds)
         inf_topics, lab_topics = list(full.kafka.inference_topics), list(full.kafka.label_topics)
+        registry = full.registry
     else:
         monitor = MonitorSpec.model_validate(doc["monitor"] if "monitor" in doc else doc)
         kafka = doc.get("kafka") or {}
         inf_topics = [TopicSpec.model_validate(t) for t in kafka.get("inference_topics") or []]
         lab_topics = [TopicSpec.model_validate(t) for t in kafka.get("label_topics") or []]
         horizon = float((doc.get("redis") or {}).get("pending_ttl_seconds") or DEFAULT_HORIZON_S)
+        registry = RegistrySpec.model_validate(doc["registry"]) if doc.get("registry") else None
     inf = _pick_topic(inf_topics, inference_topic, "inference")
     lab = _pick_topic(lab_topics, label_topic, "label")
     refs: dict[str, ReferenceProfile] = {}
@@ -132,8 +146,15 @@ def load_replay_config(path: str | Path, inference_topic: str | None = None,
                 ref_path = path.parent / ref_path
             refs[m.name] = ReferenceProfile.from_dict(m, json.loads(ref_path.read_text()))
     scope = frozenset(lab.models) if lab is not None and lab.models else None
-    return ReplayConfig(monitor, decoder_for_topic(inf) if inf else JsonDecoder(),
-                        decoder_for_topic(lab) if lab else JsonDecoder(), horizon, refs, scope)
+    cfg = ReplayConfig(monitor, decoder_for_topic(inf) if inf else JsonDecoder(),
+                       decoder_for_topic(lab) if lab else JsonDecoder(), horizon, refs, scope)
+    if registry is not None:
+        from stream.registry import load_public_keys
+
+        cfg.registry_keys = load_public_keys({k: v if Path(v).is_absolute() else str(path.parent / v)
+                                              for k, v in registry.public_keys.items()})
+        cfg.registry_max_age, cfg.registry_max_future = registry.max_age_seconds, registry.max_future_seconds
+    return cfg
 
 
 def _pick_topic(topics: list[Any], name: str | None, what: str) -> Any:
@@ -188,6 +209,27 @@ def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> I
             continue
         item.position = base | line_no
         yield item.ts, stream, line_no, item
+
+
+def _registry_items(fh: IO[bytes], config: ReplayConfig, rejected: Counter,
+                    models: frozenset[str]) -> Iterator[tuple[float, int, int, Any]]:
+    """(issued_at, REGISTRY, line, entry) for every registry line that verifies; rejects counted by reason."""
+    from stream.registry import RegistryError, parse_event, verify_event
+
+    keys = config.registry_keys or {}
+    for line_no, line in enumerate(fh, 1):
+        if not line or line.isspace():
+            rejected["blank_line"] += 1
+            continue
+        try:
+            entry = verify_event(parse_event(line.strip()), keys, max_future=config.registry_max_future)
+        except RegistryError as err:
+            rejected[err.reason] += 1
+            continue
+        if entry.model not in models:
+            rejected["registry_unknown_model"] += 1
+            continue
+        yield float(entry.issued_at), REGISTRY, line_no, entry
 
 
 def _merge(a: Iterator[tuple], b: Iterator[tuple]) -> Iterator[tuple]:
@@ -269,11 +311,13 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                batch_size: int = DEFAULT_BATCH, horizon_seconds: float | None = None,
                collect: bool = False, on_message: Callable[[dict[str, Any]], None] | None = None,
                engine: Engine | None = None,
-               on_batch: Callable[[Engine, float], None] | None = None) -> ReplayReport:
+               on_batch: Callable[[Engine, float], None] | None = None,
+               registry_path: str | Path | None = None) -> ReplayReport:
     """Replay the logs through a fresh :class:`~detectors.engine.Engine` (or ``engine``); write control messages.
 
     ``on_batch(engine, now)`` runs after every micro-batch with its event time (read-only
-    observers such as :class:`stream.trace.StatsTrace`).
+    observers such as :class:`stream.trace.StatsTrace`). ``registry_path``: signed registry events
+    (JSONL) merged in by ``issued_at``; needs ``config.registry_keys``.
     """
     if isinstance(config, (str, Path)):
         config = load_replay_config(config)
@@ -282,7 +326,9 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     horizon = config.horizon_seconds if horizon_seconds is None else horizon_seconds
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    engine = engine or Engine(config.monitor)
+    if registry_path is not None and config.registry_keys is None:
+        raise ValueError("a registry log needs the registry section (public_keys) in the configuration")
+    engine = engine or Engine(config.monitor, registry=config.registry_keys is not None)
     for name, ref in config.references.items():
         engine.monitors[name].set_reference(ref)
     models = frozenset(engine.monitors) if labels_path is not None else frozenset()
@@ -293,11 +339,16 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     started = time.perf_counter()
     inf_fh = open_lines(inference_path)
     lab_fh = open_lines(labels_path) if labels_path is not None else None
+    reg_fh = open_lines(registry_path) if registry_path is not None else None
+    registry_entries: list[Any] = []
     try:
         inf_it = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
         lab_it = (_items(lab_fh, LABELS, config.label_decoder, report.rejected["labels"])
                   if lab_fh is not None else iter(()))
         merged = _merge(inf_it, lab_it) if lab_fh is not None else inf_it
+        if reg_fh is not None:
+            reg_rejected = report.rejected.setdefault("registry", Counter())
+            merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
         lab_rejected = report.rejected["labels"]
         while True:
             events: list[InferenceEvent] = []
@@ -311,6 +362,9 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     events.append(item)  # type: ignore[arg-type]
                     if item.model in models:  # type: ignore[union-attr]
                         join.remember(item)  # type: ignore[arg-type]
+                elif stream == REGISTRY:
+                    registry_entries.append(item)
+                    break  # the batch ends here: what came before sees the old manifest
                 else:
                     j = join.join(item)  # type: ignore[arg-type]
                     if isinstance(j, str):
@@ -324,6 +378,14 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
             msgs = engine.process_inference(events) if events else []
             if joined:
                 msgs += engine.process_labels(joined)
+            if registry_entries:
+                for entry, reason in zip(registry_entries, engine.apply_registry(registry_entries,
+                                                                                 config.registry_max_age)):
+                    if reason is None:
+                        report.registry_accepted += 1
+                    else:
+                        reg_rejected[reason] += 1
+                registry_entries = []
             report.events += len(events)
             report.labels_joined += len(joined)
             for m in msgs:
@@ -347,6 +409,8 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
         inf_fh.close()
         if lab_fh is not None:
             lab_fh.close()
+        if reg_fh is not None:
+            reg_fh.close()
         if close_out and out is not None:
             out.close()
         elif out is not None:
@@ -354,6 +418,8 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     report.seconds = time.perf_counter() - started
     report.inference_lines = sum(report.rejected["inference"].values()) + report.events
     report.label_lines = sum(report.rejected["labels"].values()) + report.labels_joined
+    if "registry" in report.rejected:
+        report.registry_lines = report.registry_accepted + sum(report.rejected["registry"].values())
     report.detections = {name: {k: v for k, v in mon.detections.items() if v}
                          for name, mon in engine.monitors.items()}
     report.unknown_model_events = engine.unknown_model_events
@@ -382,6 +448,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="driftline YAML config (its monitor section is used)")
     parser.add_argument("--inference", required=True, help="inference JSONL (.gz accepted, - for stdin)")
     parser.add_argument("--labels", help="label JSONL (.gz accepted)")
+    parser.add_argument("--registry", help="signed registry events JSONL (.gz accepted); needs the config's "
+                                           "registry section")
     parser.add_argument("--alerts", required=True, help="output JSONL of control messages (- for stdout)")
     parser.add_argument("--report", help="also write the replay counters as JSON here")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH,
@@ -420,13 +488,16 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "html", None):
         from stream.trace import StatsTrace
 
-        engine = Engine(cfg.monitor)
+        engine = Engine(cfg.monitor, registry=cfg.registry_keys is not None)
         trace = StatsTrace().attach(engine)
     try:
         report = run_replay(cfg, args.inference, args.labels, args.alerts, batch_size=args.batch_size,
                             horizon_seconds=args.horizon, engine=engine,
                             on_message=messages.append if trace is not None else None,
-                            on_batch=trace.sample if trace is not None else None)
+                            on_batch=trace.sample if trace is not None else None, registry_path=args.registry)
+    except ValueError as exc:
+        print(f"driftline replay: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
         return 2

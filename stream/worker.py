@@ -7,6 +7,9 @@ dead-letter topic. Each micro-batch is one Kafka transaction:
 - raw inference events are validated (bad ones dead-lettered), remembered for the label join and
   re-published to the internal partition that owns their model;
 - raw labels are joined with their prediction and re-published beside the model's events;
+- registry events (``kafka.registry_topic``) are verified (Ed25519, :mod:`stream.registry`) and
+  re-published beside the model's events too, ahead of the batch's inference events; there the
+  model's manifest takes them (replay protection, staleness) as part of its state;
 - internal records run through the model's ``ModelMonitor``; its control messages (alerts,
   signed rollback commands) are produced to the control topic;
 - model state and internal offsets are staged in Redis, the transaction commits (control output
@@ -43,12 +46,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from detectors.engine import ModelMonitor
 from detectors.errors import StateFormatError
 from detectors.events import JoinedLabel, LabelEvent
+from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
-from stream.config import DriftlineConfig, consumer_settings, producer_settings, redis_client, signing_key
-from stream.decoding import DecodeError, build_decoders
+from stream.config import (ConfigError, DriftlineConfig, consumer_settings, producer_settings, redis_client,
+                           signing_key)
+from stream.decoding import DecodeError, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
-from stream.records import (RecordError, decode_record, encode_inference, encode_label, partition_for,
-                            source_position)
+from stream.records import (RecordError, decode_record, encode_inference, encode_label, encode_registry,
+                            partition_for, source_position)
+from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
 from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, PendingPrediction, StateLostError, StateStore
 
@@ -62,6 +68,7 @@ class BatchOutcome:
     events: int = 0
     labels: int = 0
     dead_letters: int = 0
+    registry: int = 0  # registry events routed to their model's partition
     control_messages: list[dict] = field(default_factory=list)
 
 
@@ -76,12 +83,21 @@ class Worker:
         k = config.kafka
         self._inference_topics = {t.name for t in k.inference_topics}
         self._label_topics = {t.name for t in k.label_topics}
+        self._registry_topic = k.registry_topic
         self._topic_index = {name: i for i, name in enumerate(
-            [t.name for t in k.inference_topics] + [t.name for t in k.label_topics])}
+            [t.name for t in k.inference_topics] + [t.name for t in k.label_topics]
+            + ([k.registry_topic] if k.registry_topic else []))}
         self._internal = k.internal_topic
         self._partitions = k.internal_partitions
         self._models = {m.name: m for m in config.monitor.models}
         self._decoders = build_decoders(config)
+        self._registry_max_age = config.registry.max_age_seconds if config.registry else None
+        self._digest_headers = {name: dec.digest_header for name, dec in self._decoders.items()
+                                if getattr(dec, "digest_header", None)}
+        try:
+            self._registry_keys = load_public_keys(config.registry.public_keys) if config.registry else {}
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id,
                                  owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}")
         self._label_scope = {t.name: frozenset(t.models) if t.models else None for t in k.label_topics}
@@ -119,6 +135,8 @@ class Worker:
         wanted = [NewTopic(self._internal, num_partitions=self._partitions, replication_factor=k.replication_factor),
                   NewTopic(k.control_topic, num_partitions=k.control_partitions, replication_factor=k.replication_factor),
                   NewTopic(k.dead_letter_topic, num_partitions=1, replication_factor=k.replication_factor)]
+        if k.registry_topic:  # one partition: one order of releases
+            wanted.append(NewTopic(k.registry_topic, num_partitions=1, replication_factor=k.replication_factor))
         existing = set(admin.list_topics(timeout=30).topics)
         missing = [t for t in wanted if t.topic not in existing]
         for topic, fut in admin.create_topics(missing).items() if missing else []:
@@ -153,6 +171,8 @@ class Worker:
         consumer = Consumer(settings)
         self._consumer, self._producer = consumer, producer
         topics = sorted(self._inference_topics | self._label_topics) + [self._internal]
+        if self._registry_topic:
+            topics.append(self._registry_topic)
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         k = self.config.kafka
         timeout = k.batch_timeout_ms / 1000
@@ -366,9 +386,11 @@ class Worker:
         configuration cannot use: a changed feature list or calibration, or a damaged blob)."""
         mon = self.config.monitor
         spec = self._models[name]
+        registry = self.config.registry is not None
         if blob is not None:
             try:
-                monitor = ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob, mon.max_tracked_versions)
+                monitor = ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob, mon.max_tracked_versions,
+                                                  registry)
             except StateFormatError as exc:
                 reason = "spec_changed" if "different model spec" in str(exc) else "unreadable"
                 log.warning("model %s: committed state not usable (%s); starting from a fresh reference", name, exc)
@@ -379,7 +401,7 @@ class Worker:
                     log.warning("model %s: event clock was ahead of the wall clock; clamped", name)
                     self.metrics.state_rebuilt(name, "clock_clamped")
                 return monitor
-        monitor = ModelMonitor(spec, mon.calibration, mon.alerts, mon.max_tracked_versions)
+        monitor = ModelMonitor(spec, mon.calibration, mon.alerts, mon.max_tracked_versions, registry)
         if spec.reference_file:
             doc = orjson.loads(Path(spec.reference_file).read_bytes())
             monitor.set_reference(ReferenceProfile.from_dict(spec, doc))
@@ -420,8 +442,13 @@ class Worker:
             log.warning("state not promoted: %s", exc)
 
     def _split(self, msgs: list[Message]):
-        """Sort a batch by source: (raw inference, raw labels, internal by partition, next offsets)."""
+        """Sort a batch by source: (raw inference, raw labels, internal by partition, next offsets).
+
+        Registry messages lead the raw inference list: a release announced in a batch is routed
+        ahead of that batch's traffic.
+        """
         raw_inference: list[Message] = []
+        raw_registry: list[Message] = []
         raw_labels: list[Message] = []
         internal: dict[int, list[Message]] = defaultdict(list)
         positions: dict[tuple[str, int], int] = {}
@@ -435,9 +462,11 @@ class Worker:
                 internal[msg.partition()].append(msg)
             elif topic in self._inference_topics:
                 raw_inference.append(msg)
+            elif topic == self._registry_topic:
+                raw_registry.append(msg)
             else:
                 raw_labels.append(msg)
-        return raw_inference, raw_labels, internal, positions
+        return raw_registry + raw_inference if raw_registry else raw_inference, raw_labels, internal, positions
 
     def _committed(self, staged: list[PartitionKey], outcome: BatchOutcome, started: float,
                    checkpoint_started: float) -> None:
@@ -501,10 +530,17 @@ class Worker:
         producer = self._producer
         pending: list[tuple[str, PendingPrediction]] = []
         labelled = bool(self._label_topics)
+        if self._registry_topic is not None and msgs and msgs[0].topic() == self._registry_topic:
+            n = next((i for i, m in enumerate(msgs) if m.topic() != self._registry_topic), len(msgs))
+            self._route_registry(msgs[:n], outcome)
+            msgs = msgs[n:]
+        headers = self._digest_headers
         for msg in msgs:
             topic = msg.topic()
             try:
                 event = self._decoders[topic].decode_inference(msg.value())
+                if headers and topic in headers:
+                    event.artifact_digest = _header_digest(msg, headers[topic])
                 if event.model not in self._models:
                     self.metrics.unknown_model(event.model)
                     self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
@@ -533,6 +569,61 @@ class Worker:
         self._recent.append((now, pending))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
             self._recent.popleft()
+
+    def _route_registry(self, msgs: list[Message], outcome: BatchOutcome) -> None:
+        """Verify registry events and re-publish them to their model's partition; dead-letter the rest."""
+        max_future = self.config.registry.max_future_seconds
+        for msg in msgs:
+            doc = None
+            try:
+                doc = parse_event(msg.value())
+                entry = verify_event(doc, self._registry_keys, max_future=max_future)
+                if entry.model not in self._models:
+                    raise RegistryError("registry_unknown_model", f"model {entry.model[:80]!r} is not configured")
+            except RegistryError as err:
+                model = doc.get("model") if isinstance(doc, dict) and isinstance(doc.get("model"), str) else "-"
+                self.metrics.registry_event(model, err.reason)
+                self._dead_letter(msg, err.reason, str(err), outcome)
+                continue
+            except Exception as exc:  # noqa: BLE001 - whatever the bytes, the message ends as a dead letter
+                log.exception("registry message %s[%d]@%d could not be read", msg.topic(), msg.partition(),
+                              msg.offset())
+                self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
+                continue
+            position = source_position(self._topic_index[msg.topic()], msg.partition(), msg.offset())
+            self._producer.produce(self._internal, value=encode_registry(entry.model, position, doc),
+                                   key=entry.model.encode(), partition=partition_for(entry.model, self._partitions))
+            outcome.registry += 1
+
+    def _registry_run(self, model: str, monitor: ModelMonitor, docs: list[dict], sources: list[Message],
+                      outcome: BatchOutcome) -> list[RegistryEntry]:
+        """Verify routed registry documents again and apply them to the model's manifest, in order.
+
+        Returns the verified entries (what a rebuild of this batch re-applies); refusals (replayed,
+        stale, ...) and records that do not verify are dead-lettered with their reason.
+        """
+        entries: list[RegistryEntry] = []
+        kept: list[Message] = []
+        for doc, msg in zip(docs, sources):
+            try:
+                entry = verify_event(doc, self._registry_keys, max_future=float("inf"))  # bounded when routed
+                if entry.model != model:
+                    raise RegistryError("registry_wrong_model", f"record for {model!r} announces {entry.model!r}")
+            except RegistryError as err:
+                self._dead_letter(msg, "bad_internal_record", f"registry record: {err}", outcome)
+                continue
+            entries.append(entry)
+            kept.append(msg)
+        results = monitor.apply_registry(entries, self._registry_max_age)
+        for entry, msg, reason in zip(entries, kept, results):
+            self.metrics.registry_event(model, reason or "accepted")
+            if reason is None:
+                log.info("model %s: registry %s %s %s (sequence %d, key %s)", model, entry.version, entry.stage,
+                         entry.digest, entry.sequence, entry.key_id)
+            else:
+                self._dead_letter(msg, reason, f"{model} {entry.version} {entry.stage} sequence {entry.sequence} "
+                                               f"refused: {reason}", outcome)
+        return entries
 
     def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], int]:
         """Join labels with their predictions and re-publish them beside the model's events.
@@ -642,6 +733,10 @@ class Worker:
                 monitor = self._monitors.get(model)
                 if monitor is None:
                     continue
+                if kind == "r":
+                    done[model].append((kind, self._registry_run(model, monitor, items, sources, outcome)))
+                    touched[model] = monitor
+                    continue
                 try:
                     produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
                 except Exception:  # noqa: BLE001 - a record the core cannot take must not stop the worker
@@ -678,7 +773,10 @@ class Worker:
         """
         monitor = self._new_monitor(model, self._store.load_model(model))
         for k, its in done:
-            monitor.process_inference(its) if k == "i" else monitor.process_labels(its)
+            if k == "r":
+                monitor.apply_registry(its, self._registry_max_age)
+            else:
+                monitor.process_inference(its) if k == "i" else monitor.process_labels(its)
         produced: list = []
         kept: list = []
         process = monitor.process_inference if kind == "i" else monitor.process_labels
@@ -706,8 +804,11 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the record ends as a dead letter
                 self._dead_letter(msg, "bad_internal_record", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            kind = "i" if rec.inference is not None else "l"
-            item = rec.inference if kind == "i" else rec.label
+            if rec.registry is not None:
+                kind, item = "r", rec.registry
+            else:
+                kind = "i" if rec.inference is not None else "l"
+                item = rec.inference if kind == "i" else rec.label
             if runs and runs[-1][0] == rec.model and runs[-1][1] == kind:
                 runs[-1][2].append(item)
                 runs[-1][3].append(msg)
@@ -763,6 +864,14 @@ class Worker:
             except KafkaException:
                 continue
             self.metrics.consumer_lag(tp.topic, tp.partition, max(0, high - tp.offset))
+
+
+def _header_digest(msg: Message, name: str) -> str | None:
+    """The artifact digest a Kafka header carries (None when the header is absent)."""
+    for key, value in msg.headers() or ():
+        if key == name:
+            return None if value is None else artifact_digest(value)
+    return None
 
 
 def _message_time(msg: Message) -> float:
