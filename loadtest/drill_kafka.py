@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import threading
 import time
 import uuid
@@ -51,7 +52,13 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
     _loopback(bootstrap)
     _loopback(redis_url)
     os.environ.setdefault(KEY_ENV, secrets.token_hex(32))  # an ephemeral key for this process only
-    doc = drill_config(bootstrap, redis_url, prefix=f"drill-{uuid.uuid4().hex[:10]}")
+    keydir = tempfile.TemporaryDirectory(prefix="drill-registry-")
+    key_file = None
+    if drill.registry:  # the workers' copy of the deploy step's public key
+        key_file = os.path.join(keydir.name, "registry.pub")
+        with open(key_file, "wb") as fh:
+            fh.write(drill.registry_public_key)
+    doc = drill_config(bootstrap, redis_url, prefix=f"drill-{uuid.uuid4().hex[:10]}", registry_key_file=key_file)
     doc["signing"] = {"key_env": KEY_ENV}
     doc["metrics"] = {"enabled": metrics_port is not None, "port": metrics_port or 0}
     if model is not None:
@@ -74,7 +81,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
 
     def on_batch(outcome: BatchOutcome) -> None:  # called once the batch's transaction has committed
         with lock:
-            routed[0] += outcome.events + outcome.labels + outcome.dead_letters
+            routed[0] += outcome.events + outcome.labels + outcome.dead_letters + outcome.registry
             totals["events"] += outcome.events
             totals["labels"] += outcome.labels
             totals["dead_letters"] += outcome.dead_letters
@@ -87,7 +94,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
     try:
         if not worker.ready.wait(60):
             raise RuntimeError("the worker did not get its partitions within 60s")
-        sent = produce(bootstrap, drill, inf_topic, lab_topic, rate)
+        sent = produce(bootstrap, drill, inf_topic, lab_topic, rate, registry_topic=k.registry_topic)
         deadline = time.monotonic() + timeout
         seen, last = 0, time.monotonic()
         while time.monotonic() < deadline and thread.is_alive():
@@ -106,6 +113,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
         thread.join(30)
         server.shutdown()
         _cleanup(admin, config)
+        keydir.cleanup()
     return list(messages)
 
 
@@ -124,6 +132,8 @@ def _cleanup(admin: Any, config: Any) -> None:
     k = config.kafka
     topics = [t.name for t in k.inference_topics + k.label_topics] + [k.control_topic, k.internal_topic,
                                                                       k.dead_letter_topic]
+    if k.registry_topic:
+        topics.append(k.registry_topic)
     for fut in admin.delete_topics(topics).values():
         try:
             fut.result(30)

@@ -12,6 +12,7 @@ deterministic for a given seed.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 from collections.abc import Iterator
@@ -27,7 +28,9 @@ from loadtest.drill_traffic import (BOUNDS, CATEGORICAL, CLASSES, MODEL, NUMERIC
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 RATE = 100.0          # inference events per second
-STABLE, CANARY, BACKDOORED, ROGUE = "v1", "v2", "v3", "v2-hotfix"
+STABLE, CANARY, BACKDOORED, ROGUE, RELEASE = "v1", "v2", "v3", "v2-hotfix", "v4"
+REGISTRY_KEY_ID = "drill"
+RELEASE_SHARE = 0.3  # of stable traffic served by the newly released version
 CANARY_SHARE = 0.2
 SOURCES = ["vendor-a", "vendor-b", "inhouse"]
 SOURCE_P = np.array([0.5, 0.3, 0.2])
@@ -53,6 +56,9 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                 "about": "a broken feature pipeline: NaN, null, strings, out-of-range values and garbage lines"},
     "rogue_version": {"signals": ["version_integrity"], "rollback": False, "version": ROGUE,
                       "about": f"an unregistered version {ROGUE!r} starts serving 3% of traffic"},
+    "registry_swap": {"signals": ["version_integrity"], "rollback": True, "deployment": "canary", "version": CANARY,
+                      "about": f"the artifact behind canary {CANARY} is swapped (same name, new digest); before, "
+                               f"release {RELEASE} is announced through the registry and takes stable traffic"},
     "stationary": {"signals": [], "rollback": False, "about": "long control stream, nothing happens"},
 }
 
@@ -66,6 +72,9 @@ class Drill:
     meta: dict[str, Any] = field(default_factory=dict)
     inference_ts: list[float] = field(default_factory=list)  # per line (garbage lines: the previous event's)
     label_ts: list[float] = field(default_factory=list)
+    registry: list[bytes] = field(default_factory=list)  # signed registry events (registry scenarios)
+    registry_ts: list[float] = field(default_factory=list)
+    registry_public_key: bytes = b""  # PEM of the key that signed them (key id REGISTRY_KEY_ID)
 
 
 def make_drill(scenario: str, n_events: int | None = None, injection: int | None = None, seed: int = 0,
@@ -99,9 +108,13 @@ def make_drill(scenario: str, n_events: int | None = None, injection: int | None
     if scenario == "rogue_version":
         rogue = after & (rng.random(n) < 0.03)
         version[rogue], deployment[rogue] = ROGUE, "stable"
+    digests = None
+    extra: dict[str, Any] = {}
+    if scenario == "registry_swap":
+        digests, inj, extra = _registry_swap(rng, ts, version, deployment, inj, seed)
     ids = [f"img-{seed:04d}-{i:08d}" for i in range(n)]
     corrupt = _corruption(rng, n, after) if scenario == "garbage" else {}
-    inference = list(_inference_lines(batch, ids, ts, version, deployment, corrupt))
+    inference = list(_inference_lines(batch, ids, ts, version, deployment, corrupt, digests))
     garbage_at: list[int] = []
     inference_ts = ts.tolist()
     if scenario == "garbage":
@@ -119,7 +132,56 @@ def make_drill(scenario: str, n_events: int | None = None, injection: int | None
         "n_label_lines": len(labels), "n_inference_lines": len(inference), "garbage_lines": len(garbage_at),
         "label_horizon_seconds": LABEL_HORIZON_S,
     }
-    return Drill(inference, labels, meta, inference_ts, label_ts)
+    registry = extra.pop("registry", [])
+    if extra:
+        meta.update(extra, swap_event_id=ids[inj], release_event_id=ids[extra["release_index"]])
+    return Drill(inference, labels, meta, inference_ts, label_ts, [line for _, line in registry],
+                 [t for t, _ in registry], _registry_key(seed)[1] if registry else b"")
+
+
+def artifact_digest(version: str, swapped: bool = False) -> str:
+    """The drill's (made-up) artifact digest of a version, or of the artifact swapped in behind it."""
+    return "sha256:" + hashlib.sha256(f"{version}{'-swapped' if swapped else ''}-artifact".encode()).hexdigest()
+
+
+def _registry_key(seed: int) -> tuple[Any, bytes]:
+    """A deterministic Ed25519 key per seed (drills are reproducible) and its public PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"driftline-drill-registry-{seed}".encode()).digest())
+    return key, key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _registry_swap(rng: np.random.Generator, ts: np.ndarray, version: np.ndarray, deployment: np.ndarray, inj: int,
+                   seed: int) -> tuple[np.ndarray, int, dict[str, Any]]:
+    """Digests per event, the first swapped event (the incident) and the registry log of ``registry_swap``.
+
+    The registry announces v1 (production) and v2 (canary) before the first event; at a quarter of
+    the stream release v4 is announced (30 s ahead) and then serves a share of stable traffic; from
+    the first canary event at or after ``inj`` on, the canary serves a swapped artifact under its name.
+    """
+    from stream.registry import sign_event
+
+    n = ts.size
+    release = n // 4
+    moved = (np.arange(n) >= release) & (deployment == "stable") & (rng.random(n) < RELEASE_SHARE)
+    version[moved] = RELEASE
+    swap = int(np.flatnonzero((np.arange(n) >= inj) & (deployment == "canary"))[0])
+    known = {v: artifact_digest(v) for v in (STABLE, CANARY, RELEASE)}
+    digests = np.array([known[v] for v in version.tolist()], dtype=object)
+    digests[(np.arange(n) >= swap) & (deployment == "canary")] = artifact_digest(CANARY, swapped=True)
+    key, _ = _registry_key(seed)
+    t0 = int(ts[0]) - 60
+    announced = [(t0, STABLE, "production"), (t0, CANARY, "canary"), (int(ts[release]) - 30, RELEASE, "production")]
+    registry = [(float(t), orjson.dumps(sign_event(key, REGISTRY_KEY_ID, MODEL, v, artifact_digest(v), stage,
+                                                   issued_at=t, sequence=k + 1)))
+                for k, (t, v, stage) in enumerate(announced)]
+    return digests, swap, {"registry": registry, "release_version": RELEASE, "release_index": release,
+                           "release_ts": float(ts[release]), "swap_index": swap,
+                           "registered_digest": artifact_digest(CANARY),
+                           "swapped_digest": artifact_digest(CANARY, swapped=True)}
 
 
 def _corruption(rng: np.random.Generator, n: int, after: np.ndarray) -> dict[int, dict[str, object]]:
@@ -133,7 +195,7 @@ def _corruption(rng: np.random.Generator, n: int, after: np.ndarray) -> dict[int
 
 
 def _inference_lines(b: Batch, ids: list[str], ts: np.ndarray, version: np.ndarray, deployment: np.ndarray,
-                     corrupt: dict[int, dict[str, object]]) -> Iterator[bytes]:
+                     corrupt: dict[int, dict[str, object]], digests: np.ndarray | None = None) -> Iterator[bytes]:
     num = {k: v.tolist() for k, v in b.numeric.items()}
     cat = {k: v.tolist() for k, v in b.categorical.items()}
     preds = [CLASSES[j] for j in b.pred.tolist()]
@@ -144,6 +206,8 @@ def _inference_lines(b: Batch, ids: list[str], ts: np.ndarray, version: np.ndarr
         feats.update({k: v[i] for k, v in cat.items()})
         doc = {"event_id": ids[i], "ts": tsl[i], "model": MODEL, "model_version": vl[i], "deployment": dl[i],
                "features": feats, "prediction": preds[i], "scores": dict(zip(CLASSES, scores[i]))}
+        if digests is not None:
+            doc["artifact_digest"] = digests[i]
         bad = corrupt.get(i)
         if bad is None:
             yield orjson.dumps(doc)
@@ -214,15 +278,22 @@ def write_lines(path: Path | str, lines: list[bytes]) -> Path:
 
 
 def write_drill(drill: Drill, out_dir: Path | str, gz: bool = False) -> dict[str, Path]:
-    """Write ``inference.jsonl[.gz]``, ``labels.jsonl[.gz]``, ``meta.json`` and ``config.yaml``."""
+    """Write ``inference.jsonl[.gz]``, ``labels.jsonl[.gz]``, ``meta.json`` and ``config.yaml``
+    (and, for registry scenarios, ``registry.jsonl`` and the public key ``registry.pub``)."""
     import yaml
     out = Path(out_dir)
     ext = ".jsonl.gz" if gz else ".jsonl"
     paths = {"inference": write_lines(out / f"inference{ext}", drill.inference),
              "labels": write_lines(out / f"labels{ext}", drill.labels),
              "meta": out / "meta.json", "config": out / "config.yaml"}
+    key_file = None
+    if drill.registry:
+        paths["registry"] = write_lines(out / f"registry{ext}", drill.registry)
+        paths["registry_key"] = key_file = out / "registry.pub"
+        key_file.write_bytes(drill.registry_public_key)
     paths["meta"].write_text(json.dumps(drill.meta, indent=2))
-    paths["config"].write_text(yaml.safe_dump(drill_config(), sort_keys=False))
+    paths["config"].write_text(yaml.safe_dump(drill_config(registry_key_file=key_file and key_file.name),
+                                              sort_keys=False))
     return paths
 
 
@@ -247,9 +318,10 @@ def drill_monitor_spec() -> dict[str, Any]:
 
 
 def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://127.0.0.1:6379/0",
-                 prefix: str = "drill") -> dict[str, Any]:
-    """A complete driftline configuration for the drill topics (the signing key comes from the environment)."""
-    return {
+                 prefix: str = "drill", registry_key_file: str | Path | None = None) -> dict[str, Any]:
+    """A complete driftline configuration for the drill topics (the signing key comes from the environment);
+    with ``registry_key_file``, a registry topic whose events that public key verifies."""
+    doc = {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"{prefix}-workers",
                   "inference_topics": [{"name": f"{prefix}-inference"}],
                   "label_topics": [{"name": f"{prefix}-labels"}],
@@ -259,10 +331,19 @@ def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://12
         "signing": {"key_env": "DRIFTLINE_SIGNING_KEY"},
         "monitor": drill_monitor_spec(),
     }
+    if registry_key_file is not None:
+        doc["kafka"]["registry_topic"] = f"{prefix}-registry"
+        doc["registry"] = {"public_keys": {REGISTRY_KEY_ID: str(registry_key_file)}}
+    return doc
 
 
-def produce(bootstrap: str, drill: Drill, inference_topic: str, label_topic: str, rate: float = 1000.0) -> int:
-    """Produce a drill to a loopback Kafka at ``rate`` messages/s, labels interleaved by time."""
+def produce(bootstrap: str, drill: Drill, inference_topic: str, label_topic: str, rate: float = 1000.0,
+            registry_topic: str | None = None) -> int:
+    """Produce a drill to a loopback Kafka at ``rate`` messages/s, labels (and registry events) interleaved by time.
+
+    A registry event goes ahead of traffic of the same time, as a deploy step announces a release
+    before rolling it out.
+    """
     import time
 
     from confluent_kafka import Producer
@@ -270,11 +351,15 @@ def produce(bootstrap: str, drill: Drill, inference_topic: str, label_topic: str
     if host not in ("localhost", "127.0.0.1", "::1"):
         raise ValueError("drills only produce to a loopback broker")
     merged = sorted([(t, 0, k) for k, t in enumerate(drill.inference_ts)] +
-                    [(t, 1, k) for k, t in enumerate(drill.label_ts)])
+                    [(t, 1, k) for k, t in enumerate(drill.label_ts)] +
+                    [(t, -1, k) for k, t in enumerate(drill.registry_ts if registry_topic else [])])
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     start = time.monotonic()
     for sent, (_, kind, k) in enumerate(merged, 1):
-        topic, value = (label_topic, drill.labels[k]) if kind else (inference_topic, drill.inference[k])
+        if kind < 0:
+            topic, value = registry_topic, drill.registry[k]
+        else:
+            topic, value = (label_topic, drill.labels[k]) if kind else (inference_topic, drill.inference[k])
         while True:
             try:
                 p.produce(topic, value=value, key=MODEL.encode())

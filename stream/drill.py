@@ -104,13 +104,17 @@ def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injecti
     try:
         paths = drills.write_drill(drill, out_dir)
         spec = MonitorSpec.model_validate(drills.drill_monitor_spec())
-        engine = Engine(spec)
+        config = ReplayConfig(spec, horizon_seconds=meta["label_horizon_seconds"])
+        if "registry" in paths:
+            from stream.registry import load_public_keys
+
+            config.registry_keys = load_public_keys({drills.REGISTRY_KEY_ID: str(paths["registry_key"])})
+        engine = Engine(spec, registry=config.registry_keys is not None)
         recorded: list[dict[str, Any]] = []
         for mon in engine.monitors.values():
             _record_detections(mon, recorded)
-        report = run_replay(ReplayConfig(spec, horizon_seconds=meta["label_horizon_seconds"]), paths["inference"],
-                            paths["labels"], Path(out_dir) / "alerts.jsonl", batch_size=batch_size, collect=True,
-                            engine=engine)
+        report = run_replay(config, paths["inference"], paths["labels"], Path(out_dir) / "alerts.jsonl",
+                            batch_size=batch_size, collect=True, engine=engine, registry_path=paths.get("registry"))
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -281,6 +285,11 @@ def observable(scenario: str, out_dir: str | Path) -> tuple[list[float], list[fl
         return _windows(ts, [bad(e) for e in ok], "share of events with invalid features")
     if scenario == "rogue_version":
         return _windows(ts, [float(e["model_version"] not in ("v1", "v2", "v3")) for e in ok], "unlisted version share")
+    if scenario == "registry_swap":
+        meta = json.loads((Path(out_dir) / "meta.json").read_text())
+        sel = [e for e in ok if e["deployment"] == "canary"]
+        return _windows([e["ts"] for e in sel], [float(e.get("artifact_digest") != meta["registered_digest"])
+                                                for e in sel], "canary events with an unregistered digest")
     vals = [e["features"].get("brightness") for e in ok]
     return _windows(ts, [v if isinstance(v, float) else float("nan") for v in vals], "mean brightness")
 

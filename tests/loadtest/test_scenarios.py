@@ -61,3 +61,19 @@ def test_score_and_report(tmp_path) -> None:
     assert len(r.false_alarms) == 1 and r.other_alerts == 1 and r.rollback_fired and not r.passed
     assert "FAIL" in table([r])
     assert plot(r, ([1.0, 2.0], [0.1, 0.2], "y"), tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_registry_swap_is_paged_on_the_first_wrong_digest_and_the_release_is_silent() -> None:
+    r = result("registry_swap")
+    meta = r.meta
+    assert r.replay["registry_accepted"] == 3 and r.replay["rejected"]["registry"] == {}
+    first = r.detection
+    assert (first["detector"], first["version"], first["deployment"]) == ("digest_mismatch", "v2", "canary")
+    assert first["event_id"] == meta["swap_event_id"] and r.events_to_detection == 1
+    alert = next(m for m in r.messages if m.get("kind") == "alert")
+    assert alert["severity"] == "page" and alert["reference"]["expected_digest"] == meta["registered_digest"] \
+        and alert["current"]["observed_digest"] == meta["swapped_digest"]
+    rollback = next(m for m in r.messages if m.get("kind") == "rollback")
+    assert rollback["canary_version"] == "v2" and rollback["event_id"] == meta["swap_event_id"]
+    assert not [m for m in r.messages if m.get("version") == meta["release_version"]], "the release must be silent"
+    assert [m["kind"] for m in r.messages if m.get("kind") in ("alert", "rollback")] == ["alert", "rollback"]
