@@ -38,7 +38,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
               model: str | None = None, hold: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
     """Produce ``drill`` to fresh topics, run a worker, return the control messages it committed.
 
-    ``counts``, if given, receives the committed events, joined labels and dead letters.
+    ``counts``, if given, receives the committed events, joined labels, dead letters and registry events.
     ``metrics_port`` serves the worker's /metrics on loopback; ``model`` renames the drill's model
     (series of this run only); ``hold`` keeps the worker running, once idle, until it returns True
     (bounded by ``timeout``).
@@ -75,7 +75,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
 
     routed = [0]
     totals = counts if counts is not None else {}
-    totals.update(events=0, labels=0, dead_letters=0)
+    totals.update(events=0, labels=0, dead_letters=0, registry=0)
     messages: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -85,6 +85,7 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
             totals["events"] += outcome.events
             totals["labels"] += outcome.labels
             totals["dead_letters"] += outcome.dead_letters
+            totals["registry"] += outcome.registry
             messages.extend(outcome.control_messages)
 
     worker = Worker(config, worker_id="drill", on_batch=on_batch)
@@ -119,6 +120,8 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
 
 def rename_model(drill: Drill, name: str) -> Drill:
     """The same drill with its model renamed in every inference line (to tell its series apart)."""
+    if drill.registry:
+        raise ValueError("a registry drill's events are signed for its model; it cannot be renamed")
     old = b'"model":' + orjson.dumps(MODEL)
     new = b'"model":' + orjson.dumps(name)
     return Drill([line.replace(old, new, 1) for line in drill.inference], drill.labels, dict(drill.meta, model=name),

@@ -56,3 +56,12 @@ def test_produce_only_plays_a_scenario_into_a_configured_deployment(stack, tmp_p
     assert counts[f"{prefix}-labels"] > 0
     assert main(["rogue_version", "--produce-only", "--config", str(cfg), "--kafka", "10.1.2.3:9092",
                  "--events", "100"]) == 2, "drills must refuse a non-loopback broker"
+
+
+def test_registry_swap_live(stack) -> None:
+    r = run_kafka_drill("registry_swap", stack.kafka_bootstrap, stack.redis_url, seed=0, n_events=10_000,
+                        injection=7_000, timeout=240)
+    assert r.detected and r.passed, r.to_dict()
+    assert r.detection["detector"] == "digest_mismatch" and r.detection["event_id"] == r.meta["swap_event_id"]
+    assert r.rollback_fired and not [m for m in r.messages if m.get("version") == r.meta["release_version"]]
+    assert r.replay["registry"] == 3 and r.replay["events"] == r.replay["produced_inference"]
