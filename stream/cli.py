@@ -52,7 +52,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from stream.worker import run
 
-    return int(run(config, worker_id=args.worker_id) or 0)
+    try:
+        return int(run(config, worker_id=args.worker_id) or 0)
+    except ConfigError as exc:  # e.g. a registry public key that cannot be read
+        _err(str(exc))
+        return EXIT_USAGE
 
 
 def cmd_faust_worker(args: argparse.Namespace) -> int:
@@ -330,7 +334,8 @@ def cmd_state_show(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     mon = config.monitor
     try:
-        monitor = ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob)
+        monitor = ModelMonitor.from_bytes(spec, mon.calibration, mon.alerts, blob, mon.max_tracked_versions,
+                                          registry=config.registry is not None)
     except StateFormatError as exc:
         _err(f"state of {args.model!r} is unreadable: {exc}")
         return EXIT_FAILED
