@@ -324,7 +324,9 @@ class Worker:
                         e = rec.inference
                         pending.append((e.event_id, PendingPrediction(e.model, e.model_version, e.deployment,
                                                                       e.prediction, e.ts)))
-                    if msg.offset() < until:
+                    if msg.offset() < until and rec.registry is not None:
+                        items.append((rec.model, "r", rec.registry))
+                    elif msg.offset() < until:
                         items.append((rec.model, "i" if rec.inference is not None else "l",
                                       rec.inference if rec.inference is not None else rec.label))
         finally:
@@ -341,6 +343,9 @@ class Worker:
             if monitor is None:
                 continue
             touched[model] = monitor
+            if kind == "r":
+                monitor.apply_registry(self._verified(model, batch), self._registry_max_age)
+                continue
             monitor.process_inference(batch) if kind == "i" else monitor.process_labels(batch)  # output committed before
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
@@ -594,6 +599,18 @@ class Worker:
             self._producer.produce(self._internal, value=encode_registry(entry.model, position, doc),
                                    key=entry.model.encode(), partition=partition_for(entry.model, self._partitions))
             outcome.registry += 1
+
+    def _verified(self, model: str, docs: list[dict]) -> list[RegistryEntry]:
+        """The routed registry documents of ``model`` that verify (as :meth:`_registry_run` keeps them)."""
+        out = []
+        for doc in docs:
+            try:
+                entry = verify_event(doc, self._registry_keys, max_future=float("inf"))
+            except RegistryError:
+                continue
+            if entry.model == model:
+                out.append(entry)
+        return out
 
     def _registry_run(self, model: str, monitor: ModelMonitor, docs: list[dict], sources: list[Message],
                       outcome: BatchOutcome) -> list[RegistryEntry]:
