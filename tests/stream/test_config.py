@@ -4,6 +4,8 @@ import copy
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream.config import (ConfigError, client_settings, consumer_settings, load_config, parse_config,
                            producer_settings, redis_client, resolve_env, signing_key,
@@ -99,6 +101,47 @@ def test_env_references_must_be_names():
 def test_passwords_never_in_file():
     assert "redis.url: must not contain a password" in error_of(doc(redis__url="redis://u:pw@h:6379/0"))
     assert "secrets do not belong" in error_of(doc(kafka__client_options={"sasl.password": "x"}))
+
+
+# librdkafka settings driftline's exactly-once, group and security depend on
+EXACTLY_ONCE_KEYS = ["isolation.level", "enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store",
+                     "transactional.id", "enable.idempotence", "acks", "request.required.acks", "group.id",
+                     "auto.offset.reset", "enable.partition.eof", "bootstrap.servers", "metadata.broker.list"]
+SECURITY_KEYS = ["security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+                 "ssl.ca.location", "ssl.key.location", "ssl.key.password", "ssl.keystore.password",
+                 "ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification"]
+
+
+@pytest.mark.parametrize("key", EXACTLY_ONCE_KEYS + SECURITY_KEYS)
+def test_client_options_cannot_override_what_driftline_sets(key):
+    msg = error_of(doc(kafka__client_options={"session.timeout.ms": 30000, key: "x"}))
+    assert msg.startswith(f"kafka.client_options: {key!r} ") and "session.timeout.ms" not in msg
+
+
+@given(key=st.sampled_from(EXACTLY_ONCE_KEYS + SECURITY_KEYS),
+       flips=st.lists(st.booleans(), min_size=40, max_size=40), pad=st.sampled_from(["", " ", "\t"]))
+def test_client_options_refused_in_any_case_or_padding(key, flips, pad):
+    spelled = pad + "".join(c.upper() if f else c for c, f in zip(key, flips)) + pad
+    assert "kafka.client_options:" in error_of(doc(kafka__client_options={spelled: 1}))
+
+
+def test_client_options_tuning_keys_pass():
+    cfg = parse_config(doc(kafka__client_options={"session.timeout.ms": 30000, "fetch.wait.max.ms": 50,
+                                                   "transaction.timeout.ms": 60000, "client.id": "dl"}))
+    assert cfg.kafka.client_options["fetch.wait.max.ms"] == 50
+
+
+@pytest.mark.parametrize("url", [
+    "redis://h:6379/0?password=secret", "redis://h:6379/0?db=0&password=secret", "rediss://h/0?PASSWORD=secret",
+    "redis://h/0?pass%77ord=secret", "unix:///run/redis.sock?password=secret", "redis://h/0?ssl_password=secret",
+    "redis://h/0?password=", "redis://h/0?a=1;password=secret", "redis://h/0?password=s#frag",
+])
+def test_redis_url_refuses_a_password_in_the_query(url):
+    assert error_of(doc(redis__url=url)).startswith("redis.url: must not contain a password")
+
+
+def test_redis_url_with_plain_query_passes():
+    assert parse_config(doc(redis__url="redis://h:6379/0?socket_keepalive=true&db=1")).redis.url.endswith("db=1")
 
 
 def test_field_mapping_checked():
