@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +33,28 @@ from stream.signing import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SKEW_SECONDS, Fr
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_WORDS = ("password", "secret", "token", "sasl.oauthbearer")
+# librdkafka settings driftline sets itself (exactly-once: transactions, read_committed, manual
+# commits; group membership; the connection and its security): kafka.client_options may not touch them
+_EXACTLY_ONCE = "exactly-once delivery depends on it"
+_DRIFTLINE_SETTINGS = {
+    "bootstrap.servers": "is set through kafka.bootstrap_servers",
+    "metadata.broker.list": "is set through kafka.bootstrap_servers",
+    "group.id": "is set through kafka.group_id",
+    "transactional.id": f"is fixed by driftline ({{group_id}}-{{worker id}}): {_EXACTLY_ONCE}",
+    "isolation.level": f"is fixed by driftline (read_committed): {_EXACTLY_ONCE}",
+    "enable.auto.commit": f"is fixed by driftline (false: offsets commit in transactions): {_EXACTLY_ONCE}",
+    "auto.commit.enable": f"is fixed by driftline (false: offsets commit in transactions): {_EXACTLY_ONCE}",
+    "enable.auto.offset.store": f"is fixed by driftline (offsets commit in transactions): {_EXACTLY_ONCE}",
+    "auto.offset.reset": f"is fixed by driftline (earliest): {_EXACTLY_ONCE}",
+    "enable.partition.eof": "is fixed by driftline (false)",
+    "enable.idempotence": f"is fixed by driftline (true): {_EXACTLY_ONCE}",
+    "acks": f"is fixed by driftline (all): {_EXACTLY_ONCE}",
+    "request.required.acks": f"is fixed by driftline (all): {_EXACTLY_ONCE}",
+    "security.protocol": "is set through kafka.security.protocol",
+    "enable.ssl.certificate.verification": "is fixed by driftline: broker certificates are always verified",
+}
+_DRIFTLINE_PREFIXES = {"sasl.": "is set through kafka.security.sasl_*", "ssl.": "is set through kafka.security.ssl_*",
+                       "ssl_": "is set through kafka.security.ssl_*"}
 
 
 class ConfigError(ValueError):
@@ -150,9 +173,17 @@ class KafkaSpec(_Strict):
     @field_validator("client_options")
     @classmethod
     def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(k for k in v if any(w in k.lower() for w in _SECRET_WORDS))
-        if bad:
-            raise ValueError(f"{bad}: secrets do not belong in the file; use security.*_env")
+        problems = []
+        for key in sorted(v):
+            name = key.strip().lower()
+            reason = _DRIFTLINE_SETTINGS.get(name) or next(
+                (r for prefix, r in _DRIFTLINE_PREFIXES.items() if name.startswith(prefix)), None)
+            if any(w in name for w in _SECRET_WORDS):
+                problems.append(f"{key!r} is a secret: secrets do not belong in the file; use kafka.security.*_env")
+            elif reason is not None:
+                problems.append(f"{key!r} {reason}; remove it")
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
     @model_validator(mode="after")
@@ -201,6 +232,12 @@ class RedisSpec(_Strict):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if m.group(2) and ":" in m.group(2):
             raise ValueError("must not contain a password; use password_env")
+        parts = urlsplit(v)
+        # the Redis client turns every query parameter into a connection argument (?password=...)
+        query = unquote(parts.query + parts.fragment).lower()
+        names = [unquote(n).strip().lower() for n, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        if any(w in n for n in names for w in _SECRET_WORDS) or any(w in query for w in _SECRET_WORDS):
+            raise ValueError("must not contain a password (in its query either); use password_env")
         return v
 
 
@@ -472,7 +509,11 @@ def load_config(path: str | Path) -> DriftlineConfig:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    cfg = parse_config(doc, str(p))
+    try:
+        cfg = parse_config(doc, str(p))
+    except ConfigError as exc:  # every problem on its own line, led by the file: "FILE: key.path: message"
+        lines = str(exc).splitlines()
+        raise ConfigError("\n".join(x if x.startswith(f"{p}:") else f"{p}: {x}" for x in lines)) from None
     models = [m.model_copy(update={"reference_file": str(p.parent / m.reference_file)})
               if m.reference_file and not Path(m.reference_file).is_absolute() else m
               for m in cfg.monitor.models]  # reference files are relative to the config file
