@@ -2,7 +2,8 @@
 
 Subcommands import their heavy dependencies (Kafka, Redis, the detection core) only when run, so
 ``driftline check-config`` and ``driftline control verify`` work on a machine without brokers.
-Exit codes: 0 success, 1 a check failed (bad signature, missing state), 2 bad usage or configuration.
+Exit codes: 0 success, 1 a check failed (bad signature, missing state, Kafka or Redis unusable at a
+worker's start), 2 bad usage or configuration (one line per problem: ``key.path: message``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stream.config import ConfigError, DriftlineConfig, load_config
+from stream.preflight import StartupError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DELEGATED = {  # subcommand -> (module, help)
@@ -504,6 +506,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:  # raised where a secret or file is resolved, e.g. at worker start
         return _config_error(exc)
+    except StartupError as exc:  # a worker's start-up check: Kafka or Redis unusable as configured
+        _err(str(exc))
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -168,6 +168,9 @@ class KafkaSpec(_Strict):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
     # a batch blocked this long (a client call hung past its timeout) ends the process for a restart
     stall_timeout_seconds: float = Field(default=120.0, ge=5, le=3600)
+    # how long a worker waits at start for the brokers to answer (a wrong password or an untrusted
+    # certificate fails at once); then it exits with one line naming the problem
+    startup_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     client_options: dict[str, str | int | float | bool] = {}  # extra librdkafka settings (no secrets)
 
     @field_validator("client_options")
@@ -207,12 +210,16 @@ class KafkaSpec(_Strict):
 
 # -- redis, signing, metrics --------------------------------------------------------------------
 class RedisSpec(_Strict):
-    """Where detector state, offsets and pending predictions live."""
+    """Where detector state, offsets and pending predictions live; TLS when ``tls`` or ``rediss://``."""
 
     url: str = "redis://127.0.0.1:6379/0"
     tls: bool = False
-    username: str | None = None
+    username: str | None = None  # an ACL user; grant it only driftline's commands on ~{key_prefix}:*
     password_env: str | None = None
+    ssl_ca_location: str | None = None  # CA file the server's certificate must chain to (default: the system's)
+    ssl_certificate_location: str | None = None  # client certificate, when the server asks for one
+    ssl_key_location: str | None = None
+    ssl_key_password_env: str | None = None
     key_prefix: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
     pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
     # longest a label waits for the inference side to route its prediction before it is unmatched
@@ -222,7 +229,23 @@ class RedisSpec(_Strict):
     recent_predictions_seconds: float = Field(default=5.0, ge=0, le=3600)
     socket_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
-    _check_env = field_validator("password_env")(_env_name)
+    _check_env = field_validator("password_env", "ssl_key_password_env")(_env_name)
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections are TLS (``tls: true`` or a ``rediss://`` URL)."""
+        return self.tls or self.url.startswith("rediss://")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RedisSpec":
+        tls = (self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location, self.ssl_key_password_env)
+        if not self.uses_tls and any(x is not None for x in tls):
+            raise ValueError("ssl_* settings need tls: true or a rediss:// url")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
+        if self.ssl_key_password_env is not None and self.ssl_key_location is None:
+            raise ValueError("ssl_key_password_env needs ssl_key_location")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -655,4 +678,31 @@ def redis_client(spec: RedisSpec, environ: Mapping[str, str] | None = None) -> A
     url = spec.url
     if spec.tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
+    if spec.uses_tls:  # the server's certificate is always verified, host name included
+        kwargs.update(ssl_cert_reqs="required", ssl_check_hostname=True, ssl_ca_certs=spec.ssl_ca_location,
+                      ssl_certfile=spec.ssl_certificate_location, ssl_keyfile=spec.ssl_key_location)
+        if spec.ssl_key_password_env is not None:
+            kwargs["ssl_password"] = resolve_env(spec.ssl_key_password_env, "redis.ssl_key_password_env", environ)
     return redis.Redis.from_url(url, **kwargs)
+
+
+def aiokafka_settings(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``kafka.security`` section as aiokafka client arguments (the faust runtime's clients)."""
+    import ssl
+
+    s = config.kafka.security
+    out: dict[str, Any] = {"security_protocol": s.protocol}
+    if s.protocol.endswith("SSL"):  # the broker's certificate is always verified, host name included
+        password = (resolve_env(s.ssl_key_password_env, "kafka.security.ssl_key_password_env", environ)
+                    if s.ssl_key_password_env is not None else None)
+        try:
+            context = ssl.create_default_context(cafile=s.ssl_ca_location)
+            if s.ssl_certificate_location is not None:
+                context.load_cert_chain(s.ssl_certificate_location, s.ssl_key_location, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"kafka.security: cannot load the TLS files: {exc}") from None
+        out["ssl_context"] = context
+    if s.protocol.startswith("SASL"):
+        out.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
+                   sasl_plain_password=resolve_env(s.sasl_password_env, "kafka.security.sasl_password_env", environ))
+    return out

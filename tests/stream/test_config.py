@@ -7,8 +7,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.config import (ConfigError, client_settings, consumer_settings, load_config, parse_config,
-                           producer_settings, redis_client, resolve_env, signing_key,
+from stream.config import (ConfigError, aiokafka_settings, client_settings, consumer_settings, load_config,
+                           parse_config, producer_settings, redis_client, resolve_env, signing_key,
                            verification_keys)
 from stream.decoding import decoder_for_topic
 
@@ -237,6 +237,38 @@ def test_redis_client_password_from_env():
     assert "SSL" in client.connection_pool.connection_class.__name__
     with pytest.raises(ConfigError, match="redis.password_env"):
         redis_client(cfg.redis, {})
+
+
+SASL_SSL = {"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "svc",
+            "sasl_password_env": "DL_SASL"}
+
+
+def test_aiokafka_settings_verify_the_broker(tmp_path):
+    import ssl
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([str(root / "scripts" / "make-certs"), str(tmp_path)], check=True)
+    cfg = parse_config(doc(kafka__security=dict(SASL_SSL, ssl_ca_location=str(tmp_path / "ca.pem"))))
+    a = aiokafka_settings(cfg, ENV)
+    assert (a["security_protocol"], a["sasl_mechanism"], a["sasl_plain_username"], a["sasl_plain_password"]) == (
+        "SASL_SSL", "SCRAM-SHA-512", "svc", "sasl-pw")
+    assert a["ssl_context"].verify_mode == ssl.CERT_REQUIRED and a["ssl_context"].check_hostname
+    assert aiokafka_settings(parse_config(doc()), ENV) == {"security_protocol": "PLAINTEXT"}
+    cfg = parse_config(doc(kafka__security=dict(SASL_SSL, ssl_ca_location=str(tmp_path / "none.pem"))))
+    with pytest.raises(ConfigError, match="kafka.security: cannot load the TLS files"):
+        aiokafka_settings(cfg, ENV)
+
+
+def test_redis_tls_settings():
+    cfg = parse_config(doc(redis__url="rediss://h:6380/0", redis__username="svc", redis__password_env="DL_REDIS",
+                           redis__ssl_ca_location="/ca.pem"))
+    kwargs = redis_client(cfg.redis, ENV).connection_pool.connection_kwargs
+    assert kwargs["ssl_ca_certs"] == "/ca.pem" and kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_check_hostname"]
+    assert "need tls: true or a rediss:// url" in error_of(doc(redis__ssl_ca_location="/ca.pem"))
+    assert "go together" in error_of(doc(redis__tls=True, redis__ssl_certificate_location="/c.pem"))
+    assert "needs ssl_key_location" in error_of(doc(redis__tls=True, redis__ssl_key_password_env="DL_REDIS"))
 
 
 def test_topic_feeds_the_decoder():
