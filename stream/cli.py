@@ -77,9 +77,11 @@ def cmd_faust_worker(args: argparse.Namespace) -> int:
 def check_secrets(config: DriftlineConfig) -> list[str]:
     """Problems resolving the secrets and files the configuration names (empty when all resolve)."""
     from stream.config import client_settings, redis_client, resolve_env, verification_keys
+    from stream.preflight import check_files
 
     problems = []
     checks: list[tuple[str, Any]] = [("signing", lambda: verification_keys(config.signing)),
+                                     ("files", lambda: check_files(config)),
                                      ("kafka", lambda: client_settings(config)),
                                      ("redis", lambda: redis_client(config.redis))]
     for i, hook in enumerate(config.actuation.webhooks if config.actuation else ()):

@@ -30,14 +30,14 @@ class StartupError(RuntimeError):
 def check(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> None:
     """Resolve the configuration's secrets, then check Kafka and Redis; raises at the first problem."""
     signing_key(config.signing, environ)
-    _check_files(config)
+    check_files(config)
     settings = client_settings(config, environ)
     client = redis_client(config.redis, environ)
     check_kafka(config, settings, config.kafka.startup_timeout_seconds)
     check_redis(config, client)
 
 
-def _check_files(config: DriftlineConfig) -> None:
+def check_files(config: DriftlineConfig) -> None:
     """Every certificate and key file the configuration names must be readable."""
     k, r = config.kafka.security, config.redis
     for where, path in (("kafka.security.ssl_ca_location", k.ssl_ca_location),

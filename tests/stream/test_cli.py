@@ -123,6 +123,16 @@ def test_missing_secret_at_state_show_is_one_line(tmp_path, env, capsys):
     assert "redis.password_env: environment variable DL_CLI_REDIS_PW is not set" in _one_line(capsys.readouterr().err)
 
 
+def test_check_config_reads_certificate_files(tmp_path, env, capsys):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["kafka"]["security"] = {"protocol": "SSL", "ssl_ca_location": str(tmp_path / "missing-ca.pem")}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["check-config", "--config", str(p)]) == 2
+    assert f"kafka.security.ssl_ca_location: cannot read {tmp_path / 'missing-ca.pem'}" in _one_line(
+        capsys.readouterr().err)
+
+
 def test_control_verify_good_and_tampered(tmp_path, env, capsys):
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(signed()) + "\n" + json.dumps({"schema": "driftline.control/v1", "kind": "resolve"})
