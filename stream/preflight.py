@@ -123,6 +123,10 @@ def _kafka_tls_line(config: DriftlineConfig, message: str) -> str:
 
 
 # -- redis ---------------------------------------------------------------------------------------
+_PROBE_SCRIPT = "redis.call('SET', KEYS[1], ARGV[1], 'EX', 60) redis.call('RENAME', KEYS[1], KEYS[2]) " \
+                "return redis.call('EXISTS', KEYS[2])"
+
+
 def check_redis(config: DriftlineConfig, client: Any) -> None:
     """Authenticate and run, under the key prefix, each kind of command the state store sends."""
     import redis
@@ -130,24 +134,30 @@ def check_redis(config: DriftlineConfig, client: Any) -> None:
     spec = config.redis
     where = f"redis {_redis_address(client)}"
     user = spec.username or "default"
-    prefix = f"{spec.key_prefix}:_preflight:{uuid.uuid4().hex}"
+    key = f"{spec.key_prefix}:@preflight:{uuid.uuid4().hex}"
     try:
         client.ping()
-        pipe = client.pipeline(transaction=True)  # MULTI/EXEC, as stage() and promote() use
-        pipe.set(prefix, b"1", ex=60)
-        pipe.mget([prefix])
-        pipe.get(prefix)
-        pipe.hset(f"{prefix}:h", mapping={"a": 1, "b": 2})
-        pipe.hget(f"{prefix}:h", "a")
-        pipe.hmget(f"{prefix}:h", "a", "b")
-        pipe.hgetall(f"{prefix}:h")
-        pipe.hdel(f"{prefix}:h", "b")
-        pipe.rename(prefix, f"{prefix}:renamed")
-        pipe.delete(f"{prefix}:renamed", f"{prefix}:h")
+        client.info("server")  # the state store tells a restarted Redis by its run id
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, b"1", ex=60)
+        pipe.get(key)
+        pipe.mget([key])
+        pipe.exists(key)
+        pipe.renamenx(key, f"{key}:n")
+        pipe.hset(f"{key}:h", mapping={"a": 1, "b": 2})
+        pipe.expire(f"{key}:h", 60)
+        pipe.hget(f"{key}:h", "a")
+        pipe.hmget(f"{key}:h", "a", "b")
+        pipe.hgetall(f"{key}:h")
+        pipe.hdel(f"{key}:h", "b")
+        pipe.delete(f"{key}:n", f"{key}:h")
         pipe.execute()
+        # stage, promote and discard are Lua scripts (EVALSHA, SCRIPT LOAD; their commands are checked too)
+        client.register_script(_PROBE_SCRIPT)(keys=[f"{key}:s", f"{key}:r"], args=[1])
+        client.delete(f"{key}:r")
     except redis.AuthenticationError as exc:
-        raise StartupError(f"{where}: authentication of user {user!r} failed: {str(exc).rstrip('.')}; check redis.username and "
-                           f"the password in ${spec.password_env}") from None
+        raise StartupError(f"{where}: authentication of user {user!r} failed: {str(exc).rstrip('.')}; check "
+                           f"redis.username and the password in ${spec.password_env}") from None
     except redis.exceptions.NoPermissionError as exc:
         raise StartupError(f"{where}: user {user!r} lacks a right driftline needs on keys "
                            f"{spec.key_prefix}:*: {_strip_pipeline(str(exc))}") from None

@@ -70,14 +70,22 @@ def test_compose_ports_bind_loopback_only():
 
 # -- security: the compose stack and the local stack grant the Redis ACL user the same commands,
 # and those are every command driftline's state store and start-up check send
-_METHOD_COMMANDS = {"delete": "del", "pipeline": "multi", "execute": "exec", "acl_whoami": "acl|whoami"}
+_METHOD_COMMANDS = {"delete": ["del"], "execute": [], "pipeline": [], "acl_whoami": ["acl|whoami"],
+                    "register_script": ["evalsha", "script|load"]}
+_REDIS_MODULES = ("stream/state.py", "stream/actuation.py", "stream/flagger.py", "stream/preflight.py")
 
 
 def _commands_sent() -> set[str]:
-    calls = set()
-    for module in ("stream/state.py", "stream/preflight.py"):
-        calls |= set(re.findall(r"\b(?:self\._r|pipe|client)\.([a-z_]+)\(", (ROOT / module).read_text()))
-    return {_METHOD_COMMANDS.get(c, c) for c in calls} | {"auth", "hello"}
+    """Redis commands of every client call and Lua ``redis.call`` in the modules that talk to Redis."""
+    sent = {"auth", "hello"}  # the client's handshake
+    for module in _REDIS_MODULES:
+        text = (ROOT / module).read_text()
+        for call in re.findall(r"\b(?:self\._r|pipe|client)\.([a-z_]+)\(", text):
+            sent.update(_METHOD_COMMANDS.get(call, [call]))
+        sent.update(c.lower() for c in re.findall(r"redis\.call\('([A-Za-z]+)'", text))
+        if "transaction=True" in text:
+            sent.update({"multi", "exec"})
+    return sent
 
 
 def _stack_acl() -> set[str]:
