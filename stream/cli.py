@@ -2,7 +2,8 @@
 
 Subcommands import their heavy dependencies (Kafka, Redis, the detection core) only when run, so
 ``driftline check-config`` and ``driftline control verify`` work on a machine without brokers.
-Exit codes: 0 success, 1 a check failed (bad signature, missing state), 2 bad usage or configuration.
+Exit codes: 0 success, 1 a check failed (bad signature, missing state, Kafka or Redis unusable at a
+worker's start), 2 bad usage or configuration (one line per problem: ``key.path: message``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from stream.config import ConfigError, DriftlineConfig, load_config
+from stream.preflight import StartupError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DELEGATED = {  # subcommand -> (module, help)
@@ -35,11 +37,18 @@ def _err(msg: str) -> None:
     print(f"driftline: {msg}", file=sys.stderr)
 
 
+def _config_error(exc: ConfigError) -> int:
+    """Report a configuration error, one line per problem (``key.path: message``); exit code 2."""
+    for line in str(exc).splitlines() or ["invalid configuration"]:
+        _err(line)
+    return EXIT_USAGE
+
+
 def _load(path: str) -> DriftlineConfig | None:
     try:
         return load_config(path)
     except ConfigError as exc:
-        _err(f"invalid configuration {path}:\n{exc}")
+        _config_error(exc)
         return None
 
 
@@ -67,19 +76,17 @@ def cmd_faust_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from stream.faust_app import run
 
-    try:
-        return int(run(config, worker_id=args.worker_id, log_level=args.log_level) or 0)
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
+    return int(run(config, worker_id=args.worker_id, log_level=args.log_level) or 0)
 
 
 def check_secrets(config: DriftlineConfig) -> list[str]:
     """Problems resolving the secrets and files the configuration names (empty when all resolve)."""
     from stream.config import client_settings, redis_client, resolve_env, verification_keys
+    from stream.preflight import check_files
 
     problems = []
     checks: list[tuple[str, Any]] = [("signing", lambda: verification_keys(config.signing)),
+                                     ("files", lambda: check_files(config)),
                                      ("kafka", lambda: client_settings(config)),
                                      ("redis", lambda: redis_client(config.redis))]
     for i, hook in enumerate(config.actuation.webhooks if config.actuation else ()):
@@ -126,7 +133,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     problems = [] if args.no_secrets else check_secrets(config)
     if problems:
-        _err(f"invalid configuration {args.config}:\n" + "\n".join(problems))
+        for problem in problems:
+            _err(f"{args.config}: {problem}")
         return EXIT_USAGE
     k = config.kafka
     print(f"{args.config}: OK ({len(config.monitor.models)} model(s), "
@@ -506,10 +514,16 @@ def _delegate(name: str, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``driftline`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in _DELEGATED:
-        return _delegate(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        if argv and argv[0] in _DELEGATED:
+            return _delegate(argv[0], argv[1:])
+        args = build_parser().parse_args(argv)
+        return int(args.func(args))
+    except ConfigError as exc:  # raised where a secret or file is resolved, e.g. at worker start
+        return _config_error(exc)
+    except StartupError as exc:  # a worker's start-up check: Kafka or Redis unusable as configured
+        _err(str(exc))
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +33,28 @@ from stream.signing import DEFAULT_MAX_AGE_SECONDS, DEFAULT_MAX_SKEW_SECONDS, Fr
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_WORDS = ("password", "secret", "token", "sasl.oauthbearer")
+# librdkafka settings driftline sets itself (exactly-once: transactions, read_committed, manual
+# commits; group membership; the connection and its security): kafka.client_options may not touch them
+_EXACTLY_ONCE = "exactly-once delivery depends on it"
+_DRIFTLINE_SETTINGS = {
+    "bootstrap.servers": "is set through kafka.bootstrap_servers",
+    "metadata.broker.list": "is set through kafka.bootstrap_servers",
+    "group.id": "is set through kafka.group_id",
+    "transactional.id": f"is fixed by driftline ({{group_id}}-{{worker id}}): {_EXACTLY_ONCE}",
+    "isolation.level": f"is fixed by driftline (read_committed): {_EXACTLY_ONCE}",
+    "enable.auto.commit": f"is fixed by driftline (false: offsets commit in transactions): {_EXACTLY_ONCE}",
+    "auto.commit.enable": f"is fixed by driftline (false: offsets commit in transactions): {_EXACTLY_ONCE}",
+    "enable.auto.offset.store": f"is fixed by driftline (offsets commit in transactions): {_EXACTLY_ONCE}",
+    "auto.offset.reset": f"is fixed by driftline (earliest): {_EXACTLY_ONCE}",
+    "enable.partition.eof": "is fixed by driftline (false)",
+    "enable.idempotence": f"is fixed by driftline (true): {_EXACTLY_ONCE}",
+    "acks": f"is fixed by driftline (all): {_EXACTLY_ONCE}",
+    "request.required.acks": f"is fixed by driftline (all): {_EXACTLY_ONCE}",
+    "security.protocol": "is set through kafka.security.protocol",
+    "enable.ssl.certificate.verification": "is fixed by driftline: broker certificates are always verified",
+}
+_DRIFTLINE_PREFIXES = {"sasl.": "is set through kafka.security.sasl_*", "ssl.": "is set through kafka.security.ssl_*",
+                       "ssl_": "is set through kafka.security.ssl_*"}
 
 
 class ConfigError(ValueError):
@@ -149,14 +172,25 @@ class KafkaSpec(_Strict):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
     # a batch blocked this long (a client call hung past its timeout) ends the process for a restart
     stall_timeout_seconds: float = Field(default=120.0, ge=5, le=3600)
+    # how long a worker waits at start for the brokers to answer (a wrong password or an untrusted
+    # certificate fails at once); then it exits with one line naming the problem
+    startup_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
     client_options: dict[str, str | int | float | bool] = {}  # extra librdkafka settings (no secrets)
 
     @field_validator("client_options")
     @classmethod
     def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
-        bad = sorted(k for k in v if any(w in k.lower() for w in _SECRET_WORDS))
-        if bad:
-            raise ValueError(f"{bad}: secrets do not belong in the file; use security.*_env")
+        problems = []
+        for key in sorted(v):
+            name = key.strip().lower()
+            reason = _DRIFTLINE_SETTINGS.get(name) or next(
+                (r for prefix, r in _DRIFTLINE_PREFIXES.items() if name.startswith(prefix)), None)
+            if any(w in name for w in _SECRET_WORDS):
+                problems.append(f"{key!r} is a secret: secrets do not belong in the file; use kafka.security.*_env")
+            elif reason is not None:
+                problems.append(f"{key!r} {reason}; remove it")
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
     @model_validator(mode="after")
@@ -182,12 +216,16 @@ class KafkaSpec(_Strict):
 
 # -- redis, signing, metrics --------------------------------------------------------------------
 class RedisSpec(_Strict):
-    """Where detector state, offsets and pending predictions live."""
+    """Where detector state, offsets and pending predictions live; TLS when ``tls`` or ``rediss://``."""
 
     url: str = "redis://127.0.0.1:6379/0"
     tls: bool = False
-    username: str | None = None
+    username: str | None = None  # an ACL user; grant it only driftline's commands on ~{key_prefix}:*
     password_env: str | None = None
+    ssl_ca_location: str | None = None  # CA file the server's certificate must chain to (default: the system's)
+    ssl_certificate_location: str | None = None  # client certificate, when the server asks for one
+    ssl_key_location: str | None = None
+    ssl_key_password_env: str | None = None
     key_prefix: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
     pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
     # longest a label waits for the inference side to route its prediction before it is unmatched
@@ -197,7 +235,23 @@ class RedisSpec(_Strict):
     recent_predictions_seconds: float = Field(default=5.0, ge=0, le=3600)
     socket_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 
-    _check_env = field_validator("password_env")(_env_name)
+    _check_env = field_validator("password_env", "ssl_key_password_env")(_env_name)
+
+    @property
+    def uses_tls(self) -> bool:
+        """Whether connections are TLS (``tls: true`` or a ``rediss://`` URL)."""
+        return self.tls or self.url.startswith("rediss://")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RedisSpec":
+        tls = (self.ssl_ca_location, self.ssl_certificate_location, self.ssl_key_location, self.ssl_key_password_env)
+        if not self.uses_tls and any(x is not None for x in tls):
+            raise ValueError("ssl_* settings need tls: true or a rediss:// url")
+        if (self.ssl_certificate_location is None) != (self.ssl_key_location is None):
+            raise ValueError("ssl_certificate_location and ssl_key_location go together")
+        if self.ssl_key_password_env is not None and self.ssl_key_location is None:
+            raise ValueError("ssl_key_password_env needs ssl_key_location")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -207,6 +261,12 @@ class RedisSpec(_Strict):
             raise ValueError("must start with redis://, rediss:// or unix://")
         if m.group(2) and ":" in m.group(2):
             raise ValueError("must not contain a password; use password_env")
+        parts = urlsplit(v)
+        # the Redis client turns every query parameter into a connection argument (?password=...)
+        query = unquote(parts.query + parts.fragment).lower()
+        names = [unquote(n).strip().lower() for n, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        if any(w in n for n in names for w in _SECRET_WORDS) or any(w in query for w in _SECRET_WORDS):
+            raise ValueError("must not contain a password (in its query either); use password_env")
         return v
 
 
@@ -497,7 +557,11 @@ def load_config(path: str | Path) -> DriftlineConfig:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-    cfg = parse_config(doc, str(p))
+    try:
+        cfg = parse_config(doc, str(p))
+    except ConfigError as exc:  # every problem on its own line, led by the file: "FILE: key.path: message"
+        lines = str(exc).splitlines()
+        raise ConfigError("\n".join(x if x.startswith(f"{p}:") else f"{p}: {x}" for x in lines)) from None
     models = [m.model_copy(update={"reference_file": str(p.parent / m.reference_file)})
               if m.reference_file and not Path(m.reference_file).is_absolute() else m
               for m in cfg.monitor.models]  # reference files are relative to the config file
@@ -642,4 +706,31 @@ def redis_client(spec: RedisSpec, environ: Mapping[str, str] | None = None) -> A
     url = spec.url
     if spec.tls and url.startswith("redis://"):
         url = "rediss://" + url.removeprefix("redis://")
+    if spec.uses_tls:  # the server's certificate is always verified, host name included
+        kwargs.update(ssl_cert_reqs="required", ssl_check_hostname=True, ssl_ca_certs=spec.ssl_ca_location,
+                      ssl_certfile=spec.ssl_certificate_location, ssl_keyfile=spec.ssl_key_location)
+        if spec.ssl_key_password_env is not None:
+            kwargs["ssl_password"] = resolve_env(spec.ssl_key_password_env, "redis.ssl_key_password_env", environ)
     return redis.Redis.from_url(url, **kwargs)
+
+
+def aiokafka_settings(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``kafka.security`` section as aiokafka client arguments (the faust runtime's clients)."""
+    import ssl
+
+    s = config.kafka.security
+    out: dict[str, Any] = {"security_protocol": s.protocol}
+    if s.protocol.endswith("SSL"):  # the broker's certificate is always verified, host name included
+        password = (resolve_env(s.ssl_key_password_env, "kafka.security.ssl_key_password_env", environ)
+                    if s.ssl_key_password_env is not None else None)
+        try:
+            context = ssl.create_default_context(cafile=s.ssl_ca_location)
+            if s.ssl_certificate_location is not None:
+                context.load_cert_chain(s.ssl_certificate_location, s.ssl_key_location, password)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"kafka.security: cannot load the TLS files: {exc}") from None
+        out["ssl_context"] = context
+    if s.protocol.startswith("SASL"):
+        out.update(sasl_mechanism=s.sasl_mechanism, sasl_plain_username=s.sasl_username,
+                   sasl_plain_password=resolve_env(s.sasl_password_env, "kafka.security.sasl_password_env", environ))
+    return out

@@ -34,8 +34,10 @@ transactional id. Run each worker id once.
 
 Not the same group at once: Faust's assignor and librdkafka's do not share a protocol, so the
 two runtimes cannot be members of one consumer group together; stop one before starting the
-other. Only ``security.protocol: PLAINTEXT`` and no ``kafka.client_options`` (librdkafka
-settings) are supported here. When idle, offsets are not advanced past the last transaction
+other. Every ``kafka.security`` protocol works (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL with
+PLAIN or SCRAM; TLS through an ``ssl.SSLContext`` built from ``ssl_ca_location`` and the client
+certificate); ``kafka.client_options`` (librdkafka settings) have no aiokafka equivalent and are
+refused. When idle, offsets are not advanced past the last transaction
 marker (the group's lag on the internal topic reads 1 per partition; the
 ``driftline_consumer_lag`` metric reads 0).
 """
@@ -61,7 +63,8 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaException, TopicPartitio
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.types import TP
 
-from stream.config import ConfigError, DriftlineConfig
+from stream import preflight
+from stream.config import ConfigError, DriftlineConfig, aiokafka_settings
 from stream.metrics import serve_metrics
 from stream.records import partition_for
 from stream.state import PartitionKey
@@ -164,6 +167,7 @@ class FaustRuntime(Worker):
         await asyncio.to_thread(self.ensure_topics)
         k = self.config.kafka
         self._txn = AIOKafkaProducer(
+            **aiokafka_settings(self.config),
             bootstrap_servers=k.bootstrap_servers.split(","),
             transactional_id=f"{k.group_id}-{self.worker_id}", enable_idempotence=True, acks="all",
             linger_ms=5, max_batch_size=512 * 1024, max_request_size=max(k.max_message_bytes, 1024 * 1024) + 64 * 1024,
@@ -340,11 +344,20 @@ class DriftlineApp(faust.App):
 
 
 def _check_supported(config: DriftlineConfig) -> None:
-    k = config.kafka
-    if k.security.protocol != "PLAINTEXT":
-        raise ConfigError(f"kafka.security.protocol: the faust runtime supports PLAINTEXT only, not {k.security.protocol}")
-    if k.client_options:
-        raise ConfigError("kafka.client_options: librdkafka settings; the faust runtime does not take them")
+    if config.kafka.client_options:
+        raise ConfigError("kafka.client_options: librdkafka settings have no aiokafka equivalent; "
+                          "the faust runtime does not take them")
+
+
+def _credentials(config: DriftlineConfig) -> Any:
+    """Faust's ``broker_credentials`` for ``kafka.security`` (None for PLAINTEXT)."""
+    auth = aiokafka_settings(config)
+    if "sasl_mechanism" in auth:
+        return faust.SASLCredentials(username=auth["sasl_plain_username"], password=auth["sasl_plain_password"],
+                                     ssl_context=auth.get("ssl_context"), mechanism=auth["sasl_mechanism"])
+    if "ssl_context" in auth:
+        return faust.SSLCredentials(auth["ssl_context"])
+    return None
 
 
 def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | None = None) -> faust.App:
@@ -354,6 +367,7 @@ def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | N
     app = DriftlineApp(
         k.group_id,
         broker=[f"kafka://{server.strip()}" for server in k.bootstrap_servers.split(",")],
+        broker_credentials=_credentials(config),
         key_serializer="raw", value_serializer="raw",
         consumer_auto_offset_reset="earliest",
         consumer_max_fetch_size=max(k.max_message_bytes, 1024 * 1024),
@@ -390,6 +404,8 @@ def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | N
 
 def run(config: DriftlineConfig, worker_id: str = "0", log_level: str = "INFO") -> int:
     """Run a Faust worker until SIGTERM/SIGINT, serving /metrics, /healthz and /readyz."""
+    _check_supported(config)
+    preflight.check(config)  # one line and exit 1 on a wrong password, untrusted certificate, missing right
     datadir = tempfile.mkdtemp(prefix="driftline-faust-")
     try:
         app = build_app(config, worker_id, datadir=datadir)

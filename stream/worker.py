@@ -899,6 +899,9 @@ def _message_time(msg: Message) -> float:
 
 def run(config: DriftlineConfig, worker_id: str = "0") -> int:
     """Run a worker until SIGTERM/SIGINT, serving /metrics, /healthz and /readyz."""
+    from stream import preflight
+
+    preflight.check(config)  # one line and exit 1 on a wrong password, untrusted certificate, missing right
     worker = Worker(config, worker_id=worker_id)
     server = serve_metrics(config.metrics, worker.metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):

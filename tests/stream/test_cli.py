@@ -86,6 +86,53 @@ def test_check_config_missing_file(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["run", "faust-worker"])
+def test_worker_configuration_error_is_one_line_and_exit_2(config_file, command):
+    env = {"PATH": "/usr/bin:/bin"}  # DL_CLI_KEY, the signing key's variable, is not set
+    res = subprocess.run([sys.executable, "-m", "stream.cli", command, "--config", str(config_file)],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == 2
+    assert "signing.key_env: environment variable DL_CLI_KEY is not set" in _one_line(res.stderr)
+
+
+@pytest.mark.parametrize("argv", [
+    ["run"], ["faust-worker"], ["check-config"], ["control", "tail"], ["state", "show", "--model", "filter"],
+    ["profile", "--model", "filter", "--inference", "-", "--out", "-"], ["demo"],
+])
+def test_invalid_file_is_one_line_naming_the_key(tmp_path, env, capsys, argv):
+    bad = json.loads(json.dumps(CONFIG))
+    bad["kafka"]["batch_size"] = 0
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    assert cli.main(argv + ["--config", str(p)]) == 2
+    assert f"{p}: kafka.batch_size: Input should be greater than or equal to 1" in _one_line(capsys.readouterr().err)
+
+
+def test_missing_secret_at_state_show_is_one_line(tmp_path, env, capsys):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["redis"] = {"username": "svc", "password_env": "DL_CLI_REDIS_PW"}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["state", "show", "--config", str(p), "--model", "filter"]) == 2
+    assert "redis.password_env: environment variable DL_CLI_REDIS_PW is not set" in _one_line(capsys.readouterr().err)
+
+
+def test_check_config_reads_certificate_files(tmp_path, env, capsys):
+    cfg = json.loads(json.dumps(CONFIG))
+    cfg["kafka"]["security"] = {"protocol": "SSL", "ssl_ca_location": str(tmp_path / "missing-ca.pem")}
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    assert cli.main(["check-config", "--config", str(p)]) == 2
+    assert f"kafka.security.ssl_ca_location: cannot read {tmp_path / 'missing-ca.pem'}" in _one_line(
+        capsys.readouterr().err)
+
+
 def test_control_verify_good_and_tampered(tmp_path, env, capsys):
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps(signed()) + "\n" + json.dumps({"schema": "driftline.control/v1", "kind": "resolve"})

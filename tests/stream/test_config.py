@@ -4,9 +4,11 @@ import copy
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
-from stream.config import (ConfigError, client_settings, consumer_settings, load_config, parse_config,
-                           producer_settings, redis_client, resolve_env, signing_key,
+from stream.config import (ConfigError, aiokafka_settings, client_settings, consumer_settings, load_config,
+                           parse_config, producer_settings, redis_client, resolve_env, signing_key,
                            verification_keys)
 from stream.decoding import decoder_for_topic
 
@@ -99,6 +101,47 @@ def test_env_references_must_be_names():
 def test_passwords_never_in_file():
     assert "redis.url: must not contain a password" in error_of(doc(redis__url="redis://u:pw@h:6379/0"))
     assert "secrets do not belong" in error_of(doc(kafka__client_options={"sasl.password": "x"}))
+
+
+# librdkafka settings driftline's exactly-once, group and security depend on
+EXACTLY_ONCE_KEYS = ["isolation.level", "enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store",
+                     "transactional.id", "enable.idempotence", "acks", "request.required.acks", "group.id",
+                     "auto.offset.reset", "enable.partition.eof", "bootstrap.servers", "metadata.broker.list"]
+SECURITY_KEYS = ["security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
+                 "ssl.ca.location", "ssl.key.location", "ssl.key.password", "ssl.keystore.password",
+                 "ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification"]
+
+
+@pytest.mark.parametrize("key", EXACTLY_ONCE_KEYS + SECURITY_KEYS)
+def test_client_options_cannot_override_what_driftline_sets(key):
+    msg = error_of(doc(kafka__client_options={"session.timeout.ms": 30000, key: "x"}))
+    assert msg.startswith(f"kafka.client_options: {key!r} ") and "session.timeout.ms" not in msg
+
+
+@given(key=st.sampled_from(EXACTLY_ONCE_KEYS + SECURITY_KEYS),
+       flips=st.lists(st.booleans(), min_size=40, max_size=40), pad=st.sampled_from(["", " ", "\t"]))
+def test_client_options_refused_in_any_case_or_padding(key, flips, pad):
+    spelled = pad + "".join(c.upper() if f else c for c, f in zip(key, flips)) + pad
+    assert "kafka.client_options:" in error_of(doc(kafka__client_options={spelled: 1}))
+
+
+def test_client_options_tuning_keys_pass():
+    cfg = parse_config(doc(kafka__client_options={"session.timeout.ms": 30000, "fetch.wait.max.ms": 50,
+                                                   "transaction.timeout.ms": 60000, "client.id": "dl"}))
+    assert cfg.kafka.client_options["fetch.wait.max.ms"] == 50
+
+
+@pytest.mark.parametrize("url", [
+    "redis://h:6379/0?password=secret", "redis://h:6379/0?db=0&password=secret", "rediss://h/0?PASSWORD=secret",
+    "redis://h/0?pass%77ord=secret", "unix:///run/redis.sock?password=secret", "redis://h/0?ssl_password=secret",
+    "redis://h/0?password=", "redis://h/0?a=1;password=secret", "redis://h/0?password=s#frag",
+])
+def test_redis_url_refuses_a_password_in_the_query(url):
+    assert error_of(doc(redis__url=url)).startswith("redis.url: must not contain a password")
+
+
+def test_redis_url_with_plain_query_passes():
+    assert parse_config(doc(redis__url="redis://h:6379/0?socket_keepalive=true&db=1")).redis.url.endswith("db=1")
 
 
 def test_field_mapping_checked():
@@ -194,6 +237,38 @@ def test_redis_client_password_from_env():
     assert "SSL" in client.connection_pool.connection_class.__name__
     with pytest.raises(ConfigError, match="redis.password_env"):
         redis_client(cfg.redis, {})
+
+
+SASL_SSL = {"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": "svc",
+            "sasl_password_env": "DL_SASL"}
+
+
+def test_aiokafka_settings_verify_the_broker(tmp_path):
+    import ssl
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([str(root / "scripts" / "make-certs"), str(tmp_path)], check=True)
+    cfg = parse_config(doc(kafka__security=dict(SASL_SSL, ssl_ca_location=str(tmp_path / "ca.pem"))))
+    a = aiokafka_settings(cfg, ENV)
+    assert (a["security_protocol"], a["sasl_mechanism"], a["sasl_plain_username"], a["sasl_plain_password"]) == (
+        "SASL_SSL", "SCRAM-SHA-512", "svc", "sasl-pw")
+    assert a["ssl_context"].verify_mode == ssl.CERT_REQUIRED and a["ssl_context"].check_hostname
+    assert aiokafka_settings(parse_config(doc()), ENV) == {"security_protocol": "PLAINTEXT"}
+    cfg = parse_config(doc(kafka__security=dict(SASL_SSL, ssl_ca_location=str(tmp_path / "none.pem"))))
+    with pytest.raises(ConfigError, match="kafka.security: cannot load the TLS files"):
+        aiokafka_settings(cfg, ENV)
+
+
+def test_redis_tls_settings():
+    cfg = parse_config(doc(redis__url="rediss://h:6380/0", redis__username="svc", redis__password_env="DL_REDIS",
+                           redis__ssl_ca_location="/ca.pem"))
+    kwargs = redis_client(cfg.redis, ENV).connection_pool.connection_kwargs
+    assert kwargs["ssl_ca_certs"] == "/ca.pem" and kwargs["ssl_cert_reqs"] == "required" and kwargs["ssl_check_hostname"]
+    assert "need tls: true or a rediss:// url" in error_of(doc(redis__ssl_ca_location="/ca.pem"))
+    assert "go together" in error_of(doc(redis__tls=True, redis__ssl_certificate_location="/c.pem"))
+    assert "needs ssl_key_location" in error_of(doc(redis__tls=True, redis__ssl_key_password_env="DL_REDIS"))
 
 
 def test_topic_feeds_the_decoder():

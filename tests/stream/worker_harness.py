@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +32,33 @@ class Scenario:
     dead_letter_topic: str
     internal_topic: str
     prefix: str
+    env: dict[str, str] = field(default_factory=dict)  # the worker's secrets (the config names them)
+
+
+def kafka_client(stack, **settings) -> dict:
+    """librdkafka settings of a test's own client on ``stack`` (plain, or SASL_SSL for a SecureStack)."""
+    return {"bootstrap.servers": stack.kafka_bootstrap, **getattr(stack, "kafka_security", {}), **settings}
+
+
+def secure_settings(secure) -> tuple[dict, dict, dict[str, str]]:
+    """(kafka, redis) config sections that reach ``secure`` (SASL_SSL, TLS Redis, its ACL user) and the
+    environment holding their passwords."""
+    kafka = {"bootstrap_servers": secure.kafka_bootstrap,
+             "security": {"protocol": "SASL_SSL", "sasl_mechanism": secure.sasl_mechanism,
+                          "sasl_username": secure.sasl_username, "sasl_password_env": "DRIFTLINE_TEST_SASL_PASSWORD",
+                          "ssl_ca_location": secure.ca_file}}
+    redis = {"url": secure.redis_url, "username": secure.redis_username,
+             "password_env": "DRIFTLINE_TEST_REDIS_PASSWORD", "ssl_ca_location": secure.ca_file,
+             "key_prefix": secure.redis_prefixes[0]}
+    env = {"DRIFTLINE_TEST_SASL_PASSWORD": secure.sasl_password, "DRIFTLINE_TEST_REDIS_PASSWORD": secure.redis_password}
+    return kafka, redis, env
 
 
 def make_scenario(tmp_path: Path, stack, *, models: list[dict] | None = None, internal_partitions: int = 4,
-                  inference_partitions: int = 4, batch_size: int = 2000) -> Scenario:
+                  inference_partitions: int = 4, batch_size: int = 2000, secure=None) -> Scenario:
+    """Topics, group and Redis keys of one test. With ``secure`` (the ``secure_stack`` fixture) the
+    worker reaches Kafka over SASL_SSL and Redis over TLS as the stack's ACL user, whose keys live
+    under a fixed prefix: the scenario's unique group and model names keep tests apart there."""
     tag = uuid.uuid4().hex[:8]
     s = Scenario(
         tag=tag, config_path=tmp_path / "driftline.yaml",
@@ -66,6 +89,11 @@ def make_scenario(tmp_path: Path, stack, *, models: list[dict] | None = None, in
             "alerts": {"cooldown_seconds": 60, "group_window_seconds": 5, "resolve_after_quiet_seconds": 600},
         },
     }
+    if secure is not None:
+        kafka, redis, s.env = secure_settings(secure)
+        config["kafka"].update(kafka)
+        config["redis"].update(redis)
+        s.prefix = redis["key_prefix"]
     s.config_path.write_text(yaml.safe_dump(config))
     return s
 
@@ -85,7 +113,7 @@ def model_spec(name: str, *, canary_version: str | None = "v2") -> dict:
 
 
 def create_topics(stack, topics: dict[str, int]) -> None:
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    admin = AdminClient(kafka_client(stack))
     futures = admin.create_topics([NewTopic(t, num_partitions=n, replication_factor=1) for t, n in topics.items()])
     for fut in futures.values():
         fut.result(timeout=30)
@@ -115,7 +143,7 @@ def inference_events(model: str, n: int, *, seed: int, start: int = 0, shift_at:
 
 
 def produce(stack, topic: str, events: list[dict], *, key_field: str = "model", raw: list[bytes] | None = None) -> None:
-    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    producer = Producer(kafka_client(stack, **{"enable.idempotence": True, "linger.ms": 5}))
     for e in events:
         producer.produce(topic, value=json.dumps(e).encode(), key=str(e.get(key_field, "")).encode())
     for r in raw or []:
@@ -126,9 +154,8 @@ def produce(stack, topic: str, events: list[dict], *, key_field: str = "model", 
 def read_topic(stack, topic: str, *, expect: int | None = None, idle_seconds: float = 3.0,
                timeout: float = 120.0) -> list[dict]:
     """Read a topic from the beginning (read_committed) until ``expect`` records or it is idle."""
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                         "isolation.level": "read_committed"})
+    consumer = Consumer(kafka_client(stack, **{"group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+                                               "enable.auto.commit": False, "isolation.level": "read_committed"}))
     consumer.subscribe([topic])
     out: list[dict] = []
     deadline = time.monotonic() + timeout
@@ -180,7 +207,7 @@ def check_watched(what: str) -> None:
 
 def start_worker(scenario: Scenario, worker_id: str = "0", *, log_path: Path | None = None,
                  runtime: str = "confluent") -> subprocess.Popen:
-    env = dict(os.environ, DRIFTLINE_TEST_SIGNING_KEY=SIGNING_KEY)
+    env = {**os.environ, "DRIFTLINE_TEST_SIGNING_KEY": SIGNING_KEY, **scenario.env}
     path = log_path or scenario.config_path.with_name(f"worker-{worker_id}.log")
     log = open(path, "ab")
     proc = subprocess.Popen(
@@ -188,6 +215,15 @@ def start_worker(scenario: Scenario, worker_id: str = "0", *, log_path: Path | N
          "--worker-id", worker_id],
         stdout=log, stderr=subprocess.STDOUT, env=env)
     return watch(proc, path)
+
+
+def run_worker_to_exit(scenario: Scenario, *, runtime: str = "confluent", env: dict[str, str] | None = None,
+                       timeout: float = 90.0) -> subprocess.CompletedProcess:
+    """Run a worker expected to stop by itself (a start-up failure); its stdout and stderr apart."""
+    full_env = {**os.environ, "DRIFTLINE_TEST_SIGNING_KEY": SIGNING_KEY, **scenario.env, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[runtime], "--config", str(scenario.config_path)],
+        capture_output=True, text=True, env=full_env, timeout=timeout)
 
 
 def stop_worker(proc: subprocess.Popen, *, kill: bool = False) -> None:
@@ -198,7 +234,7 @@ def stop_worker(proc: subprocess.Popen, *, kill: bool = False) -> None:
 
 
 def committed_offsets(stack, group: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group})
+    consumer = Consumer(kafka_client(stack, **{"group.id": group}))
     tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
     consumer.close()
     return sum(max(tp.offset, 0) for tp in tps)
@@ -217,7 +253,7 @@ def wait_until(predicate, *, timeout: float = 120.0, interval: float = 0.5, what
 
 
 def end_offsets(stack, topic: str, partitions: int) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"ends-{uuid.uuid4().hex}"})
+    consumer = Consumer(kafka_client(stack, **{"group.id": f"ends-{uuid.uuid4().hex}"}))
     ends = [consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)]
     consumer.close()
     return ends
@@ -234,7 +270,7 @@ def drain(stack, scenario: Scenario, total_raw: int, *, internal_partitions: int
     def done() -> bool:
         if committed_offsets(stack, group, scenario.inference_topic, 4) < total_raw:
             return False
-        consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group})
+        consumer = Consumer(kafka_client(stack, **{"group.id": group}))
         tps = consumer.committed([TopicPartition(scenario.internal_topic, p) for p in range(internal_partitions)],
                                  timeout=10)
         consumer.close()

@@ -1,0 +1,30 @@
+"""The faust runtime's security settings, without a broker."""
+import faust
+import pytest
+
+from stream.config import ConfigError, parse_config
+from stream.faust_app import _check_supported, _credentials
+from tests.stream.test_config import ENV, doc
+
+
+def test_sasl_ssl_scram_becomes_faust_credentials_with_a_verifying_context(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    subprocess.run([str(Path(__file__).resolve().parents[2] / "scripts" / "make-certs"), str(tmp_path)], check=True)
+    monkeypatch.setenv("DL_SASL", ENV["DL_SASL"])
+    cfg = parse_config(doc(kafka__security={"protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
+                                            "sasl_username": "svc", "sasl_password_env": "DL_SASL",
+                                            "ssl_ca_location": str(tmp_path / "ca.pem")}))
+    _check_supported(cfg)
+    creds = _credentials(cfg)
+    assert isinstance(creds, faust.SASLCredentials)
+    assert (creds.protocol.value, creds.mechanism.value, creds.username, creds.password) == (
+        "SASL_SSL", "SCRAM-SHA-512", "svc", "sasl-pw")
+    assert creds.ssl_context.check_hostname
+    assert _credentials(parse_config(doc())) is None
+
+
+def test_librdkafka_client_options_are_refused():
+    with pytest.raises(ConfigError, match="kafka.client_options: librdkafka settings have no aiokafka equivalent"):
+        _check_supported(parse_config(doc(kafka__client_options={"fetch.wait.max.ms": 50})))
