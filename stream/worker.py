@@ -901,8 +901,8 @@ def run(config: DriftlineConfig, worker_id: str = "0") -> int:
     """Run a worker until SIGTERM/SIGINT, serving /metrics, /healthz and /readyz."""
     from stream import preflight
 
+    worker = Worker(config, worker_id=worker_id)  # reads keys and secrets: a ConfigError names the setting
     preflight.check(config)  # one line and exit 1 on a wrong password, untrusted certificate, missing right
-    worker = Worker(config, worker_id=worker_id)
     server = serve_metrics(config.metrics, worker.metrics)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
