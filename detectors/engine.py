@@ -365,7 +365,7 @@ class ModelMonitor:
             alerts = policy.observe(det, float(now_arr[gi]))
             out.extend(alerts)
             if d == "canary" and v in self.listed and self._rolls_back(det):
-                alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal)
+                alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal, det.key)
                 if alert_id is not None:
                     out.extend(self._rollback(det, alert_id))
         resolve_until(n - 1)
