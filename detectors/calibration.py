@@ -183,8 +183,8 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
         if not grow.any():
             break
         lo = np.where(grow, hi, lo)
-        hi = np.where(grow, hi * 2, hi)
-    for _ in range(80):
+        hi = np.where(grow, hi * 4, hi)
+    for _ in range(42):  # relative precision 4 * 2^-42 of the bracket
         mid = (lo + hi) / 2
         neg = f(mid) < 0
         lo = np.where(neg, mid, lo)

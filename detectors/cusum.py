@@ -80,35 +80,54 @@ class CusumBank:
         en = np.ones(self.C, dtype=bool) if enabled is None else np.asarray(enabled, dtype=bool)
         self.enabled = en & np.isfinite(self.h_up).any(axis=1) | en & np.isfinite(self.h_dn).any(axis=1)
 
+    def grow(self, cols: int) -> None:
+        """Add columns (fresh, disabled until parameterized) up to ``cols``."""
+        extra = int(cols) - self.C
+        if extra <= 0:
+            return
+        pad2 = lambda a, v: np.concatenate((a, np.full((extra, self.K), v)))  # noqa: E731
+        self.k_up, self.k_dn = pad2(self.k_up, 1.0), pad2(self.k_dn, 1.0)
+        self.h_up, self.h_dn = pad2(self.h_up, np.inf), pad2(self.h_dn, np.inf)
+        self.up, self.umin, self.dn, self.dmax = (pad2(a, 0.0) for a in (self.up, self.umin, self.dn, self.dmax))
+        self.scale = np.concatenate((self.scale, np.ones(extra)))
+        self.enabled = np.concatenate((self.enabled, np.zeros(extra, dtype=bool)))
+        self.n, self.total = np.concatenate((self.n, np.zeros(extra))), np.concatenate((self.total, np.zeros(extra)))
+        self.detections = np.concatenate((self.detections, np.zeros(extra, dtype=np.int64)))
+        self.C = int(cols)
+
     # -- updates -----------------------------------------------------------------------------
-    def update(self, X: np.ndarray, valid: np.ndarray | None = None) -> list[CusumHit]:
-        """Feed a batch (rows = events in order, columns = scores); ``valid`` masks values to skip.
+    def update(self, X: np.ndarray, valid: np.ndarray | None = None, cols: np.ndarray | None = None
+               ) -> list[CusumHit]:
+        """Feed a batch (rows = events in order, columns = scores); ``valid`` masks values to skip;
+        ``cols`` names the bank columns of ``X``'s columns (default: all, in order).
 
         Returns the alarms, sorted by row then column.
         """
         n = X.shape[0]
         if n == 0:
             return []
+        every = cols is None
+        cols = np.arange(self.C) if cols is None else np.asarray(cols, dtype=np.int64)
         hits: list[CusumHit] = []
-        full = np.ones(self.C, dtype=bool) if valid is None else valid.all(axis=0)
-        sel = np.flatnonzero(full)
+        full = np.ones(cols.size, dtype=bool) if valid is None else valid.all(axis=0)
+        fsel = np.flatnonzero(full)
         redo = np.flatnonzero(~full).tolist()
-        if sel.size:
-            alarm = self._run(sel, X if sel.size == self.C else X[:, sel], commit=True)
+        if fsel.size:
+            whole = fsel.size == cols.size
+            alarm = self._run(cols[fsel], X if whole else X[:, fsel], every and whole)
             if alarm is not None:
-                redo.extend(sel[alarm].tolist())
-        for c in sorted(redo):
-            rows = np.arange(n) if valid is None or full[c] else np.flatnonzero(valid[:, c])
+                redo.extend(fsel[alarm].tolist())
+        for q in sorted(redo, key=lambda q: cols[q]):
+            rows = np.arange(n) if valid is None or full[q] else np.flatnonzero(valid[:, q])
             if rows.size:
-                hits.extend(self._column(c, X[rows, c], rows))
+                hits.extend(self._column(int(cols[q]), X[rows, q], rows))
         hits.sort(key=lambda h: (h[0], h[1]))
         return hits
 
-    def _run(self, sel: np.ndarray, X: np.ndarray, commit: bool) -> np.ndarray | None:
+    def _run(self, sel: np.ndarray, X: np.ndarray, allc: bool) -> np.ndarray | None:
         """Advance columns ``sel`` over ``X`` without restarts. Columns that would alarm are left
         untouched and returned (as a mask over ``sel``) for :meth:`_column`; None if none."""
         n = X.shape[0]
-        allc = sel.size == self.C
         pick = (lambda a: a) if allc else (lambda a: a[sel])
         n0, tot0 = pick(self.n), pick(self.total)
         t = n0[None, :] + np.arange(1, n + 1, dtype=np.float64)[:, None]
