@@ -216,7 +216,7 @@ def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: 
             g = np.expm1(y) - y - a
             y = np.maximum(y - g / np.expm1(y), 1e-9)
         h = y / th - OVERSHOOT * sd
-    return np.where(np.isfinite(th), np.maximum(h, 0.0), 0.0)
+    return np.where(np.isfinite(th), np.maximum(h, 0.0), np.inf)  # a score that never exceeds k never fires
 
 
 def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float
