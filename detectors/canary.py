@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats as _st
 
 from detectors import calibration as cal
-from detectors.cusum import CusumBank
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.ids import SCHEMA, stable_id
 from detectors.sketches import Moments, jensen_shannon, smoothed
@@ -103,6 +103,7 @@ class CanaryJudge:
             self._fresh()
             self.lab = [0, 0, 0, 0]
             self.cusum = CusumBank(1, len(self.drifts))
+            self.cusum.set_prior(PRIOR_WEIGHT, 0.0)  # canary and stable err alike until shown otherwise
             self._derive([0, 0, 0, 0])
 
     def _derive(self, snap: list[int]) -> None:
@@ -253,4 +254,5 @@ class CanaryJudge:
         if any(a > b for a, b in zip(snap, self.lab)):
             raise StateFormatError("canary.snap ahead of the label counts")
         self._derive(snap)
+        self.cusum.set_prior(PRIOR_WEIGHT, 0.0)
         self.cusum.load_state(st.get("cusum"))

@@ -40,6 +40,7 @@ from detectors.errors import StateFormatError
 from detectors.state import check_float, check_int, check_list, enc_float
 
 MIN_RUN = 30  # updates since the last restart before a column may fire
+PRIOR_WEIGHT = 2000  # reference values the running mean starts from (see CusumBank.set_prior)
 
 #: A hit: (batch row, column, side "up"/"down", drift index, statistic, threshold, updates since restart, running mean)
 CusumHit = tuple[int, int, str, int, float, float, int, float]
@@ -54,7 +55,7 @@ class CusumBank:
     """``cols`` self-starting two-sided CUSUMs with ``drifts`` reference values each (see module doc)."""
 
     __slots__ = ("C", "K", "min_run", "k_up", "k_dn", "h_up", "h_dn", "scale", "enabled", "n", "total", "up", "umin",
-                 "dn", "dmax", "detections")
+                 "dn", "dmax", "detections", "prior_n", "prior_mean")
 
     def __init__(self, cols: int, drifts: int, min_run: int = MIN_RUN) -> None:
         self.C, self.K, self.min_run = int(cols), int(drifts), int(min_run)
@@ -68,6 +69,19 @@ class CusumBank:
         self.up, self.umin = np.zeros(shape), np.zeros(shape)
         self.dn, self.dmax = np.zeros(shape), np.zeros(shape)
         self.detections = np.zeros(self.C, dtype=np.int64)
+        self.prior_n = np.zeros(self.C)
+        self.prior_mean = np.zeros(self.C)
+
+    def set_prior(self, weight: np.ndarray | float, mean: np.ndarray | float) -> None:
+        """Start (and restart) the running mean as if ``weight`` reference values of mean ``mean``
+        had been seen: a stream that is different from its first value on (a bad canary judged
+        against stable's reference) is still caught, and the reference's weight fades as the
+        stream's own values accumulate. Columns that have not been updated yet take it at once."""
+        self.prior_n = np.broadcast_to(np.asarray(weight, dtype=np.float64), (self.C,)).copy()
+        self.prior_mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (self.C,)).copy()
+        fresh = (self.n == 0) & (self.up == 0).all(axis=1) & (self.dn == 0).all(axis=1)
+        self.n = np.where(fresh, self.prior_n, self.n)
+        self.total = np.where(fresh, self.prior_n * self.prior_mean, self.total)
 
     def set_params(self, k_up: np.ndarray, k_dn: np.ndarray, h_up: np.ndarray, h_dn: np.ndarray,
                    scale: np.ndarray, enabled: np.ndarray | None = None) -> None:
@@ -90,6 +104,8 @@ class CusumBank:
         self.h_up, self.h_dn = pad2(self.h_up, np.inf), pad2(self.h_dn, np.inf)
         self.up, self.umin, self.dn, self.dmax = (pad2(a, 0.0) for a in (self.up, self.umin, self.dn, self.dmax))
         self.scale = np.concatenate((self.scale, np.ones(extra)))
+        self.prior_n, self.prior_mean = np.concatenate((self.prior_n, np.zeros(extra))), np.concatenate(
+            (self.prior_mean, np.zeros(extra)))
         self.enabled = np.concatenate((self.enabled, np.zeros(extra, dtype=bool)))
         self.n, self.total = np.concatenate((self.n, np.zeros(extra))), np.concatenate((self.total, np.zeros(extra)))
         self.detections = np.concatenate((self.detections, np.zeros(extra, dtype=np.int64)))
@@ -174,7 +190,8 @@ class CusumBank:
                     side, j, stat, thr = "up", ju, float(su[i, ju]), float(self.h_up[c, ju])
                 else:
                     side, j, stat, thr = "down", jd, float(sd[i, jd]), float(self.h_dn[c, jd])
-                out.append((int(rows[start + i]), c, side, j, stat, thr, int(t[i, 0]), float(total[i, 0] / t[i, 0])))
+                out.append((int(rows[start + i]), c, side, j, stat, thr, int(t[i, 0] - self.prior_n[c]),
+                            float(total[i, 0] / t[i, 0])))
                 self.detections[c] += 1
                 self.restart(c)
                 start += i + 1
@@ -185,9 +202,9 @@ class CusumBank:
         return out
 
     def restart(self, c: int) -> None:
-        """Forget column ``c``'s history (after an alarm)."""
-        self.n[c] = 0.0
-        self.total[c] = 0.0
+        """Forget column ``c``'s history (after an alarm); the running mean starts from the prior."""
+        self.n[c] = self.prior_n[c]
+        self.total[c] = self.prior_n[c] * self.prior_mean[c]
         self.up[c] = self.umin[c] = self.dn[c] = self.dmax[c] = 0.0
 
     # -- statistics --------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
-from detectors.cusum import CusumBank
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.signals import Hit
 from detectors.sketches import Counts, entropy
@@ -93,6 +93,7 @@ class LabelStream:
         e = cal.bernoulli_cusum(hits[:1], np.array([nref]), self.ratios, self.rate_err)
         k_up[0], h_up[0], h_dn[0] = e[0][0], e[2][0], np.inf  # performance: degradation only
         self.cusum.set_params(k_up, k_dn, h_up, h_dn, sd)
+        self.cusum.set_prior(min(nref, PRIOR_WEIGHT), (hits + 0.5) / (nref + 1.0))
 
     def _sequential(self, lab: np.ndarray, err: np.ndarray, offset: int) -> list[Hit]:
         X = np.column_stack((err.astype(np.float64), self._eye[lab]))
@@ -283,6 +284,7 @@ class SourceDisagreement:
             e = err[pos:pos + take].astype(np.float64)
             C = len(self.cols)
             self.cusum.grow(C)
+            self.cusum.set_prior(PRIOR_WEIGHT, 0.0)  # sources agree until shown otherwise (new columns only)
             pi = self._pi[:C] if self._pi.size >= C else np.concatenate((self._pi, np.full(C - self._pi.size, 0.5)))
             one = c[:, None] == np.arange(C)[None, :]
             Y = e[:, None] * np.where(one, 1.0 / pi[None, :], -1.0 / (1.0 - pi[None, :]))
@@ -394,4 +396,5 @@ class SourceDisagreement:
             raise StateFormatError("sources.seq.snapshot inconsistent")
         self._derive(snap)
         self.params_at = check_int(seq[3], "sources.seq.params_at", -1, self.seen_all[0])
+        self.cusum.set_prior(PRIOR_WEIGHT, 0.0)
         self.cusum.load_state(seq[4])

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
-from detectors.cusum import CusumBank
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.profile import NumericProfile
 from detectors.sketches import ordered_sum
@@ -100,6 +100,7 @@ class NumericBank:
         self.rank_sd = sd
         self.cusum = CusumBank(F, len(self.drifts))
         self.cusum.set_params(k, k, h_up, h_dn, sd, self.enabled & (sd >= MIN_RANK_SD))
+        self.cusum.set_prior(np.minimum(self.nref, PRIOR_WEIGHT), 0.5)  # the reference's mid-ranks average 1/2
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["js"], c.window)
         self.alpha_ks = cal.window_alpha(c.false_alarms_per_million, sh["ks"], c.window)
         self.window = c.window

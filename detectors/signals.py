@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
-from detectors.cusum import CusumBank
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.columns import INVALID_KINDS, CategoricalColumn
 from detectors.profile import CategoricalProfile, ReferenceProfile
 from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, smoothed
@@ -156,6 +156,7 @@ class PredictionDrift:
         ref, nref = self.grow.counts, self.grow.n
         k_up, k_dn, h_up, h_dn, sd = cal.bernoulli_cusum(ref, np.full(ref.size, nref), self.ratios, self.rate)
         self.cusum.set_params(k_up, k_dn, h_up, h_dn, sd, np.full(ref.size, nref >= MIN_WINDOW_VALUES))
+        self.cusum.set_prior(min(nref, PRIOR_WEIGHT), (ref + 0.5) / (nref + 1.0))
 
     def sequential(self, codes: np.ndarray, lo: int) -> list[Hit]:
         """Predicted-class indicators of a segment through the CUSUMs (hit index: ``lo`` + row)."""

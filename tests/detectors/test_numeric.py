@@ -26,9 +26,10 @@ def feed(b, X, valid, cuts):
     return hits
 
 
-def cusum_loop(u, k, h_up, h_dn, min_run=30):
-    """Plain-Python self-starting two-sided CUSUM with restarts (independent of the vectorized bank)."""
-    out, t, total = [], 0, 0.0
+def cusum_loop(u, k, h_up, h_dn, min_run=30, w=0.0, m=0.0):
+    """Plain-Python self-starting two-sided CUSUM with restarts (independent of the vectorized bank);
+    the running mean starts from ``w`` values of mean ``m``."""
+    out, t, total = [], w, w * m
     K = len(k)
     up, umin, dn, dmax = [0.0] * K, [0.0] * K, [0.0] * K, [0.0] * K
     for i, x in enumerate(u):
@@ -44,7 +45,7 @@ def cusum_loop(u, k, h_up, h_dn, min_run=30):
             fire |= up[j] - umin[j] > h_up[j] or dmax[j] - dn[j] > h_dn[j]
         if fire and t >= min_run:
             out.append(i)
-            t, total = 0, 0.0
+            t, total = w, w * m
             up, umin, dn, dmax = [0.0] * K, [0.0] * K, [0.0] * K, [0.0] * K
     return out
 
@@ -65,7 +66,7 @@ def test_rank_cusum_matches_a_plain_loop(seed, cuts, p_invalid):
         u = rank_table(b.profs[j].grid_counts)[np.searchsorted(b.grid[j], X[valid[:, j], j], side="right")]
         rows = np.flatnonzero(valid[:, j])
         want = [int(rows[i]) for i in cusum_loop(u.tolist(), c.k_up[j].tolist(), c.h_up[j].tolist(),
-                                                 c.h_dn[j].tolist())]
+                                                 c.h_dn[j].tolist(), w=1000.0, m=0.5)]
         got = sorted(e for d, key, e in hits if key == f"x{j}" and d == "cusum")
         assert got == want
     assert any(d == "cusum" for d, _, _ in hits)  # the shift is found

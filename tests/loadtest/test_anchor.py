@@ -12,6 +12,7 @@ def test_anchor_detects_a_sudden_shift_on_the_watched_features(tmp_path):
     res = score(tmp_path)
     a = res["adwin"]
     assert a["detected"] and a["stream"].startswith("feature:") and 0 <= a["events_to_detection"] < 1000
+    assert a["seconds_to_detection_any"] <= a["seconds_to_detection"]
     assert res["page_hinkley"]["detections_total"] >= res["page_hinkley"]["false_alarms"]
     assert a["false_alarms"] >= 0 and res["events"] == 3000
 
