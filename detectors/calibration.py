@@ -3,6 +3,12 @@
 Raw library defaults are not usable on production traffic (river's PageHinkley with its
 default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline instead:
 
+0. **Sequential detectors** (``cusum``, every event or joined label) get their thresholds from
+   :func:`lundberg_theta` and :func:`cusum_threshold` (:func:`score_cusum` for scores with a known
+   discrete law such as reference mid-ranks, :func:`bernoulli_cusum` for indicators); see
+   :mod:`detectors.cusum` and :mod:`detectors.numeric`. Points 1 and the ADWIN / Page-Hinkley
+   parts of 3 describe the block-mean detectors used before state format 3 (the functions stay).
+
 1. **Standardizes** every stream against its reference. Sequential detectors (ADWIN,
    Page-Hinkley) see *block means*: the mean of ``k`` consecutive valid values,
    ``z = (block_mean - ref_mean) / (ref_std / sqrt(k))``. By the central limit theorem ``z``
