@@ -10,12 +10,14 @@ Modules:
 - ``engine``      ModelMonitor / Engine: batches in, control messages out, state to/from bytes
 - ``deployment``  all inference-side detectors of one (version, deployment) stream
 - ``columns``     hot-path extraction of numpy columns + input-integrity classification
-- ``numeric``     numeric drift for all numeric features at once (histograms, block means)
+- ``numeric``     numeric drift for all numeric features at once (histograms, mid-rank CUSUMs)
+- ``cusum``       self-starting two-sided CUSUMs of many per-event scores at once
+- ``checks``      contract checks every sequential (cusum) detector must pass
 - ``signals``     categorical, prediction, confidence, integrity and trigger signals
 - ``labels``      label drift, performance, per-source disagreement
 - ``canary``      canary vs stable judge and RollbackDecision
 - ``alerts``      alert policy (dedup, cool-down, incidents, resolution) and Alert/Resolution
-- ``sequential``  ADWIN and Page-Hinkley (order dependent, not mergeable)
+- ``sequential``  ADWIN and Page-Hinkley wrappers (order dependent, not mergeable; no longer used by signals)
 - ``sketches``    mergeable sketches and divergences (PSI, JS, chi-square, KS, entropy)
 - ``calibration`` thresholds from a target false-alarm rate
 - ``profile``     ReferenceProfile, build_profile, ProfileBuilder
@@ -25,8 +27,8 @@ Modules:
 - ``ids``, ``errors``
 
 Mergeability: histograms, category/class counts and moments merge exactly (two partitions'
-sketches combine into the sketch of the union). ADWIN, Page-Hinkley and the sequence of
-window tests are order dependent and do not merge: the worker rekeys events by model into
+sketches combine into the sketch of the union). The CUSUMs and the sequence of window tests are
+order dependent and do not merge: the worker rekeys events by model into
 an internal topic so each model's detectors see one ordered stream owned by one worker.
 """
 from detectors.alerts import Alert, Resolution

@@ -4,14 +4,18 @@ Pure logic on event time (the running maximum of event timestamps), never the wa
 clock, so a replay of the same events produces the same alerts and ids as the live run,
 whatever the micro-batch boundaries.
 
-- *Deduplication*: while an alert for ``(model, version, signal)`` is open, further
-  detections for it are absorbed (counted, their keys recorded) instead of raising again.
+- *Deduplication*: alerts are per ``(model, version, signal, key)``: while an alert for a key
+  (feature, class, label source, trigger) is open, further detections of that key are
+  absorbed (counted). A detection on *another* key raises its own alert at once, so one
+  open alert (say a false alarm on one feature) can never mask an incident on others.
 - *Resolution*: an open alert resolves at the first event whose time is at least
-  ``resolve_after_quiet_seconds`` after its last detection (the signal returned to normal).
+  ``resolve_after_quiet_seconds`` after its last detection (the key returned to normal).
 - *Cool-down*: after a resolution, detections for the same dedup key are suppressed for
   ``cooldown_seconds`` (flapping signals do not page repeatedly).
-- *Grouping*: alerts of the same model and version raised within ``group_window_seconds``
-  of an incident's first alert share its ``incident_id``.
+- *Grouping*: alerts of the same model and version share one ``incident_id`` while any alert
+  of that version's incident is open, or when raised within ``group_window_seconds`` of the
+  incident's first alert; a control-topic reader sees a drift spreading over keys as one
+  incident with one alert per key.
 - *Severity*: ``page`` for signals in ``page_signals``, else ``ticket``.
 
 >>> from detectors.spec import AlertPolicySpec
@@ -23,8 +27,12 @@ whatever the micro-batch boundaries.
 ['alert']
 >>> policy.observe(d, now=101.0)
 []
->>> [m.to_dict()["kind"] for m in policy.advance(800.0, "e2", 2, 800.0)]
-['resolve']
+>>> other = Detection("trigger", "p_class_given_trigger", "m", "v1", "stable", "u", 9.0, 4.0,
+...                   {}, {}, "e3", 3, 102.0, "page")
+>>> [(a.to_dict()["key"], a.incident_id == policy.alert_id_for("v1", "trigger", "t")) for a in policy.observe(other, now=102.0)]
+[('u', True)]
+>>> [m.to_dict()["key"] for m in policy.advance(800.0, "e2", 2, 800.0)]
+['t', 'u']
 """
 from __future__ import annotations
 
@@ -34,9 +42,6 @@ from typing import Any
 from detectors.detection import Detection, _num
 from detectors.ids import SCHEMA, stable_id
 from detectors.spec import AlertPolicySpec
-
-MAX_KEYS_PER_ALERT = 16
-
 
 @dataclass(slots=True)
 class Alert:
@@ -85,8 +90,8 @@ class Resolution:
         return {
             "schema": SCHEMA, "kind": "resolve", "id": self.id, "alert_id": self.alert_id,
             "incident_id": self.incident_id, "model": self.model, "version": self.version,
-            "deployment": self.deployment, "signal": self.signal, "detections": self.detections,
-            "keys": list(self.keys), "opened_ts": self.opened_ts,
+            "deployment": self.deployment, "signal": self.signal, "key": self.keys[0] if self.keys else "",
+            "detections": self.detections, "keys": list(self.keys), "opened_ts": self.opened_ts,
             "last_detection_ts": self.last_detection_ts,
             "event_id": self.event_id, "position": self.position, "ts": self.ts,
         }
@@ -103,6 +108,9 @@ class _Open:
     keys: list[str] = field(default_factory=list)
 
 
+DedupKey = tuple[str, str, str]  # (version, signal, key)
+
+
 class AlertPolicy:
     """Turns detections of one model into alerts and resolutions (see module doc)."""
 
@@ -110,8 +118,8 @@ class AlertPolicy:
         self.model = model
         self.spec = spec
         self._page = frozenset(spec.page_signals)
-        self._open: dict[tuple[str, str], _Open] = {}
-        self._cooldown_until: dict[tuple[str, str], float] = {}
+        self._open: dict[DedupKey, _Open] = {}
+        self._cooldown_until: dict[DedupKey, float] = {}
         self._incident: dict[str, tuple[str, float]] = {}  # version -> (incident id, start time)
         self.suppressed = 0
         self.raised = 0
@@ -125,8 +133,8 @@ class AlertPolicy:
         return len(self._open)
 
     @property
-    def open_alerts(self) -> dict[tuple[str, str], str]:
-        """``(version, signal) -> alert id`` of currently open alerts."""
+    def open_alerts(self) -> dict[DedupKey, str]:
+        """``(version, signal, key) -> alert id`` of currently open alerts."""
         return {k: o.alert_id for k, o in self._open.items()}
 
     def next_deadline(self) -> float:
@@ -145,24 +153,27 @@ class AlertPolicy:
             out.append(Resolution(
                 id=stable_id(self.model, key[0], key[1], "resolve", o.alert_id, position),
                 alert_id=o.alert_id, incident_id=o.incident_id, model=self.model, version=key[0],
-                deployment=o.deployment, signal=key[1], detections=o.count, keys=list(o.keys),
+                deployment=o.deployment, signal=key[1], detections=o.count, keys=[key[2]],
                 opened_ts=o.opened_ts, last_detection_ts=o.last_ts, event_id=event_id,
                 position=position, ts=ts))
         return out
 
-    def alert_id_for(self, version: str, signal: str) -> str | None:
-        o = self._open.get((version, signal))
-        return None if o is None else o.alert_id
+    def alert_id_for(self, version: str, signal: str, key: str | None = None) -> str | None:
+        """Id of the open alert of ``(version, signal, key)``; with ``key=None``, of any key
+        (the earliest raised) of that signal."""
+        if key is not None:
+            o = self._open.get((version, signal, key))
+            return None if o is None else o.alert_id
+        ids = sorted((o.opened_ts, o.alert_id) for k, o in self._open.items() if k[0] == version and k[1] == signal)
+        return ids[0][1] if ids else None
 
     def observe(self, det: Detection, now: float) -> list[Alert]:
         """Feed one detection at event time ``now``; returns the alert it raises, if any."""
-        key = (det.version, det.signal)
+        key = (det.version, det.signal, det.key)
         o = self._open.get(key)
         if o is not None:
             o.count += 1
             o.last_ts = max(o.last_ts, now)
-            if det.key not in o.keys and len(o.keys) < MAX_KEYS_PER_ALERT:
-                o.keys.append(det.key)
             return []
         until = self._cooldown_until.get(key)
         if until is not None:
@@ -172,7 +183,8 @@ class AlertPolicy:
             del self._cooldown_until[key]
         alert_id = stable_id(self.model, det.version, det.signal, det.key, det.position)
         inc = self._incident.get(det.version)
-        if inc is not None and now - inc[1] <= self.spec.group_window_seconds:
+        if inc is not None and (now - inc[1] <= self.spec.group_window_seconds
+                                or any(o.incident_id == inc[0] for o in self._open.values())):
             incident_id = inc[0]
         else:
             incident_id = alert_id
@@ -201,9 +213,9 @@ class AlertPolicy:
     # -- state ----------------------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
         return {
-            "open": [[k[0], k[1], o.alert_id, o.incident_id, o.deployment, o.opened_ts, o.last_ts,
-                      o.count, list(o.keys)] for k, o in sorted(self._open.items())],
-            "cooldown": [[k[0], k[1], t] for k, t in sorted(self._cooldown_until.items())],
+            "open": [[k[0], k[1], k[2], o.alert_id, o.incident_id, o.deployment, o.opened_ts, o.last_ts,
+                      o.count] for k, o in sorted(self._open.items())],
+            "cooldown": [[k[0], k[1], k[2], t] for k, t in sorted(self._cooldown_until.items())],
             "incident": [[v, i, t] for v, (i, t) in sorted(self._incident.items())],
             "counts": [self.suppressed, self.raised, self.resolved],
         }
@@ -213,16 +225,15 @@ class AlertPolicy:
         self._open = {}
         for row in check_list(st.get("open"), "alerts.open"):
             row = check_list(row, "alerts.open[]", 9)
-            keys = [check_str(k, "alerts.open keys") for k in check_list(row[8], "alerts.open keys")]
-            self._open[(check_str(row[0], "version"), check_str(row[1], "signal"))] = _Open(
-                check_str(row[2], "alert id"), check_str(row[3], "incident id"), check_str(row[4], "deployment"),
-                check_float(row[5], "opened"), check_float(row[6], "last"), check_int(row[7], "count"),
-                keys[:MAX_KEYS_PER_ALERT])
+            key = check_str(row[2], "key")
+            self._open[(check_str(row[0], "version"), check_str(row[1], "signal"), key)] = _Open(
+                check_str(row[3], "alert id"), check_str(row[4], "incident id"), check_str(row[5], "deployment"),
+                check_float(row[6], "opened"), check_float(row[7], "last"), check_int(row[8], "count"), [key])
         self._cooldown_until = {}
         for row in check_list(st.get("cooldown"), "alerts.cooldown"):
-            row = check_list(row, "alerts.cooldown[]", 3)
-            self._cooldown_until[(check_str(row[0], "version"), check_str(row[1], "signal"))] = \
-                check_float(row[2], "cooldown")
+            row = check_list(row, "alerts.cooldown[]", 4)
+            self._cooldown_until[(check_str(row[0], "version"), check_str(row[1], "signal"),
+                                  check_str(row[2], "key"))] = check_float(row[3], "cooldown")
         self._incident = {}
         for row in check_list(st.get("incident"), "alerts.incident"):
             row = check_list(row, "alerts.incident[]", 3)

@@ -3,6 +3,12 @@
 Raw library defaults are not usable on production traffic (river's PageHinkley with its
 default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline instead:
 
+0. **Sequential detectors** (``cusum``, every event or joined label) get their thresholds from
+   :func:`lundberg_theta` and :func:`cusum_threshold` (:func:`score_cusum` for scores with a known
+   discrete law such as reference mid-ranks, :func:`bernoulli_cusum` for indicators); see
+   :mod:`detectors.cusum` and :mod:`detectors.numeric`. Points 1 and the ADWIN / Page-Hinkley
+   parts of 3 describe the block-mean detectors used before state format 3 (the functions stay).
+
 1. **Standardizes** every stream against its reference. Sequential detectors (ADWIN,
    Page-Hinkley) see *block means*: the mean of ``k`` consecutive valid values,
    ``z = (block_mean - ref_mean) / (ref_std / sqrt(k))``. By the central limit theorem ``z``
@@ -118,19 +124,25 @@ import numpy as np
 from scipy import special as _sp
 from scipy import stats as _st
 
-#: Share of one signal-key's false-alarm budget given to each of its detectors.
+#: Share of one signal-key's false-alarm budget given to each of its detectors. ``cusum`` is
+#: the per-event sequential detector (:mod:`detectors.cusum`); windowed tests keep the rest as
+#: a second opinion.
 SHARES: dict[str, dict[str, float]] = {
-    "numeric_drift": {"adwin": 0.25, "page_hinkley": 0.25, "js": 1 / 3, "ks": 1 / 6},
+    "numeric_drift": {"cusum": 0.7, "js": 0.2, "ks": 0.1},
     "categorical_drift": {"js": 2 / 3, "unseen_rate": 1 / 3},
-    "prediction_drift": {"class_rate": 0.5, "dominance": 0.5},
+    "prediction_drift": {"cusum": 0.6, "class_rate": 0.2, "dominance": 0.2},
     "confidence_drift": {"mean": 0.5, "low_rate": 0.5},
-    "label_drift": {"class_rate": 0.5, "entropy": 0.5},
-    "performance": {"error_rate": 1.0},
-    "label_disagreement": {"model": 0.5, "sources": 0.5},
+    "label_drift": {"cusum": 0.6, "class_rate": 0.2, "entropy": 0.2},
+    "performance": {"cusum": 0.7, "error_rate": 0.3},
+    "label_disagreement": {"cusum": 0.6, "model": 0.2, "sources": 0.2},
     "trigger": {"triggered_rate": 0.5, "p_class_given_trigger": 0.5},
     "input_integrity": {"invalid_rate": 0.5, "invalid_burst": 0.5},
-    "canary_divergence": {"prediction": 1 / 3, "confidence": 1 / 3, "error_rate": 1 / 3},
+    "canary_divergence": {"prediction": 0.25, "confidence": 0.25, "error_rate": 0.2, "cusum": 0.3},
 }
+
+#: Siegmund's correction for the overshoot of a CUSUM over its threshold, in standard
+#: deviations of one increment (exact for normal increments, conservative for coarser ones).
+OVERSHOOT = 1.166
 
 #: Measured alarms per million N(0,1) updates of river's ADWIN with clock=8
 #: (4 x 5M draws per delta, see :func:`measure_adwin_rate`).
@@ -139,6 +151,147 @@ ADWIN_RATE_TABLE: tuple[tuple[float, float], ...] = (
     (0.05, 53.0), (0.1, 126.35), (0.3, 492.15), (0.5, 955.6),
 )
 ADWIN_CLOCK = 8
+
+
+def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> np.ndarray:
+    """Per row, the ``theta > 0`` with ``sum_j probs[j] * exp(theta * (values[j] - drift)) = 1``.
+
+    ``values``/``probs`` (rows x support) describe the in-control distribution of one score,
+    centred (``sum_j probs[j] * values[j] = 0``); ``drift`` (rows) is the CUSUM's reference
+    value ``k > 0``. ``theta`` is the adjustment coefficient of the random walk of increments
+    ``score - k``: by Lundberg's inequality the walk started at 0 ever exceeds ``h`` with
+    probability at most ``exp(-theta * h)``, whatever the score's distribution (discrete,
+    tied, skewed). For N(0, sigma^2) it is ``2 k / sigma^2``. Rows whose score can never
+    exceed ``k`` get ``inf`` (the CUSUM can never fire). Vectorized bisection.
+
+    >>> v = np.array([[-1.0, 1.0]]); p = np.array([[0.5, 0.5]])
+    >>> round(float(lundberg_theta(v, p, np.array([0.5]))[0]), 4)
+    1.2188
+    """
+    v = np.asarray(values, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    k = np.asarray(drift, dtype=np.float64)
+    logp = np.log(np.where(p > 0, p, 1.0))
+    live = p > 0
+    x = np.where(live, v - k[:, None], -np.inf)
+    finite = (np.where(live, v, -np.inf).max(axis=1) > k)
+
+    def f(th: np.ndarray) -> np.ndarray:
+        a = th[:, None] * x + logp
+        a = np.where(live, a, -np.inf)
+        mx = a.max(axis=1)
+        return mx + np.log(np.exp(a - mx[:, None]).sum(axis=1))
+
+    lo = np.zeros(k.shape)
+    hi = np.ones(k.shape)
+    for _ in range(200):
+        grow = finite & (f(hi) < 0)
+        if not grow.any():
+            break
+        lo = np.where(grow, hi, lo)
+        hi = np.where(grow, hi * 4, hi)
+    for _ in range(42):  # relative precision 4 * 2^-42 of the bracket
+        mid = (lo + hi) / 2
+        neg = f(mid) < 0
+        lo = np.where(neg, mid, lo)
+        hi = np.where(neg, hi, mid)
+    return np.where(finite, hi, np.inf)
+
+
+def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: float) -> np.ndarray:
+    """One-sided CUSUM threshold ``h`` whose in-control alarm rate per update is ``rate``.
+
+    Siegmund's approximation of the in-control average run length, generalized with the
+    adjustment coefficient ``theta`` of :func:`lundberg_theta`:
+    ``ARL(h) = (exp(theta b) - theta b - 1) / (theta k)``, ``b = h + OVERSHOOT * sd``
+    (``sd``: standard deviation of one score). For normal scores this is the classical
+    ``(exp(2 k b) - 2 k b - 1) / (2 k^2)`` (unit variance). Solved for ``ARL = 1 / rate``.
+
+    >>> round(float(cusum_threshold(np.array([1.0]), np.array([0.5]), np.array([1.0]), 1e-6)[0]), 2)
+    11.96
+    """
+    th = np.asarray(theta, dtype=np.float64)
+    k = np.asarray(drift, dtype=np.float64)
+    sd = np.asarray(sd, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a = np.where(np.isfinite(th), th * k / rate, 1.0)
+        # solve exp(y) - y - 1 = a for y > 0 (Newton from the log, monotone)
+        y = np.log(a + 1.0) + np.log1p(np.log(a + 1.0) / np.maximum(a, 1e-300))
+        y = np.maximum(y, 1e-6)
+        for _ in range(60):
+            g = np.expm1(y) - y - a
+            y = np.maximum(y - g / np.expm1(y), 1e-9)
+        h = y / th - OVERSHOOT * sd
+    return np.where(np.isfinite(th), np.maximum(h, 0.0), np.inf)  # a score that never exceeds k never fires
+
+
+def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Drifts and thresholds of two-sided CUSUMs on scores with known discrete in-control laws.
+
+    ``values``/``probs`` (columns x support, zero-padded probabilities allowed) give each
+    column's score distribution (for a numeric feature: the mid-ranks of the reference's grid
+    bins and their masses); ``drifts`` are reference values in standard deviations of the
+    score; ``rate`` is the alarm rate per update of each one-sided CUSUM. Returns
+    ``(k, h_up, h_down, sd)``: ``k`` and the thresholds per (column, drift) in score units,
+    ``sd`` per column. Each side's threshold uses that side's own adjustment coefficient, so
+    a skewed or tied score gets the threshold its own tail needs.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    p = np.asarray(probs, dtype=np.float64)
+    p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
+    c = v - (p * v).sum(axis=1, keepdims=True)
+    sd = np.sqrt((p * c * c).sum(axis=1))
+    d = np.asarray(drifts, dtype=np.float64)
+    C, K = v.shape[0], d.size
+    k = sd[:, None] * d[None, :]
+    rows = np.repeat(np.arange(C), K)
+    th_up = lundberg_theta(c[rows], p[rows], k.ravel()).reshape(C, K)
+    th_dn = lundberg_theta(-c[rows], p[rows], k.ravel()).reshape(C, K)
+    sdk = np.repeat(sd, K).reshape(C, K)
+    return k, cusum_threshold(th_up, k, sdk, rate), cusum_threshold(th_dn, k, sdk, rate), sd
+
+
+def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: float
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Drifts and thresholds of two-sided CUSUMs on 0/1 indicators with reference ``hits`` of ``n``.
+
+    Drift ``j`` targets a change of the odds by ``ratios[j]`` up and ``1 / ratios[j]`` down:
+    the CUSUM on ``x - mean - k`` is then Page's likelihood-ratio CUSUM of that change (its
+    increments are linear in ``x``). The rate is known only as well as the reference tells
+    (Jeffreys posterior); the adjustment coefficient is the smallest over the posterior mean
+    and two posterior standard deviations either side, so an underestimated rate of a rare
+    class does not overspend the budget. Returns ``(k_up, k_down, h_up, h_down, sd)``.
+
+    >>> k_up, k_dn, h_up, h_dn, sd = bernoulli_cusum(np.array([20]), np.array([2000]), [2.0], 1e-8)
+    >>> bool(0 < k_up[0, 0] < 0.01 and h_up[0, 0] > 10 * k_up[0, 0])
+    True
+    """
+    a = np.asarray(hits, dtype=np.float64) + 0.5
+    b = np.asarray(n, dtype=np.float64) - np.asarray(hits, dtype=np.float64) + 0.5
+    p = a / (a + b)
+    sp = np.sqrt(p * (1 - p) / (a + b + 1))
+    r = np.asarray(ratios, dtype=np.float64)
+    C, K = p.size, r.size
+
+    def cut(p0: np.ndarray, rho: np.ndarray) -> np.ndarray:
+        p1 = rho * p0 / (1 - p0 + rho * p0)
+        la, lb = np.log(p1 / p0), np.log((1 - p1) / (1 - p0))
+        return -lb / (la - lb)
+
+    P = p[:, None]
+    k_up = cut(P, r[None, :]) - P
+    k_dn = P - cut(P, 1.0 / r[None, :])
+    th_up = np.full((C, K), np.inf)
+    th_dn = np.full((C, K), np.inf)
+    for q in (np.clip(p - 2 * sp, 1e-9, 1 - 1e-9), p, np.clip(p + 2 * sp, 1e-9, 1 - 1e-9)):
+        vals = np.repeat(np.stack((-q, 1 - q), axis=1), K, axis=0)
+        pr = np.repeat(np.stack((1 - q, q), axis=1), K, axis=0)
+        th_up = np.minimum(th_up, lundberg_theta(vals, pr, k_up.ravel()).reshape(C, K))
+        th_dn = np.minimum(th_dn, lundberg_theta(-vals, pr, k_dn.ravel()).reshape(C, K))
+    sd = np.sqrt(p * (1 - p))
+    sdk = np.repeat(sd, K).reshape(C, K)
+    return k_up, k_dn, cusum_threshold(th_up, k_up, sdk, rate), cusum_threshold(th_dn, k_dn, sdk, rate), sd
 
 
 def window_alpha(per_million: float, share: float, window: int) -> float:

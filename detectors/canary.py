@@ -16,6 +16,8 @@ import math
 import numpy as np
 from scipy import stats as _st
 
+from detectors import calibration as cal
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.ids import SCHEMA, stable_id
 from detectors.sketches import Moments, jensen_shannon, smoothed
@@ -63,9 +65,17 @@ class CanaryJudge:
     canary labels, error rates since the canary started are compared (one-sided
     two-proportion z-test AND an increase above ``max_error_rate_increase``). Hits use the
     signal ``canary_divergence``.
+
+    Per joined label (detector ``cusum``), a self-starting CUSUM runs on the score
+    ``err * (1[canary] / pi - 1[stable] / (1 - pi))`` of canary and stable labels (``pi``: the
+    canary's share of them): its mean is the canary's error rate minus stable's, zero while
+    both err alike, whatever the common error rate does. Its parameters are re-derived every
+    ``min_labels`` canary labels from the counts since the canary started (conservative error
+    rate), its budget is ``CalibrationSpec.false_alarms_per_million`` per million labels.
     """
 
-    def __init__(self, n_classes: int, policy: Any) -> None:
+    def __init__(self, n_classes: int, policy: Any, per_million: float = 0.01,
+                 drifts: tuple[float, ...] = (0.1, 0.25, 0.6)) -> None:
         self.p = policy
         self.k = n_classes
         self.version: str | None = None
@@ -74,6 +84,11 @@ class CanaryJudge:
         self.lab = [0, 0, 0, 0]  # canary n, canary errors, stable n, stable errors (since the canary started)
         z = _st.norm.isf
         self.z = float(z(policy.false_alarm_probability))
+        self.drifts = list(drifts)
+        self.rate = per_million * cal.SHARES["canary_divergence"]["cusum"] / 1e6 / len(self.drifts)
+        self.cusum = CusumBank(1, len(self.drifts))
+        self.snap = [0, 0, 0, 0]
+        self.pi = 0.5
 
     def _fresh(self) -> None:
         self.cc = np.zeros(self.k, dtype=np.int64)
@@ -87,6 +102,29 @@ class CanaryJudge:
             self.total = 0
             self._fresh()
             self.lab = [0, 0, 0, 0]
+            self.cusum = CusumBank(1, len(self.drifts))
+            self.cusum.set_prior(PRIOR_WEIGHT, 0.0)  # canary and stable err alike until shown otherwise
+            self._derive([0, 0, 0, 0])
+
+    def _derive(self, snap: list[int]) -> None:
+        """Error-difference score law from the label counts ``snap`` (see class doc)."""
+        self.snap = list(snap)
+        cn, ce, sn, se = snap
+        m = self.p.min_labels
+        if cn < m or sn < m or ce + se == 0:
+            self.cusum.set_params(np.ones((1, len(self.drifts))), np.ones((1, len(self.drifts))),
+                                  np.full((1, len(self.drifts)), np.inf), np.full((1, len(self.drifts)), np.inf),
+                                  np.ones(1), np.zeros(1, dtype=bool))
+            return
+        pi = min(max(cn / (cn + sn), 1e-3), 0.999)
+        a, b = ce + se + 0.5, cn + sn - ce - se + 0.5
+        p = a / (a + b)
+        p = min(p + 2 * math.sqrt(p * (1 - p) / (a + b + 1)), 0.999)
+        vals = np.array([[0.0, 1 / pi, -1 / (1 - pi)]])
+        probs = np.array([[1 - p, p * pi, p * (1 - pi)]])
+        k, h_up, _, sd = cal.score_cusum(vals, probs, self.drifts, self.rate)
+        self.cusum.set_params(k, k, h_up, np.full_like(h_up, np.inf), sd)
+        self.pi = pi
 
     def process(self, is_canary: np.ndarray, is_stable: np.ndarray, preds: np.ndarray, conf: np.ndarray
                 ) -> list[tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]]:
@@ -140,6 +178,11 @@ class CanaryJudge:
         return out
 
     def process_labels(self, is_canary: np.ndarray, is_stable: np.ndarray, err: np.ndarray) -> list:
+        self._seq_hits: list = []
+        out = self._process_labels(is_canary, is_stable, err)
+        return sorted(out + self._seq_hits, key=lambda h: h[7])
+
+    def _process_labels(self, is_canary: np.ndarray, is_stable: np.ndarray, err: np.ndarray) -> list:
         out = []
         m = self.p.min_labels
         where = np.flatnonzero(is_canary)
@@ -154,8 +197,25 @@ class CanaryJudge:
             where = where[need:]
             start = end
             out.extend(self._compare_errors(end - 1))
+            self._derive(self.lab)
 
     def _add_lab(self, ic, is_, err, lo, hi) -> None:
+        c, s = ic[lo:hi], is_[lo:hi]
+        both = c | s
+        if both.any():
+            rows = np.flatnonzero(both)
+            e = err[lo:hi][rows].astype(np.float64)
+            y = e * np.where(c[rows], 1.0 / self.pi, -1.0 / (1.0 - self.pi))
+            for row, _, side, j, stat, thr, run, mean in self.cusum.update(y[:, None]):
+                sd = float(self.cusum.scale[0])
+                self._seq_hits.append(("canary_divergence", "cusum", "error_rate", stat / sd, thr / sd,
+                                       {"stable_error_rate": round(self.lab[3] / max(self.lab[2], 1), 6),
+                                        "n": self.lab[2], "canary_label_share": round(self.pi, 6)},
+                                       {"excess_error_rate_since_restart": round(mean, 6), "labels_since_restart": run,
+                                        "drift_sd": self.drifts[j]}, lo + int(rows[row])))
+        self._add_counts(ic, is_, err, lo, hi)
+
+    def _add_counts(self, ic, is_, err, lo, hi) -> None:
         e = err[lo:hi]
         self.lab[0] += int(ic[lo:hi].sum())
         self.lab[1] += int(e[ic[lo:hi]].sum())
@@ -176,7 +236,8 @@ class CanaryJudge:
 
     def to_state(self) -> dict[str, Any]:
         return {"version": self.version, "total": self.total, "cc": self.cc.tolist(), "sc": self.sc.tolist(),
-                "cm": self.cm.to_state(), "sm": self.sm.to_state(), "lab": list(self.lab)}
+                "cm": self.cm.to_state(), "sm": self.sm.to_state(), "lab": list(self.lab),
+                "snap": list(self.snap), "cusum": self.cusum.to_state()}
 
     def load_state(self, st: Any) -> None:
         if not isinstance(st, dict):
@@ -189,3 +250,9 @@ class CanaryJudge:
         self.cm.load_state(st.get("cm"))
         self.sm.load_state(st.get("sm"))
         self.lab = check_counts(st.get("lab"), "canary.lab", 4)
+        snap = check_counts(st.get("snap"), "canary.snap", 4)
+        if any(a > b for a, b in zip(snap, self.lab)):
+            raise StateFormatError("canary.snap ahead of the label counts")
+        self._derive(snap)
+        self.cusum.set_prior(PRIOR_WEIGHT, 0.0)
+        self.cusum.load_state(st.get("cusum"))

@@ -117,6 +117,8 @@ class DeploymentMonitor:
                 sig.accumulate(cols[sig.key], lo, hi)
             for h in integ.accumulate(kinds, lo, hi):
                 hits.append(h[:7] + (int(idx[h[7]]),))
+            for h in self.prediction.sequential(preds[lo:hi], lo):
+                hits.append(h[:7] + (int(idx[h[7]]),))
             pred_counts.update_codes(preds[lo:hi])
             confd.accumulate(conf[lo:hi])
             for t in trigs:
@@ -145,6 +147,10 @@ class DeploymentMonitor:
                                "invalid": {k: v.tolist() for k, v in self.invalid_total.items()}}
         if self.armed and self.numeric is not None:
             out["numeric"] = self.numeric.stats()
+        if self.armed:
+            stat, thr = self.prediction.cusum.exceedance()
+            out["cusum"] = {"prediction_drift": {name: [float(a), float(b)] for name, a, b in
+                                                 zip(self.prediction.names, stat.tolist(), thr.tolist())}}
         return out
 
     def to_state(self) -> dict[str, Any]:
@@ -158,7 +164,8 @@ class DeploymentMonitor:
         st["numeric"] = self.numeric.to_state() if self.numeric is not None else None
         st["categorical"] = [s.to_state() for s in self.categorical]
         st["integrity"] = self.integrity.to_state()
-        st["prediction"] = [self.prediction.counts.to_state(), self.prediction.grow.to_state()]
+        st["prediction"] = [self.prediction.counts.to_state(), self.prediction.grow.to_state(),
+                            self.prediction.cusum.to_state()]
         st["confidence"] = self.confidence.to_state()
         st["triggers"] = [t.to_state() for t in self.triggers]
         return st
@@ -201,9 +208,11 @@ class DeploymentMonitor:
                     if isinstance(exc, StateFormatError):
                         raise
                     raise StateFormatError(f"{key}: {exc}") from None
-        pred = check_list(st.get("prediction"), "prediction", 2)
+        pred = check_list(st.get("prediction"), "prediction", 3)
         obj.prediction.counts.load_state(pred[0])
         obj.prediction.grow.load_state(pred[1])
+        obj.prediction._derive()
+        obj.prediction.cusum.load_state(pred[2])
         obj.confidence.load_state(st.get("confidence"))
         return obj
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SIGNALS: tuple[str, ...] = (
-    "numeric_drift",       # ADWIN / Page-Hinkley on block means, PSI / JS / KS per window
+    "numeric_drift",       # per-event CUSUM on reference mid-ranks; G test (JS) / KS per window
     "categorical_drift",   # JS / chi-square of bounded top-k counts, unseen-category rate
     "prediction_drift",    # per-class prediction rate, class dominance
     "confidence_drift",    # mean confidence, low-confidence rate
@@ -24,22 +24,24 @@ SIGNALS: tuple[str, ...] = (
     "canary_divergence",   # canary vs stable prediction / confidence / error rate
 )
 
-#: Detector names per signal (as in ``Detection.detector``). ``numeric_drift/psi`` and
+#: Detector names per signal (as in ``Detection.detector``). ``cusum`` is the per-event (per
+#: joined label) sequential detector of :mod:`detectors.cusum`. ``numeric_drift/adwin`` and
+#: ``numeric_drift/page_hinkley`` (block-mean detectors before state format 3), ``numeric_drift/psi`` and
 #: ``categorical_drift/chi2`` are no longer emitted (the histogram decision is the G test,
 #: reported as ``js`` with PSI / the chi-square distance in its evidence, see
 #: :mod:`detectors.calibration`); they stay valid names so existing configurations load.
 DETECTORS: dict[str, tuple[str, ...]] = {
-    "numeric_drift": ("adwin", "page_hinkley", "psi", "js", "ks"),
+    "numeric_drift": ("cusum", "js", "ks", "adwin", "page_hinkley", "psi"),
     "categorical_drift": ("js", "chi2", "unseen_rate"),
-    "prediction_drift": ("class_rate", "dominance"),
+    "prediction_drift": ("cusum", "class_rate", "dominance"),
     "confidence_drift": ("mean", "low_rate"),
-    "label_drift": ("class_rate", "entropy"),
-    "performance": ("error_rate", "class_error_rate"),
-    "label_disagreement": ("model", "sources"),
+    "label_drift": ("cusum", "class_rate", "entropy"),
+    "performance": ("cusum", "error_rate", "class_error_rate"),
+    "label_disagreement": ("cusum", "model", "sources"),
     "trigger": ("triggered_rate", "p_class_given_trigger"),
     "input_integrity": ("invalid_rate", "invalid_burst"),
     "version_integrity": ("unlisted_version", "unknown_deployment", "digest_mismatch"),
-    "canary_divergence": ("prediction", "confidence", "error_rate"),
+    "canary_divergence": ("prediction", "confidence", "error_rate", "cusum"),
 }
 
 

@@ -86,7 +86,8 @@ class ModelMonitor:
         self.streams: dict[tuple[str, str], DeploymentMonitor] = {}
         self.label_streams: dict[tuple[str, str], LabelStream] = {}
         self.sources = SourceDisagreement(calibration)
-        self.canary = CanaryJudge(len(spec.classes) + 1, spec.canary)
+        self.canary = CanaryJudge(len(spec.classes) + 1, spec.canary, calibration.false_alarms_per_million,
+                                  tuple(calibration.cusum_drifts))
         self._rollback_signals = frozenset(spec.canary.rollback_signals)
         self.policy = AlertPolicy(spec.name, alerts)
         self.now = float("-inf")
@@ -300,12 +301,20 @@ class ModelMonitor:
         # per-source disagreement sees every label; label drift and performance only the first
         # label of each event (a second source's label of the same event is not new evidence)
         first = np.ones(n, dtype=bool)
-        add, recent = self.sources.add, self.sources.recent
+        add, recent, tracked = self.sources.add, self.sources.recent, self.sources.tracked
+        src_rows: list[int] = []
+        src_names: list[str] = []
         for i, j in enumerate(labels):
             if j.model_version in self.listed:
                 first[i] = j.label.event_id not in recent
+                src_rows.append(i)
                 for h in add(j.label.event_id, j.label.source, j.label.label, bool(err[i]), i):
                     hits.append((h, i, j.model_version, j.deployment))
+                src_names.append(tracked(j.label.source))
+        if src_rows:
+            rows = np.asarray(src_rows, dtype=np.int64)
+            for h in self.sources.sequential(src_names, err[rows], rows):
+                hits.append((h, h[7], vers[h[7]], deps[h[7]]))
         for (v, d), idxs in _groups(list(zip(vers, deps))).items():
             if v not in self.listed or d not in DEPLOYMENTS:
                 self.unlisted_labels += n if idxs is None else idxs.size
@@ -365,7 +374,7 @@ class ModelMonitor:
             alerts = policy.observe(det, float(now_arr[gi]))
             out.extend(alerts)
             if d == "canary" and v in self.listed and self._rolls_back(det):
-                alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal)
+                alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal, det.key)
                 if alert_id is not None:
                     out.extend(self._rollback(det, alert_id))
         resolve_until(n - 1)

@@ -2,7 +2,13 @@
 
 Inputs are :class:`~detectors.events.JoinedLabel` (a label joined with its prediction).
 Per stream, the first ``ModelSpec.label_reference_size`` joined labels form the label
-reference; then every ``CalibrationSpec.label_window`` labels the window is tested:
+reference. From then on **every joined label** updates self-starting CUSUMs
+(:class:`~detectors.cusum.CusumBank`, detector ``cusum``) of the error indicator
+(``performance``, degradation only) and of each label class indicator (``label_drift``,
+both ways), targeting odds ratios ``CalibrationSpec.rate_ratios`` with thresholds from the
+budget per joined label (:func:`~detectors.calibration.bernoulli_cusum`, re-derived whenever
+the reference grows). Every ``CalibrationSpec.label_window`` labels the window is also tested,
+as a second opinion:
 
 - ``label_drift``: per label class, two-sided beta-binomial rate test; label entropy z-test
   (delta-method variance of the plug-in entropy).
@@ -19,7 +25,12 @@ labels disagree with the model and with other sources labelling the same event, 
 compares each source with the pool of all other sources over the same period (one-sided
 two-proportion z-test): a compromised labeler flipping labels stands out even when the
 global error rate barely moves. Sources beyond ``max_sources`` are pooled as ``<other>``;
-the cross-source memory of recent (event, source, label) triples is bounded.
+the cross-source memory of recent (event, source, label) triples is bounded. Per joined label,
+a CUSUM per source runs on the score ``err * (1[source = s] / pi_s - 1[source != s] / (1 - pi_s))``
+(``pi_s``: the source's share of labels, ``err``: label != prediction): its mean is the source's
+error rate minus the other sources' over the same labels, zero when all sources agree with the
+model equally, *whatever the common error rate does* (a concept drift moves all sources alike
+and is not a source's fault).
 """
 from __future__ import annotations
 
@@ -29,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.signals import Hit
 from detectors.sketches import Counts, entropy
@@ -36,6 +48,7 @@ from detectors.spec import CalibrationSpec
 from detectors.state import check_counts, check_int, check_list, check_str
 
 CROSS_MEMORY = 8192
+REFRESH = 1024  # labels between re-derivations of the per-source CUSUM parameters
 REFERENCE_GROWTH = 8  # clean windows are merged into the label reference until it is this many times its size
 OTHER_SOURCE = "<other>"
 
@@ -60,11 +73,45 @@ class LabelStream:
         f = c.false_alarms_per_million
         self.alpha_rate = cal.window_alpha(f, cal.SHARES["label_drift"]["class_rate"], self.w)
         self.alpha_ent = cal.window_alpha(f, cal.SHARES["label_drift"]["entropy"], self.w)
-        self.alpha_err = cal.window_alpha(f, 1.0, self.w)
+        self.alpha_err = cal.window_alpha(f, cal.SHARES["performance"]["error_rate"], self.w)
+        self.ratios = list(c.rate_ratios)
+        self.rate_err = f * cal.SHARES["performance"]["cusum"] / 1e6 / len(self.ratios)
+        self.rate_lab = f * cal.SHARES["label_drift"]["cusum"] / 1e6 / (2 * len(self.ratios))
+        self.cusum = CusumBank(k + 1, len(self.ratios))  # column 0: error indicator; 1..k: label classes
+        self._eye = np.eye(k, dtype=np.float64)
 
     @property
     def ready(self) -> bool:
         return self.ref[0].n >= self.ref_size
+
+    def _derive(self) -> None:
+        """CUSUM drifts and thresholds from the (grown) label reference."""
+        rc = self.ref[0].counts
+        nref = int(rc.sum())
+        hits = np.concatenate(([self.ref[2]], rc))
+        k_up, k_dn, h_up, h_dn, sd = cal.bernoulli_cusum(hits, np.full(hits.size, nref), self.ratios, self.rate_lab)
+        e = cal.bernoulli_cusum(hits[:1], np.array([nref]), self.ratios, self.rate_err)
+        k_up[0], h_up[0], h_dn[0] = e[0][0], e[2][0], np.inf  # performance: degradation only
+        self.cusum.set_params(k_up, k_dn, h_up, h_dn, sd)
+        self.cusum.set_prior(min(nref, PRIOR_WEIGHT), (hits + 0.5) / (nref + 1.0))
+
+    def _sequential(self, lab: np.ndarray, err: np.ndarray, offset: int) -> list[Hit]:
+        X = np.column_stack((err.astype(np.float64), self._eye[lab]))
+        out: list[Hit] = []
+        for row, col, side, j, stat, thr, run, mean in self.cusum.update(X):
+            sd = float(self.cusum.scale[col])
+            cur = {"direction": side, "odds_ratio": _r(self.ratios[j] if side == "up" else 1 / self.ratios[j]),
+                   "error_rate" if col == 0 else "rate": _r(mean), "labels_since_restart": run}
+            if col == 0:
+                out.append(("performance", "cusum", "", stat / sd, thr / sd,
+                            {"error_rate": _r(self.ref[2] / max(self.ref[0].n, 1)), "n": self.ref[0].n}, cur,
+                            offset + row))
+            else:
+                name = self.names[col - 1]
+                out.append(("label_drift", "cusum", name, stat / sd, thr / sd,
+                            {"rate": _r(self.ref[0].counts[col - 1] / max(self.ref[0].n, 1)), "n": self.ref[0].n},
+                            cur, offset + row))
+        return out
 
     def process(self, lab: np.ndarray, err: np.ndarray) -> list[Hit]:
         """``lab``: label class codes, ``err``: 1 where label != prediction (batch order)."""
@@ -74,8 +121,11 @@ class LabelStream:
             take = min(n, self.ref_size - self.ref[0].n)
             self._add(self.ref, lab[:take], err[:take])
             pos = take
+            if self.ready:
+                self._derive()
         while pos < n:
             take = min(n - pos, self.w - self.fill)
+            out.extend(self._sequential(lab[pos:pos + take], err[pos:pos + take], pos))
             self._add(self.win, lab[pos:pos + take], err[pos:pos + take])
             self.fill += take
             pos += take
@@ -128,6 +178,7 @@ class LabelStream:
                 p = self.pending
                 self.ref = [self.ref[0].merge(p[0]), self.ref[1].merge(p[1]), self.ref[2] + p[2]]
                 self.pending = [Counts(len(self.names)), Counts(len(self.names)), 0]
+                self._derive()
         self.win = [Counts(len(self.names)), Counts(len(self.names)), 0]
         return out
 
@@ -138,10 +189,10 @@ class LabelStream:
     def to_state(self) -> list[Any]:
         return [self.ref[0].to_state(), self.ref[1].to_state(), self.ref[2],
                 self.win[0].to_state(), self.win[1].to_state(), self.win[2], self.fill,
-                self.pending[0].to_state(), self.pending[1].to_state(), self.pending[2]]
+                self.pending[0].to_state(), self.pending[1].to_state(), self.pending[2], self.cusum.to_state()]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "label_stream", 10)
+        st = check_list(st, "label_stream", 11)
         k = len(self.names)
         for acc, a, b, e in ((self.ref, st[0], st[1], st[2]), (self.win, st[3], st[4], st[5]),
                              (self.pending, st[7], st[8], st[9])):
@@ -149,6 +200,9 @@ class LabelStream:
             acc[1].load_state(check_counts(b, "labels", k))
             acc[2] = check_int(e, "labels.errors")
         self.fill = check_int(st[6], "labels.fill", 0, self.w - 1)
+        if self.ready:
+            self._derive()
+        self.cusum.load_state(st[10])
 
 
 class SourceDisagreement:
@@ -164,6 +218,95 @@ class SourceDisagreement:
         self.src: dict[str, list[int]] = {}
         self.tot = [0, 0, 0, 0]
         self.recent: dict[str, tuple[str, str]] = {}  # event_id -> (source, label), bounded FIFO
+        # per-label sequential test (see module doc): one CUSUM column per source, in order of appearance
+        self.drifts = list(c.cusum_drifts)
+        self.rate = f * cal.SHARES["label_disagreement"]["cusum"] / 1e6 / len(self.drifts)
+        self.cols: dict[str, int] = {}
+        self.seen: list[int] = []  # labels per column
+        self.seen_all = [0, 0]  # labels, errors
+        self.cusum = CusumBank(0, len(self.drifts))
+        self.params_at = -1  # labels seen when the CUSUM parameters were last derived
+        self.snap: list[Any] = [[], [0, 0]]  # the counts they were derived from
+        self._pi = np.zeros(0)
+
+    def tracked(self, source: str) -> str:
+        """The name a source is tracked under (``<other>`` beyond ``max_sources``), after :meth:`add`."""
+        return source if source in self.src else OTHER_SOURCE
+
+    def _derive(self, snap: list[Any] | None = None) -> None:
+        """Per-source score laws from the shares and the error rate seen so far (refreshed every
+        ``REFRESH`` labels; a source needs ``min_source_labels`` labels to be tested)."""
+        if snap is None:
+            snap = [list(self.seen), list(self.seen_all)]
+        self.snap = snap
+        seen, (n, e) = snap
+        C = len(seen)
+        pi = np.array(seen, dtype=np.float64) / max(n, 1)
+        a, b = e + 0.5, n - e + 0.5
+        p = a / (a + b)
+        p = min(p + 2 * math.sqrt(p * (1 - p) / (a + b + 1)), 0.999)  # conservative: a rate underestimated overspends
+        ok = (np.array(seen) >= self.m) & (pi <= 0.95) & (n - np.array(seen) >= self.m) & (e > 0)
+        pis = np.where(ok, np.clip(pi, 1e-6, 0.95), 0.5)
+        vals = np.stack((np.zeros(C), 1 / pis, -1 / (1 - pis)), axis=1)
+        probs = np.stack((np.full(C, 1 - p), p * pis, p * (1 - pis)), axis=1)
+        k, h_up, _, sd = cal.score_cusum(vals, probs, self.drifts, self.rate)
+        self.cusum.grow(C)
+        grown = self.cusum.C
+        if C < grown:  # sources first seen after this snapshot stay disabled until the next refresh
+            pad = grown - C
+            k, h_up, sd = (np.concatenate((k, np.ones((pad, k.shape[1])))),
+                           np.concatenate((h_up, np.full((pad, k.shape[1]), np.inf))), np.concatenate((sd, np.ones(pad))))
+            ok, pis = np.concatenate((ok, np.zeros(pad, dtype=bool))), np.concatenate((pis, np.full(pad, 0.5)))
+        self.cusum.set_params(k, k, h_up, np.full_like(h_up, np.inf), sd, ok)
+        self._pi = pis
+        self.params_at = n
+
+    def sequential(self, names: list[str], err: np.ndarray, idx: np.ndarray) -> list[Hit]:
+        """Per joined label, every source's disagreement score (see module doc); ``names``: the
+        labels' tracked source names, ``idx``: their batch rows. A source's column starts at its
+        first label."""
+        out: list[Hit] = []
+        n, pos = len(names), 0
+        while pos < n:
+            if self.seen_all[0] // REFRESH != self.params_at // REFRESH or self.params_at < 0:
+                self._derive()
+            take = min(n - pos, REFRESH - self.seen_all[0] % REFRESH)
+            born: dict[int, int] = {}
+            cl: list[int] = []
+            for i, nm in enumerate(names[pos:pos + take]):
+                c = self.cols.get(nm)
+                if c is None:
+                    c = self.cols[nm] = len(self.cols)
+                    self.seen.append(0)
+                    born[c] = i
+                cl.append(c)
+            c = np.asarray(cl, dtype=np.int64)
+            e = err[pos:pos + take].astype(np.float64)
+            C = len(self.cols)
+            self.cusum.grow(C)
+            self.cusum.set_prior(PRIOR_WEIGHT, 0.0)  # sources agree until shown otherwise (new columns only)
+            pi = self._pi[:C] if self._pi.size >= C else np.concatenate((self._pi, np.full(C - self._pi.size, 0.5)))
+            one = c[:, None] == np.arange(C)[None, :]
+            Y = e[:, None] * np.where(one, 1.0 / pi[None, :], -1.0 / (1.0 - pi[None, :]))
+            valid = None
+            if any(r > 0 for r in born.values()):
+                valid = np.ones(Y.shape, dtype=bool)
+                for col, r in born.items():
+                    valid[:r, col] = False
+            cols_names = list(self.cols)
+            for row, col, side, j, stat, thr, run, mean in self.cusum.update(Y, valid):
+                sd = float(self.cusum.scale[col])
+                out.append(("label_disagreement", "cusum", cols_names[col], stat / sd, thr / sd,
+                            {"label_share": _r(float(pi[col])), "error_rate_all_sources": _r(
+                                self.seen_all[1] / max(self.seen_all[0], 1))},
+                            {"excess_error_rate_since_restart": _r(mean), "labels_since_restart": run,
+                             "drift_sd": self.drifts[j]}, int(idx[pos + row])))
+            for q in cl:
+                self.seen[q] += 1
+            self.seen_all[0] += take
+            self.seen_all[1] += int(e.sum())
+            pos += take
+        return out
 
     def _name(self, s: str) -> str:
         if s in self.src or len(self.src) < self.max_sources:
@@ -217,7 +360,9 @@ class SourceDisagreement:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {"src": self.src, "tot": self.tot, "recent": self.recent}  # dict in insertion (FIFO) order
+        return {"src": self.src, "tot": self.tot, "recent": self.recent,  # dict in insertion (FIFO) order
+                "seq": [list(self.cols), self.seen, self.seen_all, self.params_at, self.cusum.to_state(),
+                        self.snap]}
 
     def load_state(self, st: Any) -> None:
         if not isinstance(st, dict) or not isinstance(st.get("src"), dict):
@@ -233,3 +378,23 @@ class SourceDisagreement:
                    for r in rec.values()):
             raise StateFormatError("sources.recent: entries must be [source, label] strings")
         self.recent = {k: (r[0], r[1]) for k, r in rec.items()}
+        seq = check_list(st.get("seq"), "sources.seq", 6)
+        names = [check_str(x, "sources.seq") for x in check_list(seq[0], "sources.seq", None)]
+        if len(names) > self.max_sources + 1 or len(set(names)) != len(names):
+            raise StateFormatError("sources.seq: too many or duplicate sources")
+        self.cols = {nm: i for i, nm in enumerate(names)}
+        self.seen = check_counts(seq[1], "sources.seq.seen", len(names))
+        self.seen_all = check_counts(seq[2], "sources.seq.all", 2)
+        self.params_at = check_int(seq[3], "sources.seq.params_at", -1, self.seen_all[0])
+        if sum(self.seen) != self.seen_all[0] or self.seen_all[1] > self.seen_all[0]:
+            raise StateFormatError("sources.seq: counts inconsistent")
+        self.cusum = CusumBank(len(names), len(self.drifts))
+        snap = check_list(seq[5], "sources.seq.snapshot", 2)
+        snap = [check_counts(snap[0], "sources.seq.snapshot", len(check_list(snap[0], "snapshot"))),
+                check_counts(snap[1], "sources.seq.snapshot", 2)]
+        if len(snap[0]) > len(names) or snap[1][0] != self.params_at and self.params_at >= 0:
+            raise StateFormatError("sources.seq.snapshot inconsistent")
+        self._derive(snap)
+        self.params_at = check_int(seq[3], "sources.seq.params_at", -1, self.seen_all[0])
+        self.cusum.set_prior(PRIOR_WEIGHT, 0.0)
+        self.cusum.load_state(seq[4])

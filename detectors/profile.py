@@ -35,6 +35,7 @@ from detectors.spec import ModelSpec, TriggerSpec
 from detectors.state import check_float, check_int, check_list, check_str, enc_float
 
 PROFILE_FORMAT = "driftline.profile/v1"
+RANK_GRID = 64  # quantile bins of the fine grid that numeric values are ranked on (detectors.numeric)
 MIN_CATEGORY_COUNT = 20  # reference occurrences for a category to get its own bucket (else "other")
 _PRED = attrgetter("prediction")
 OTHER = "<other>"
@@ -48,6 +49,12 @@ class NumericProfile:
     std: float
     n: int          # valid values
     invalid: int    # invalid values (input integrity baseline)
+    grid: list[float] = field(default_factory=list)        # fine quantile edges (ties get their own bin)
+    grid_counts: list[int] = field(default_factory=list)   # reference values per grid bin (len(grid) + 1)
+
+    def __post_init__(self) -> None:
+        if not self.grid_counts:  # profiles written before the grid: rank on the histogram bins
+            self.grid, self.grid_counts = list(self.edges), list(self.counts)
 
 
 @dataclass(slots=True)
@@ -76,7 +83,8 @@ class ReferenceProfile:
         return {
             "format": PROFILE_FORMAT, "n": self.n,
             "numeric": {k: {"edges": [float(e) for e in v.edges], "counts": list(v.counts),
-                            "mean": enc_float(v.mean), "std": enc_float(v.std), "n": v.n, "invalid": v.invalid}
+                            "mean": enc_float(v.mean), "std": enc_float(v.std), "n": v.n, "invalid": v.invalid,
+                            "grid": [float(e) for e in v.grid], "grid_counts": list(v.grid_counts)}
                         for k, v in self.numeric.items()},
             "categorical": {k: {"top": list(v.top), "rest": list(v.rest), "counts": list(v.counts),
                                 "unseen": [v.unseen_hits, v.unseen_n], "n": v.n, "invalid": v.invalid}
@@ -115,9 +123,19 @@ def _profile_from_dict(spec: ModelSpec, d: Any) -> ReferenceProfile:
             if len(edges) > 4096 or any(b <= a for a, b in zip(edges, edges[1:])):
                 raise ProfileFormatError(f"feature {f.name!r}: edges must be strictly increasing")
             counts = [check_int(c, "counts") for c in check_list(e.get("counts"), "counts", len(edges) + 1)]
+            grid, grid_counts = edges, counts
+            if "grid" in e:
+                grid = [check_float(x, "grid", finite=True) for x in check_list(e.get("grid"), "grid")]
+                if len(grid) > 4096 or any(b <= a for a, b in zip(grid, grid[1:])):
+                    raise ProfileFormatError(f"feature {f.name!r}: grid must be strictly increasing")
+                grid_counts = [check_int(c, "grid_counts") for c in check_list(e.get("grid_counts"), "grid_counts",
+                                                                               len(grid) + 1)]
+                if sum(grid_counts) != sum(counts):
+                    raise ProfileFormatError(f"feature {f.name!r}: grid counts disagree with the histogram")
             prof.numeric[f.name] = NumericProfile(edges, counts, check_float(e.get("mean"), "mean", True),
                                                   check_float(e.get("std"), "std", True),
-                                                  check_int(e.get("n"), "n"), check_int(e.get("invalid"), "invalid"))
+                                                  check_int(e.get("n"), "n"), check_int(e.get("invalid"), "invalid"),
+                                                  grid, grid_counts)
         else:
             top = [check_str(x, "top") for x in check_list(e.get("top"), "top")]
             rest = [check_str(x, "rest") for x in check_list(e.get("rest"), "rest")]
@@ -164,6 +182,23 @@ def trigger_mask(t: TriggerSpec, col: NumericColumn | CategoricalColumn) -> np.n
     return np.fromiter(map(operator.eq, vals, repeat(str(t.equals), n)), dtype=bool, count=n)
 
 
+def rank_grid(x: np.ndarray, bins: int = RANK_GRID) -> tuple[np.ndarray, np.ndarray]:
+    """Fine quantile edges of ``x`` and the counts per bin; a value holding at least one bin's
+    share of ``x`` (a tie) gets a bin of its own, ``[v, nextafter(v))``.
+
+    >>> e, c = rank_grid(np.array([0.0] * 50 + list(range(1, 51))), bins=4)
+    >>> int(c[np.searchsorted(e, 0.0, side="right")])
+    50
+    """
+    q = np.quantile(x, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    vals, cnt = np.unique(x, return_counts=True)
+    heavy = vals[cnt * bins >= x.size]
+    edges = np.unique(np.concatenate((q, heavy, np.nextafter(heavy, np.inf))))
+    edges = edges[np.isfinite(edges)]
+    counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
+    return edges, counts
+
+
 class ProfileBuilder:
     """Accumulates the first events of a stream until a profile can be built."""
 
@@ -203,10 +238,12 @@ class ProfileBuilder:
                     edges = np.unique(np.quantile(x, np.linspace(0, 1, f.bins + 1)[1:-1]))
                     counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
                     mean, std = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
+                    grid, gcounts = rank_grid(x)
                 else:
                     edges, counts, mean, std = np.empty(0), np.zeros(1, dtype=np.int64), 0.0, 0.0
+                    grid, gcounts = edges, counts
                 prof.numeric[f.name] = NumericProfile(edges.tolist(), counts.tolist(), mean, std, int(x.size),
-                                                      self.invalid[f.name])
+                                                      self.invalid[f.name], grid.tolist(), gcounts.tolist())
             else:
                 vals = self.categorical[f.name]
                 freq = Counter(vals)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from detectors import calibration as cal
+from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.columns import INVALID_KINDS, CategoricalColumn
 from detectors.profile import CategoricalProfile, ReferenceProfile
 from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, smoothed
@@ -132,7 +133,10 @@ class CategoricalDrift:
 
 
 class PredictionDrift:
-    """Per-class prediction rates vs the reference (two-sided) and one class dominating."""
+    """Per-class prediction rates: a per-event CUSUM of each predicted-class indicator (detector
+    ``cusum``, odds ratios ``CalibrationSpec.rate_ratios`` both ways, thresholds from the budget
+    and the grown reference's rates, :func:`~detectors.calibration.bernoulli_cusum`), and per
+    window the two-sided rate test and one class dominating."""
 
     signal = "prediction_drift"
 
@@ -142,6 +146,28 @@ class PredictionDrift:
         self.counts = Counts(len(self.names))
         self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["class_rate"], c.window)
         self.dominance = c.dominance_share
+        self.ratios = list(c.rate_ratios)
+        self.rate = c.false_alarms_per_million * cal.SHARES[self.signal]["cusum"] / 1e6 / (2 * len(self.ratios))
+        self.cusum = CusumBank(len(self.names), len(self.ratios))
+        self._eye = np.eye(len(self.names))
+        self._derive()
+
+    def _derive(self) -> None:
+        ref, nref = self.grow.counts, self.grow.n
+        k_up, k_dn, h_up, h_dn, sd = cal.bernoulli_cusum(ref, np.full(ref.size, nref), self.ratios, self.rate)
+        self.cusum.set_params(k_up, k_dn, h_up, h_dn, sd, np.full(ref.size, nref >= MIN_WINDOW_VALUES))
+        self.cusum.set_prior(min(nref, PRIOR_WEIGHT), (ref + 0.5) / (nref + 1.0))
+
+    def sequential(self, codes: np.ndarray, lo: int) -> list[Hit]:
+        """Predicted-class indicators of a segment through the CUSUMs (hit index: ``lo`` + row)."""
+        out: list[Hit] = []
+        for row, col, side, j, stat, thr, run, mean in self.cusum.update(self._eye[codes]):
+            sd = float(self.cusum.scale[col])
+            out.append((self.signal, "cusum", self.names[col], stat / sd, thr / sd,
+                        {"rate": _r(self.grow.counts[col] / max(self.grow.n, 1)), "n": self.grow.n},
+                        {"direction": side, "odds_ratio": _r(self.ratios[j] if side == "up" else 1 / self.ratios[j]),
+                         "rate": _r(mean), "events_since_restart": run}, lo + row))
+        return out
 
     def close(self, idx: int) -> list[Hit]:
         out: list[Hit] = []
@@ -161,7 +187,10 @@ class PredictionDrift:
                     if j == top and cj / n >= self.dominance and ref[j] / nref < self.dominance and cj >= hi:
                         out.append((self.signal, "dominance", name, cj / n, self.dominance, ref_s, cur_s, idx))
             if not out:
+                before = self.grow.n
                 self.grow.clean(c.copy())
+                if self.grow.n != before:
+                    self._derive()
         self.counts.reset()
         return out
 

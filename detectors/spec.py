@@ -154,9 +154,14 @@ class CalibrationSpec(_Strict):
     false_alarms_per_million: float = Field(default=0.01, gt=0, le=10_000)
     window: int = Field(default=1000, ge=100, le=1_000_000)  # events per tumbling test window
     label_window: int = Field(default=500, ge=50, le=1_000_000)  # joined labels per label test window
-    block_size: int = Field(default=32, ge=1, le=4096)  # events per block mean fed to ADWIN/Page-Hinkley
-    ph_delta: float = Field(default=0.5, gt=0)  # Page-Hinkley tolerance, in block z-units
-    ph_alpha: float = Field(default=1 - 1e-4, gt=0.9, le=1)  # Page-Hinkley fading factor
+    # CUSUM reference values (drifts) of rank scores (numeric features), in standard deviations of the
+    # score: each targets shifts of about twice its size; more drifts cost only log(count) of threshold
+    cusum_drifts: list[float] = Field(default=[0.1, 0.25, 0.6], min_length=1, max_length=8)
+    # odds ratios the CUSUMs of 0/1 indicators (class, label, error, disagreement) target, up and down
+    rate_ratios: list[float] = Field(default=[1.5, 3.0, 8.0], min_length=1, max_length=8)
+    block_size: int = Field(default=32, ge=1, le=4096)  # unused since state format 3 (per-event CUSUMs); accepted
+    ph_delta: float = Field(default=0.5, gt=0)  # unused since state format 3; accepted in old configurations
+    ph_alpha: float = Field(default=1 - 1e-4, gt=0.9, le=1)  # unused since state format 3; accepted
     min_shift: float = Field(default=0.0, ge=0)  # minimum rate difference for a per-source disagreement alarm
     dominance_share: float = Field(default=0.9, gt=0.5, lt=1)  # one class above this share = dominance
     min_class_labels: int = Field(default=30, ge=5)  # labels of a class per window before its error test
@@ -164,6 +169,21 @@ class CalibrationSpec(_Strict):
     min_trigger_events: int = Field(default=50, ge=5)  # triggered events before P(class|trigger) is tested
     max_sources: int = Field(default=64, ge=1, le=4096)  # tracked label sources; others pooled
     max_known_categories: int = Field(default=4096, ge=1, le=1_000_000)  # reference values kept for "unseen"
+
+
+    @field_validator("cusum_drifts")
+    @classmethod
+    def _drifts(cls, v: list[float]) -> list[float]:
+        if any(not (0.01 <= d <= 1.5) for d in v):
+            raise ValueError("cusum_drifts must lie in [0.01, 1.5] (standard deviations of the rank score)")
+        return v
+
+    @field_validator("rate_ratios")
+    @classmethod
+    def _ratios(cls, v: list[float]) -> list[float]:
+        if any(not (1.05 <= r <= 1000) for r in v):
+            raise ValueError("rate_ratios must lie in [1.05, 1000]")
+        return v
 
 
 class AlertPolicySpec(_Strict):

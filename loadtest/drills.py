@@ -44,7 +44,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                      "about": "new client release: brighter images, larger files, more web uploads, all at once"},
     "gradual_drift": {"signals": ["numeric_drift", "categorical_drift"], "rollback": False,
                       "about": "the same covariate shift ramping in over the rest of the stream"},
-    "backdoor_canary": {"signals": ["trigger", "canary_divergence"], "rollback": True, "deployment": "canary",
+    "backdoor_canary": {"signals": ["trigger", "canary_divergence", "prediction_drift"], "rollback": True,
+                        "deployment": "canary",
                         "version": BACKDOORED,
                         "about": f"canary {BACKDOORED} flags every image with the {TRIGGER_LOGO!r} logo as nsfw"},
     "label_flip": {"signals": ["label_disagreement"], "rollback": False, "key": FLIPPER,
@@ -60,7 +61,19 @@ SCENARIOS: dict[str, dict[str, Any]] = {
                       "about": f"the artifact behind canary {CANARY} is swapped (same name, new digest); before, "
                                f"release {RELEASE} is announced through the registry and takes stable traffic"},
     "stationary": {"signals": [], "rollback": False, "about": "long control stream, nothing happens"},
+    "small_shift": {"signals": ["numeric_drift"], "rollback": False, "key": "emb_norm",
+                    "about": "a 0.25 sd mean shift of one feature (emb_norm)"},
+    "one_of_50": {"signals": ["numeric_drift"], "rollback": False, "key": "aux_31", "model": "wide",
+                  "about": "a 50-feature model; one lognormal feature (aux_31) shifts by 0.5 sd"},
+    "real_heavy_tailed": {"signals": ["numeric_drift"], "rollback": False, "model": "shuttle",
+                          "about": "real heavy-tailed integer sensor data (river's Statlog Shuttle): the share of "
+                                   "the rare flight regimes triples (subpopulation shift)"},
+    "concept_drift_delayed": {"signals": ["performance", "label_drift"], "rollback": False,
+                              "label_delay_s": 300.0,
+                              "about": "the concept drift of concept_drift while labels arrive about 5 minutes late"},
 }
+WIDE_EXTRA = 34  # features added to the content-filter's 16 numeric ones in the "wide" model
+SHUTTLE_CLASSES = ["normal", "anomaly"]
 
 
 @dataclass
@@ -94,7 +107,15 @@ def make_drill(scenario: str, n_events: int | None = None, injection: int | None
         shift[after] = 1.5
     elif scenario == "gradual_drift":
         shift[after] = np.linspace(0.0, 2.0, int(after.sum()))
-    batch = population(rng, n, shift)
+    model = sc.get("model", "content-filter")
+    if model == "shuttle":
+        batch = shuttle_population(rng, n, after)
+    else:
+        batch = population(rng, n, shift)
+    if scenario == "small_shift":
+        batch.numeric["emb_norm"] = batch.numeric["emb_norm"] + np.where(after, 0.25 * 1.5, 0.0)
+    if model == "wide":
+        batch.numeric.update(wide_features(rng, n, after))
     ts = np.round(T0 + np.cumsum(rng.exponential(1.0 / rate, n)), 3)
     version = np.where(rng.random(n) < CANARY_SHARE, CANARY, STABLE).astype(object)
     deployment = np.where(version == CANARY, "canary", "stable").astype(object)
@@ -114,7 +135,8 @@ def make_drill(scenario: str, n_events: int | None = None, injection: int | None
         digests, inj, extra = _registry_swap(rng, ts, version, deployment, inj, seed)
     ids = [f"img-{seed:04d}-{i:08d}" for i in range(n)]
     corrupt = _corruption(rng, n, after) if scenario == "garbage" else {}
-    inference = list(_inference_lines(batch, ids, ts, version, deployment, corrupt, digests))
+    inference = list(_inference_lines(batch, ids, ts, version, deployment, corrupt, digests, model_name(scenario),
+                                      classes_of(scenario)))
     garbage_at: list[int] = []
     inference_ts = ts.tolist()
     if scenario == "garbage":
@@ -123,7 +145,7 @@ def make_drill(scenario: str, n_events: int | None = None, injection: int | None
             inference_ts.insert(j, inference_ts[j - 1])
     labels, label_ts = _labels(rng, scenario, batch, ids, ts, after)
     meta = {
-        "scenario": scenario, "seed": seed, "model": MODEL, "n_events": n, "rate": rate,
+        "scenario": scenario, "seed": seed, "model": model_name(scenario), "n_events": n, "rate": rate,
         "injection_index": inj, "injection": inj, "injection_event_id": None if inj is None else ids[inj],
         "injection_ts": None if inj is None else float(ts[inj]), "first_ts": float(ts[0]), "last_ts": float(ts[-1]),
         "intended_signals": list(sc["signals"]), "intended_deployment": sc.get("deployment"),
@@ -194,18 +216,76 @@ def _corruption(rng: np.random.Generator, n: int, after: np.ndarray) -> dict[int
     return out
 
 
+def model_name(scenario: str) -> str:
+    """The monitored model a scenario's traffic belongs to."""
+    return {"wide": "wide-filter", "shuttle": "shuttle-monitor"}.get(SCENARIOS[scenario].get("model", ""), MODEL)
+
+
+def classes_of(scenario: str) -> list[str]:
+    return SHUTTLE_CLASSES if SCENARIOS[scenario].get("model") == "shuttle" else list(CLASSES)
+
+
+def wide_features(rng: np.random.Generator, n: int, after: np.ndarray) -> dict[str, np.ndarray]:
+    """34 extra features of mixed shapes (normal, lognormal, Poisson counts, uniform, bimodal);
+    ``aux_31`` (lognormal) shifts by 0.5 of its standard deviation after the injection."""
+    out: dict[str, np.ndarray] = {}
+    for i in range(WIDE_EXTRA):
+        kind = i % 5
+        if kind == 0:
+            x = rng.normal(0.0, 1.0, n)
+        elif kind == 1:
+            x = rng.lognormal(0.0, 0.5, n)
+        elif kind == 2:
+            x = rng.poisson(3.0, n).astype(np.float64)
+        elif kind == 3:
+            x = rng.random(n)
+        else:
+            x = np.where(rng.random(n) < 0.3, rng.normal(-2.0, 0.5, n), rng.normal(2.0, 0.5, n))
+        out[f"aux_{i:02d}"] = x
+    sd = math.sqrt((math.exp(0.25) - 1) * math.exp(0.25))  # lognormal(0, 0.5)
+    out["aux_31"] = out["aux_31"] + np.where(after, 0.5 * sd, 0.0)
+    return out
+
+
+def _shuttle_rows() -> tuple[np.ndarray, np.ndarray]:
+    """river's bundled Statlog (Shuttle) data (offline): 49,097 rows of 9 integer sensor readings."""
+    import river.datasets
+
+    path = Path(river.datasets.__file__).with_name("shuttle.csv.gz")
+    with gzip.open(path, "rt") as fh:
+        data = np.loadtxt(fh, delimiter=",", skiprows=1)
+    return data[:, :9], data[:, 9].astype(np.int64)
+
+
+def shuttle_population(rng: np.random.Generator, n: int, after: np.ndarray) -> Batch:
+    """Rows drawn from the Shuttle data: the rare regimes (7%) make up about 21% after the injection."""
+    X, y = _shuttle_rows()
+    p0 = np.full(y.size, 1.0 / y.size)
+    w1 = np.where(y == 1, 3.5, 1.0)
+    p1 = w1 / w1.sum()
+    idx = np.where(after, rng.choice(y.size, n, p=p1), rng.choice(y.size, n, p=p0))
+    truth = y[idx]
+    pred = np.where(rng.random(n) < 0.03, 1 - truth, truth)
+    conf = np.round(0.7 + 0.3 * rng.beta(5, 2, n), 4)
+    scores = np.round(np.where(pred[:, None] == np.arange(2)[None, :], conf[:, None], 1 - conf[:, None]), 4)
+    num = {f"f{j + 1}": X[idx, j] for j in range(9)}
+    return Batch(num, {}, truth, pred, conf, scores)
+
+
 def _inference_lines(b: Batch, ids: list[str], ts: np.ndarray, version: np.ndarray, deployment: np.ndarray,
-                     corrupt: dict[int, dict[str, object]], digests: np.ndarray | None = None) -> Iterator[bytes]:
+                     corrupt: dict[int, dict[str, object]], digests: np.ndarray | None = None, model: str = MODEL,
+                     classes: list[str] | None = None) -> Iterator[bytes]:
+    classes = classes or CLASSES
     num = {k: v.tolist() for k, v in b.numeric.items()}
     cat = {k: v.tolist() for k, v in b.categorical.items()}
-    preds = [CLASSES[j] for j in b.pred.tolist()]
+    preds = [classes[j] for j in b.pred.tolist()]
     scores = b.scores.tolist()
     tsl, vl, dl = ts.tolist(), version.tolist(), deployment.tolist()
     for i in range(len(ids)):
         feats: dict[str, object] = {k: v[i] for k, v in num.items()}
         feats.update({k: v[i] for k, v in cat.items()})
-        doc = {"event_id": ids[i], "ts": tsl[i], "model": MODEL, "model_version": vl[i], "deployment": dl[i],
-               "features": feats, "prediction": preds[i], "scores": dict(zip(CLASSES, scores[i]))}
+        doc = {"event_id": ids[i], "ts": tsl[i], "model": model, "model_version": vl[i], "deployment": dl[i],
+               "features": feats, "prediction": preds[i], "scores": dict(zip(classes, scores[i]))}
         if digests is not None:
             doc["artifact_digest"] = digests[i]
         bad = corrupt.get(i)
@@ -235,7 +315,9 @@ def _labels(rng: np.random.Generator, scenario: str, b: Batch, ids: list[str], t
     n = b.n
     chosen = np.flatnonzero(rng.random(n) < LABEL_FRACTION)
     truth = b.truth.copy()
-    if scenario == "concept_drift":
+    names = classes_of(scenario)
+    median_delay = SCENARIOS[scenario].get("label_delay_s", 45.0)
+    if scenario in ("concept_drift", "concept_drift_delayed"):
         revealing = after & (truth == 0) & (b.numeric["skin_ratio"] > 0.3) & (rng.random(n) < 0.7)
         truth[revealing] = CLASSES.index("nsfw")
     rows: list[tuple[float, str, str, str]] = []
@@ -248,17 +330,17 @@ def _labels(rng: np.random.Generator, scenario: str, b: Batch, ids: list[str], t
         for s in srcs:
             lab = int(truth[i])
             if rng.random() < 0.01:  # honest labeler noise
-                lab = int(rng.integers(len(CLASSES)))
+                lab = int(rng.integers(len(names)))
             if scenario == "label_flip" and after[i] and SOURCES[s] == FLIPPER and rng.random() < 0.2:
                 lab = int(rng.choice([1, 2])) if lab == 0 else 0
             if rng.random() < 0.003:
                 delay = LABEL_HORIZON_S * (1.2 + 0.3 * rng.random())  # beyond the join horizon
             else:
-                delay = float(rng.lognormal(math.log(45.0), 1.0))
-            rows.append((round(float(ts[i]) + delay, 3), ids[i], CLASSES[lab], SOURCES[s]))
+                delay = float(rng.lognormal(math.log(median_delay), 1.0 if median_delay < 100 else 0.3))
+            rows.append((round(float(ts[i]) + delay, 3), ids[i], names[lab], SOURCES[s]))
     for k in range(max(1, len(chosen) // 500)):  # labels for events this stream never saw
         j = int(rng.integers(n))
-        rows.append((round(float(ts[j]) + 30.0, 3), f"unknown-{k:06d}", "safe", SOURCES[0]))
+        rows.append((round(float(ts[j]) + 30.0, 3), f"unknown-{k:06d}", names[0], SOURCES[0]))
     rows.sort()
     return ([orjson.dumps({"event_id": e, "ts": t, "label": lab, "source": s}) for t, e, lab, s in rows],
             [r[0] for r in rows])
@@ -292,13 +374,18 @@ def write_drill(drill: Drill, out_dir: Path | str, gz: bool = False) -> dict[str
         paths["registry_key"] = key_file = out / "registry.pub"
         key_file.write_bytes(drill.registry_public_key)
     paths["meta"].write_text(json.dumps(drill.meta, indent=2))
-    paths["config"].write_text(yaml.safe_dump(drill_config(registry_key_file=key_file and key_file.name),
-                                              sort_keys=False))
+    paths["config"].write_text(yaml.safe_dump(drill_config(registry_key_file=key_file and key_file.name,
+                                                           scenario=drill.meta["scenario"]), sort_keys=False))
     return paths
 
 
-def drill_model_spec() -> dict[str, Any]:
-    """The ``content-filter`` model as a ``ModelSpec`` dictionary."""
+def drill_model_spec(scenario: str | None = None) -> dict[str, Any]:
+    """The model of a scenario (default the ``content-filter``) as a ``ModelSpec`` dictionary."""
+    kind = SCENARIOS[scenario].get("model") if scenario else None
+    if kind == "shuttle":
+        return {"name": model_name(scenario), "classes": SHUTTLE_CLASSES, "versions": [STABLE, CANARY],
+                "stable_version": STABLE, "features": [{"name": f"f{j}", "type": "numeric"} for j in range(1, 10)],
+                "reference_size": 2000, "label_reference_size": 500}
     feats: list[dict[str, Any]] = []
     for name in NUMERIC:
         f: dict[str, Any] = {"name": name, "type": "numeric"}
@@ -306,19 +393,23 @@ def drill_model_spec() -> dict[str, Any]:
             f["min"], f["max"] = BOUNDS[name]
         feats.append(f)
     feats += [{"name": name, "type": "categorical", "top_k": 32} for name in CATEGORICAL]
-    return {"name": MODEL, "classes": list(CLASSES), "versions": [STABLE, CANARY, BACKDOORED],
+    if kind == "wide":
+        feats += [{"name": f"aux_{i:02d}", "type": "numeric"} for i in range(WIDE_EXTRA)]
+    return {"name": model_name(scenario) if scenario else MODEL, "classes": list(CLASSES),
+            "versions": [STABLE, CANARY, BACKDOORED],
             "stable_version": STABLE, "features": feats,
             "triggers": [{"name": f"{TRIGGER_LOGO}_logo", "feature": "logo", "equals": TRIGGER_LOGO}],
             "reference_size": 2000, "label_reference_size": 500}
 
 
-def drill_monitor_spec() -> dict[str, Any]:
+def drill_monitor_spec(scenario: str | None = None) -> dict[str, Any]:
     """``MonitorSpec`` dictionary for the drills (defaults for calibration and alerting)."""
-    return {"models": [drill_model_spec()]}
+    return {"models": [drill_model_spec(scenario)]}
 
 
 def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://127.0.0.1:6379/0",
-                 prefix: str = "drill", registry_key_file: str | Path | None = None) -> dict[str, Any]:
+                 prefix: str = "drill", registry_key_file: str | Path | None = None,
+                 scenario: str | None = None) -> dict[str, Any]:
     """A complete driftline configuration for the drill topics (the signing key comes from the environment);
     with ``registry_key_file``, a registry topic whose events that public key verifies."""
     doc = {
@@ -329,7 +420,7 @@ def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://12
                   "internal_topic": f"{prefix}-internal"},
         "redis": {"url": redis_url, "key_prefix": prefix, "pending_ttl_seconds": int(LABEL_HORIZON_S)},
         "signing": {"key_env": "DRIFTLINE_SIGNING_KEY"},
-        "monitor": drill_monitor_spec(),
+        "monitor": drill_monitor_spec(scenario),
     }
     if registry_key_file is not None:
         doc["kafka"]["registry_topic"] = f"{prefix}-registry"
@@ -362,7 +453,7 @@ def produce(bootstrap: str, drill: Drill, inference_topic: str, label_topic: str
             topic, value = (label_topic, drill.labels[k]) if kind else (inference_topic, drill.inference[k])
         while True:
             try:
-                p.produce(topic, value=value, key=MODEL.encode())
+                p.produce(topic, value=value, key=drill.meta["model"].encode())
                 break
             except BufferError:
                 p.poll(0.05)

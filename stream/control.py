@@ -132,13 +132,14 @@ def describe(doc: Any) -> str:
     if kind == "alert":
         return (f"ALERT    [{doc.get('severity')}] {doc.get('model')} {doc.get('version')}/{doc.get('deployment')} "
                 f"{doc.get('signal')}:{doc.get('key') or '-'} {doc.get('detector')}={doc.get('statistic')} "
-                f"(threshold {doc.get('threshold')}) id={doc.get('id')}")
+                f"(threshold {doc.get('threshold')}) id={doc.get('id')} incident={doc.get('incident_id')}")
     if kind == "rollback":
         evidence = doc.get("evidence") or []
         return (f"ROLLBACK {doc.get('model')}: {doc.get('canary_version')} -> {doc.get('stable_version')} "
                 f"reason={doc.get('reason')!r} evidence={len(evidence)} alert(s) "
                 f"idempotency_key={doc.get('idempotency_key')}")
     if kind == "resolve":
-        return (f"RESOLVE  {doc.get('model')} {doc.get('version')}/{doc.get('deployment')} {doc.get('signal')} "
-                f"alert={doc.get('alert_id')} after {doc.get('detections')} detection(s)")
+        return (f"RESOLVE  {doc.get('model')} {doc.get('version')}/{doc.get('deployment')} {doc.get('signal')}:"
+                f"{doc.get('key') or '-'} alert={doc.get('alert_id')} incident={doc.get('incident_id')} "
+                f"after {doc.get('detections')} detection(s)")
     return f"UNKNOWN  {str(dict(doc))[:200]}"

@@ -103,7 +103,7 @@ def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injecti
         out_dir = tmp.name
     try:
         paths = drills.write_drill(drill, out_dir)
-        spec = MonitorSpec.model_validate(drills.drill_monitor_spec())
+        spec = MonitorSpec.model_validate(drills.drill_monitor_spec(scenario))
         config = ReplayConfig(spec, horizon_seconds=meta["label_horizon_seconds"])
         if "registry" in paths:
             from stream.registry import load_public_keys

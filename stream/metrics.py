@@ -195,9 +195,12 @@ class WorkerMetrics:
             self.reference_ready.labels(model=m, version=b("version", version),
                                         deployment=b("deployment", deployment)).set(1 if st.get("armed") else 0)
             for feature, f in (st.get("numeric") or {}).items():
-                if "page_hinkley_statistic" in f:
-                    self._drift(m, version, deployment, "numeric_drift", "page_hinkley", feature,
-                                f["page_hinkley_statistic"], f.get("page_hinkley_threshold"))
+                if "cusum_statistic" in f:
+                    self._drift(m, version, deployment, "numeric_drift", "cusum", feature,
+                                f["cusum_statistic"], f.get("cusum_threshold"))
+            for signal, per_key in (st.get("cusum") or {}).items():
+                for key, (stat, thr) in per_key.items():
+                    self._drift(m, version, deployment, signal, "cusum", key, stat, thr)
 
     # -- reading (tests, CLI) -----------------------------------------------------------------
     def value(self, name: str, **labels: str) -> float | None:

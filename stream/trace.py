@@ -2,7 +2,7 @@
 
 After every replay micro-batch, :meth:`StatsTrace.sample` reads each model's public
 ``ModelMonitor.stats`` snapshot at the batch's event time: every ``<detector>_statistic`` with its
-``<detector>_threshold`` under a stream's sections (today Page-Hinkley per numeric feature) and
+``<detector>_threshold`` under a stream's sections (today the rank CUSUM per numeric feature) and
 the cumulative invalid-value counts per stream. :meth:`StatsTrace.attach` also records every
 detection, not only those the alert policy lets through, by wrapping each monitor's
 ``policy.observe`` with a recorder that returns the original result unchanged (the drill report
@@ -26,8 +26,8 @@ detector.
 ...                                for i in range(b * 100, b * 100 + 100)])
 ...     trace.sample(eng, b * 100 + 99.0)
 >>> sorted(trace.series["m"])
-[('v1/stable', 'numeric_drift', 'page_hinkley', 'x')]
->>> len(trace.series["m"][('v1/stable', 'numeric_drift', 'page_hinkley', 'x')].t)
+[('v1/stable', 'numeric_drift', 'cusum', 'x')]
+>>> len(trace.series["m"][('v1/stable', 'numeric_drift', 'cusum', 'x')].t)
 5
 """
 from __future__ import annotations

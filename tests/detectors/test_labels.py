@@ -40,7 +40,19 @@ def test_compromised_labeler_stands_out(runner):
     assert runner.counts("label_disagreement").get("label_disagreement/model")
     # one of four vendors flipping 30% moves the global error rate only a few points
     a = alerts[0]
-    assert a["current"]["rate"] > a["reference"]["other_sources_rate"] + 0.1
+    if a["detector"] == "cusum":  # per label: the CUSUM of its excess error rate crossed its threshold
+        assert a["statistic"] >= a["threshold"] and a["current"]["labels_since_restart"] >= 30
+    else:
+        assert a["current"]["rate"] > a["reference"]["other_sources_rate"] + 0.1
+
+
+def test_concept_drift_is_not_blamed_on_a_source(runner):
+    """Every source's errors rise together: performance fires, no source's disagreement CUSUM does."""
+    warm(runner)
+    evs = runner.events(4000, seed=6)
+    runner.labels(evs, seed=6, error_rate=0.2)
+    assert runner.alerts("performance")
+    assert not runner.counts("label_disagreement").get("label_disagreement/cusum"), runner.counts()
 
 
 def test_cross_source_disagreement(runner):
@@ -59,3 +71,4 @@ def test_sources_are_bounded(small_spec, alerts):
     evs = make_events(small_spec, 200)
     mon.process_labels(make_labels(evs, sources=tuple(f"s{i}" for i in range(50))))
     assert len(mon.sources.src) <= 4 and "<other>" in mon.sources.src
+    assert set(mon.sources.cols) <= set(mon.sources.src) and mon.sources.cusum.C == len(mon.sources.cols)

@@ -2,18 +2,17 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.numeric import NumericBank
+from detectors.numeric import NumericBank, rank_table
 from detectors.profile import NumericProfile
-from detectors.sequential import PageHinkley
 from detectors.spec import CalibrationSpec, FeatureSpec
 
 F = 3
 
 
-def bank(k=8, **kw):
+def bank(**kw):
     feats = [FeatureSpec(name=f"x{j}", type="numeric") for j in range(F)]
     profs = [NumericProfile([-1.0, 0.0, 1.0], [159, 341, 341, 159], 0.0, 1.0, 1000, 0) for _ in range(F)]
-    return NumericBank(feats, profs, CalibrationSpec(block_size=k, **kw))
+    return NumericBank(feats, profs, CalibrationSpec(**kw))
 
 
 def feed(b, X, valid, cuts):
@@ -27,32 +26,63 @@ def feed(b, X, valid, cuts):
     return hits
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.integers(0, 10_000), st.lists(st.integers(1, 399), max_size=6), st.floats(0, 0.3))
-def test_block_means_and_page_hinkley_match_reference(seed, cuts, p_invalid):
-    """Block means over event blocks (any batch cuts) drive Page-Hinkley exactly like the 1-D reference."""
+def cusum_loop(u, k, h_up, h_dn, min_run=30, w=0.0, m=0.0):
+    """Plain-Python self-starting two-sided CUSUM with restarts (independent of the vectorized bank);
+    the running mean starts from ``w`` values of mean ``m``."""
+    out, t, total = [], w, w * m
+    K = len(k)
+    up, umin, dn, dmax = [0.0] * K, [0.0] * K, [0.0] * K, [0.0] * K
+    for i, x in enumerate(u):
+        t += 1
+        total += x
+        dev = x - total / t
+        fire = False
+        for j in range(K):
+            up[j] += dev - k[j]
+            umin[j] = min(umin[j], up[j])
+            dn[j] += dev + k[j]
+            dmax[j] = max(dmax[j], dn[j])
+            fire |= up[j] - umin[j] > h_up[j] or dmax[j] - dn[j] > h_dn[j]
+        if fire and t >= min_run:
+            out.append(i)
+            t, total = w, w * m
+            up, umin, dn, dmax = [0.0] * K, [0.0] * K, [0.0] * K, [0.0] * K
+    return out
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 599), max_size=6), st.floats(0, 0.3))
+def test_rank_cusum_matches_a_plain_loop(seed, cuts, p_invalid):
+    """Mid-ranks of every valid value drive each feature's CUSUM exactly like a one-value loop, any batch cuts."""
     rng = np.random.default_rng(seed)
-    n, k = 400, 8
-    X = rng.standard_normal((n, F)) * 2 + np.r_[np.zeros(200), np.full(200, 1.5)][:, None]
+    n = 600
+    X = rng.standard_normal((n, F)) * 2 + np.r_[np.zeros(300), np.full(300, 1.0)][:, None]
     valid = rng.random((n, F)) >= p_invalid
     X = np.where(valid, X, np.nan)
-    b = bank(k, ph_delta=0.5)
+    b = bank(false_alarms_per_million=5000.0)
     hits = feed(b, X, valid, cuts)
-    thr = b.ph_threshold
+    c = b.cusum
     for j in range(F):
-        ref = PageHinkley(0.5, thr, 30)
-        zs, ends = [], []
-        for blk in range(n // k):
-            sl = slice(blk * k, (blk + 1) * k)
-            c = valid[sl, j].sum()
-            if c >= k // 2:
-                zs.append(X[sl, j][valid[sl, j]].mean() * np.sqrt(c))
-                ends.append((blk + 1) * k - 1)
-        want = [ends[i] for i in ref.update_many(np.asarray(zs))]
-        got = sorted(e for d, key, e in hits if key == f"x{j}" and d == "page_hinkley")
+        u = rank_table(b.profs[j].grid_counts)[np.searchsorted(b.grid[j], X[valid[:, j], j], side="right")]
+        rows = np.flatnonzero(valid[:, j])
+        want = [int(rows[i]) for i in cusum_loop(u.tolist(), c.k_up[j].tolist(), c.h_up[j].tolist(),
+                                                 c.h_dn[j].tolist(), w=1000.0, m=0.5)]
+        got = sorted(e for d, key, e in hits if key == f"x{j}" and d == "cusum")
         assert got == want
+    assert any(d == "cusum" for d, _, _ in hits)  # the shift is found
     assert b.wn.tolist() == valid.sum(axis=0).tolist()
     assert b.counts.sum() == valid.sum()
+
+
+def test_single_outlier_moves_a_rank_cusum_by_at_most_half_a_unit():
+    b = bank()
+    X = np.zeros((200, F))
+    X[100, 0] = -2460.0
+    feed(b, X, np.ones_like(X, dtype=bool), [])
+    u_out = rank_table(b.profs[0].grid_counts)[0]
+    assert 0.0 <= u_out < 0.5
+    stat, thr = b.cusum.exceedance()
+    assert (stat < thr).all()
 
 
 def test_state_round_trip_same_future():

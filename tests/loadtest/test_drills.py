@@ -9,7 +9,7 @@ import pytest
 
 from detectors.spec import MonitorSpec
 from loadtest.drills import (BACKDOORED, ROGUE, SCENARIOS, drill_config, drill_monitor_spec, make_drill,
-                             write_drill)
+                             model_name, write_drill)
 from loadtest.drill_traffic import CATEGORICAL, MODEL, NUMERIC, TRIGGER_LOGO
 from stream.config import parse_config
 from stream.decoding import DecodeError, JsonDecoder
@@ -44,12 +44,15 @@ def test_deterministic_per_seed() -> None:
 def test_metadata(drills) -> None:
     for name, d in drills.items():
         m = d.meta
-        assert m["scenario"] == name and m["model"] == MODEL
+        assert m["scenario"] == name and m["model"] == model_name(name)
+        assert (m["model"] == MODEL) == ("model" not in SCENARIOS[name])
         assert m["intended_signals"] == SCENARIOS[name]["signals"]
         if name == "stationary":
             assert m["injection_ts"] is None and m["intended_signals"] == []
         else:
-            assert m["injection_index"] == INJ and m["first_ts"] < m["injection_ts"] < m["last_ts"]
+            # registry_swap starts at the first canary event at or after the injection point
+            assert (m["injection_index"] == INJ or name == "registry_swap" and INJ <= m["injection_index"] < INJ + 50)
+            assert m["first_ts"] < m["injection_ts"] < m["last_ts"]
     assert drills["backdoor_canary"].meta["rollback_expected"] is True
     assert {n for n, d in drills.items() if d.meta["rollback_expected"]} == {"backdoor_canary", "registry_swap"}
 
@@ -127,3 +130,21 @@ def test_bad_arguments() -> None:
         make_drill("nope")
     with pytest.raises(ValueError):
         make_drill("garbage", n_events=100, injection=100)
+
+
+def test_new_scenario_models_validate_and_decode(drills) -> None:
+    """The 50-feature and the real-data (river's bundled Shuttle) scenarios carry their own models."""
+    for name, width in (("one_of_50", 54), ("real_heavy_tailed", 9)):
+        spec = MonitorSpec.model_validate(drill_monitor_spec(name))
+        assert len(spec.models[0].features) == width and spec.models[0].name == drills[name].meta["model"]
+        ev = decoded(drills[name].inference[:5])[0]
+        assert ev is not None and set(ev.features) == {f.name for f in spec.models[0].features}
+    shuttle = decoded(drills["real_heavy_tailed"].inference)
+    assert all(float(v).is_integer() for e in shuttle[:200] for v in e.features.values())
+
+
+def test_small_shift_moves_one_feature_by_a_quarter_sd(drills) -> None:
+    ev = decoded(drills["small_shift"].inference)
+    before = [e.features["emb_norm"] for e in ev[:INJ]]
+    after = [e.features["emb_norm"] for e in ev[INJ:]]
+    assert 0.2 < (sum(after) / len(after) - sum(before) / len(before)) / 1.5 < 0.35 + 0.15

@@ -43,7 +43,7 @@ def test_page_is_self_contained(page) -> None:
     assert not re.search(r"https?://", text), "nothing may be fetched at view time"
     assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|@import|url\((?!#)", text)
     assert text.count("<svg") >= 2
-    for section in ("Summary", "Input integrity", "input_integrity", "numeric_drift", "page_hinkley",
+    for section in ("Summary", "Input integrity", "input_integrity", "numeric_drift", "cusum",
                     "malformed_json", "wrong_type", "Alerts and rollbacks"):
         assert section in text, section
 

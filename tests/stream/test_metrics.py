@@ -104,8 +104,8 @@ def test_label_bound_is_per_label_name():
 def test_model_stats_export():
     m = WorkerMetrics(max_label_values=50)
     stats = {"detections": {"numeric_drift": 3, "trigger": 1}, "alerts": {"open": 2},
-             "streams": {"v1/stable": {"armed": True, "numeric": {"x0": {"page_hinkley_statistic": 1.5,
-                                                                        "page_hinkley_threshold": 9.0}}},
+             "streams": {"v1/stable": {"armed": True, "numeric": {"x0": {"cusum_statistic": 1.5,
+                                                                        "cusum_threshold": 9.0}}},
                          "v2/canary": {"armed": False}}}
     m.export_model_stats("filter", stats)
     m.export_model_stats("filter", dict(stats, detections={"numeric_drift": 5, "trigger": 1}))
@@ -124,7 +124,7 @@ def test_model_stats_export():
     assert m.value("driftline_open_alerts", model="filter") == 2
     assert m.value("driftline_reference_ready", model="filter", version="v1", deployment="stable") == 1
     assert m.value("driftline_reference_ready", model="filter", version="v2", deployment="canary") == 0
-    ph = dict(model="filter", version="v1", deployment="stable", signal="numeric_drift", detector="page_hinkley",
+    ph = dict(model="filter", version="v1", deployment="stable", signal="numeric_drift", detector="cusum",
               key="x0")
     assert m.value("driftline_drift_statistic", **ph) == 1.5
     assert m.value("driftline_drift_threshold", **ph) == 9.0
@@ -142,7 +142,7 @@ def test_real_monitor_stats_export():
     m.export_model_stats("filter", mon.stats)
     assert m.value("driftline_reference_ready", model="filter", version="v1", deployment="stable") == 1
     assert m.value("driftline_drift_threshold", model="filter", version="v1", deployment="stable",
-                   signal="numeric_drift", detector="page_hinkley", key="x0") > 0
+                   signal="numeric_drift", detector="cusum", key="x0") > 0
 
 
 def test_dedicated_registry_and_independent_instances():

@@ -1,0 +1,126 @@
+"""False alarms of the whole engine on long stationary streams: expected (from the budget) vs observed.
+
+Per family, a model with ``--features`` numeric features drawn i.i.d. from that family (synthetic
+families), or rows resampled i.i.d. from a real data set that river bundles (offline: Statlog
+Shuttle, 9 heavy-tailed integer sensor readings; Image Segmentation, 19 features with ties and
+constant columns), plus predictions from four classes, runs through a
+:class:`~detectors.engine.ModelMonitor` in batches of 1000. Expected detections are
+``F * keys * armed events / 1e6`` per signal (every signal spends ``F`` per key over its
+detectors); observed are the engine's detections (and alerts, after deduplication).
+
+    nice -n 10 python loadtest/false_alarms.py --events 1000000 [--per-million 0.01] [--families normal ...]
+
+Prints one JSON object and a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from detectors.engine import ModelMonitor  # noqa: E402
+from detectors.events import InferenceEvent  # noqa: E402
+from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec, ModelSpec  # noqa: E402
+
+SYNTHETIC = ("normal", "lognormal", "cauchy", "poisson_ties", "bimodal", "outliers", "zipf_integers", "constant")
+REAL = ("shuttle", "segment")
+CLASSES = ["a", "b", "c", "d"]
+CLASS_P = np.array([0.9, 0.07, 0.025, 0.005])
+
+
+def _river_file(name: str) -> Path:
+    import river.datasets
+    return Path(river.datasets.__file__).with_name(name)
+
+
+def real_rows(name: str) -> np.ndarray:
+    """The numeric columns of a data set bundled with river (no download)."""
+    if name == "shuttle":
+        with gzip.open(_river_file("shuttle.csv.gz"), "rt") as fh:
+            return np.loadtxt(fh, delimiter=",", skiprows=1)[:, :9]
+    if name == "segment":
+        with zipfile.ZipFile(_river_file("segment.csv.zip")) as z:
+            text = z.read(z.namelist()[0]).decode()
+        return np.loadtxt(io.StringIO(text), delimiter=",", skiprows=1, usecols=range(18))
+    raise ValueError(name)
+
+
+def draw(family: str, n: int, F: int, rng: np.random.Generator) -> np.ndarray:
+    """``n x F`` stationary values of a family (real data sets: rows resampled with replacement)."""
+    if family in REAL:
+        rows = real_rows(family)
+        return rows[rng.integers(0, rows.shape[0], n)]
+    from detectors.checks.harnesses import _family
+    return np.column_stack([_family(family, n, rng) for _ in range(F)])
+
+
+def run_family(family: str, n_events: int, F: int, per_million: float, seed: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng([seed, (SYNTHETIC + REAL).index(family)])
+    width = real_rows(family).shape[1] if family in REAL else F
+    spec = ModelSpec(name="fa", classes=CLASSES, versions=["v1"], stable_version="v1",
+                     features=[FeatureSpec(name=f"x{j}", type="numeric") for j in range(width)])
+    cal = CalibrationSpec(false_alarms_per_million=per_million)
+    mon = ModelMonitor(spec, cal, AlertPolicySpec())
+    names = [f"x{j}" for j in range(width)]
+    alerts = 0
+    chunk = 50_000
+    started = time.perf_counter()
+    for lo in range(0, n_events, chunk):
+        m = min(chunk, n_events - lo)
+        X = draw(family, m, F, rng).tolist()
+        pc = rng.choice(len(CLASSES), m, p=CLASS_P).tolist()
+        conf = rng.beta(8, 2, m).tolist()
+        evs = [InferenceEvent(f"e{lo + i}", (lo + i) / 100.0, "fa", "v1", "stable", dict(zip(names, X[i])),
+                              CLASSES[pc[i]], conf[i], None, lo + i) for i in range(m)]
+        for b in range(0, m, 1000):
+            alerts += sum(1 for msg in mon.process_inference(evs[b:b + 1000]) if msg.to_dict()["kind"] == "alert")
+    armed = n_events - spec.reference_size
+    keys = {"numeric_drift": width, "prediction_drift": len(CLASSES) + 1, "confidence_drift": 1}
+    expected = {s: round(per_million * k * armed / 1e6, 4) for s, k in keys.items()}
+    observed = {s: mon.detections[s] for s in keys}
+    return {"family": family, "events": n_events, "features": width, "per_million": per_million,
+            "expected": expected, "observed": observed, "expected_total": round(sum(expected.values()), 4),
+            "observed_total": sum(observed.values()), "alerts": alerts,
+            "observed_per_million_events": round(sum(observed.values()) * 1e6 / armed, 3),
+            "by_detector": dict(sorted(mon.detector_counts.items())),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = ["family", "events", "features", "F", "expected numeric", "observed numeric", "expected all",
+            "observed all", "alerts", "observed per 1M events"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append("| " + " | ".join(str(x) for x in (
+            r["family"], r["events"], r["features"], r["per_million"], r["expected"]["numeric_drift"],
+            r["observed"]["numeric_drift"], r["expected_total"], r["observed_total"], r["alerts"],
+            r["observed_per_million_events"])) + " |")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--features", type=int, default=8)
+    ap.add_argument("--per-million", type=float, default=0.01)
+    ap.add_argument("--families", nargs="*", default=list(SYNTHETIC + REAL))
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rows = [run_family(f, args.events, args.features, args.per_million, args.seed) for f in args.families]
+    print(table(rows))
+    print(json.dumps({"benchmark": "false_alarms", "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
