@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ from detectors.errors import StateFormatError
 from detectors.state import check_float, check_int, check_list, check_str, enc_float
 
 MAX_ADWIN_STATE = 1 << 20  # bytes; a real ADWIN state is a few KiB
+# river 0.26's helper state opens with the window's parameters: delta, clock, max_buckets, a zero
+# word, min_window_length and grace_period (as doubles)
+_ADWIN_HEAD = struct.Struct("<dII4xdd")
 
 
 def _scan(start: float, x: np.ndarray) -> np.ndarray:
@@ -190,11 +194,19 @@ class Adwin:
             blob = base64.b64decode(blob_txt, validate=True)
         except ValueError:
             raise StateFormatError("adwin.blob is not base64") from None
+        if blob[:_ADWIN_HEAD.size] != _ADWIN_HEAD.pack(delta, clock, max_buckets, float(min_len), float(grace)):
+            # the helper runs on the blob's own parameters: a changed clock or bucket size loads, then panics
+            raise StateFormatError("adwin.blob parameters differ from adwin.args")
         obj = cls.__new__(cls)
         obj.delta = delta
         try:
             h = AdaptiveWindowing(delta, clock, max_buckets, min_len, grace)
             h.__setstate__(blob)
+            # a damaged length shifts what the decoder reads: the state must read back exactly as stored
+            if tuple(h.__getnewargs__()) != (delta, clock, max_buckets, min_len, grace):
+                raise ValueError("constructor arguments differ from adwin.args")
+            if bytes(h.__getstate__()) != blob:
+                raise ValueError("blob does not re-encode to itself")
             # exercise the restored structure once on a copy so a malformed blob fails here
             probe = AdaptiveWindowing(delta, clock, max_buckets, min_len, grace)
             probe.__setstate__(blob)

@@ -103,19 +103,7 @@ def test_adwin_blobs(data: st.DataObject) -> None:
     import base64
 
     doc = decode_state(live_state())
-    blobs = []
-
-    def find(node: Any) -> None:
-        if isinstance(node, dict):
-            if "blob" in node and isinstance(node["blob"], str):
-                blobs.append(node)
-            for v in node.values():
-                find(v)
-        elif isinstance(node, list):
-            for v in node:
-                find(v)
-
-    find(doc)
+    blobs = _adwin_nodes(doc)
     assert blobs, "the live state holds ADWIN blobs"
     target = blobs[data.draw(st.integers(0, len(blobs) - 1))]
     raw = bytearray(base64.b64decode(target["blob"]))
@@ -131,6 +119,44 @@ def test_adwin_blobs(data: st.DataObject) -> None:
     m = load(wrap(doc))
     if m is not None:
         assert_keeps_working(m)
+
+
+def _adwin_nodes(doc: Any) -> list[dict]:
+    out: list[dict] = []
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("blob"), str):
+                out.append(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
+
+
+def test_every_byte_of_an_adwin_blob() -> None:
+    """Each single-byte edit of a real blob is refused at load or keeps working (river 0.26 loaded a
+    changed clock or bucket size, or a shifted length, and panicked on a later update or load)."""
+    import base64
+
+    doc = decode_state(live_state())
+    node = _adwin_nodes(doc)[0]
+    raw = base64.b64decode(node["blob"])
+    refused = 0
+    for i in range(len(raw)):
+        for value in (1, 0xFF):
+            edited = bytearray(raw)
+            if edited[i] == value:
+                continue
+            edited[i] = value
+            node["blob"] = base64.b64encode(bytes(edited)).decode()
+            m = load(wrap(doc))
+            if m is None:
+                refused += 1
+            else:
+                assert_keeps_working(m)
+    assert refused >= 20  # at least the parameter words are checked
 
 
 def test_decompression_is_bounded() -> None:
