@@ -55,6 +55,10 @@ STRUCTURAL = st.one_of(
     st.integers(min_value=0, max_value=40_000).map(lambda n: [0] * n),
     st.integers(min_value=0, max_value=2_000).map(lambda n: {f"k{i}": i for i in range(n)}))
 MUTANTS = st.one_of(HOSTILE_VALUES, STRUCTURAL)
+SMALL_STRUCTURAL = st.one_of(  # for parsers written in Python (YAML), where 40,000 items take seconds
+    st.integers(min_value=1, max_value=200).flatmap(lambda d: st.sampled_from([deep(d, "["), deep(d, "{")])),
+    st.integers(min_value=0, max_value=300).map(lambda n: [0] * n))
+SMALL_MUTANTS = st.one_of(HOSTILE_VALUES, SMALL_STRUCTURAL)
 SERIALIZERS = ("json_ascii", "json_raw", "orjson", "json_compact")
 
 
@@ -110,15 +114,16 @@ def _replace(doc: Any, path: tuple, op: str, value: Any) -> Any:
 
 
 @st.composite
-def mutated(draw: st.DrawFn, documents: st.SearchStrategy, mutations: int = 3) -> Any:
-    """A valid document from ``documents`` with one to ``mutations`` positions broken."""
+def mutated(draw: st.DrawFn, documents: st.SearchStrategy, mutations: int = 3,
+            values: st.SearchStrategy = MUTANTS) -> Any:
+    """A valid document from ``documents`` with one to ``mutations`` positions broken (by ``values``)."""
     doc = draw(documents)
     for _ in range(draw(st.integers(min_value=1, max_value=mutations))):
         paths = _paths(doc)
         first = 0 if len(paths) == 1 or draw(st.integers(0, 9)) == 0 else 1  # the root itself: now and then
         path = paths[draw(st.integers(min_value=first, max_value=len(paths) - 1))]
         op = draw(st.sampled_from(["set", "set", "set", "delete", "rename"]))
-        value = draw(HOSTILE_TEXT if op == "rename" else MUTANTS)
+        value = draw(HOSTILE_TEXT if op == "rename" else values)
         doc = _replace(doc, path, op, value)
     return doc
 
