@@ -25,7 +25,7 @@ CALIBRATION = CalibrationSpec(window=100, label_window=50)
 ALERTS = AlertPolicySpec()
 NAMES = st.text(min_size=1, max_size=10)
 VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**63), 2**64 - 1), st.text(max_size=6),
-                   st.none(), st.booleans(), st.lists(st.integers(), max_size=2))
+                   st.none(), st.booleans(), st.lists(st.integers(-5, 5), max_size=2))
 
 INFERENCE = st.builds(
     InferenceEvent, event_id=NAMES, ts=st.floats(0, 4e9), model=st.just("m") | NAMES,
