@@ -94,7 +94,7 @@ def layout(values: dict[str, Any], mapping: dict[str, str], constants: dict[str,
 
 @st.composite
 def topic_decoders(draw: st.DrawFn, fields: tuple[str, ...]) -> tuple[JsonDecoder, dict, dict]:
-    """A decoder for a random topic configuration: mapping, constants, ts unit, limits."""
+    """A decoder for a random topic configuration: mapping, constants, ts unit, limits, future bound."""
     mapping = draw(st.one_of(st.just({}), mappings(fields)))
     constants = draw(st.dictionaries(st.sampled_from(fields), st.one_of(NAMES, st.integers(-5, 2**70),
                                                                         st.floats(allow_nan=True)), max_size=2))
@@ -102,8 +102,10 @@ def topic_decoders(draw: st.DrawFn, fields: tuple[str, ...]) -> tuple[JsonDecode
     limits = draw(st.one_of(st.just(Limits()), st.builds(
         Limits, max_bytes=st.integers(64, 4096), max_features=st.integers(1, 8), max_string=st.integers(16, 64),
         max_scores=st.integers(1, 6))))
+    future = draw(st.sampled_from([300.0, None, 0.0]))
     mapping = {k: v for k, v in mapping.items() if k not in constants}
-    return JsonDecoder(mapping, constants=constants, limits=limits, ts_unit=unit), mapping, constants
+    return (JsonDecoder(mapping, constants=constants, limits=limits, ts_unit=unit, max_future_seconds=future),
+            mapping, constants)
 
 
 def text_ok(s: Any, limit: int) -> bool:
