@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -157,6 +158,38 @@ def test_every_byte_of_an_adwin_blob() -> None:
             else:
                 assert_keeps_working(m)
     assert refused >= 20  # at least the parameter words are checked
+
+
+# found by loadtest/fuzz.py (adwin harness): a bucket whose variances array holds 2 entries, not
+# max_buckets + 1; the decoder and a one-update probe accept it, the third update panics
+SHORT_BUCKET = bytes.fromhex(
+    "fca9f1d24d62603f0800000005000000000000000000000000001440000000000000244000000000000000000000000000000000"
+    "f9ffffd9000000000000000000000000000000000000000000000000000000000100000000000000050000000000000000000000"
+    "000000000600000000000000000000000000000000000000000000000600000000000000000000000000000000000000000000000"
+    "000000000000000020000000000000000000000000000000000000000000000fca9f1d24d62603f080000000500000000000000"
+    "050000000a000000")
+
+
+def test_a_blob_that_panics_later_is_refused() -> None:
+    import base64
+
+    from detectors.sequential import Adwin
+
+    with pytest.raises(StateFormatError, match="adwin.blob"):
+        Adwin.from_state({"args": [0.002, 8, 5, 5, 10], "blob": base64.b64encode(SHORT_BUCKET).decode()})
+
+
+def test_a_detector_panic_is_an_exception() -> None:
+    """river's compiled code panics with a BaseException; the monitor raises an Exception instead, which
+    the worker isolates (dead letter, model rebuilt) rather than dying of it."""
+    from river._river_rust.drift import AdaptiveWindowing
+
+    m = load(live_state())
+    assert m is not None
+    stream = next(s for s in m.streams.values() if s.numeric is not None)
+    stream.numeric.adwins[0].update = AdaptiveWindowing(0.002, 0, 5, 5, 10).update  # clock 0: a division by zero
+    with pytest.raises(RuntimeError, match="PanicException"):
+        m.process_inference(make_events(SPEC, 300, seed=9, start=10_000, t0=10_000.0))
 
 
 def test_decompression_is_bounded() -> None:
