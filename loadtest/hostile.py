@@ -133,7 +133,7 @@ class Phase:
         if self.kinds:
             return {str(k): {MALFORMED[kind][1]: len(range(k, self.count, len(self.kinds)))}
                     for k, kind in enumerate(self.kinds)}
-        return {"*": {self.expected_reason: self.count}} if self.expected_reason else {"*": {}}
+        return {"*": {self.expected_reason: self.count}} if self.expected_reason and self.count else {"*": {}}
 
 
 def plan(tag: str, distinct: int, malformed: int, traffic: Traffic) -> list[Phase]:
@@ -262,10 +262,10 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         fut.result(timeout=60)
 
 
-def produce(bootstrap: str, phase: Phase) -> float:
+def produce(bootstrap: str, phase: Phase, compression: str = "lz4") -> float:
     """Produce a phase's messages as fast as the broker takes them; returns seconds taken."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                  "compression.type": "lz4", "message.max.bytes": 2 * MAX_MESSAGE_BYTES,
+                  "compression.type": compression, "message.max.bytes": 2 * MAX_MESSAGE_BYTES,
                   "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
     started = time.monotonic()
     for i in range(phase.count):
@@ -336,7 +336,7 @@ def _free_port() -> int:
 # -- the run ---------------------------------------------------------------------------------------
 def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Path, metrics_port: int = 0,
         pending_ttl: int = 86_400, interval: float = 2.0, phase_timeout: float = 3600.0,
-        tag: str | None = None) -> dict[str, Any]:
+        tag: str | None = None, compression: str = "lz4") -> dict[str, Any]:
     """Run every phase against a fresh worker and return the report (see the module doc).
 
     Topics, consumer group and Redis keys are named ``hostile-{tag}`` (a fresh tag by default).
@@ -360,6 +360,7 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
     group = Consumer({"bootstrap.servers": bootstrap, "group.id": cfg["kafka"]["group_id"]})
     sampler: Sampler | None = None
     report: dict[str, Any] = {"tag": tag, "distinct": distinct, "malformed_per_kind": malformed,
+                              "producer_compression": compression,
                               "pending_ttl_seconds": pending_ttl, "worker_log": str(log_path), "phases": []}
     try:
         _wait(lambda: _ready(base), 180, "the worker to be ready", worker, log_path)
@@ -370,7 +371,7 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
         for phase in phases:
             sampler.phase = phase.name
             before = sampler.sample()
-            phase.stats["produce_seconds"] = round(produce(bootstrap, phase), 1)
+            phase.stats["produce_seconds"] = round(produce(bootstrap, phase, compression), 1)
             t0 = time.monotonic()
             marks: dict[str, Any] = {}
 
@@ -531,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metrics-port", type=int, default=0, help="the worker's /metrics port (default: a free one)")
     p.add_argument("--pending-ttl", type=int, default=86_400, help="redis.pending_ttl_seconds of the worker")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between samples")
+    p.add_argument("--compression", default="lz4", choices=["none", "gzip", "snappy", "lz4", "zstd"],
+                   help="the producers' compression (bad input compresses well: it inflates in the worker)")
     p.add_argument("--work", default="reports/hostile", help="where the worker's config and log go")
     p.add_argument("--out", default=None, help="also write the JSON report here")
     args = p.parse_args(argv)
@@ -538,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     if host not in ("127.0.0.1", "localhost", "::1"):
         p.error("hostile load only goes to a loopback broker")
     report = run(args.bootstrap, args.redis_url, args.distinct, args.malformed, Path(args.work), args.metrics_port,
-                 args.pending_ttl, args.interval)
+                 args.pending_ttl, args.interval, compression=args.compression)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
