@@ -52,6 +52,10 @@ if str(ROOT) not in sys.path:
 _SEEDS: list[bytes] = []  # in a harness process: the seed corpus written by the driver
 
 
+class NotJson(ValueError):
+    """Input no JSON reader takes: refused before the parser under test (counted as refused)."""
+
+
 class PropertyViolation(AssertionError):
     """A harness property that does not hold (reported as a finding, like an escaping exception)."""
 
@@ -447,18 +451,22 @@ def _profile_setup():
     probe = events[-300:]
 
     def one(data: bytes) -> None:
+        parsed = 0
         for reader in (json.loads, orjson.loads):
             try:
                 doc = reader(data)
             except (ValueError, RecursionError):
                 continue  # not JSON: the reader's own error
+            parsed += 1
             prof = ReferenceProfile.from_dict(model, doc)
             m = ModelMonitor(model, spec.calibration, spec.alerts)
             m.set_reference(prof)
             m.process_inference(probe)
             ModelMonitor.from_bytes(model, spec.calibration, spec.alerts, m.to_bytes())
+        if not parsed:
+            raise NotJson("neither reader parses the input")
 
-    return one, (ProfileFormatError,)
+    return one, (ProfileFormatError, NotJson)
 
 
 def _config_setup():

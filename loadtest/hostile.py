@@ -177,15 +177,16 @@ def plan(tag: str, distinct: int, malformed: int, traffic: Traffic) -> list[Phas
 
 
 def worker_config(bootstrap: str, redis_url: str, tag: str, phases: list[Phase], metrics_port: int,
-                  pending_ttl: int) -> dict[str, Any]:
+                  pending_ttl: int, client_options: dict[str, Any] | None = None,
+                  batch_size: int = 5000) -> dict[str, Any]:
     t = f"hostile-{tag}"
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": t,
                   "inference_topics": [{"name": p.topic} for p in phases if not p.label_topic],
                   "label_topics": [{"name": p.topic} for p in phases if p.label_topic],
                   "control_topic": f"{t}-control", "dead_letter_topic": f"{t}-dead", "internal_topic": f"{t}-internal",
-                  "internal_partitions": 4, "batch_size": 5000, "batch_timeout_ms": 100,
-                  "dead_letter_max_bytes": 1024},
+                  "internal_partitions": 4, "batch_size": batch_size, "batch_timeout_ms": 100,
+                  "dead_letter_max_bytes": 1024, "client_options": dict(client_options or {})},
         "redis": {"url": redis_url, "key_prefix": t, "pending_ttl_seconds": pending_ttl, "label_wait_seconds": 5},
         "signing": {"key_env": SIGNING_ENV},
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
@@ -336,7 +337,8 @@ def _free_port() -> int:
 # -- the run ---------------------------------------------------------------------------------------
 def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Path, metrics_port: int = 0,
         pending_ttl: int = 86_400, interval: float = 2.0, phase_timeout: float = 3600.0,
-        tag: str | None = None, compression: str = "lz4") -> dict[str, Any]:
+        tag: str | None = None, compression: str = "lz4",
+        client_options: dict[str, Any] | None = None, batch_size: int = 5000) -> dict[str, Any]:
     """Run every phase against a fresh worker and return the report (see the module doc).
 
     Topics, consumer group and Redis keys are named ``hostile-{tag}`` (a fresh tag by default).
@@ -345,7 +347,7 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
     traffic = Traffic()
     phases = plan(tag, distinct, malformed, traffic)
     port = metrics_port or _free_port()
-    cfg = worker_config(bootstrap, redis_url, tag, phases, port, pending_ttl)
+    cfg = worker_config(bootstrap, redis_url, tag, phases, port, pending_ttl, client_options, batch_size)
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / f"hostile-{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -534,6 +536,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between samples")
     p.add_argument("--compression", default="lz4", choices=["none", "gzip", "snappy", "lz4", "zstd"],
                    help="the producers' compression (bad input compresses well: it inflates in the worker)")
+    p.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the worker")
+    p.add_argument("--client-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a kafka.client_options entry of the worker (integers as such)")
     p.add_argument("--work", default="reports/hostile", help="where the worker's config and log go")
     p.add_argument("--out", default=None, help="also write the JSON report here")
     args = p.parse_args(argv)
@@ -541,7 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     if host not in ("127.0.0.1", "localhost", "::1"):
         p.error("hostile load only goes to a loopback broker")
     report = run(args.bootstrap, args.redis_url, args.distinct, args.malformed, Path(args.work), args.metrics_port,
-                 args.pending_ttl, args.interval, compression=args.compression)
+                 args.pending_ttl, args.interval, compression=args.compression,
+                 client_options={k: int(v) if v.isdigit() else v
+                                 for k, v in (o.split("=", 1) for o in args.client_option)},
+                 batch_size=args.batch_size)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
