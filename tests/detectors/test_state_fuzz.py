@@ -29,7 +29,7 @@ from tests.json_strategies import SERIALIZERS, mutated, serialize
 SPEC = demo_model(name="m", n_numeric=2, n_categorical=2, reference_size=100, label_reference_size=50)
 CALIBRATION = CalibrationSpec(window=100, label_window=50)
 ALERTS = AlertPolicySpec()
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 @lru_cache(maxsize=1)

@@ -23,7 +23,7 @@ from tests.json_strategies import SMALL_MUTANTS, mutated
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "content-filter.yaml"
 CONFIGS = st.builds(lambda: yaml.safe_load(EXAMPLE.read_text()))
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 
 def check_accepted(cfg: DriftlineConfig) -> None:
@@ -80,7 +80,7 @@ def test_parse_config_of_any_document(doc: Any) -> None:
 
 
 @pytest.mark.parametrize("raw", [
-    b"[" * 1500, b"a: " + b"[" * 1500, b"{" * 1500, b"- " * 1500 + b"x",
+    b"[" * 1000, b"a: " + b"[" * 1000, b"{" * 1000, b"- " * 1000 + b"x",
     b"\xff\xfe\x00k\x00a\x00f\x00k\x00a", "kafka: caf\u00e9".encode("latin-1"), b"kafka: !!python/object:os.system x",
     b"kafka: &a [*a]", b"? [a, b]\n: c",
 ], ids=["deep-flow-list", "deep-value", "deep-flow-map", "deep-block-list", "utf16", "latin1", "python-tag",

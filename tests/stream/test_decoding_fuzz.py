@@ -24,6 +24,7 @@ from tests.json_strategies import (HOSTILE_SCALARS, HOSTILE_TEXT, SERIALIZERS, f
                                    mutated, serialize)
 
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+MAPPED = settings(FUZZ, max_examples=150)
 NAMES = st.text(min_size=1, max_size=12)
 FEATURE_VALUES = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**40), 2**40),
                            st.text(max_size=8), st.booleans(), st.none())
@@ -238,7 +239,7 @@ def configured_messages(draw: st.DrawFn, label: bool) -> tuple[JsonDecoder, byte
     return decoder, draw(hostile_bytes(docs))
 
 
-@FUZZ
+@MAPPED
 @given(case=configured_messages(label=False))
 def test_mapped_inference(case: tuple[JsonDecoder, bytes | None]) -> None:
     decoder, raw = case
@@ -247,7 +248,7 @@ def test_mapped_inference(case: tuple[JsonDecoder, bytes | None]) -> None:
         assert_inference_ok(e, decoder.limits)
 
 
-@FUZZ
+@MAPPED
 @given(case=configured_messages(label=True))
 def test_mapped_labels(case: tuple[JsonDecoder, bytes | None]) -> None:
     decoder, raw = case
