@@ -159,9 +159,11 @@ def _record_seeds() -> list[bytes]:
 def _state_seeds() -> list[bytes]:
     import zlib
 
-    _, monitor, _, _ = _monitor_after_drill()
-    blob = monitor.to_bytes()
-    return [b"\x00" + zlib.decompress(blob[10:]), b"\x01" + blob]
+    out = []
+    for scenario, n in (("stationary", 3000), ("backdoor_canary", 20000)):  # armed; armed with alerts and labels
+        blob = _monitor_after_drill(scenario, n)[1].to_bytes()
+        out += [b"\x00" + zlib.decompress(blob[10:]), b"\x01" + blob]
+    return out
 
 
 @functools.cache
@@ -491,7 +493,7 @@ HARNESSES: dict[str, Harness] = {
     "inference_mapped": Harness(_decoder_harness("inference", True), _mapped_seeds),
     "label_mapped": Harness(_decoder_harness("label", True), _mapped_seeds),
     "record": Harness(_record_setup, _record_seeds),
-    "state": Harness(_state_setup, _state_seeds, max_len=256 * 1024),
+    "state": Harness(_state_setup, _state_seeds, max_len=1 << 20),  # a real state's JSON is a few 100 KiB
     "adwin": Harness(_adwin_setup, _adwin_seeds),
     "redis_values": Harness(_redis_setup, _redis_seeds, max_len=256),
     "control": Harness(_control_setup, _control_seeds, max_len=16384),
