@@ -11,7 +11,7 @@ real messages from the drills, and reports executions and findings as JSON:
   run through a live ``ModelMonitor`` whose state is saved and loaded every 500 records.
 - ``state``: Redis state blobs through ``ModelMonitor.from_bytes``: the input is the JSON payload
   (wrapped with a valid header and CRC, so the fuzzer meets the validation, not the checksum) or,
-  for an odd first byte, the raw blob. Only ``StateFormatError``; a loaded state must keep working.
+  when the first byte is 1, the raw blob. Only ``StateFormatError``; a loaded state must keep working.
 - ``adwin``: river's compiled ADWIN decoder under the loader's checks; only ``StateFormatError``.
 - ``redis_values``: pending predictions, offsets and staged model lists read back from Redis.
 - ``control``: ``control verify`` input (``read_documents``, ``check``, ``verify``): a verdict for
@@ -33,6 +33,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 
 _SEEDS: list[bytes] = []  # in a harness process: the seed corpus written by the driver
+_SCRATCH: list[Path] = []  # in a harness process: directories to remove before it exits
 
 
 class NotJson(ValueError):
@@ -171,7 +173,7 @@ def _control_seeds() -> list[bytes]:
     from stream.control import encode, prepare
 
     _, _, _, messages = _monitor_after_drill()
-    docs = [encode(prepare(m, _KEY())) for m in messages]  # alerts and a signed rollback
+    docs = [encode(prepare(m, _signing_key())) for m in messages]  # alerts and a signed rollback
     return docs + [b"\n".join(docs), b"[" + b",".join(docs) + b"]", b"{}"]
 
 
@@ -216,7 +218,7 @@ def _redis_seeds() -> list[bytes]:
             b"\x01" + b"-1", b"\x00" + b'["v1", "canary", "nsfw", "nan"]']
 
 
-def _KEY():
+def _signing_key():
     from stream.signing import SigningKey
 
     return SigningKey("fuzz", b"fuzzing-signing-key-0123456789")
@@ -416,7 +418,7 @@ def _control_setup():
     from stream.control import check, read_documents
     from stream.signing import VerifyResult, canonical_bytes, verify
 
-    key = _KEY()
+    key = _signing_key()
     signed = set()
     for seed in _SEEDS:
         try:
@@ -476,7 +478,9 @@ def _config_setup():
     from stream.decoding import build_decoders
 
     base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-    path = Path(tempfile.mkdtemp(prefix="driftline-fuzz-", dir=base)) / "driftline.yaml"
+    scratch = Path(tempfile.mkdtemp(prefix="driftline-fuzz-", dir=base))
+    _SCRATCH.append(scratch)
+    path = scratch / "driftline.yaml"
 
     def one(data: bytes) -> None:
         path.write_bytes(data)
@@ -556,6 +560,8 @@ def run_child(name: str, runs: int | None, seconds: float | None, corpus: Path, 
             last_write[0] = now
             write()
         if done:
+            for d in _SCRATCH:
+                shutil.rmtree(d, ignore_errors=True)
             sys.stdout.flush()
             os._exit(0)
 
