@@ -25,10 +25,11 @@ worker seeing that model's events in order (the worker rekeys events by model).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 from operator import attrgetter
-from collections.abc import Sequence
-from typing import Any, Union
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, Union
 
 import numpy as np
 
@@ -66,6 +67,27 @@ def spec_fingerprint(spec: ModelSpec, calibration: CalibrationSpec) -> str:
     """Hash of what detector state depends on (the alert policy may change freely)."""
     return hashlib.sha256((spec.model_dump_json() + calibration.model_dump_json()).encode()).hexdigest()[:32]
 
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _no_panic(method: _F) -> _F:
+    """Surface a panic of river's compiled code as a RuntimeError.
+
+    pyo3 raises ``PanicException``, a BaseException, which ``except Exception`` (the worker's
+    isolation of a failing record) does not catch: one panicking detector would end the process.
+    """
+    @functools.wraps(method)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+                raise
+            raise RuntimeError(f"a compiled detector failed: {type(exc).__name__}: {exc}") from None
+    return guarded  # type: ignore[return-value]
 
 class ModelMonitor:
     """All detection state for one model (see module doc)."""
@@ -133,6 +155,7 @@ class ModelMonitor:
         return self.spec.stable_version or self.stable_seen
 
     # -- processing ------------------------------------------------------------------------
+    @_no_panic
     def process_inference(self, events: Sequence[InferenceEvent]) -> list[ControlMessage]:
         """Process a micro-batch of this model's inference events, in source order."""
         n = len(events)
@@ -285,6 +308,7 @@ class ModelMonitor:
         return [(h[:7] + (h[7] + offset,), h[7] + offset, version, "canary")
                 for h in self.canary.process(is_c, is_s, preds, conf)]
 
+    @_no_panic
     def process_labels(self, labels: Sequence[JoinedLabel]) -> list[ControlMessage]:
         """Process a micro-batch of joined labels of this model, in source order."""
         n = len(labels)

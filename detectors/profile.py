@@ -39,6 +39,7 @@ RANK_GRID = 64  # quantile bins of the fine grid that numeric values are ranked 
 MIN_CATEGORY_COUNT = 20  # reference occurrences for a category to get its own bucket (else "other")
 _PRED = attrgetter("prediction")
 OTHER = "<other>"
+MAX_COUNT = 1 << 40  # events behind one profile count; sums stay exact in float64 and int64 arithmetic
 
 
 @dataclass(slots=True)
@@ -122,41 +123,56 @@ def _profile_from_dict(spec: ModelSpec, d: Any) -> ReferenceProfile:
             edges = [check_float(x, "edges", finite=True) for x in check_list(e.get("edges"), "edges")]
             if len(edges) > 4096 or any(b <= a for a, b in zip(edges, edges[1:])):
                 raise ProfileFormatError(f"feature {f.name!r}: edges must be strictly increasing")
-            counts = [check_int(c, "counts") for c in check_list(e.get("counts"), "counts", len(edges) + 1)]
+            counts = _counts(e.get("counts"), "counts", len(edges) + 1)
             grid, grid_counts = edges, counts
             if "grid" in e:
                 grid = [check_float(x, "grid", finite=True) for x in check_list(e.get("grid"), "grid")]
                 if len(grid) > 4096 or any(b <= a for a, b in zip(grid, grid[1:])):
                     raise ProfileFormatError(f"feature {f.name!r}: grid must be strictly increasing")
-                grid_counts = [check_int(c, "grid_counts") for c in check_list(e.get("grid_counts"), "grid_counts",
-                                                                               len(grid) + 1)]
+                grid_counts = _counts(e.get("grid_counts"), "grid_counts", len(grid) + 1)
                 if sum(grid_counts) != sum(counts):
                     raise ProfileFormatError(f"feature {f.name!r}: grid counts disagree with the histogram")
             prof.numeric[f.name] = NumericProfile(edges, counts, check_float(e.get("mean"), "mean", True),
                                                   check_float(e.get("std"), "std", True),
-                                                  check_int(e.get("n"), "n"), check_int(e.get("invalid"), "invalid"),
+                                                  _count(e.get("n"), "n"), _count(e.get("invalid"), "invalid"),
                                                   grid, grid_counts)
+            if sum(counts) != prof.numeric[f.name].n:
+                raise ProfileFormatError(f"feature {f.name!r}: bin counts do not add up to n")
         else:
             top = [check_str(x, "top") for x in check_list(e.get("top"), "top")]
             rest = [check_str(x, "rest") for x in check_list(e.get("rest"), "rest")]
             if len(top) > f.top_k or len(rest) > 1_000_000:
                 raise ProfileFormatError(f"feature {f.name!r}: too many categories")
-            counts = [check_int(c, "counts") for c in check_list(e.get("counts"), "counts", len(top) + 1)]
+            counts = _counts(e.get("counts"), "counts", len(top) + 1)
             unseen = check_list(e.get("unseen"), "unseen", 2)
             prof.categorical[f.name] = CategoricalProfile(
-                top, rest, counts, check_int(unseen[0], "unseen"), check_int(unseen[1], "unseen"),
-                check_int(e.get("n"), "n"), check_int(e.get("invalid"), "invalid"))
-    prof.predictions = [check_int(c, "predictions") for c in check_list(d.get("predictions"), "predictions", ncls)]
+                top, rest, counts, _count(unseen[0], "unseen"), _count(unseen[1], "unseen"),
+                _count(e.get("n"), "n"), _count(e.get("invalid"), "invalid"))
+    prof.predictions = _counts(d.get("predictions"), "predictions", ncls)
     c = check_list(d.get("confidence"), "confidence", 4)
-    prof.confidence = [check_int(c[0], "confidence.n"), check_float(c[1], "confidence.mean", True),
-                       check_float(c[2], "confidence.std", True), check_int(c[3], "confidence.low")]
+    prof.confidence = [_count(c[0], "confidence.n"), check_float(c[1], "confidence.mean", True),
+                       check_float(c[2], "confidence.std", True), _count(c[3], "confidence.low")]
+    if prof.confidence[3] > prof.confidence[0]:
+        raise ProfileFormatError("confidence: more low-confidence events than events")
     trig = d.get("triggers")
     if not isinstance(trig, dict):
         raise ProfileFormatError("profile.triggers must be an object")
     for t in spec.triggers:
         row = trig.get(t.name, [0] + [0] * ncls)
-        prof.triggers[t.name] = [check_int(x, "triggers") for x in check_list(row, "triggers", ncls + 1)]
+        prof.triggers[t.name] = _counts(row, "triggers", ncls + 1)
     return prof
+
+
+def _count(v: Any, what: str) -> int:
+    return check_int(v, what, 0, MAX_COUNT)
+
+
+def _counts(v: Any, what: str, length: int) -> list[int]:
+    """``length`` event counts whose total stays within :data:`MAX_COUNT`."""
+    counts = [_count(c, what) for c in check_list(v, what, length)]
+    if sum(counts) > MAX_COUNT:
+        raise ProfileFormatError(f"{what}: counts total more than {MAX_COUNT} events")
+    return counts
 
 
 def trigger_mask(t: TriggerSpec, col: NumericColumn | CategoricalColumn) -> np.ndarray:

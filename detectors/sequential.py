@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import math
+import struct
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,54 @@ from detectors.errors import StateFormatError
 from detectors.state import check_float, check_int, check_list, check_str, enc_float
 
 MAX_ADWIN_STATE = 1 << 20  # bytes; a real ADWIN state is a few KiB
+# river 0.26's helper state (bincode of its AdaptiveWindowing struct): delta, clock, max_buckets,
+# min_window_length, grace_period; total, variance, width, total_width; n_buckets, max_n_buckets,
+# tick, n_detections; the bucket list (each: max_size, current_idx, totals, variances); then the
+# binding's own copy of the constructor arguments (28 bytes)
+_ADWIN_HEAD = struct.Struct("<diQdd4d4i")
+_ADWIN_TAIL = 28
+_U64 = struct.Struct("<Q")
+_MAX_SUM, _MAX_VARIANCE = 1e100, 1e250  # NaN fails these too
+
+
+def _check_adwin_blob(blob: bytes, args: tuple[float, int, int, int, int]) -> None:
+    """Refuse a helper state the compiled code would index out of bounds or divide by zero on.
+
+    The decoder accepts any bytes of the right shape, and a bucket list with short arrays, an
+    overfull bucket or a width that disagrees with the buckets loads fine and panics on a later
+    update. Raises :class:`StateFormatError`.
+    """
+    delta, clock, max_buckets, min_len, grace = args
+    if len(blob) < _ADWIN_HEAD.size + _U64.size + _ADWIN_TAIL:
+        raise StateFormatError("adwin.blob too short")
+    head = _ADWIN_HEAD.unpack_from(blob)
+    if head[:5] != (delta, clock, max_buckets, float(min_len), float(grace)):
+        raise StateFormatError("adwin.blob parameters differ from adwin.args")
+    total, variance, width, total_width, tick, detections = head[5], head[6], head[7], head[8], head[11], head[12]
+    # magnitudes far from overflow: a sum near the float range loads, then turns infinite on update
+    if not (abs(total) <= _MAX_SUM and abs(variance) <= _MAX_VARIANCE and 0 <= width <= 2.0**62
+            and 0 <= total_width <= 1e300 and tick >= 0 and detections >= 0):
+        raise StateFormatError("adwin.blob totals or counters out of range")
+    (n_rows,) = _U64.unpack_from(blob, _ADWIN_HEAD.size)
+    if not 1 <= n_rows <= 62:
+        raise StateFormatError("adwin.blob bucket list out of range")
+    pos, end, cap, covered = _ADWIN_HEAD.size + _U64.size, len(blob) - _ADWIN_TAIL, max_buckets + 1, 0
+    row = struct.Struct(f"<QQQ{cap}dQ{cap}d")
+    for i in range(n_rows):
+        if pos + row.size > end:
+            raise StateFormatError("adwin.blob bucket list truncated")
+        size, used, n_totals, *rest = row.unpack_from(blob, pos)
+        if size != max_buckets or used > max_buckets or n_totals != cap or rest[cap] != cap:
+            raise StateFormatError("adwin.blob bucket shape differs from max_buckets")
+        if used == 0 and i == n_rows - 1 and n_rows > 1:
+            raise StateFormatError("adwin.blob ends with an empty bucket")
+        if not (all(abs(x) <= _MAX_SUM for x in rest[:cap])
+                and all(abs(x) <= _MAX_VARIANCE for x in rest[cap + 1:])):
+            raise StateFormatError("adwin.blob bucket values out of range")
+        covered += used << i
+        pos += row.size
+    if pos != end or width != covered:
+        raise StateFormatError("adwin.blob width disagrees with its buckets")
 
 
 def _scan(start: float, x: np.ndarray) -> np.ndarray:
@@ -190,11 +239,17 @@ class Adwin:
             blob = base64.b64decode(blob_txt, validate=True)
         except ValueError:
             raise StateFormatError("adwin.blob is not base64") from None
+        _check_adwin_blob(blob, (delta, clock, max_buckets, min_len, grace))
         obj = cls.__new__(cls)
         obj.delta = delta
         try:
             h = AdaptiveWindowing(delta, clock, max_buckets, min_len, grace)
             h.__setstate__(blob)
+            # a damaged length shifts what the decoder reads: the state must read back exactly as stored
+            if tuple(h.__getnewargs__()) != (delta, clock, max_buckets, min_len, grace):
+                raise ValueError("constructor arguments differ from adwin.args")
+            if bytes(h.__getstate__()) != blob:
+                raise ValueError("blob does not re-encode to itself")
             # exercise the restored structure once on a copy so a malformed blob fails here
             probe = AdaptiveWindowing(delta, clock, max_buckets, min_len, grace)
             probe.__setstate__(blob)

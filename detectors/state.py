@@ -34,6 +34,7 @@ MAGIC = b"DLST"
 FORMAT_VERSION = 3  # 3: per-event CUSUMs (numeric ranks, indicators, labels), per-key alerts; 2: integrity reference
 MAX_STATE_BYTES = 64 * 1024 * 1024  # decompressed size limit: hostile blobs cannot exhaust memory
 _HEADER = struct.Struct(">4sHI")
+INT64_MAX = (1 << 63) - 1
 
 
 def encode_state(doc: dict[str, Any]) -> bytes:
@@ -88,16 +89,25 @@ def check_list(v: Any, what: str, length: int | None = None) -> list[Any]:
 
 
 def check_str(v: Any, what: str) -> str:
+    """A string that can be written back (Python's json reads lone surrogates, which no encoder writes)."""
     if not isinstance(v, str):
         raise StateFormatError(f"{what}: expected a string")
+    if not v.isascii():
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise StateFormatError(f"{what}: not valid Unicode text (lone surrogate)") from None
     return v
 
 
 def check_int(v: Any, what: str, lo: int | None = 0, hi: int | None = None) -> int:
+    """An integer within [lo, hi]; never beyond 64 bits (counts end up in numpy int64 arrays)."""
     if not isinstance(v, int) or isinstance(v, bool):
         raise StateFormatError(f"{what}: expected an integer")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise StateFormatError(f"{what}: {v} out of range [{lo}, {hi}]")
+    top = INT64_MAX if hi is None else min(hi, INT64_MAX)
+    if (lo is not None and v < lo) or v > top or v < -INT64_MAX - 1:
+        shown = v if -INT64_MAX <= v <= INT64_MAX else "a number beyond 64 bits"
+        raise StateFormatError(f"{what}: {shown} out of range [{lo}, {top}]")
     return v
 
 
@@ -106,7 +116,10 @@ def check_float(v: Any, what: str, finite: bool = False) -> float:
     if isinstance(v, str) and v in ("inf", "-inf", "nan"):
         f = float(v)
     elif isinstance(v, (int, float)) and not isinstance(v, bool):
-        f = float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # an integer beyond the range of a double
+            raise StateFormatError(f"{what}: number out of range") from None
     else:
         raise StateFormatError(f"{what}: expected a number")
     if finite and not math.isfinite(f):

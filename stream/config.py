@@ -553,10 +553,14 @@ def load_config(path: str | Path) -> DriftlineConfig:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start})") from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(f"{p}: not valid YAML: nested too deeply") from None
     try:
         cfg = parse_config(doc, str(p))
     except ConfigError as exc:  # every problem on its own line, led by the file: "FILE: key.path: message"

@@ -132,7 +132,7 @@ def decode_record(raw: bytes) -> DecodedRecord:
                 raise RecordError("field 'ad' must be a string")
             event = InferenceEvent(
                 event_id=_str(obj, "id"),
-                ts=float(obj["ts"]),
+                ts=_time(obj, "ts"),
                 model=model,
                 model_version=_str(obj, "mv"),
                 deployment=_str(obj, "d"),
@@ -151,12 +151,12 @@ def decode_record(raw: bytes) -> DecodedRecord:
             return DecodedRecord(model, None, None, doc)
         if kind == "l":
             label = LabelEvent(
-                event_id=_str(obj, "id"), ts=float(obj["ts"]), label=_str(obj, "l"),
+                event_id=_str(obj, "id"), ts=_time(obj, "ts"), label=_str(obj, "l"),
                 source=_str(obj, "src"), position=position,
             )
             joined = JoinedLabel(
                 label=label, model=model, model_version=_str(obj, "mv"), deployment=_str(obj, "d"),
-                prediction=_str(obj, "p"), predicted_ts=float(obj["pts"]),
+                prediction=_str(obj, "p"), predicted_ts=_time(obj, "pts"),
             )
             return DecodedRecord(model, None, joined)
     except (KeyError, TypeError, ValueError) as exc:
@@ -164,6 +164,18 @@ def decode_record(raw: bytes) -> DecodedRecord:
             raise
         raise RecordError(f"invalid internal record: {exc!r}") from None
     raise RecordError(f"unknown internal record kind {kind!r}")
+
+
+def _time(obj: dict, key: str) -> float:
+    """A timestamp: a finite JSON number (float() would also take "inf" or "nan" strings, and a
+    non-finite time would become the model's clock)."""
+    value = obj[key]
+    if type(value) is not float and type(value) is not int:
+        raise RecordError(f"field {key!r} must be a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise RecordError(f"field {key!r} must be finite")
+    return value
 
 
 def _str(obj: dict, key: str) -> str:

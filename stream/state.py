@@ -36,12 +36,15 @@ older. ``stage`` therefore checks that the committed offset is the one the worke
 """
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
 import redis
+
+from detectors.errors import StateFormatError
 
 # KEYS: offsets hash, then staged keys; ARGV: owner, staged offset, staged models, expected committed
 # offset ('*': any, '': none yet), then the blobs
@@ -167,15 +170,15 @@ class StateStore:
         """Atomically set committed states and offset (state rebuilt after Redis lost writes; owner only)."""
         key = self.offsets_key(part)
         names = list(states)
-        staged = [self.staged_state_key(m) for m in _split(self._r.hget(key, "staged_models"))]
+        staged = [self.staged_state_key(m) for m in _split(self._r.hget(key, "staged_models"), key)]
         keys = [key] + [self.state_key(m) for m in names] + staged
         args = [self.owner, next_offset, len(names)] + [states[m] for m in names]
         if not self._write_script(keys=keys, args=args):
             raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
 
     def committed_offset(self, part: PartitionKey) -> int | None:
-        raw = self._r.hget(self.offsets_key(part), "committed")
-        return None if raw is None else int(raw)
+        key = self.offsets_key(part)
+        return parse_offset(self._r.hget(key, "committed"), key)
 
     def server_id(self) -> str:
         """Redis's ``run_id``: it changes when the server restarts (and may have lost writes)."""
@@ -187,8 +190,9 @@ class StateStore:
         staged = self._r.hmget(key, "staged", "staged_models")
         if staged[0] is None:
             return
+        parse_offset(staged[0], key)
         keys = [key]
-        for model in _split(staged[1]):
+        for model in _split(staged[1], key):
             keys += [self.staged_state_key(model), self.state_key(model)]
         if self._promote_script(keys=keys, args=[self.owner, staged[0]]) == 0:
             raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
@@ -196,7 +200,7 @@ class StateStore:
     def discard_staged(self, part: PartitionKey) -> None:
         """Drop a staged batch whose Kafka transaction never committed (owner only)."""
         key = self.offsets_key(part)
-        models = _split(self._r.hget(key, "staged_models"))
+        models = _split(self._r.hget(key, "staged_models"), key)
         if self._discard_script(keys=[key] + [self.staged_state_key(m) for m in models], args=[self.owner]) == 0:
             raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
 
@@ -217,7 +221,8 @@ class StateStore:
         """Settle any staged batch against Kafka's committed offset; return the offset to resume at.
 
         ``claim=False`` (a rewind after a failed batch, not a new assignment) raises
-        :class:`OwnershipLost` instead of taking the partition back from its new owner.
+        :class:`OwnershipLost` instead of taking the partition back from its new owner. A stored
+        offset that is not a non-negative integer raises :class:`StateFormatError`.
         """
         if claim:
             self.claim(part)
@@ -225,14 +230,14 @@ class StateStore:
             if self._r.hget(self.offsets_key(part), "owner") is not None:
                 raise OwnershipLost(f"partition {part.topic}[{part.partition}] is owned by another worker")
             self.claim(part)  # the token was lost with Redis's last writes; the group still assigns it here
-        staged = self._r.hget(self.offsets_key(part), "staged")
+        key = self.offsets_key(part)
+        staged = parse_offset(self._r.hget(key, "staged"), key)
         if staged is not None:
-            if kafka_committed is not None and int(staged) == kafka_committed:
+            if kafka_committed is not None and staged == kafka_committed:
                 self.promote(part)
             else:
                 self.discard_staged(part)
-        committed = self._r.hget(self.offsets_key(part), "committed")
-        return None if committed is None else int(committed)
+        return parse_offset(self._r.hget(key, "committed"), key)
 
     def load_models(self, models: Iterable[str]) -> dict[str, bytes]:
         """Committed state bytes of the given models (absent models are left out)."""
@@ -273,7 +278,9 @@ class StateStore:
         out: dict[str, float] = {}
         for k, v in self._r.hgetall(self.inference_clock_key).items():
             try:
-                out[k.decode()] = float(v)
+                clock = float(v)
+                if math.isfinite(clock):
+                    out[k.decode()] = clock
             except (UnicodeDecodeError, ValueError):
                 continue
         return out
@@ -299,22 +306,48 @@ class StateStore:
 
 
 def _decode_pending(model: bytes, raw: bytes) -> PendingPrediction | None:
+    """A stored prediction of ``model``, or None unless it is ``[version, deployment, prediction, finite ts]``."""
     try:
         name = model.decode("utf-8")
-        version, deployment, prediction, ts = orjson.loads(raw)
-        if not all(isinstance(x, str) for x in (version, deployment, prediction)):
-            return None
-        return PendingPrediction(name, version, deployment, prediction, float(ts))
-    except (orjson.JSONDecodeError, UnicodeDecodeError, ValueError, TypeError):
+        value = orjson.loads(raw)
+    except (orjson.JSONDecodeError, UnicodeDecodeError):
         return None
+    if type(value) is not list or len(value) != 4:
+        return None
+    version, deployment, prediction, ts = value
+    if not all(type(x) is str for x in (version, deployment, prediction)):
+        return None
+    if type(ts) not in (int, float) or not math.isfinite(ts):
+        return None
+    return PendingPrediction(name, version, deployment, prediction, float(ts))
+
+
+def parse_offset(raw: bytes | str | None, key: str) -> int | None:
+    """A next-offset stored in Redis (None when absent); anything but a non-negative integer is refused.
+
+    A negative value would be read by Kafka as a logical offset (end, beginning) and silently skip
+    or replay input.
+    """
+    if raw is None:
+        return None
+    text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+    if not (text.isascii() and text.isdigit() and len(text) <= 19 and int(text) < 1 << 63):
+        raise StateFormatError(f"{key}: stored offset {text[:40]!r} is not a non-negative 64-bit integer")
+    return int(text)
 
 
 def _join(models: Mapping[str, bytes]) -> str:
     return orjson.dumps(sorted(models)).decode()
 
 
-def _split(raw: bytes | None) -> list[str]:
+def _split(raw: bytes | None, key: str = "") -> list[str]:
+    """The model names of a staged batch (a JSON list of strings)."""
     if not raw:
         return []
-    value = orjson.loads(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if type(value) is not list:
+        raise StateFormatError(f"{key}: staged_models is not a JSON list")
     return [m for m in value if isinstance(m, str)]
