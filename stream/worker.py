@@ -44,7 +44,7 @@ from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
-from detectors.errors import StateFormatError
+from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
@@ -408,8 +408,14 @@ class Worker:
                 return monitor
         monitor = ModelMonitor(spec, mon.calibration, mon.alerts, mon.max_tracked_versions, registry)
         if spec.reference_file:
-            doc = orjson.loads(Path(spec.reference_file).read_bytes())
-            monitor.set_reference(ReferenceProfile.from_dict(spec, doc))
+            try:
+                doc = orjson.loads(Path(spec.reference_file).read_bytes())
+                monitor.set_reference(ReferenceProfile.from_dict(spec, doc))
+            except (OSError, orjson.JSONDecodeError, ProfileFormatError) as exc:
+                # the file changed since start-up: learn the reference from traffic rather than stop
+                log.error("model %s: reference file %s unusable (%s); learning a reference from traffic",
+                          name, spec.reference_file, exc)
+                self.metrics.state_rebuilt(name, "reference_unreadable")
         return monitor
 
     # -- processing ---------------------------------------------------------------------
