@@ -24,7 +24,15 @@ from stream.config import ConfigError, DriftlineConfig, client_settings, redis_c
 
 
 class StartupError(RuntimeError):
-    """Kafka or Redis cannot be used as configured; the message is one line naming the problem."""
+    """Kafka or Redis cannot be used as configured; the message is one line naming the problem.
+
+    ``transient`` marks what may pass by itself (nothing listens yet, no answer): retried until
+    ``kafka.startup_timeout_seconds``; a wrong password or an untrusted certificate fails at once.
+    """
+
+    def __init__(self, message: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 def check(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> None:
@@ -34,7 +42,15 @@ def check(config: DriftlineConfig, environ: Mapping[str, str] | None = None) -> 
     settings = client_settings(config, environ)
     client = redis_client(config.redis, environ)
     check_kafka(config, settings, config.kafka.startup_timeout_seconds)
-    check_redis(config, client)
+    deadline = time.monotonic() + config.kafka.startup_timeout_seconds
+    while True:  # a Redis restarting as the worker starts is waited for, like the broker
+        try:
+            check_redis(config, client)
+            return
+        except StartupError as exc:
+            if not exc.transient or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def check_files(config: DriftlineConfig) -> None:
@@ -168,10 +184,10 @@ def check_redis(config: DriftlineConfig, client: Any) -> None:
             trusted = f"the CA in redis.ssl_ca_location ({ca})" if ca else "the system's CAs (set redis.ssl_ca_location)"
             raise StartupError(f"{where}: the server's TLS certificate is not trusted: certificate verify failed "
                                f"against {trusted}") from None
-        raise StartupError(f"{where}: cannot connect: {text}") from None
+        raise StartupError(f"{where}: cannot connect: {text}", transient=True) from None
     except redis.TimeoutError as exc:
         raise StartupError(f"{where}: no answer within {spec.socket_timeout_seconds:g} s "
-                           f"(redis.socket_timeout_seconds): {exc}") from None
+                           f"(redis.socket_timeout_seconds): {exc}", transient=True) from None
     except redis.RedisError as exc:
         raise StartupError(f"{where}: {_strip_pipeline(str(exc))}") from None
 

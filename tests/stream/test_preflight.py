@@ -32,3 +32,38 @@ def test_librdkafka_errors_become_one_line():
         "kafka 10.0.0.1:9094: the broker's TLS certificate is not trusted: certificate verify failed against "
         "the CA in kafka.security.ssl_ca_location (/etc/ca.pem)")
     assert preflight._split_broker("no broker prefix here") == (None, "no broker prefix here")
+
+
+def test_a_redis_that_comes_up_during_start_up_is_waited_for(tmp_path, monkeypatch):
+    """A worker restarted while Redis restarts used to exit at once ('cannot connect')."""
+    import socket
+    import subprocess
+    import threading
+    import time
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cfg = parse_config(doc(redis__url=f"redis://127.0.0.1:{port}/0", kafka__startup_timeout_seconds=20))
+    monkeypatch.setattr(preflight, "check_kafka", lambda *a, **k: None)  # only Redis is under test here
+    servers = []
+
+    def start_later() -> None:
+        time.sleep(1.5)
+        servers.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                         "--dir", str(tmp_path)], stdout=subprocess.DEVNULL))
+
+    thread = threading.Thread(target=start_later)
+    thread.start()
+    try:
+        started = time.monotonic()
+        preflight.check(cfg, ENV)
+        assert time.monotonic() - started >= 1.0
+    finally:
+        thread.join()
+        for s in servers:
+            s.kill()
+            s.wait(10)
+    short = parse_config(doc(redis__url=f"redis://127.0.0.1:{port}/0", kafka__startup_timeout_seconds=1))
+    with pytest.raises(preflight.StartupError, match="cannot connect"):
+        preflight.check(short, ENV)
