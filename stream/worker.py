@@ -4,8 +4,8 @@ One consumer in one group reads the team's inference and label topics *and* drif
 topic; one transactional producer writes the internal topic, the control topic and the
 dead-letter topic. Each micro-batch is one Kafka transaction:
 
-- raw inference events are validated (bad ones dead-lettered), remembered for the label join and
-  re-published to the internal partition that owns their model;
+- raw inference events are validated (bad ones dead-lettered), remembered for the label join (one
+  Redis call per batch, and only for models some label topic joins) and re-published to the internal partition that owns their model;
 - raw labels are joined with their prediction and re-published beside the model's events;
 - registry events (``kafka.registry_topic``) are verified (Ed25519, :mod:`stream.registry`) and
   re-published beside the model's events too, ahead of the batch's inference events; there the
@@ -45,7 +45,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
 from detectors.errors import StateFormatError
-from detectors.events import JoinedLabel, LabelEvent
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, producer_settings, redis_client,
@@ -56,7 +56,7 @@ from stream.records import (RecordError, decode_record, encode_inference, encode
                             partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
-from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, PendingPrediction, StateLostError, StateStore
+from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, pending_lines
 
 log = logging.getLogger("driftline.worker")
 
@@ -99,8 +99,13 @@ class Worker:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id,
-                                 owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}")
+                                 owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}",
+                                 pending_ttl_seconds=config.redis.pending_ttl_seconds)
         self._label_scope = {t.name: frozenset(t.models) if t.models else None for t in k.label_topics}
+        scopes = list(self._label_scope.values())
+        # models whose predictions some label topic joins (None: every model)
+        self._joined: frozenset[str] | None = (None if any(s is None for s in scopes)
+                                               else frozenset().union(*scopes))
         self._max_future = {t.name: t.max_future_seconds for t in list(k.inference_topics) + list(k.label_topics)}
         self._monitors: dict[str, ModelMonitor] = {}
         self._owned: set[int] = set()
@@ -125,7 +130,7 @@ class Worker:
         self._staging: dict[int, int] = {}  # internal partition -> offset staged by the open batch
         self._redis_id = ""  # Redis run_id when state was last known complete there
         self._last_redis_check = 0.0
-        self._recent: deque[tuple[float, list[tuple[str, PendingPrediction]]]] = deque()
+        self._recent: deque[tuple[float, list[tuple[str, bytes]]]] = deque()  # (time, pending lines)
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -299,7 +304,7 @@ class Worker:
                          "auto.offset.reset": "earliest"})
         consumer = Consumer(settings)
         items: list[tuple[str, str, object]] = []
-        pending: list[tuple[str, PendingPrediction]] = []
+        pending: list[tuple[str, InferenceEvent]] = []
         try:
             consumer.assign([TopicPartition(part.topic, part.partition,
                                             start if start is not None else OFFSET_BEGINNING)])
@@ -320,10 +325,8 @@ class Worker:
                         rec = decode_record(msg.value())
                     except RecordError:
                         continue
-                    if rec.inference is not None:
-                        e = rec.inference
-                        pending.append((e.event_id, PendingPrediction(e.model, e.model_version, e.deployment,
-                                                                      e.prediction, e.ts)))
+                    if rec.inference is not None and self._remembers(rec.model):
+                        pending.append((rec.inference.event_id, rec.inference))
                     if msg.offset() < until and rec.registry is not None:
                         items.append((rec.model, "r", rec.registry))
                     elif msg.offset() < until:
@@ -382,9 +385,13 @@ class Worker:
 
     def _remember_recent(self) -> int:
         """Write the predictions routed in the last seconds again (Redis may have lost them)."""
-        items = [item for _, batch in self._recent for item in batch]
-        self._store.remember_predictions(items, self.config.redis.pending_ttl_seconds)
-        return len(items)
+        lines = [line for _, batch in self._recent for line in batch]
+        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
+        return len(lines)
+
+    def _remembers(self, model: str) -> bool:
+        """Whether the label join needs this model's predictions (some label topic joins it)."""
+        return bool(self._label_topics) and (self._joined is None or model in self._joined)
 
     def _new_monitor(self, name: str, blob: bytes | None) -> ModelMonitor:
         """The model's monitor from its committed state, or fresh (no state, or state this
@@ -533,8 +540,7 @@ class Worker:
 
     def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
         producer = self._producer
-        pending: list[tuple[str, PendingPrediction]] = []
-        labelled = bool(self._label_topics)
+        pending: list[tuple[str, InferenceEvent]] = []
         if self._registry_topic is not None and msgs and msgs[0].topic() == self._registry_topic:
             n = next((i for i, m in enumerate(msgs) if m.topic() != self._registry_topic), len(msgs))
             self._route_registry(msgs[:n], outcome)
@@ -559,9 +565,8 @@ class Worker:
                 log.exception("inference message %s[%d]@%d could not be decoded", topic, msg.partition(), msg.offset())
                 self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            if labelled:
-                pending.append((event.event_id, PendingPrediction(
-                    event.model, event.model_version, event.deployment, event.prediction, event.ts)))
+            if self._remembers(event.model):
+                pending.append((event.event_id, event))
             clock_key = f"{topic}:{msg.partition()}"
             sent = _message_time(msg)
             if sent > self._routed_until.get(clock_key, float("-inf")):
@@ -569,9 +574,10 @@ class Worker:
             producer.produce(self._internal, value=value, key=event.model.encode(),
                              partition=partition_for(event.model, self._partitions))
             outcome.events += 1
-        self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+        lines = pending_lines(pending)
+        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
         now = time.monotonic()
-        self._recent.append((now, pending))
+        self._recent.append((now, lines))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
             self._recent.popleft()
 
