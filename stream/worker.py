@@ -5,7 +5,8 @@ topic; one transactional producer writes the internal topic, the control topic a
 dead-letter topic. Each micro-batch is one Kafka transaction:
 
 - raw inference events are validated (bad ones dead-lettered), remembered for the label join (one
-  Redis call per batch, and only for models some label topic joins) and re-published to the internal partition that owns their model;
+  Redis call per batch, and only for models some label topic joins) and re-published to the
+  internal partition that owns their model, packed per model into batch records;
 - raw labels are joined with their prediction and re-published beside the model's events;
 - registry events (``kafka.registry_topic``) are verified (Ed25519, :mod:`stream.registry`) and
   re-published beside the model's events too, ahead of the batch's inference events; there the
@@ -52,8 +53,8 @@ from stream.config import (ConfigError, DriftlineConfig, consumer_settings, prod
                            signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
-from stream.records import (RecordError, decode_record, encode_inference, encode_label, encode_registry,
-                            partition_for, source_position)
+from stream.records import (RecordError, decode_batch, encode_inference, encode_inference_batch, encode_label,
+                            encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
 from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, pending_lines
@@ -322,16 +323,13 @@ class Worker:
                         at_end = True
                         continue
                     try:
-                        rec = decode_record(msg.value())
+                        batch = decode_batch(msg.value())
                     except RecordError:
                         continue
-                    if rec.inference is not None and self._remembers(rec.model):
-                        pending.append((rec.inference.event_id, rec.inference))
-                    if msg.offset() < until and rec.registry is not None:
-                        items.append((rec.model, "r", rec.registry))
-                    elif msg.offset() < until:
-                        items.append((rec.model, "i" if rec.inference is not None else "l",
-                                      rec.inference if rec.inference is not None else rec.label))
+                    if batch.kind == "i" and self._remembers(batch.model):
+                        pending.extend((e.event_id, e) for e in batch.items)
+                    if msg.offset() < until:
+                        items.extend((batch.model, batch.kind, item) for item in batch.items)
         finally:
             consumer.close()
         touched: dict[str, ModelMonitor] = {}
@@ -539,25 +537,26 @@ class Worker:
                 delay = min(delay * 2, 10.0)
 
     def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
-        producer = self._producer
-        pending: list[tuple[str, InferenceEvent]] = []
+        """Validate raw events, remember predictions for the label join, re-publish them packed per model."""
         if self._registry_topic is not None and msgs and msgs[0].topic() == self._registry_topic:
             n = next((i for i, m in enumerate(msgs) if m.topic() != self._registry_topic), len(msgs))
-            self._route_registry(msgs[:n], outcome)
+            self._route_registry(msgs[:n], outcome)  # releases reach the partitions before this batch's events
             msgs = msgs[n:]
         headers = self._digest_headers
+        by_model: dict[str, list[tuple[InferenceEvent, Message]]] = defaultdict(list)
+        decoders, index, models = self._decoders, self._topic_index, self._models
+        routed = self._routed_until
         for msg in msgs:
             topic = msg.topic()
             try:
-                event = self._decoders[topic].decode_inference(msg.value())
+                event = decoders[topic].decode_inference(msg.value())
                 if headers and topic in headers:
                     event.artifact_digest = _header_digest(msg, headers[topic])
-                if event.model not in self._models:
+                if event.model not in models:
                     self.metrics.unknown_model(event.model)
                     self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
                     continue
-                event.position = source_position(self._topic_index[topic], msg.partition(), msg.offset())
-                value = encode_inference(event)
+                event.position = source_position(index[topic], msg.partition(), msg.offset())
             except DecodeError as err:
                 self._dead_letter(msg, err.reason, str(err), outcome)
                 continue
@@ -565,15 +564,17 @@ class Worker:
                 log.exception("inference message %s[%d]@%d could not be decoded", topic, msg.partition(), msg.offset())
                 self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            if self._remembers(event.model):
-                pending.append((event.event_id, event))
             clock_key = f"{topic}:{msg.partition()}"
             sent = _message_time(msg)
-            if sent > self._routed_until.get(clock_key, float("-inf")):
-                self._routed_until[clock_key] = sent
-            producer.produce(self._internal, value=value, key=event.model.encode(),
-                             partition=partition_for(event.model, self._partitions))
-            outcome.events += 1
+            if sent > routed.get(clock_key, float("-inf")):
+                routed[clock_key] = sent
+            by_model[event.model].append((event, msg))
+        pending: list[tuple[str, InferenceEvent]] = []
+        for model, pairs in by_model.items():
+            events = self._publish(model, pairs, encode_inference_batch, outcome)
+            outcome.events += len(events)
+            if self._remembers(model):
+                pending.extend((e.event_id, e) for e in events)
         lines = pending_lines(pending)
         self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
         now = time.monotonic()
@@ -648,6 +649,28 @@ class Worker:
                                                f"refused: {reason}", outcome)
         return entries
 
+    def _publish(self, model: str, pairs: list[tuple], encode: Callable[[list], list[bytes]],
+                 outcome: BatchOutcome) -> list:
+        """Produce one model's items as batch records on its internal partition; return the items sent.
+
+        Items the framing cannot carry (none pass the decoders today) are dead-lettered one by one.
+        """
+        items = [item for item, _ in pairs]
+        try:
+            values = encode(items)
+        except Exception:  # noqa: BLE001 - find the item that cannot be encoded
+            values, items = [], []
+            for item, msg in pairs:
+                try:
+                    values.extend(encode([item]))
+                    items.append(item)
+                except Exception as exc:  # noqa: BLE001
+                    self._dead_letter(msg, "unencodable", f"{type(exc).__name__}: {exc}", outcome)
+        key, partition = model.encode(), partition_for(model, self._partitions)
+        for value in values:
+            self._producer.produce(self._internal, value=value, key=key, partition=partition)
+        return items
+
     def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], int]:
         """Join labels with their predictions and re-publish them beside the model's events.
 
@@ -674,6 +697,7 @@ class Worker:
         found = self._store.lookup_predictions([lab.event_id for _, lab in labels if lab is not None])
         found_iter = iter(found)
         frontier: float | None = None
+        by_model: dict[str, list[tuple[JoinedLabel, Message]]] = defaultdict(list)
         stopped: dict[tuple[str, int], int] = {}
         seen: set[tuple[str, int]] = set()
         for msg, lab in labels:
@@ -703,9 +727,9 @@ class Worker:
             for pred in preds:  # every model that predicted this event gets its label
                 joined = JoinedLabel(label=lab, model=pred.model, model_version=pred.model_version,
                                      deployment=pred.deployment, prediction=pred.prediction, predicted_ts=pred.ts)
-                self._producer.produce(self._internal, value=encode_label(joined), key=pred.model.encode(),
-                                       partition=partition_for(pred.model, self._partitions))
-                outcome.labels += 1
+                by_model[pred.model].append((joined, msg))
+        for model, pairs in by_model.items():
+            outcome.labels += len(self._publish(model, pairs, encode_label_batch, outcome))
         for tp in seen - stopped.keys():
             self._waiting_since.pop(tp, None)
         return stopped
@@ -811,7 +835,11 @@ class Worker:
             except Exception as exc:  # noqa: BLE001
                 monitor = self._new_monitor(model, before)
                 process = monitor.process_inference if kind == "i" else monitor.process_labels
-                self._dead_letter(msg, "processing_error", f"{type(exc).__name__}: {exc}", outcome)
+                try:  # the one event of the batch record, in the single-event format
+                    payload = encode_inference(item) if kind == "i" else encode_label(item)
+                except Exception:  # noqa: BLE001
+                    payload = None
+                self._dead_letter(msg, "processing_error", f"{type(exc).__name__}: {exc}", outcome, payload)
         self._monitors[model] = monitor
         return monitor, produced, kept
 
@@ -820,27 +848,24 @@ class Worker:
         runs: list[tuple[str, str, list, list[Message]]] = []
         for msg in msgs:
             try:
-                rec = decode_record(msg.value())
+                batch = decode_batch(msg.value())
             except RecordError as err:
                 self._dead_letter(msg, "bad_internal_record", str(err), outcome)
                 continue
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the record ends as a dead letter
                 self._dead_letter(msg, "bad_internal_record", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            if rec.registry is not None:
-                kind, item = "r", rec.registry
+            if runs and runs[-1][0] == batch.model and runs[-1][1] == batch.kind:
+                runs[-1][2].extend(batch.items)
+                runs[-1][3].extend([msg] * len(batch.items))
             else:
-                kind = "i" if rec.inference is not None else "l"
-                item = rec.inference if kind == "i" else rec.label
-            if runs and runs[-1][0] == rec.model and runs[-1][1] == kind:
-                runs[-1][2].append(item)
-                runs[-1][3].append(msg)
-            else:
-                runs.append((rec.model, kind, [item], [msg]))
+                runs.append((batch.model, batch.kind, batch.items, [msg] * len(batch.items)))
         return runs
 
-    def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome) -> None:
-        value = msg.value() or b""
+    def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome,
+                     payload: bytes | None = None) -> None:
+        """Publish a rejected message (or ``payload``, one event of a batch record) with its reason."""
+        value = payload if payload is not None else (msg.value() or b"")
         limit = self.config.kafka.dead_letter_max_bytes
         record = {
             "schema": "driftline.deadletter/v1", "reason": reason, "detail": detail[:500],
