@@ -97,14 +97,20 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
             "reference_size": reference_size}
 
 
+SNAPSHOT_INTERVAL: list[float | None] = [None]  # --snapshot-interval (None: the configuration's default)
+
+
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
+    redis_doc = {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600}
+    if SNAPSHOT_INTERVAL[0] is not None:
+        redis_doc["snapshot_interval_seconds"] = SNAPSHOT_INTERVAL[0]
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{tag}",
                   "inference_topics": [{"name": topic}], "label_topics": [{"name": f"{topic}-labels"}],
                   "control_topic": f"{topic}-control", "dead_letter_topic": f"{topic}-dead",
                   "internal_topic": f"{topic}-internal", "internal_partitions": PARTITIONS,
                   "batch_size": 5000, "batch_timeout_ms": 50},
-        "redis": {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600},
+        "redis": redis_doc,
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
         "metrics": {"host": "127.0.0.1", "port": 0},
         "monitor": {"models": models or [_model_doc(MODEL)]},
@@ -514,8 +520,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=300.0, help="seconds (--mode sustained)")
     ap.add_argument("--probes", type=int, default=20, help="latency probe models (--mode sustained)")
     ap.add_argument("--rss-events", default="1000000,10000000", help="RSS marks in events (--mode rss)")
+    ap.add_argument("--snapshot-interval", type=float, default=None,
+                    help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")
     args = ap.parse_args(argv)
-    print(json.dumps(MODES[args.mode](args)))
+    SNAPSHOT_INTERVAL[0] = args.snapshot_interval
+    result = MODES[args.mode](args)
+    result["snapshot_interval_seconds"] = args.snapshot_interval
+    print(json.dumps(result))
     return 0
 
 

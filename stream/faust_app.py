@@ -161,6 +161,8 @@ class FaustRuntime(Worker):
         self._next: dict[tuple[str, int], int] = {}  # next offset to process, per topic partition
         self._resume: dict[tuple[str, int], int] = {}  # label partitions rewound to a waiting label
         self._failed: BaseException | None = None
+        # every batch stages its state: this runtime has no catch-up from an older snapshot
+        self._snapshot_interval = 0.0
 
     # -- lifecycle (called by DriftlineApp) --------------------------------------------------------
     async def start(self) -> None:
@@ -188,6 +190,7 @@ class FaustRuntime(Worker):
             self._monitors.clear()
             self._owned.clear()
             self._resume.clear()
+            self._dirty.clear()
             self._next = {(tp.topic, tp.partition): committed[tp] for tp in assignment if committed.get(tp) is not None}
             for tp in sorted(t for t in assignment if t.topic == self._internal):
                 kc = committed.get(tp)

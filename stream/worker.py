@@ -129,6 +129,13 @@ class Worker:
         self._beat = time.monotonic()  # start of the main loop's current iteration
         self._offsets: dict[int, int | None] = {}  # owned internal partition -> committed offset in Redis
         self._staging: dict[int, int] = {}  # internal partition -> offset staged by the open batch
+        # state snapshots (see _detect): models changed since their partition's last snapshot, the
+        # next offset the in-memory state has processed (committed in Kafka), the last snapshot's time
+        self._snapshot_interval = config.redis.snapshot_interval_seconds
+        self._dirty: dict[int, set[str]] = {}
+        self._processed: dict[int, int] = {}
+        self._batch_positions: dict[int, int] = {}
+        self._last_snapshot: dict[int, float] = {}
         self._redis_id = ""  # Redis run_id when state was last known complete there
         self._last_redis_check = 0.0
         self._recent: deque[tuple[float, list[tuple[str, bytes]]]] = deque()  # (time, pending lines)
@@ -193,8 +200,9 @@ class Worker:
                         self._abort_and_rewind()
                     msgs = consumer.consume(k.batch_size, timeout)
                     if msgs:
-                        self._process(msgs)
+                        self._process(msgs, full=len(msgs) >= k.batch_size)
                     else:
+                        self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
                         self._commit_idle_positions()
                         self._publish_inference_clock()
                         if time.monotonic() - self._last_redis_check >= 1.0:
@@ -220,6 +228,8 @@ class Worker:
                     self.metrics.set_ready(True)
         finally:
             self.metrics.set_ready(False)
+            if not self._needs_rewind:
+                self._snapshot_safely(list(self._owned))
             consumer.close()
             producer.flush(10)
 
@@ -268,6 +278,7 @@ class Worker:
             if kc is not None and (offset is None or offset < kc):
                 offset = self._catch_up(part, offset, kc)
             self._offsets[tp.partition] = offset
+            self._mark_saved(tp.partition, offset)
             tp.offset = offset if offset is not None else OFFSET_BEGINNING
         keep = [tp for tp in partitions if tp not in lost]
         consumer.assign(keep)
@@ -278,10 +289,14 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._unsettled = None
+        if not self._needs_rewind:  # hand the partitions over with current state: a shorter catch-up
+            self._snapshot_safely([tp.partition for tp in partitions if tp.topic == self._internal])
         for tp in partitions:
             if tp.topic == self._internal:
                 self._owned.discard(tp.partition)
                 self._offsets.pop(tp.partition, None)
+                self._dirty.pop(tp.partition, None)
+                self._processed.pop(tp.partition, None)
                 for name in [m for m in self._monitors if partition_for(m, self._partitions) == tp.partition]:
                     del self._monitors[name]
         consumer.unassign()
@@ -339,15 +354,23 @@ class Worker:
                 runs[-1][2].append(item)
             else:
                 runs.append((model, kind, [item]))
+        done: dict[str, list[tuple[str, list]]] = defaultdict(list)
         for model, kind, batch in runs:
             monitor = self._monitors.get(model)
             if monitor is None:
                 continue
-            touched[model] = monitor
             if kind == "r":
-                monitor.apply_registry(self._verified(model, batch), self._registry_max_age)
+                entries = self._verified(model, batch)
+                monitor.apply_registry(entries, self._registry_max_age)
+                done[model].append((kind, entries))
+                touched[model] = monitor
                 continue
-            monitor.process_inference(batch) if kind == "i" else monitor.process_labels(batch)  # output committed before
+            try:  # output committed before: discarded
+                monitor.process_inference(batch) if kind == "i" else monitor.process_labels(batch)
+            except Exception:  # noqa: BLE001 - a record isolated when first processed: leave it out again
+                monitor, _, batch = self._isolate(model, done[model], kind, batch, None, None)
+            done[model].append((kind, batch))
+            touched[model] = monitor
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
@@ -367,7 +390,7 @@ class Worker:
         if current == self._redis_id:
             return
         for partition in sorted(self._owned):
-            offset = self._offsets.get(partition)
+            offset = self._processed.get(partition, self._offsets.get(partition))
             if offset is None:
                 continue
             states = {name: mon.to_bytes() for name, mon in self._monitors.items()
@@ -376,6 +399,8 @@ class Worker:
                 self._store.write_committed(PartitionKey(self._internal, partition), offset, states)
             except OwnershipLost:
                 continue  # another worker claimed it; the revocation follows
+            self._offsets[partition] = offset
+            self._mark_saved(partition, offset)
         recent = self._remember_recent()
         log.warning("worker %s: Redis restarted (run_id %s -> %s); rewrote the state of partitions %s and %d "
                     "recent predictions", self.worker_id, self._redis_id or "?", current, sorted(self._owned), recent)
@@ -418,7 +443,8 @@ class Worker:
         return monitor
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, msgs: list[Message]) -> None:
+    def _process(self, msgs: list[Message], full: bool = False) -> None:
+        """Run one micro-batch as one Kafka transaction (``full``: the consumer has more waiting)."""
         started = time.perf_counter()
         producer = self._producer
         assert producer is not None and self._consumer is not None
@@ -431,7 +457,7 @@ class Worker:
             for (topic, partition), offset in self._route_labels(raw_labels, outcome).items():
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-            staged = self._detect(internal, positions, outcome)
+            staged = self._detect(internal, positions, outcome, caught_up=not full)
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             metadata = self._consumer.consumer_group_metadata()
             self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
@@ -444,6 +470,10 @@ class Worker:
             log.warning("worker %s: %s; rebuilding state from the internal topic", self.worker_id, err)
             self._abort_and_rewind()
             self._remember_recent()
+            return
+        except _SnapshotBehind as err:
+            log.warning("worker %s: %s; bringing its snapshot up to date and redoing the batch", self.worker_id, err)
+            self._abort_and_rewind()  # the catch-up on settling writes the partition's state as committed
             return
         self._needs_rewind = False
         try:
@@ -481,9 +511,12 @@ class Worker:
     def _committed(self, staged: list[PartitionKey], outcome: BatchOutcome, started: float,
                    checkpoint_started: float) -> None:
         """After a batch's Kafka transaction committed: promote its state, share the clock, count it."""
+        for partition, offset in self._batch_positions.items():
+            self._processed[partition] = offset
         for part in staged:
             self._store.promote(part)
             self._offsets[part.partition] = self._staging.pop(part.partition)
+            self._mark_saved(part.partition, self._offsets[part.partition])
         self._check_redis()
         self._publish_inference_clock()
         self.metrics.observe_checkpoint(time.perf_counter() - checkpoint_started)
@@ -769,12 +802,25 @@ class Worker:
         self._store.advance_inference_clock(clocks)
 
     def _detect(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
-                outcome: BatchOutcome) -> list[PartitionKey]:
+                outcome: BatchOutcome, caught_up: bool = True) -> list[PartitionKey]:
+        """Run the batch's internal records through their monitors; stage snapshots that are due.
+
+        A partition's changed models are staged (and promoted once the transaction commits) when
+        the worker has caught up with its input (``caught_up``), when its last snapshot is
+        ``redis.snapshot_interval_seconds`` old, or when a record had to be isolated; otherwise
+        Redis keeps the older snapshot, and whoever next loads the partition replays the internal
+        records after it without output (``_catch_up``), so a snapshot per micro-batch is not needed
+        for exactly-once output or identical state.
+        """
         staged: list[PartitionKey] = []
         control_topic = self.config.kafka.control_topic
+        now = time.monotonic()
+        self._batch_positions = {}
         for partition, msgs in internal.items():
             touched: dict[str, ModelMonitor] = {}
             done: dict[str, list[tuple[str, list]]] = defaultdict(list)
+            dirty = self._dirty.setdefault(partition, set())
+            isolated = False
             runs = self._ordered_runs(msgs, outcome)
             for model, kind, items, sources in runs:
                 monitor = self._monitors.get(model)
@@ -787,8 +833,12 @@ class Worker:
                 try:
                     produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
                 except Exception:  # noqa: BLE001 - a record the core cannot take must not stop the worker
+                    if model in dirty:  # Redis does not hold this model's state before the batch
+                        raise _SnapshotBehind(f"model {model}: a record failed and its snapshot is older than "
+                                              f"the batch") from None
                     log.exception("model %s: detection failed on a run of %d records; isolating", model, len(items))
                     monitor, produced, items = self._isolate(model, done[model], kind, items, sources, outcome)
+                    isolated = True
                 done[model].append((kind, items))
                 touched[model] = monitor
                 self.metrics.processed(model, kind, len(items))
@@ -799,24 +849,57 @@ class Worker:
                     self._producer.produce(control_topic, value=orjson.dumps(doc), key=model.encode())
                     self.metrics.control_message(doc)
                     outcome.control_messages.append(doc)
-            part = PartitionKey(self._internal, partition)
             offset = positions[(self._internal, partition)]
-            self._store.stage(part, offset, {name: mon.to_bytes() for name, mon in touched.items()},
-                              expect_committed=self._offsets.get(partition, ANY_OFFSET))
-            self._staging[partition] = offset
+            self._batch_positions[partition] = offset
+            dirty.update(touched)
+            if (caught_up or isolated or self._snapshot_interval <= 0
+                    or now - self._last_snapshot.get(partition, 0.0) >= self._snapshot_interval):
+                part = PartitionKey(self._internal, partition)
+                self._store.stage(part, offset, {name: self._monitors[name].to_bytes() for name in sorted(dirty)
+                                                 if name in self._monitors},
+                                  expect_committed=self._offsets.get(partition, ANY_OFFSET))
+                self._staging[partition] = offset
+                staged.append(part)
             for name, mon in touched.items():
                 self.metrics.export_model_stats(name, mon.stats)
-            staged.append(part)
         return staged
 
-    def _isolate(self, model: str, done: list[tuple[str, list]], kind: str, items: list, sources: list[Message],
-                 outcome: BatchOutcome) -> tuple[ModelMonitor, list, list]:
+    def _mark_saved(self, partition: int, offset: int | None) -> None:
+        """Redis now holds the partition's state as of ``offset`` (the in-memory state)."""
+        self._dirty[partition] = set()
+        if offset is not None:
+            self._processed[partition] = offset
+        self._last_snapshot[partition] = time.monotonic()
+
+    def _snapshot(self, partitions: list[int]) -> None:
+        """Write the changed models of committed batches as the partitions' committed state (owner only)."""
+        for partition in partitions:
+            dirty, offset = self._dirty.get(partition), self._processed.get(partition)
+            if not dirty or offset is None or partition not in self._owned:
+                continue
+            self._store.write_committed(PartitionKey(self._internal, partition), offset,
+                                        {name: self._monitors[name].to_bytes() for name in sorted(dirty)
+                                         if name in self._monitors})
+            self._offsets[partition] = offset
+            self._mark_saved(partition, offset)
+
+    def _snapshot_safely(self, partitions: list[int]) -> None:
+        """:meth:`_snapshot` where failing only means a longer catch-up later (stop, revocation)."""
+        try:
+            self._snapshot(partitions)
+        except (OwnershipLost, redis.RedisError) as exc:
+            log.warning("worker %s: state snapshot skipped (%s); the next owner replays from the last one",
+                        self.worker_id, exc)
+
+    def _isolate(self, model: str, done: list[tuple[str, list]], kind: str, items: list,
+                 sources: list[Message] | None, outcome: BatchOutcome | None) -> tuple[ModelMonitor, list, list]:
         """Redo a failed run record by record from the model's committed state; dead-letter what fails.
 
         The monitor is rebuilt from Redis (the state before this batch) and this batch's earlier
         runs of the model are replayed without output (their messages are already in the
         transaction); results do not depend on batch cuts, so the outcome is what an unbroken
-        run would have given without the bad records.
+        run would have given without the bad records. Without ``sources`` (a catch-up re-running
+        records whose dead letters were published when they first failed) nothing is published.
         """
         monitor = self._new_monitor(model, self._store.load_model(model))
         for k, its in done:
@@ -827,7 +910,7 @@ class Worker:
         produced: list = []
         kept: list = []
         process = monitor.process_inference if kind == "i" else monitor.process_labels
-        for item, msg in zip(items, sources):
+        for i, item in enumerate(items):
             before = monitor.to_bytes()
             try:
                 produced.extend(process([item]))
@@ -835,11 +918,13 @@ class Worker:
             except Exception as exc:  # noqa: BLE001
                 monitor = self._new_monitor(model, before)
                 process = monitor.process_inference if kind == "i" else monitor.process_labels
+                if sources is None or outcome is None:
+                    continue
                 try:  # the one event of the batch record, in the single-event format
                     payload = encode_inference(item) if kind == "i" else encode_label(item)
                 except Exception:  # noqa: BLE001
                     payload = None
-                self._dead_letter(msg, "processing_error", f"{type(exc).__name__}: {exc}", outcome, payload)
+                self._dead_letter(sources[i], "processing_error", f"{type(exc).__name__}: {exc}", outcome, payload)
         self._monitors[model] = monitor
         return monitor, produced, kept
 
@@ -920,6 +1005,11 @@ def _header_digest(msg: Message, name: str) -> str | None:
         if key == name:
             return None if value is None else artifact_digest(value)
     return None
+
+
+class _SnapshotBehind(RuntimeError):
+    """A record failed in a model whose Redis snapshot is older than the batch: isolation needs the
+    state before the batch, so the batch is redone after the partition's catch-up."""
 
 
 def _message_time(msg: Message) -> float:
