@@ -18,7 +18,8 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   (raw inference, summed over partitions) sampled every second, and the achieved input rate
   against the target (the baseline).
 - ``rss``: one worker over ``--rss-events`` (e.g. ``1000000,10000000``): its resident set size at
-  each mark; ``rss_growth`` = last / first (the first mark is the baseline).
+  each mark (median of the readings, taken twice a second, over the last tenth of events before
+  it); ``rss_growth`` = last / first (the first mark is the baseline).
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
 
@@ -476,8 +477,8 @@ def mode_rss(args: argparse.Namespace) -> dict:
     results = []
     for r in range(args.repeats):
         with Workers(args.bootstrap, args.redis) as w:
-            readings: dict[int, int] = {}
-            pending = list(marks)
+            samples: list[tuple[int, int]] = []  # (raw events committed, RSS kB), about twice a second
+            last = [0.0]
 
             def produce() -> None:
                 p = _producer(args.bootstrap)
@@ -489,13 +490,19 @@ def mode_rss(args: argparse.Namespace) -> dict:
             t.start()
 
             def progress(raw: int) -> None:
-                while pending and raw >= pending[0]:
-                    readings[pending.pop(0)] = _rss_kb(w.procs[0].pid)
+                if time.monotonic() - last[0] >= 0.5:
+                    last[0] = time.monotonic()
+                    samples.append((raw, _rss_kb(w.procs[0].pid)))
 
             elapsed = w.wait_done(marks[-1], on_progress=progress)
-            progress(marks[-1])
             t.join()
-            results.append({"rss_kb": readings, "events_per_s": round(marks[-1] / elapsed)})
+            # the RSS around a mark: median of the samples over the last tenth of events before it
+            # (one reading moves with the consumer's prefetch queue and the batch in flight)
+            readings = {m: round(statistics.median([kb for raw, kb in samples if 0.9 * m <= raw <= m]
+                                                   or [kb for raw, kb in samples if raw <= m][-1:]))
+                        for m in marks}
+            results.append({"rss_kb": readings, "rss_kb_max": max(kb for _, kb in samples),
+                            "events_per_s": round(marks[-1] / elapsed)})
     growth = [res["rss_kb"][marks[-1]] / res["rss_kb"][marks[0]] for res in results]
     return {"benchmark": "pipeline", "mode": "rss", "marks": marks, "repeats": args.repeats,
             "baseline": f"RSS at {marks[0]} events", "rss_growth": round(statistics.median(growth), 4),
