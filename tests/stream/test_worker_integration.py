@@ -177,9 +177,13 @@ def test_two_workers_split_partitions_and_match_one_worker(stack, tmp_path):
 
     (tmp_path / "two").mkdir()
     pair = make_scenario(tmp_path / "two", stack, models=[model_spec(m) for m in models])
-    produce(stack, pair.inference_topic, events)
     workers = [start_worker(pair, "a"), start_worker(pair, "b")]
     try:
+        # both own partitions before the traffic: one worker alone can now drain it before the other joins
+        wait_until(lambda: all(re.search(r"owns internal partitions \[\d",
+                                         (tmp_path / "two" / f"worker-{w}.log").read_text()) for w in ("a", "b")),
+                   timeout=120, what="both workers to own internal partitions")
+        produce(stack, pair.inference_topic, events)
         _drain(stack, pair, len(events))
     finally:
         for w in workers:
