@@ -1,21 +1,34 @@
-"""End-to-end benchmark: events/s through Kafka and Redis with one worker, and produce-to-alert latency.
+"""End-to-end benchmarks of the worker through Kafka and Redis, each against a same-run baseline.
 
-Needs the local stack (`scripts/stack start`). Prints one JSON object:
+Needs the local stack (`scripts/stack start`). Prints one JSON object per run. ``--mode``:
 
-- ``baseline_events_per_s``: a bare consumer loop over the same topic (consume, orjson decode,
-  commit per batch), measured in this run on this machine: the ceiling for any Python consumer;
-- ``worker_events_per_s``: the driftline worker (20-feature model, all signals) from first
-  consume to the last event's state committed, median of ``--repeats`` runs, and the ratio;
-- ``alert_latency_s``: wall time from producing a poisoned event burst to the alert it causes
-  appearing on the control topic (read_committed), median over repeats.
+- ``throughput`` (default): ``baseline_events_per_s`` is a bare consumer loop over the same topic
+  (consume, orjson decode, commit per batch), the ceiling for any Python consumer;
+  ``worker_events_per_s`` the driftline worker (20-feature model, every signal, a share of the
+  events labelled when ``--label-fraction`` > 0) from first consume to the last record's state
+  committed, with the ratio; ``alert_latency_s`` the wall time from producing a poisoned burst to
+  its alert on the control topic (read_committed). ``--runtime`` picks ``confluent`` (the default
+  runtime), ``faust`` or ``both`` (then ``runtimes`` and ``faust_to_confluent_ratio``).
+- ``scaling``: one worker, then two workers of one group, over the same events of four models
+  (one per internal partition); ``scaling_ratio`` = two workers' rate / one worker's.
+- ``models``: the same events (10 features) for one model, then spread over ``--models`` models;
+  ``models_ratio`` = many / one.
+- ``sustained``: a fixed input rate (``--rate``) for ``--duration`` seconds; probe models receive
+  1,000 reference events at the start and a shifted burst of 300 at intervals: produce-to-alert latency p50/p99 over the probes, consumer lag
+  (raw inference, summed over partitions) sampled every second, and the achieved input rate
+  against the target (the baseline).
+- ``rss``: one worker over ``--rss-events`` (e.g. ``1000000,10000000``): its resident set size at
+  each mark (median of the readings, taken twice a second, over the last tenth of events before
+  it); ``rss_growth`` = last / first (the first mark is the baseline).
 
-``--runtime`` picks the worker: ``confluent`` (``driftline run``, the default runtime), ``faust``
-(``driftline faust-worker``) or ``both``, measured in the same run, each repeat on fresh topics;
-with ``both`` the output has a ``runtimes`` object (per runtime: rate, ratio to the baseline,
-latency) and ``faust_to_confluent_ratio``.
+Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
 
-    python loadtest/bench_pipeline.py --events 100000 --repeats 3
+    python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
+    python loadtest/bench_pipeline.py --mode scaling --events 200000 --repeats 3
+    python loadtest/bench_pipeline.py --mode models --events 200000 --models 200 --repeats 3
+    python loadtest/bench_pipeline.py --mode sustained --rate 20000 --duration 300 --repeats 1
+    python loadtest/bench_pipeline.py --mode rss --rss-events 1000000,10000000 --repeats 1
 """
 from __future__ import annotations
 
@@ -26,8 +39,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -38,66 +54,124 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 N_FEATURES = 20
 MODEL = "bench-model"
+PARTITIONS = 4  # raw and internal topics
+RUNTIME_COMMANDS = {"confluent": "run", "faust": "faust-worker"}  # runtime -> driftline subcommand
 
 
-def _events(n: int, seed: int, t0: float, shift_from: int | None = None) -> list[bytes]:
+# -- traffic ---------------------------------------------------------------------------------
+def _events(n: int, seed: int, t0: float, shift_from: int | None = None, models: list[str] | None = None,
+            features: int = N_FEATURES, prefix: str = "") -> list[bytes]:
+    """``n`` inference events, round robin over ``models``; shifted by +3 sd from ``shift_from``."""
+    models = models or [MODEL]
     rng = np.random.default_rng(seed)
-    values = rng.normal(0.0, 1.0, size=(n, N_FEATURES))
+    values = rng.normal(0.0, 1.0, size=(n, features))
     if shift_from is not None:
         values[shift_from:, :] += 3.0
     preds = rng.choice(["safe", "nsfw", "violence"], size=n, p=[0.97, 0.01, 0.02])
     conf = 0.6 + 0.39 * rng.random(n)
+    names = [f"f{j}" for j in range(features)]
     out = []
+    rows = values.tolist()
     for i in range(n):
-        feats = {f"f{j}": float(values[i, j]) for j in range(N_FEATURES)}
         out.append(orjson.dumps({
-            "event_id": f"b{seed}-{i}", "ts": t0 + i * 0.001, "model": MODEL, "model_version": "v1",
-            "deployment": "stable", "features": feats, "prediction": str(preds[i]), "confidence": float(conf[i]),
+            "event_id": f"{prefix}b{seed}-{i}", "ts": t0 + i * 0.001, "model": models[i % len(models)],
+            "model_version": "v1", "deployment": "stable", "features": dict(zip(names, rows[i])),
+            "prediction": str(preds[i]), "confidence": float(conf[i]),
         }))
     return out
 
 
-def _config(bootstrap: str, redis_url: str, tag: str, topic: str) -> dict:
+def _labels(n: int, fraction: float, seed: int, t0: float, prefix: str = "") -> list[bytes]:
+    """Labels for every ``1/fraction``-th event of :func:`_events` (mostly agreeing with the prediction)."""
+    if fraction <= 0:
+        return []
+    step = max(1, round(1 / fraction))
+    rng = np.random.default_rng(seed + 7)
+    return [orjson.dumps({"event_id": f"{prefix}b{seed}-{i}", "ts": t0 + i * 0.001 + 1.0,
+                          "label": str(rng.choice(["safe", "nsfw", "violence"], p=[0.97, 0.01, 0.02])),
+                          "source": "bench"}) for i in range(0, n, step)]
+
+
+def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000) -> dict:
+    return {"name": name, "classes": ["safe", "nsfw", "violence"], "versions": ["v1"], "stable_version": "v1",
+            "features": [{"name": f"f{j}", "type": "numeric"} for j in range(features)],
+            "reference_size": reference_size}
+
+
+SNAPSHOT_INTERVAL: list[float | None] = [None]  # --snapshot-interval (None: the configuration's default)
+
+
+def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
+    redis_doc = {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600}
+    if SNAPSHOT_INTERVAL[0] is not None:
+        redis_doc["snapshot_interval_seconds"] = SNAPSHOT_INTERVAL[0]
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{tag}",
                   "inference_topics": [{"name": topic}], "label_topics": [{"name": f"{topic}-labels"}],
                   "control_topic": f"{topic}-control", "dead_letter_topic": f"{topic}-dead",
-                  "internal_topic": f"{topic}-internal", "internal_partitions": 4,
+                  "internal_topic": f"{topic}-internal", "internal_partitions": PARTITIONS,
                   "batch_size": 5000, "batch_timeout_ms": 50},
-        "redis": {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600},
+        "redis": redis_doc,
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
         "metrics": {"host": "127.0.0.1", "port": 0},
-        "monitor": {"models": [{
-            "name": MODEL, "classes": ["safe", "nsfw", "violence"], "versions": ["v1"], "stable_version": "v1",
-            "features": [{"name": f"f{j}", "type": "numeric"} for j in range(N_FEATURES)],
-            "reference_size": 2000}]},
+        "monitor": {"models": models or [_model_doc(MODEL)]},
     }
 
 
-def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
+def _producer(bootstrap: str) -> Producer:
+    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
+                     "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
+
+
+def _send(p: Producer, topic: str, values: Iterable[bytes], key: bytes | None = None) -> None:
     for v in values:
         while True:
             try:
-                p.produce(topic, value=v, key=MODEL.encode())
+                p.produce(topic, value=v, key=key)
                 break
             except BufferError:
                 p.poll(0.05)
+    p.poll(0)
+
+
+def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    p = _producer(bootstrap)
+    _send(p, topic, values, MODEL.encode())
     p.flush(120)
 
 
-def _create(bootstrap: str, topics: list[str], partitions: int = 4) -> None:
+def _create(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for f in admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in topics]).values():
         f.result(timeout=30)
 
 
-def _committed(bootstrap: str, group: str, topic: str) -> int:
+def _committed_map(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    tps = c.committed([TopicPartition(topic, p) for p in range(4)], timeout=10)
-    c.close()
-    return sum(max(tp.offset, 0) for tp in tps)
+    try:
+        return {tp.partition: max(tp.offset, 0)
+                for tp in c.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)}
+    finally:
+        c.close()
+
+
+def _committed(bootstrap: str, group: str, topic: str) -> int:
+    return sum(_committed_map(bootstrap, group, topic).values())
+
+
+def _high_watermarks(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"wm-{uuid.uuid4().hex}"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
 
 
 def baseline(bootstrap: str, topic: str, n: int) -> float:
@@ -121,41 +195,83 @@ def baseline(bootstrap: str, topic: str, n: int) -> float:
     return n / elapsed
 
 
-RUNTIME_COMMANDS = {"confluent": "run", "faust": "faust-worker"}  # runtime -> driftline subcommand
+# -- worker processes ------------------------------------------------------------------------
+class Workers:
+    """Worker processes of one group on fresh topics (context manager; terminated on exit)."""
 
+    def __init__(self, bootstrap: str, redis_url: str, models: list[dict] | None = None, count: int = 1,
+                 runtime: str = "confluent") -> None:
+        self.bootstrap, self.tag = bootstrap, uuid.uuid4().hex[:8]
+        self.topic = f"bench-{self.tag}"
+        self.group = f"bench-{self.tag}"
+        self.internal = f"{self.topic}-internal"
+        self.config = _config(bootstrap, redis_url, self.tag, self.topic, models)
+        self.count, self.runtime = count, runtime
+        self.procs: list[subprocess.Popen] = []
+        _create(bootstrap, [self.topic, f"{self.topic}-labels"])
 
-def worker_run(bootstrap: str, redis_url: str, n: int, seed: int,
-               runtime: str = "confluent") -> tuple[float, float | None]:
-    """Events/s of one worker over ``n`` pre-produced events, then the produce-to-alert latency."""
-    tag = uuid.uuid4().hex[:8]
-    topic = f"bench-{tag}"
-    _create(bootstrap, [topic, f"{topic}-labels"])
-    _produce(bootstrap, topic, _events(n, seed, 1_750_000_000.0))
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "bench.yaml"
-        cfg.write_text(yaml.safe_dump(_config(bootstrap, redis_url, tag, topic)))
+    def __enter__(self) -> "Workers":
+        self._tmp = tempfile.TemporaryDirectory()
+        cfg = Path(self._tmp.name) / "bench.yaml"
+        cfg.write_text(yaml.safe_dump(self.config))
         env = dict(os.environ, DRIFTLINE_BENCH_SIGNING_KEY="bench-key-0123456789abcdef")
-        log = open(Path(tmp) / "worker.log", "wb")
-        proc = subprocess.Popen([sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[runtime], "--config", str(cfg)],
-                                stdout=log, stderr=subprocess.STDOUT, env=env)
-        try:
-            group = f"bench-{tag}"
-            started = None
-            while True:
-                raw = _committed(bootstrap, group, topic)
-                if started is None and raw > 0:
-                    started = time.perf_counter() - 0.05
-                internal = _committed(bootstrap, group, f"{topic}-internal")
-                if raw >= n and internal >= n:
-                    break
-                if proc.poll() is not None:
-                    raise RuntimeError(f"worker exited: {(Path(tmp) / 'worker.log').read_text()[-12000:]}")
-                time.sleep(0.05)
-            rate = n / (time.perf_counter() - started)
-            latency = _alert_latency(bootstrap, topic, seed)
-        finally:
-            proc.terminate()
-            proc.wait(60)
+        for i in range(self.count):
+            log = open(Path(self._tmp.name) / f"worker{i}.log", "wb")
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[self.runtime], "--config", str(cfg),
+                 "--worker-id", str(i)], stdout=log, stderr=subprocess.STDOUT, env=env))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self._tmp.cleanup()
+
+    def check_alive(self) -> None:
+        for i, p in enumerate(self.procs):
+            if p.poll() is not None:
+                text = (Path(self._tmp.name) / f"worker{i}.log").read_text(errors="replace")
+                raise RuntimeError(f"worker {i} exited: {text[-12000:]}")
+
+    def wait_done(self, n: int, n_labels: int = 0, on_progress: Callable[[int], None] | None = None,
+                  timeout: float = 3600) -> float:
+        """Block until ``n`` raw events and ``n_labels`` labels are routed and every internal record is
+        processed; return the wall time since the first committed batch (started 50 ms before)."""
+        started = None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            raw = _committed(self.bootstrap, self.group, self.topic)
+            if started is None and raw > 0:
+                started = time.perf_counter() - 0.05
+            if on_progress is not None:
+                on_progress(raw)
+            if raw >= n and (n_labels == 0 or _committed(self.bootstrap, self.group, f"{self.topic}-labels") >= n_labels):
+                high = _high_watermarks(self.bootstrap, self.internal)
+                done = _committed_map(self.bootstrap, self.group, self.internal)
+                # each committed transaction leaves one marker after its records
+                if all(done.get(p, 0) >= h - 1 for p, h in high.items() if h > 0):
+                    return time.perf_counter() - started
+            self.check_alive()
+            time.sleep(0.05)
+        raise RuntimeError("timed out")
+
+
+def worker_run(bootstrap: str, redis_url: str, n: int, seed: int, runtime: str = "confluent",
+               label_fraction: float = 0.0) -> tuple[float, float | None]:
+    """Events/s of one worker over ``n`` pre-produced events (and labels), then the produce-to-alert latency."""
+    with Workers(bootstrap, redis_url, runtime=runtime) as w:
+        _produce(bootstrap, w.topic, _events(n, seed, 1_750_000_000.0))
+        labels = _labels(n, label_fraction, seed, 1_750_000_000.0)
+        if labels:
+            _produce(bootstrap, f"{w.topic}-labels", labels)
+        elapsed = w.wait_done(n, len(labels))
+        rate = n / elapsed
+        latency = _alert_latency(bootstrap, w.topic, seed)
     return rate, latency
 
 
@@ -179,14 +295,22 @@ def _alert_latency(bootstrap: str, topic: str, seed: int) -> float | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--events", type=int, default=100_000)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--bootstrap", default=f"127.0.0.1:{os.environ.get('DRIFTLINE_KAFKA_PORT', '19092')}")
-    ap.add_argument("--redis", default=f"redis://127.0.0.1:{os.environ.get('DRIFTLINE_REDIS_PORT', '16379')}/0")
-    ap.add_argument("--runtime", choices=["confluent", "faust", "both"], default="confluent")
-    args = ap.parse_args(argv)
+def _model_on(partition: int, stem: str) -> str:
+    """A model name that the internal topic's partitioner puts on ``partition``."""
+    i = 0
+    while zlib.crc32(f"{stem}-{i}".encode()) % PARTITIONS != partition:
+        i += 1
+    return f"{stem}-{i}"
+
+
+def _rate_of(bootstrap: str, redis_url: str, events: list[bytes], models: list[dict], workers: int) -> float:
+    with Workers(bootstrap, redis_url, models=models, count=workers) as w:
+        _produce(bootstrap, w.topic, events)
+        return len(events) / w.wait_done(len(events))
+
+
+# -- modes -----------------------------------------------------------------------------------
+def mode_throughput(args: argparse.Namespace) -> dict:
     runtimes = ["confluent", "faust"] if args.runtime == "both" else [args.runtime]
     base_rates: list[float] = []
     rates: dict[str, list[float]] = {r: [] for r in runtimes}
@@ -197,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         _produce(args.bootstrap, topic, _events(args.events, r, 1_750_000_000.0))
         base_rates.append(baseline(args.bootstrap, topic, args.events))
         for runtime in runtimes:
-            rate, latency = worker_run(args.bootstrap, args.redis, args.events, r, runtime)
+            rate, latency = worker_run(args.bootstrap, args.redis, args.events, r, runtime, args.label_fraction)
             rates[runtime].append(rate)
             if latency is not None:
                 latencies[runtime].append(latency)
@@ -209,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
         "alert_latency_s_all": [round(x, 3) for x in latencies[runtime]],
         "worker_events_per_s_all": [round(x) for x in rates[runtime]],
     } for runtime in runtimes}
-    result = {"benchmark": "pipeline", "events": args.events, "repeats": args.repeats, "features": N_FEATURES,
+    result = {"benchmark": "pipeline", "mode": "throughput", "events": args.events, "repeats": args.repeats,
+              "features": N_FEATURES, "label_fraction": args.label_fraction,
               "baseline_events_per_s": round(base), "baseline_events_per_s_all": [round(x) for x in base_rates]}
     if len(runtimes) == 1:
         result.update(per_runtime[runtimes[0]], runtime=runtimes[0])
@@ -217,6 +342,197 @@ def main(argv: list[str] | None = None) -> int:
         result["runtimes"] = per_runtime
         result["faust_to_confluent_ratio"] = round(
             statistics.median(rates["faust"]) / statistics.median(rates["confluent"]), 4)
+    return result
+
+
+def mode_scaling(args: argparse.Namespace) -> dict:
+    names = [_model_on(p, "scale") for p in range(PARTITIONS)]
+    models = [_model_doc(m) for m in names]
+    one, two = [], []
+    for r in range(args.repeats):
+        events = _events(args.events, r, 1_750_000_000.0, models=names)
+        one.append(_rate_of(args.bootstrap, args.redis, events, models, 1))
+        two.append(_rate_of(args.bootstrap, args.redis, events, models, 2))
+    m1, m2 = statistics.median(one), statistics.median(two)
+    return {"benchmark": "pipeline", "mode": "scaling", "events": args.events, "repeats": args.repeats,
+            "models": names, "baseline": "one worker", "one_worker_events_per_s": round(m1),
+            "two_workers_events_per_s": round(m2), "scaling_ratio": round(m2 / m1, 4),
+            "one_worker_all": [round(x) for x in one], "two_workers_all": [round(x) for x in two]}
+
+
+def mode_models(args: argparse.Namespace) -> dict:
+    many = [f"m{i:03d}" for i in range(args.models)]
+    one_rates, many_rates = [], []
+    for r in range(args.repeats):
+        ev1 = _events(args.events, r, 1_750_000_000.0, features=10)
+        one_rates.append(_rate_of(args.bootstrap, args.redis, ev1, [_model_doc(MODEL, 10, 100)], 1))
+        evn = _events(args.events, r, 1_750_000_000.0, features=10, models=many)
+        many_rates.append(_rate_of(args.bootstrap, args.redis, evn, [_model_doc(m, 10, 100) for m in many], 1))
+    m1, mn = statistics.median(one_rates), statistics.median(many_rates)
+    return {"benchmark": "pipeline", "mode": "models", "events": args.events, "repeats": args.repeats,
+            "features": 10, "baseline": "one model, same events", "one_model_events_per_s": round(m1),
+            "many_models": args.models, "many_models_events_per_s": round(mn), "models_ratio": round(mn / m1, 4),
+            "one_model_all": [round(x) for x in one_rates], "many_models_all": [round(x) for x in many_rates]}
+
+
+def mode_sustained(args: argparse.Namespace) -> dict:
+    probes = [f"probe-{i}" for i in range(args.probes)]
+    models = [_model_doc(MODEL)] + [_model_doc(p, reference_size=100) for p in probes]
+    runs = []
+    for r in range(args.repeats):
+        with Workers(args.bootstrap, args.redis, models=models) as w:
+            runs.append(_sustain(args, w, probes, r))
+    lat = [x for run in runs for x in run["latencies"]]
+    return {"benchmark": "pipeline", "mode": "sustained", "target_events_per_s": args.rate,
+            "duration_s": args.duration, "repeats": args.repeats, "probes": len(probes),
+            "baseline": "target input rate",
+            "achieved_input_events_per_s": round(statistics.median(run["input_rate"] for run in runs)),
+            "alert_latency_p50_s": round(float(np.percentile(lat, 50)), 3) if lat else None,
+            "alert_latency_p99_s": round(float(np.percentile(lat, 99)), 3) if lat else None,
+            "alerts_missing": sum(run["missing"] for run in runs),
+            "lag_max": max(run["lag_max"] for run in runs),
+            "lag_last_third_mean": round(statistics.median(run["lag_last_third_mean"] for run in runs)),
+            "lag_middle_third_mean": round(statistics.median(run["lag_middle_third_mean"] for run in runs)),
+            "lag_series": runs[0]["lag_series"]}
+
+
+def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int) -> dict:
+    """Produce at the target rate; probes get a reference at the start and a shifted burst later."""
+    alerts: dict[str, float] = {}
+    stop = threading.Event()
+
+    def read_alerts() -> None:
+        c = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"lat-{uuid.uuid4().hex}",
+                      "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+        c.subscribe([f"{w.topic}-control"])
+        while not stop.is_set():
+            for m in c.consume(100, 0.2):
+                if m.error() is None:
+                    doc = orjson.loads(m.value())
+                    if doc.get("kind") == "alert" and doc.get("model") not in alerts:
+                        alerts[doc.get("model")] = time.perf_counter()
+        c.close()
+
+    reader = threading.Thread(target=read_alerts, daemon=True)
+    reader.start()
+    p = _producer(args.bootstrap)
+    rng = np.random.default_rng(seed)
+    names = [f"f{j}" for j in range(N_FEATURES)]
+    burst_at = {pr: 10.0 + (i + 0.5) * (args.duration - 15.0) / len(probes) for i, pr in enumerate(probes)}
+    sent_at: dict[str, float] = {}
+    lag_series: list[tuple[float, int]] = []
+    hw = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"wm-{uuid.uuid4().hex}"})
+    tick, produced, i = 0.01, 0, 0
+    start = time.perf_counter()
+    next_lag = 1.0
+    while (now := time.perf_counter() - start) < args.duration:
+        due = int(now * args.rate) - produced
+        if due > 0:
+            vals = rng.normal(0.0, 1.0, size=(due, N_FEATURES)).tolist()
+            ts = time.time()
+            _send(p, w.topic, (orjson.dumps({
+                "event_id": f"s{seed}-{i + k}", "ts": ts, "model": MODEL, "model_version": "v1",
+                "features": dict(zip(names, vals[k])), "prediction": "safe", "confidence": 0.9})
+                for k in range(due)))
+            produced += due
+            i += due
+        if now < 5.0 and not sent_at.get("@warm"):
+            for pr in probes:
+                _send(p, w.topic, _events(1000, seed + 1, time.time() - 2.0, models=[pr], prefix=pr))
+            sent_at["@warm"] = now
+        for pr, at in burst_at.items():
+            if pr not in sent_at and now >= at:
+                burst = _events(300, seed + 2, time.time(), shift_from=0, models=[pr], prefix=f"x{pr}")
+                p.flush(5)
+                sent_at[pr] = time.perf_counter()
+                _send(p, w.topic, burst)
+                p.flush(5)
+        if now >= next_lag:
+            next_lag += 1.0
+            high = sum(hw.get_watermark_offsets(TopicPartition(w.topic, q), timeout=5)[1] for q in range(PARTITIONS))
+            lag_series.append((round(now, 1), max(0, high - _committed(args.bootstrap, w.group, w.topic))))
+            w.check_alive()
+        time.sleep(tick)
+    p.flush(60)
+    elapsed = time.perf_counter() - start
+    deadline = time.perf_counter() + 30
+    while time.perf_counter() < deadline and any(pr not in alerts for pr in probes if pr in sent_at):
+        time.sleep(0.2)
+    stop.set()
+    reader.join(5)
+    hw.close()
+    lats = [alerts[pr] - sent_at[pr] for pr in probes if pr in sent_at and pr in alerts]
+    lags = [x for _, x in lag_series]
+    third = max(1, len(lags) // 3)
+    return {"latencies": lats, "missing": sum(1 for pr in probes if pr in sent_at and pr not in alerts),
+            "input_rate": produced / elapsed, "lag_max": max(lags, default=0),
+            "lag_middle_third_mean": statistics.mean(lags[third:2 * third]) if lags[third:2 * third] else 0,
+            "lag_last_third_mean": statistics.mean(lags[-third:]) if lags else 0,
+            "lag_series": lag_series[::5]}
+
+
+def mode_rss(args: argparse.Namespace) -> dict:
+    marks = sorted(int(x) for x in args.rss_events.split(","))
+    pool = _events(100_000, 0, 1_750_000_000.0)
+    results = []
+    for r in range(args.repeats):
+        with Workers(args.bootstrap, args.redis) as w:
+            samples: list[tuple[int, int]] = []  # (raw events committed, RSS kB), about twice a second
+            last = [0.0]
+
+            def produce() -> None:
+                p = _producer(args.bootstrap)
+                for k in range(0, marks[-1], len(pool)):
+                    _send(p, w.topic, pool[:min(len(pool), marks[-1] - k)], MODEL.encode())
+                p.flush(300)
+
+            t = threading.Thread(target=produce, daemon=True)
+            t.start()
+
+            def progress(raw: int) -> None:
+                if time.monotonic() - last[0] >= 0.5:
+                    last[0] = time.monotonic()
+                    samples.append((raw, _rss_kb(w.procs[0].pid)))
+
+            elapsed = w.wait_done(marks[-1], on_progress=progress)
+            t.join()
+            # the RSS around a mark: median of the samples over the last tenth of events before it
+            # (one reading moves with the consumer's prefetch queue and the batch in flight)
+            readings = {m: round(statistics.median([kb for raw, kb in samples if 0.9 * m <= raw <= m]
+                                                   or [kb for raw, kb in samples if raw <= m][-1:]))
+                        for m in marks}
+            results.append({"rss_kb": readings, "rss_kb_max": max(kb for _, kb in samples),
+                            "events_per_s": round(marks[-1] / elapsed)})
+    growth = [res["rss_kb"][marks[-1]] / res["rss_kb"][marks[0]] for res in results]
+    return {"benchmark": "pipeline", "mode": "rss", "marks": marks, "repeats": args.repeats,
+            "baseline": f"RSS at {marks[0]} events", "rss_growth": round(statistics.median(growth), 4),
+            "runs": results}
+
+
+MODES = {"throughput": mode_throughput, "scaling": mode_scaling, "models": mode_models,
+         "sustained": mode_sustained, "rss": mode_rss}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=sorted(MODES), default="throughput")
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--bootstrap", default=f"127.0.0.1:{os.environ.get('DRIFTLINE_KAFKA_PORT', '19092')}")
+    ap.add_argument("--redis", default=f"redis://127.0.0.1:{os.environ.get('DRIFTLINE_REDIS_PORT', '16379')}/0")
+    ap.add_argument("--runtime", choices=["confluent", "faust", "both"], default="confluent")
+    ap.add_argument("--label-fraction", type=float, default=0.0, help="share of events that get a label")
+    ap.add_argument("--models", type=int, default=200, help="models of the many-model run (--mode models)")
+    ap.add_argument("--rate", type=int, default=20_000, help="input events/s (--mode sustained)")
+    ap.add_argument("--duration", type=float, default=300.0, help="seconds (--mode sustained)")
+    ap.add_argument("--probes", type=int, default=20, help="latency probe models (--mode sustained)")
+    ap.add_argument("--rss-events", default="1000000,10000000", help="RSS marks in events (--mode rss)")
+    ap.add_argument("--snapshot-interval", type=float, default=None,
+                    help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")
+    args = ap.parse_args(argv)
+    SNAPSHOT_INTERVAL[0] = args.snapshot_interval
+    result = MODES[args.mode](args)
+    result["snapshot_interval_seconds"] = args.snapshot_interval
     print(json.dumps(result))
     return 0
 

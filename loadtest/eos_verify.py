@@ -3,8 +3,8 @@
 Independent of the workers' own bookkeeping, it reads every topic from the beginning with
 ``isolation.level=read_committed`` and checks, once the workers have drained:
 
-- routing: every raw input message ends exactly once, either as an internal record (inference
-  events and joined labels, by their source position) or as a dead letter; each model's records
+- routing: every raw input message ends exactly once, either in an internal record (inference
+  events and joined labels, by their source position; a record carries a run of them) or as a dead letter; each model's records
   keep the order of their raw partition;
 - control output: the internal topic's committed records, replayed per partition in offset order
   (the order the owning workers saw) through a fresh :class:`~detectors.engine.Engine` built from
@@ -230,7 +230,7 @@ def replay_internal(config_path: str | Path, internal: list[TopicRecord]) -> tup
     final state of every model that saw a record, and the counts of events and labels.
     """
     from detectors.engine import Engine
-    from stream.records import RecordError, decode_record
+    from stream.records import RecordError, decode_batch
     from stream.replay import load_replay_config
 
     cfg = load_replay_config(config_path)
@@ -247,14 +247,15 @@ def replay_internal(config_path: str | Path, internal: list[TopicRecord]) -> tup
         runs: list[tuple[str, str, list[Any]]] = []
         for rec in by_partition[partition]:
             try:
-                d = decode_record(rec.value or b"")
+                batch = decode_batch(rec.value or b"")
             except RecordError:
                 continue
-            kind, item = ("i", d.inference) if d.inference is not None else ("l", d.label)
-            if runs and runs[-1][0] == d.model and runs[-1][1] == kind:
-                runs[-1][2].append(item)
+            if batch.kind == "r":  # registry documents: not part of this verification
+                continue
+            if runs and runs[-1][0] == batch.model and runs[-1][1] == batch.kind:
+                runs[-1][2].extend(batch.items)
             else:
-                runs.append((d.model, kind, [item]))
+                runs.append((batch.model, batch.kind, list(batch.items)))
         for model, kind, items in runs:
             if model not in engine.monitors:
                 continue
@@ -274,7 +275,7 @@ def verify_run(config_path: str | Path, signing_keys: Any, timeout: float = 120.
     """Read the cluster, replay, compare: the verifier's report (``ok`` false on any violation)."""
     from stream.config import load_config
     from stream.decoding import DecodeError, build_decoders
-    from stream.records import RecordError, decode_record, source_position
+    from stream.records import RecordError, decode_batch, source_position
     from stream.signing import verify
 
     config = load_config(config_path)
@@ -298,12 +299,15 @@ def verify_run(config_path: str | Path, signing_keys: Any, timeout: float = 120.
     bad_internal = 0
     for rec in obs.internal:
         try:
-            d = decode_record(rec.value or b"")
+            batch = decode_batch(rec.value or b"")
         except RecordError:
             bad_internal += 1
             continue
-        pos = d.inference.position if d.inference is not None else d.label.label.position
-        routed.append((rec.partition, pos, d.model))
+        if batch.kind == "r":
+            continue
+        for item in batch.items:  # one internal record carries a run of events or joined labels
+            pos = item.position if batch.kind == "i" else item.label.position
+            routed.append((rec.partition, pos, batch.model))
     index = {name: i for i, name in enumerate(names)}
     dead_positions = [source_position(index[d["topic"]], d["partition"], d["offset"])
                       for d in obs.dead if d.get("topic") in index]

@@ -147,13 +147,14 @@ def _mapped_seeds() -> list[bytes]:
 @functools.cache
 def _record_seeds() -> list[bytes]:
     from detectors.events import JoinedLabel, LabelEvent
-    from stream.records import encode_inference, encode_label
+    from stream.records import encode_inference, encode_inference_batch, encode_label
 
     _, _, events, _ = _monitor_after_drill("garbage", 3000)
     recs = [encode_inference(e) for e in events[::60]]
     recs += [encode_label(JoinedLabel(LabelEvent(e.event_id, e.ts + 5, e.prediction, "vendor-a", i), e.model,
                                       e.model_version, e.deployment, e.prediction, e.ts))
              for i, e in enumerate(events[::150])]
+    recs += encode_inference_batch(events[:40]) + encode_inference_batch(events[500:520])  # batch framing
     return recs
 
 
@@ -321,16 +322,25 @@ def _topic_configs() -> list[dict[str, Any]]:
 
 def _record_setup():
     from detectors.engine import ModelMonitor
-    from stream.records import RecordError, decode_record
+    from stream.records import RecordError, decode_batch, decode_record
 
     spec = _spec()
     model = spec.models[0]
     state = {"monitor": ModelMonitor(model, spec.calibration, spec.alerts), "n": 0}
 
     def one(data: bytes) -> None:
+        m = state["monitor"]
+        if data[:3] == b"DLB":  # batch framing (format 2): one model's run of events or labels
+            batch = decode_batch(data)
+            _require(type(batch.model) is str, "batch model is not a string")
+            if batch.model == model.name and batch.kind == "i":
+                m.process_inference(batch.items)
+            elif batch.model == model.name and batch.kind == "l":
+                m.process_labels(batch.items)
+            state["n"] += 1
+            return
         rec = decode_record(data)
         _require(type(rec.model) is str, "record model is not a string")
-        m = state["monitor"]
         if rec.model == model.name:
             if rec.inference is not None:
                 m.process_inference([rec.inference])
@@ -401,7 +411,7 @@ def _redis_setup():
     def one(data: bytes) -> None:
         which, raw = (data[0] % 3 if data else 0), data[1:]
         if which == 0:
-            p = _decode_pending(b"m", raw)
+            p = _decode_pending(raw)
             _require(p is None or (type(p.ts) is float and math.isfinite(p.ts)), "pending ts not finite")
         elif which == 1:
             off = parse_offset(raw, "k")

@@ -16,7 +16,7 @@ transaction per *source partition number*, puts each output record in the transa
 *destination* partition number and commits on a timer, so a control message and the offsets of
 the records that caused it are not in one transaction, and Redis state cannot be tied to it.
 
-Instead each batch (``stream.take_events``) is committed like the default runtime's: model state
+Instead each batch (a whole fetch, handed over by the consumer) is committed like the default runtime's: model state
 and next internal offsets are staged in Redis, then one transaction of this worker's own aiokafka
 producer (``transactional_id`` ``{group_id}-{worker_id}``, as the default runtime) carries the
 batch's internal, control and dead-letter records and the consumed offsets of every topic, then
@@ -58,9 +58,11 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import InconsistentGroupProtocolError
 from aiokafka.structs import TopicPartition as AioTP
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaException, TopicPartition
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
+from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from stream import preflight
@@ -161,6 +163,9 @@ class FaustRuntime(Worker):
         self._next: dict[tuple[str, int], int] = {}  # next offset to process, per topic partition
         self._resume: dict[tuple[str, int], int] = {}  # label partitions rewound to a waiting label
         self._failed: BaseException | None = None
+        # every batch stages its state: this runtime has no catch-up from an older snapshot
+        self._snapshot_interval = 0.0
+        self._join_warned = 0.0
 
     # -- lifecycle (called by DriftlineApp) --------------------------------------------------------
     async def start(self) -> None:
@@ -188,6 +193,7 @@ class FaustRuntime(Worker):
             self._monitors.clear()
             self._owned.clear()
             self._resume.clear()
+            self._dirty.clear()
             self._next = {(tp.topic, tp.partition): committed[tp] for tp in assignment if committed.get(tp) is not None}
             for tp in sorted(t for t in assignment if t.topic == self._internal):
                 kc = committed.get(tp)
@@ -216,12 +222,11 @@ class FaustRuntime(Worker):
         return partition_for(model, self._partitions)
 
     # -- processing --------------------------------------------------------------------------------
-    def _accept(self, events: Iterable[Any], assigned: set[TP]) -> list[_Message]:
+    def _accept(self, messages: Iterable[Any], assigned: set[TP]) -> list[_Message]:
         """Drop what is not this worker's to process: revoked partitions, records already committed,
         and records fetched ahead of a label partition rewound to a waiting label."""
         out = []
-        for event in events:
-            m = event.message
+        for m in messages:
             key = (m.topic, m.partition)
             if m.tp not in assigned or m.offset < self._next.get(key, 0):
                 continue
@@ -233,12 +238,12 @@ class FaustRuntime(Worker):
             out.append(_Message(m))
         return out
 
-    async def process(self, events: list[Any]) -> None:
-        """Run one batch of Faust events through the core and commit it (see the module docstring)."""
+    async def process(self, messages: list[Any]) -> None:
+        """Run one batch of fetched Faust messages through the core and commit it (see the module docstring)."""
         if self._failed is not None:
             raise RuntimeError("an earlier batch failed; restart the worker") from self._failed
         async with self._lock:
-            msgs = self._accept(events, self.app.consumer.assignment())
+            msgs = self._accept(messages, self.app.consumer.assignment())
             if msgs:
                 await self._process_batch(msgs)
 
@@ -293,6 +298,36 @@ class FaustRuntime(Worker):
             self._update_lag()
 
 
+    async def _read_join_errors(self) -> None:
+        """Read the error of a refused group join, so that aiokafka joins again.
+
+        aiokafka keeps such an error for the application and does not retry the join until it is
+        read; Faust reads it only once partitions are assigned, so a worker refused while a killed
+        default-runtime worker was still a member (another group protocol) waited for good.
+        """
+        thread = getattr(self.app.consumer, "_thread", None)
+        if thread is None:
+            return
+
+        async def check() -> None:
+            consumer = thread._ensure_consumer()
+            if not consumer.assignment():
+                consumer._coordinator.check_errors()
+
+        try:
+            await thread.call_thread(check)
+        except InconsistentGroupProtocolError:
+            now = time.monotonic()
+            if now - self._join_warned > 10:
+                self._join_warned = now
+                log.warning("group %s still has a member of the default runtime (a killed worker's session has "
+                            "not expired yet); retrying the join", self.config.kafka.group_id)
+        except ConsumerNotStarted:
+            return
+        except Exception as exc:  # noqa: BLE001 - another join error: read, so the join is retried the same way
+            log.warning("group %s: joining failed: %r", self.config.kafka.group_id, exc)
+
+
 async def _abort_quietly(txn: AIOKafkaProducer) -> None:
     try:
         await txn.abort_transaction()
@@ -323,6 +358,51 @@ class _DriftlineConsumer(FaustKafkaConsumer):
         committed = {tp: self._committed_offset.get(tp) for tp in self.assignment()}
         await self.app.driftline.after_seek(self, committed)
 
+    async def _drain_messages(self, fetcher: Any) -> None:  # the Fetcher service's loop
+        """Hand whole fetches (up to ``kafka.batch_size`` within ``kafka.batch_timeout_ms``) to the runtime.
+
+        Faust's own loop dispatches message by message, a task each, through its conductor to
+        the agent's stream: that capped this runtime near 1.6k events/s. Group membership,
+        rebalances, flow control and seeks stay Faust's (``getmany`` honours them).
+        """
+        runtime: FaustRuntime = self.app.driftline
+        k = runtime.config.kafka
+        within = k.batch_timeout_ms / 1000
+        consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
+        warned = 0.0
+        while not (consumer_stopped() or fetcher_stopped()):
+            batch: list[Any] = []
+            deadline = time.monotonic() + within
+            try:
+                while not self.should_stop:
+                    async for _, message in self.getmany(timeout=max(0.0, deadline - time.monotonic())):
+                        batch.append(message)
+                    if len(batch) >= k.batch_size or time.monotonic() >= deadline:
+                        break
+                    await self.sleep(0)
+            except InconsistentGroupProtocolError:
+                # a default-runtime worker (another group protocol) is still a member, e.g. one
+                # killed before its session expired: keep trying until the broker drops it
+                if time.monotonic() - warned > 10:
+                    warned = time.monotonic()
+                    log.warning("group %s still has a member of the default runtime (a killed worker's "
+                                "session has not expired yet); retrying the join", k.group_id)
+                await self.sleep(1.0)
+                continue
+            except self.consumer_stopped_errors:
+                if self.transport.app.should_stop:
+                    return
+                raise
+            except asyncio.CancelledError:
+                if self.transport.app.should_stop:
+                    return
+                raise
+            if batch and not self.should_stop:
+                try:
+                    await runtime.process(batch)
+                except Exception:  # noqa: BLE001 - process() logged it and stops the worker
+                    return
+
 
 class DriftlineApp(faust.App):
     """A ``faust.App`` carrying a :class:`FaustRuntime` as ``app.driftline``."""
@@ -337,6 +417,13 @@ class DriftlineApp(faust.App):
     async def on_start(self) -> None:
         await super().on_start()
         await self.driftline.start()
+        self.add_future(self._watch_join())
+
+    async def _watch_join(self) -> None:
+        """Until partitions are assigned, read refused-join errors once a second (see ``_read_join_errors``)."""
+        while not self.should_stop:
+            await self.driftline._read_join_errors()
+            await asyncio.sleep(1.0)
 
     async def on_stop(self) -> None:
         await super().on_stop()
@@ -374,7 +461,7 @@ def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | N
         topic_allow_declare=False, topic_disable_leader=True,
         web_enabled=False, store="memory://",
         datadir=datadir or tempfile.gettempdir(),
-        stream_buffer_maxsize=max(4096, k.batch_size),
+        stream_buffer_maxsize=max(4096, k.batch_size), broker_max_poll_records=k.batch_size,
         # a killed worker's partitions move after 10 s (Faust's default is 60 s)
         broker_session_timeout=10.0, broker_heartbeat_interval=2.0, broker_rebalance_timeout=30.0,
     )
@@ -384,12 +471,13 @@ def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | N
     if k.registry_topic:
         names.append(k.registry_topic)
     topic = app.topic(*names, key_type=bytes, value_type=bytes, acks=False)
-    within = k.batch_timeout_ms / 1000
 
     @app.agent(topic, name="driftline", concurrency=1)
     async def driftline(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(k.batch_size, within=within):
-            await runtime.process(events)
+        # subscribes the topics; the consumer hands fetched batches to the runtime directly
+        # (_DriftlineConsumer._drain_messages), so this stream never receives an event
+        async for _ in stream:  # pragma: no cover
+            pass
 
     @app.timer(1.0)
     async def housekeeping() -> None:

@@ -6,21 +6,33 @@ owned by one worker. The worker therefore re-publishes every valid event to the 
 on the partition that owns its model, and runs detection only from there. A label is joined
 with its prediction before being re-published, so it lands beside the model's events.
 
-The format is versioned JSON (``"v": 1``), validated on read like any other input: whoever can
-write the internal topic can send garbage, never code.
+Records are batches (format 2): one record carries a run of one model's inference events or
+joined labels from one micro-batch, in a compact columnar framing (see :func:`encode_inference_batch`),
+each event with its source position so ids and exactly-once stay per event. Format 1 (one JSON
+object per event, ``"v": 1``) is still read, so a topic written by an earlier release drains.
+Both are validated on read like any other input (:func:`decode_batch` raises only
+:class:`RecordError`): whoever can write the internal topic can send garbage, never code.
 """
 from __future__ import annotations
 
 import hashlib
 import math
+import struct
 import zlib
 from dataclasses import dataclass
+from itertools import chain, repeat
 
+import numpy as np
 import orjson
 
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 
 RECORD_VERSION = 1
+BATCH_MAGIC = b"DLB"
+BATCH_VERSION = 2
+MAX_BATCH_EVENTS = 4096        # events per batch record
+MAX_RECORD_BYTES = 768 * 1024  # a batch record above this is split (the broker's default limit is 1 MiB)
+_HEAD = struct.Struct("<3sBcI")  # magic, version, kind (b"i" | b"l"), header length
 
 
 class RecordError(ValueError):
@@ -203,3 +215,194 @@ def _restore_non_finite(value: object) -> object:
     if isinstance(value, dict) and len(value) == 1 and "$nonfinite" in value:
         return _NON_FINITE.get(value["$nonfinite"], value)
     return value
+
+
+@dataclass(slots=True)
+class RecordBatch:
+    """One internal record decoded: a run of one model's inference events or joined labels, or one
+    registry document (single-record format)."""
+
+    model: str
+    kind: str  # "i", "l" or "r"
+    items: list
+
+
+def encode_inference_batch(events: list[InferenceEvent]) -> list[bytes]:
+    """One model's events as batch records (format 2), split to stay under the size bounds.
+
+    Layout: ``DLB``, version byte, kind byte, header length (uint32 LE), an orjson header (model,
+    count, string columns, confidences, scores, and either the names of the float feature
+    columns or the per-event feature objects), then little-endian arrays: positions (uint64),
+    timestamps (float64) and, when every event has the same float features in the same order,
+    the feature matrix (float64, events x features; NaN and infinities carried as such).
+    """
+    out: list[bytes] = []
+    if not events:
+        return out
+    # chunks sized from the first event's single-event form (larger than its share of a batch record)
+    step = max(1, min(MAX_BATCH_EVENTS, MAX_RECORD_BYTES // (len(encode_inference(events[0])) + 64)))
+    for i in range(0, len(events), step):
+        out.extend(_split_encode(events[i:i + step], _encode_inference_chunk))
+    return out
+
+
+def encode_label_batch(labels: list[JoinedLabel]) -> list[bytes]:
+    """One model's joined labels as batch records (format 2); see :func:`encode_inference_batch`."""
+    out: list[bytes] = []
+    for i in range(0, len(labels), MAX_BATCH_EVENTS):
+        out.extend(_split_encode(labels[i:i + MAX_BATCH_EVENTS], _encode_label_chunk))
+    return out
+
+
+def _split_encode(items: list, encode) -> list[bytes]:
+    raw = encode(items)
+    if len(raw) <= MAX_RECORD_BYTES or len(items) == 1:
+        return [raw]
+    half = len(items) // 2
+    return _split_encode(items[:half], encode) + _split_encode(items[half:], encode)
+
+
+def _frame(kind: bytes, header: dict, arrays: list[np.ndarray]) -> bytes:
+    head = orjson.dumps(header)
+    return b"".join([_HEAD.pack(BATCH_MAGIC, BATCH_VERSION, kind, len(head)), head]
+                    + [a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays])
+
+
+def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
+    n = len(events)
+    feats = [e.features for e in events]
+    names = list(feats[0])
+    arrays = [np.fromiter((e.position for e in events), dtype=np.uint64, count=n),
+              np.fromiter((e.ts for e in events), dtype=np.float64, count=n)]
+    columnar = False
+    if names and all(len(f) == len(names) for f in feats):
+        rows = [list(f.values()) for f in feats]
+        if set(map(type, chain.from_iterable(rows))) == {float} and all(list(f) == names for f in feats):
+            arrays.append(np.array(rows, dtype=np.float64))
+            columnar = True
+    scores = [e.scores for e in events]
+    header = {"m": events[0].model, "n": n, "id": [e.event_id for e in events],
+              "mv": [e.model_version for e in events], "d": [e.deployment for e in events],
+              "p": [e.prediction for e in events], "c": [e.confidence for e in events],
+              "s": scores if any(s is not None for s in scores) else None,
+              "cols": names if columnar else None,
+              "f": None if columnar else [_mark_non_finite(f) for f in feats]}
+    digests = [e.artifact_digest for e in events]
+    if any(d is not None for d in digests):
+        header["ad"] = digests
+    return _frame(b"i", header, arrays)
+
+
+def _encode_label_chunk(labels: list[JoinedLabel]) -> bytes:
+    n = len(labels)
+    header = {"m": labels[0].model, "n": n, "id": [j.label.event_id for j in labels],
+              "l": [j.label.label for j in labels], "src": [j.label.source for j in labels],
+              "mv": [j.model_version for j in labels], "d": [j.deployment for j in labels],
+              "p": [j.prediction for j in labels]}
+    arrays = [np.fromiter((j.label.position for j in labels), dtype=np.uint64, count=n),
+              np.fromiter((j.label.ts for j in labels), dtype=np.float64, count=n),
+              np.fromiter((j.predicted_ts for j in labels), dtype=np.float64, count=n)]
+    return _frame(b"l", header, arrays)
+
+
+def decode_batch(raw: bytes) -> RecordBatch:
+    """Parse and validate an internal record of either format; raise RecordError on anything unexpected."""
+    if not isinstance(raw, (bytes, bytearray)):
+        raise RecordError("internal record has no value")
+    if raw[:3] != BATCH_MAGIC:
+        rec = decode_record(raw)
+        if rec.inference is not None:
+            return RecordBatch(rec.model, "i", [rec.inference])
+        if rec.registry is not None:
+            return RecordBatch(rec.model, "r", [rec.registry])
+        return RecordBatch(rec.model, "l", [rec.label])
+    try:
+        return _decode_batch(bytes(raw))
+    except RecordError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes, only RecordError leaves
+        raise RecordError(f"invalid batch record: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+_STRS = frozenset((str,))
+
+
+def _strings(header: dict, key: str, n: int) -> list[str]:
+    value = header.get(key)
+    if type(value) is not list or len(value) != n or not set(map(type, value)) <= _STRS:
+        raise RecordError(f"batch field {key!r} must be a list of {n} strings")
+    return value
+
+
+def _decode_batch(raw: bytes) -> RecordBatch:
+    if len(raw) < _HEAD.size:
+        raise RecordError("batch record is truncated")
+    _, version, kind, hlen = _HEAD.unpack_from(raw)
+    if version != BATCH_VERSION:
+        raise RecordError(f"batch record has an unknown version {version}")
+    if _HEAD.size + hlen > len(raw):
+        raise RecordError("batch record header is truncated")
+    try:
+        header = orjson.loads(raw[_HEAD.size:_HEAD.size + hlen])
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"malformed batch header: {exc}") from None
+    if type(header) is not dict:
+        raise RecordError("batch header must be an object")
+    model, n = header.get("m"), header.get("n")
+    if type(model) is not str or not model or type(n) is not int or not 0 < n <= MAX_BATCH_EVENTS:
+        raise RecordError("batch header needs a model name and an event count")
+    body = memoryview(raw)[_HEAD.size + hlen:]
+    ids = _strings(header, "id", n)
+    versions, deployments, preds = _strings(header, "mv", n), _strings(header, "d", n), _strings(header, "p", n)
+    if kind == b"l":
+        if len(body) != 24 * n:
+            raise RecordError("label batch body has the wrong length")
+        pos = np.frombuffer(body, dtype="<u8", count=n).tolist()
+        ts = np.frombuffer(body, dtype="<f8", count=n, offset=8 * n).tolist()
+        pts = np.frombuffer(body, dtype="<f8", count=n, offset=16 * n).tolist()
+        labels, sources = _strings(header, "l", n), _strings(header, "src", n)
+        items = [JoinedLabel(LabelEvent(ids[i], ts[i], labels[i], sources[i], pos[i]), model, versions[i],
+                             deployments[i], preds[i], pts[i]) for i in range(n)]
+        return RecordBatch(model, "l", items)
+    if kind != b"i":
+        raise RecordError(f"unknown batch record kind {kind!r}")
+    conf = header.get("c")
+    if type(conf) is not list or len(conf) != n or not set(map(type, conf)) <= _CONFIDENCE:
+        raise RecordError("batch field 'c' must be a list of numbers or nulls")
+    scores = header.get("s")
+    if scores is None:
+        scores = [None] * n
+    elif type(scores) is not list or len(scores) != n or not set(map(type, scores)) <= _SCORES:
+        raise RecordError("batch field 's' must be a list of objects or nulls")
+    cols, objs = header.get("cols"), header.get("f")
+    pos = np.frombuffer(body, dtype="<u8", count=n).tolist() if len(body) >= 16 * n else None
+    if pos is None:
+        raise RecordError("inference batch body is truncated")
+    ts = np.frombuffer(body, dtype="<f8", count=n, offset=8 * n).tolist()
+    if cols is not None:
+        if (type(cols) is not list or not set(map(type, cols)) <= _STRS or len(set(cols)) != len(cols)
+                or not cols or objs is not None):
+            raise RecordError("batch field 'cols' must be a list of distinct feature names")
+        width = len(cols)
+        if len(body) != 8 * n * (2 + width):
+            raise RecordError("inference batch body has the wrong length")
+        rows = np.frombuffer(body, dtype="<f8", count=n * width, offset=16 * n).reshape(n, width).tolist()
+        feats = list(map(dict, map(zip, repeat(cols), rows)))
+    else:
+        if type(objs) is not list or len(objs) != n or not set(map(type, objs)) <= _DICTS or len(body) != 16 * n:
+            raise RecordError("batch field 'f' must be a list of feature objects")
+        feats = [{k: _restore_non_finite(v) for k, v in f.items()} for f in objs]
+    digests = header.get("ad")
+    if digests is None:
+        digests = repeat(None)
+    elif type(digests) is not list or len(digests) != n or not set(map(type, digests)) <= _DIGESTS:
+        raise RecordError("batch field 'ad' must be a list of strings or nulls")
+    items = list(map(InferenceEvent, ids, ts, repeat(model), versions, deployments, feats, preds, conf, scores, pos,
+                     digests))
+    return RecordBatch(model, "i", items)
+
+
+_CONFIDENCE = frozenset((float, int, type(None)))
+_SCORES = frozenset((dict, type(None)))
+_DICTS = frozenset((dict,))
+_DIGESTS = frozenset((str, type(None)))

@@ -7,8 +7,11 @@ belong to one model start with ``@``, which model names may not, so no model can
 - ``{p}:{model}:state:staged``   bytes of a batch whose Kafka transaction is not yet known to be committed
 - ``{p}:@offsets:{group}:{topic}:{partition}``  hash: ``committed`` and ``staged`` next-offsets, and
   the ``owner`` token of the worker that holds the partition
-- ``{p}:@pending:{event_id}``    hash: model -> its prediction awaiting a label (TTL = label-join horizon);
-  one field per model, so models that share request ids each get their label
+- ``{p}:@pending:{bucket}``      hash: event id -> the predictions awaiting its label, one line per model
+  (``orjson [model, version, deployment, prediction, ts]``); one hash per wall-clock bucket of
+  :func:`pending_bucket_seconds` (a sixteenth of the label-join horizon), written with one script
+  call per batch and expiring as a whole; a lookup reads every bucket that can still exist, so a
+  prediction joins for at least the horizon and at most the horizon plus three buckets
 - ``{p}:@clock:{group}``         hash: inference partition -> time its predictions are routed up to
 
 A batch is made durable in two steps so that state, offsets and published control messages
@@ -37,9 +40,11 @@ older. ``stage`` therefore checks that the committed offset is the one the worke
 from __future__ import annotations
 
 import math
+import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 import redis
@@ -78,6 +83,42 @@ redis.call('HSET', KEYS[1], 'committed', ARGV[2])
 redis.call('HDEL', KEYS[1], 'staged', 'staged_models')
 return 1
 """
+# KEYS: pending bucket; ARGV: expire seconds, then pairs (event id, record line). A record already
+# present moves to the end (a retried batch stays idempotent; per model the last line wins).
+_REMEMBER = """
+local key = KEYS[1]
+for i = 2, #ARGV, 2 do
+  local field, rec = ARGV[i], ARGV[i + 1]
+  local old = redis.call('HGET', key, field)
+  if not old then
+    redis.call('HSET', key, field, rec)
+  else
+    local s, e = string.find(old, rec, 1, true)
+    if s then old = string.sub(old, 1, s - 1) .. string.sub(old, e + 1) end
+    if #old > 65536 then old = '' end
+    redis.call('HSET', key, field, old .. rec)
+  end
+end
+redis.call('EXPIRE', key, ARGV[1])
+return 1
+"""
+# KEYS: pending buckets, oldest first; ARGV: event ids. Per existing bucket, its values of the ids
+# (the ids cross the wire once, absent buckets cost nothing).
+_LOOKUP = """
+local out = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local vals = {}
+    for j = 1, #ARGV, 4000 do
+      local part = redis.call('HMGET', KEYS[i], unpack(ARGV, j, math.min(j + 3999, #ARGV)))
+      for k = 1, #part do vals[#vals + 1] = part[k] end
+    end
+    out[#out + 1] = vals
+  end
+end
+return out
+"""
+_PENDING_BUCKETS = 16  # buckets per label-join horizon
 # KEYS: offsets hash, then staged keys; ARGV: owner
 _DISCARD = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
@@ -106,9 +147,19 @@ class PartitionKey:
     partition: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PendingPrediction:
     """What the label join needs to remember about a prediction until its label arrives."""
+
+    model: str
+    model_version: str
+    deployment: str
+    prediction: str
+    ts: float
+
+
+class Prediction(Protocol):
+    """What the label join remembers of a prediction (a :class:`PendingPrediction` or an ``InferenceEvent``)."""
 
     model: str
     model_version: str
@@ -120,8 +171,11 @@ class PendingPrediction:
 class StateStore:
     """Reads and writes driftline state in Redis under one key prefix."""
 
-    def __init__(self, client: redis.Redis, prefix: str, group: str, owner: str | None = None) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, group: str, owner: str | None = None,
+                 pending_ttl_seconds: int = 86_400, clock: Callable[[], float] = time.time) -> None:
         self._r = client
+        self._pending_ttl = pending_ttl_seconds
+        self._clock = clock
         self._prefix = prefix
         self._group = group
         self.owner = owner or uuid.uuid4().hex
@@ -129,6 +183,8 @@ class StateStore:
         self._promote_script = client.register_script(_PROMOTE)
         self._discard_script = client.register_script(_DISCARD)
         self._write_script = client.register_script(_WRITE)
+        self._remember_script = client.register_script(_REMEMBER)
+        self._lookup_script = client.register_script(_LOOKUP)
 
     # -- keys ---------------------------------------------------------------------------
     def state_key(self, model: str) -> str:
@@ -144,8 +200,8 @@ class StateStore:
         """Where releases before the ``@`` key space kept a partition's offsets (read once, then renamed)."""
         return f"{self._prefix}:offsets:{self._group}:{part.topic}:{part.partition}"
 
-    def pending_key(self, event_id: str) -> str:
-        return f"{self._prefix}:@pending:{event_id}"
+    def pending_key(self, bucket: int) -> str:
+        return f"{self._prefix}:@pending:{bucket}"
 
     # -- batch commit -------------------------------------------------------------------
     def stage(self, part: PartitionKey, next_offset: int, states: Mapping[str, bytes],
@@ -251,17 +307,26 @@ class StateStore:
         return self._r.get(self.state_key(model))
 
     # -- label join ---------------------------------------------------------------------
-    def remember_predictions(self, items: Iterable[tuple[str, PendingPrediction]], ttl_seconds: int) -> None:
-        """Store predictions awaiting labels, one hash field per model; re-writing is harmless (idempotent)."""
-        pipe = self._r.pipeline(transaction=False)
-        n = 0
-        for event_id, p in items:
-            key = self.pending_key(event_id)
-            pipe.hset(key, p.model, orjson.dumps([p.model_version, p.deployment, p.prediction, p.ts]))
-            pipe.expire(key, ttl_seconds)
-            n += 1
-        if n:
-            pipe.execute()
+    def remember_predictions(self, items: Iterable[tuple[str, Prediction]], ttl_seconds: int | None = None) -> None:
+        """Store predictions awaiting labels in the current bucket with one script call (idempotent).
+
+        ``ttl_seconds`` defaults to the store's label-join horizon (lookups search that horizon's buckets).
+        """
+        self.remember_lines(pending_lines(items), ttl_seconds)
+
+    def remember_lines(self, lines: list[tuple[str, bytes]], ttl_seconds: int | None = None) -> None:
+        """:meth:`remember_predictions` for predictions already encoded by :func:`pending_lines`."""
+        if not lines:
+            return
+        ttl_seconds = self._pending_ttl if ttl_seconds is None else ttl_seconds
+        width = pending_bucket_seconds(ttl_seconds)
+        key = self.pending_key(int(self._clock() // width))
+        for i in range(0, len(lines), 10_000):  # bounded script arguments
+            args: list = [ttl_seconds + 3 * width]
+            for event_id, line in lines[i:i + 10_000]:
+                args.append(event_id)
+                args.append(line)
+            self._remember_script(keys=[key], args=args)
 
     @property
     def inference_clock_key(self) -> str:
@@ -291,31 +356,54 @@ class StateStore:
         unknown or past the horizon); ``models`` limits the join to a label topic's scope."""
         if not event_ids:
             return []
-        pipe = self._r.pipeline(transaction=False)
-        for e in event_ids:
-            pipe.hgetall(self.pending_key(e))
-        out: list[list[PendingPrediction]] = []
-        for fields in pipe.execute():
-            found = []
-            for model, raw in sorted(fields.items()):
-                p = _decode_pending(model, raw)
+        width = pending_bucket_seconds(self._pending_ttl)
+        now = self._clock()
+        keys = [self.pending_key(b) for b in range(int((now - self._pending_ttl) // width) - 3, int(now // width) + 2)]
+        merged: list[dict[str, PendingPrediction] | None] = [None] * len(event_ids)
+        for start in range(0, len(event_ids), 10_000):
+            ids = event_ids[start:start + 10_000]
+            for values in self._lookup_script(keys=keys, args=ids):  # oldest bucket first: later lines win
+                if not isinstance(values, list) or len(values) != len(ids):
+                    continue
+                self._merge(merged, start, values, models)
+        return [[] if found is None else [found[m] for m in sorted(found)] for found in merged]
+
+    @staticmethod
+    def _merge(merged: list, start: int, values: list, models: frozenset[str] | None) -> None:
+        """Fold one bucket's values into ``merged`` (a later line of a model replaces an earlier one)."""
+        for i, raw in enumerate(values, start):
+            if not isinstance(raw, bytes):
+                continue
+            found = merged[i]
+            if found is None:
+                found = merged[i] = {}
+            for line in raw.split(b"\n"):
+                p = _decode_pending(line) if line else None
                 if p is not None and (models is None or p.model in models):
-                    found.append(p)
-            out.append(found)
-        return out
+                    found[p.model] = p
 
 
-def _decode_pending(model: bytes, raw: bytes) -> PendingPrediction | None:
-    """A stored prediction of ``model``, or None unless it is ``[version, deployment, prediction, finite ts]``."""
+def pending_lines(items: Iterable[tuple[str, Prediction]]) -> list[tuple[str, bytes]]:
+    """(event id, stored line) per prediction: compact enough to keep the last seconds in memory."""
+    return [(event_id, orjson.dumps([p.model, p.model_version, p.deployment, p.prediction, p.ts]) + b"\n")
+            for event_id, p in items]
+
+
+def pending_bucket_seconds(ttl_seconds: int) -> int:
+    """Width of one pending-prediction bucket for a label-join horizon of ``ttl_seconds``."""
+    return max(1, int(ttl_seconds) // _PENDING_BUCKETS)
+
+
+def _decode_pending(raw: bytes) -> PendingPrediction | None:
+    """A stored prediction line, or None unless it is ``[model, version, deployment, prediction, finite ts]``."""
     try:
-        name = model.decode("utf-8")
         value = orjson.loads(raw)
-    except (orjson.JSONDecodeError, UnicodeDecodeError):
+    except orjson.JSONDecodeError:
         return None
-    if type(value) is not list or len(value) != 4:
+    if type(value) is not list or len(value) != 5:
         return None
-    version, deployment, prediction, ts = value
-    if not all(type(x) is str for x in (version, deployment, prediction)):
+    name, version, deployment, prediction, ts = value
+    if not all(type(x) is str for x in (name, version, deployment, prediction)):
         return None
     if type(ts) not in (int, float) or not math.isfinite(ts):
         return None

@@ -4,8 +4,9 @@ One consumer in one group reads the team's inference and label topics *and* drif
 topic; one transactional producer writes the internal topic, the control topic and the
 dead-letter topic. Each micro-batch is one Kafka transaction:
 
-- raw inference events are validated (bad ones dead-lettered), remembered for the label join and
-  re-published to the internal partition that owns their model;
+- raw inference events are validated (bad ones dead-lettered), remembered for the label join (one
+  Redis call per batch, and only for models some label topic joins) and re-published to the
+  internal partition that owns their model, packed per model into batch records;
 - raw labels are joined with their prediction and re-published beside the model's events;
 - registry events (``kafka.registry_topic``) are verified (Ed25519, :mod:`stream.registry`) and
   re-published beside the model's events too, ahead of the batch's inference events; there the
@@ -45,18 +46,18 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.engine import ModelMonitor
 from detectors.errors import ProfileFormatError, StateFormatError
-from detectors.events import JoinedLabel, LabelEvent
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, producer_settings, redis_client,
                            signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
-from stream.records import (RecordError, decode_record, encode_inference, encode_label, encode_registry,
-                            partition_for, source_position)
+from stream.records import (RecordError, decode_batch, encode_inference, encode_inference_batch, encode_label,
+                            encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
-from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, PendingPrediction, StateLostError, StateStore
+from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, pending_lines
 
 log = logging.getLogger("driftline.worker")
 
@@ -99,8 +100,13 @@ class Worker:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id,
-                                 owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}")
+                                 owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}",
+                                 pending_ttl_seconds=config.redis.pending_ttl_seconds)
         self._label_scope = {t.name: frozenset(t.models) if t.models else None for t in k.label_topics}
+        scopes = list(self._label_scope.values())
+        # models whose predictions some label topic joins (None: every model)
+        self._joined: frozenset[str] | None = (None if any(s is None for s in scopes)
+                                               else frozenset().union(*scopes))
         self._max_future = {t.name: t.max_future_seconds for t in list(k.inference_topics) + list(k.label_topics)}
         self._monitors: dict[str, ModelMonitor] = {}
         self._owned: set[int] = set()
@@ -123,9 +129,16 @@ class Worker:
         self._beat = time.monotonic()  # start of the main loop's current iteration
         self._offsets: dict[int, int | None] = {}  # owned internal partition -> committed offset in Redis
         self._staging: dict[int, int] = {}  # internal partition -> offset staged by the open batch
+        # state snapshots (see _detect): models changed since their partition's last snapshot, the
+        # next offset the in-memory state has processed (committed in Kafka), the last snapshot's time
+        self._snapshot_interval = config.redis.snapshot_interval_seconds
+        self._dirty: dict[int, set[str]] = {}
+        self._processed: dict[int, int] = {}
+        self._batch_positions: dict[int, int] = {}
+        self._last_snapshot: dict[int, float] = {}
         self._redis_id = ""  # Redis run_id when state was last known complete there
         self._last_redis_check = 0.0
-        self._recent: deque[tuple[float, list[tuple[str, PendingPrediction]]]] = deque()
+        self._recent: deque[tuple[float, list[tuple[str, bytes]]]] = deque()  # (time, pending lines)
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -187,8 +200,9 @@ class Worker:
                         self._abort_and_rewind()
                     msgs = consumer.consume(k.batch_size, timeout)
                     if msgs:
-                        self._process(msgs)
+                        self._process(msgs, full=len(msgs) >= k.batch_size)
                     else:
+                        self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
                         self._commit_idle_positions()
                         self._publish_inference_clock()
                         if time.monotonic() - self._last_redis_check >= 1.0:
@@ -214,6 +228,8 @@ class Worker:
                     self.metrics.set_ready(True)
         finally:
             self.metrics.set_ready(False)
+            if not self._needs_rewind:
+                self._snapshot_safely(list(self._owned))
             consumer.close()
             producer.flush(10)
 
@@ -262,6 +278,7 @@ class Worker:
             if kc is not None and (offset is None or offset < kc):
                 offset = self._catch_up(part, offset, kc)
             self._offsets[tp.partition] = offset
+            self._mark_saved(tp.partition, offset)
             tp.offset = offset if offset is not None else OFFSET_BEGINNING
         keep = [tp for tp in partitions if tp not in lost]
         consumer.assign(keep)
@@ -272,10 +289,14 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._unsettled = None
+        if not self._needs_rewind:  # hand the partitions over with current state: a shorter catch-up
+            self._snapshot_safely([tp.partition for tp in partitions if tp.topic == self._internal])
         for tp in partitions:
             if tp.topic == self._internal:
                 self._owned.discard(tp.partition)
                 self._offsets.pop(tp.partition, None)
+                self._dirty.pop(tp.partition, None)
+                self._processed.pop(tp.partition, None)
                 for name in [m for m in self._monitors if partition_for(m, self._partitions) == tp.partition]:
                     del self._monitors[name]
         consumer.unassign()
@@ -299,7 +320,7 @@ class Worker:
                          "auto.offset.reset": "earliest"})
         consumer = Consumer(settings)
         items: list[tuple[str, str, object]] = []
-        pending: list[tuple[str, PendingPrediction]] = []
+        pending: list[tuple[str, InferenceEvent]] = []
         try:
             consumer.assign([TopicPartition(part.topic, part.partition,
                                             start if start is not None else OFFSET_BEGINNING)])
@@ -317,18 +338,13 @@ class Worker:
                         at_end = True
                         continue
                     try:
-                        rec = decode_record(msg.value())
+                        batch = decode_batch(msg.value())
                     except RecordError:
                         continue
-                    if rec.inference is not None:
-                        e = rec.inference
-                        pending.append((e.event_id, PendingPrediction(e.model, e.model_version, e.deployment,
-                                                                      e.prediction, e.ts)))
-                    if msg.offset() < until and rec.registry is not None:
-                        items.append((rec.model, "r", rec.registry))
-                    elif msg.offset() < until:
-                        items.append((rec.model, "i" if rec.inference is not None else "l",
-                                      rec.inference if rec.inference is not None else rec.label))
+                    if batch.kind == "i" and self._remembers(batch.model):
+                        pending.extend((e.event_id, e) for e in batch.items)
+                    if msg.offset() < until:
+                        items.extend((batch.model, batch.kind, item) for item in batch.items)
         finally:
             consumer.close()
         touched: dict[str, ModelMonitor] = {}
@@ -338,15 +354,23 @@ class Worker:
                 runs[-1][2].append(item)
             else:
                 runs.append((model, kind, [item]))
+        done: dict[str, list[tuple[str, list]]] = defaultdict(list)
         for model, kind, batch in runs:
             monitor = self._monitors.get(model)
             if monitor is None:
                 continue
-            touched[model] = monitor
             if kind == "r":
-                monitor.apply_registry(self._verified(model, batch), self._registry_max_age)
+                entries = self._verified(model, batch)
+                monitor.apply_registry(entries, self._registry_max_age)
+                done[model].append((kind, entries))
+                touched[model] = monitor
                 continue
-            monitor.process_inference(batch) if kind == "i" else monitor.process_labels(batch)  # output committed before
+            try:  # output committed before: discarded
+                monitor.process_inference(batch) if kind == "i" else monitor.process_labels(batch)
+            except Exception:  # noqa: BLE001 - a record isolated when first processed: leave it out again
+                monitor, _, batch = self._isolate(model, done[model], kind, batch, None, None)
+            done[model].append((kind, batch))
+            touched[model] = monitor
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
@@ -366,7 +390,7 @@ class Worker:
         if current == self._redis_id:
             return
         for partition in sorted(self._owned):
-            offset = self._offsets.get(partition)
+            offset = self._processed.get(partition, self._offsets.get(partition))
             if offset is None:
                 continue
             states = {name: mon.to_bytes() for name, mon in self._monitors.items()
@@ -375,6 +399,8 @@ class Worker:
                 self._store.write_committed(PartitionKey(self._internal, partition), offset, states)
             except OwnershipLost:
                 continue  # another worker claimed it; the revocation follows
+            self._offsets[partition] = offset
+            self._mark_saved(partition, offset)
         recent = self._remember_recent()
         log.warning("worker %s: Redis restarted (run_id %s -> %s); rewrote the state of partitions %s and %d "
                     "recent predictions", self.worker_id, self._redis_id or "?", current, sorted(self._owned), recent)
@@ -382,9 +408,13 @@ class Worker:
 
     def _remember_recent(self) -> int:
         """Write the predictions routed in the last seconds again (Redis may have lost them)."""
-        items = [item for _, batch in self._recent for item in batch]
-        self._store.remember_predictions(items, self.config.redis.pending_ttl_seconds)
-        return len(items)
+        lines = [line for _, batch in self._recent for line in batch]
+        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
+        return len(lines)
+
+    def _remembers(self, model: str) -> bool:
+        """Whether the label join needs this model's predictions (some label topic joins it)."""
+        return bool(self._label_topics) and (self._joined is None or model in self._joined)
 
     def _new_monitor(self, name: str, blob: bytes | None) -> ModelMonitor:
         """The model's monitor from its committed state, or fresh (no state, or state this
@@ -419,7 +449,8 @@ class Worker:
         return monitor
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, msgs: list[Message]) -> None:
+    def _process(self, msgs: list[Message], full: bool = False) -> None:
+        """Run one micro-batch as one Kafka transaction (``full``: the consumer has more waiting)."""
         started = time.perf_counter()
         producer = self._producer
         assert producer is not None and self._consumer is not None
@@ -432,7 +463,7 @@ class Worker:
             for (topic, partition), offset in self._route_labels(raw_labels, outcome).items():
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-            staged = self._detect(internal, positions, outcome)
+            staged = self._detect(internal, positions, outcome, caught_up=not full)
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             metadata = self._consumer.consumer_group_metadata()
             self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
@@ -445,6 +476,10 @@ class Worker:
             log.warning("worker %s: %s; rebuilding state from the internal topic", self.worker_id, err)
             self._abort_and_rewind()
             self._remember_recent()
+            return
+        except _SnapshotBehind as err:
+            log.warning("worker %s: %s; bringing its snapshot up to date and redoing the batch", self.worker_id, err)
+            self._abort_and_rewind()  # the catch-up on settling writes the partition's state as committed
             return
         self._needs_rewind = False
         try:
@@ -482,9 +517,12 @@ class Worker:
     def _committed(self, staged: list[PartitionKey], outcome: BatchOutcome, started: float,
                    checkpoint_started: float) -> None:
         """After a batch's Kafka transaction committed: promote its state, share the clock, count it."""
+        for partition, offset in self._batch_positions.items():
+            self._processed[partition] = offset
         for part in staged:
             self._store.promote(part)
             self._offsets[part.partition] = self._staging.pop(part.partition)
+            self._mark_saved(part.partition, self._offsets[part.partition])
         self._check_redis()
         self._publish_inference_clock()
         self.metrics.observe_checkpoint(time.perf_counter() - checkpoint_started)
@@ -538,26 +576,26 @@ class Worker:
                 delay = min(delay * 2, 10.0)
 
     def _route_inference(self, msgs: list[Message], outcome: BatchOutcome) -> None:
-        producer = self._producer
-        pending: list[tuple[str, PendingPrediction]] = []
-        labelled = bool(self._label_topics)
+        """Validate raw events, remember predictions for the label join, re-publish them packed per model."""
         if self._registry_topic is not None and msgs and msgs[0].topic() == self._registry_topic:
             n = next((i for i, m in enumerate(msgs) if m.topic() != self._registry_topic), len(msgs))
-            self._route_registry(msgs[:n], outcome)
+            self._route_registry(msgs[:n], outcome)  # releases reach the partitions before this batch's events
             msgs = msgs[n:]
         headers = self._digest_headers
+        by_model: dict[str, list[tuple[InferenceEvent, Message]]] = defaultdict(list)
+        decoders, index, models = self._decoders, self._topic_index, self._models
+        routed = self._routed_until
         for msg in msgs:
             topic = msg.topic()
             try:
-                event = self._decoders[topic].decode_inference(msg.value())
+                event = decoders[topic].decode_inference(msg.value())
                 if headers and topic in headers:
                     event.artifact_digest = _header_digest(msg, headers[topic])
-                if event.model not in self._models:
+                if event.model not in models:
                     self.metrics.unknown_model(event.model)
                     self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
                     continue
-                event.position = source_position(self._topic_index[topic], msg.partition(), msg.offset())
-                value = encode_inference(event)
+                event.position = source_position(index[topic], msg.partition(), msg.offset())
             except DecodeError as err:
                 self._dead_letter(msg, err.reason, str(err), outcome)
                 continue
@@ -565,19 +603,21 @@ class Worker:
                 log.exception("inference message %s[%d]@%d could not be decoded", topic, msg.partition(), msg.offset())
                 self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            if labelled:
-                pending.append((event.event_id, PendingPrediction(
-                    event.model, event.model_version, event.deployment, event.prediction, event.ts)))
             clock_key = f"{topic}:{msg.partition()}"
             sent = _message_time(msg)
-            if sent > self._routed_until.get(clock_key, float("-inf")):
-                self._routed_until[clock_key] = sent
-            producer.produce(self._internal, value=value, key=event.model.encode(),
-                             partition=partition_for(event.model, self._partitions))
-            outcome.events += 1
-        self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+            if sent > routed.get(clock_key, float("-inf")):
+                routed[clock_key] = sent
+            by_model[event.model].append((event, msg))
+        pending: list[tuple[str, InferenceEvent]] = []
+        for model, pairs in by_model.items():
+            events = self._publish(model, pairs, encode_inference_batch, outcome)
+            outcome.events += len(events)
+            if self._remembers(model):
+                pending.extend((e.event_id, e) for e in events)
+        lines = pending_lines(pending)
+        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
         now = time.monotonic()
-        self._recent.append((now, pending))
+        self._recent.append((now, lines))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
             self._recent.popleft()
 
@@ -648,6 +688,28 @@ class Worker:
                                                f"refused: {reason}", outcome)
         return entries
 
+    def _publish(self, model: str, pairs: list[tuple], encode: Callable[[list], list[bytes]],
+                 outcome: BatchOutcome) -> list:
+        """Produce one model's items as batch records on its internal partition; return the items sent.
+
+        Items the framing cannot carry (none pass the decoders today) are dead-lettered one by one.
+        """
+        items = [item for item, _ in pairs]
+        try:
+            values = encode(items)
+        except Exception:  # noqa: BLE001 - find the item that cannot be encoded
+            values, items = [], []
+            for item, msg in pairs:
+                try:
+                    values.extend(encode([item]))
+                    items.append(item)
+                except Exception as exc:  # noqa: BLE001
+                    self._dead_letter(msg, "unencodable", f"{type(exc).__name__}: {exc}", outcome)
+        key, partition = model.encode(), partition_for(model, self._partitions)
+        for value in values:
+            self._producer.produce(self._internal, value=value, key=key, partition=partition)
+        return items
+
     def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], int]:
         """Join labels with their predictions and re-publish them beside the model's events.
 
@@ -674,6 +736,7 @@ class Worker:
         found = self._store.lookup_predictions([lab.event_id for _, lab in labels if lab is not None])
         found_iter = iter(found)
         frontier: float | None = None
+        by_model: dict[str, list[tuple[JoinedLabel, Message]]] = defaultdict(list)
         stopped: dict[tuple[str, int], int] = {}
         seen: set[tuple[str, int]] = set()
         for msg, lab in labels:
@@ -703,9 +766,9 @@ class Worker:
             for pred in preds:  # every model that predicted this event gets its label
                 joined = JoinedLabel(label=lab, model=pred.model, model_version=pred.model_version,
                                      deployment=pred.deployment, prediction=pred.prediction, predicted_ts=pred.ts)
-                self._producer.produce(self._internal, value=encode_label(joined), key=pred.model.encode(),
-                                       partition=partition_for(pred.model, self._partitions))
-                outcome.labels += 1
+                by_model[pred.model].append((joined, msg))
+        for model, pairs in by_model.items():
+            outcome.labels += len(self._publish(model, pairs, encode_label_batch, outcome))
         for tp in seen - stopped.keys():
             self._waiting_since.pop(tp, None)
         return stopped
@@ -745,12 +808,25 @@ class Worker:
         self._store.advance_inference_clock(clocks)
 
     def _detect(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
-                outcome: BatchOutcome) -> list[PartitionKey]:
+                outcome: BatchOutcome, caught_up: bool = True) -> list[PartitionKey]:
+        """Run the batch's internal records through their monitors; stage snapshots that are due.
+
+        A partition's changed models are staged (and promoted once the transaction commits) when
+        the worker has caught up with its input (``caught_up``), when its last snapshot is
+        ``redis.snapshot_interval_seconds`` old, or when a record had to be isolated; otherwise
+        Redis keeps the older snapshot, and whoever next loads the partition replays the internal
+        records after it without output (``_catch_up``), so a snapshot per micro-batch is not needed
+        for exactly-once output or identical state.
+        """
         staged: list[PartitionKey] = []
         control_topic = self.config.kafka.control_topic
+        now = time.monotonic()
+        self._batch_positions = {}
         for partition, msgs in internal.items():
             touched: dict[str, ModelMonitor] = {}
             done: dict[str, list[tuple[str, list]]] = defaultdict(list)
+            dirty = self._dirty.setdefault(partition, set())
+            isolated = False
             runs = self._ordered_runs(msgs, outcome)
             for model, kind, items, sources in runs:
                 monitor = self._monitors.get(model)
@@ -763,8 +839,12 @@ class Worker:
                 try:
                     produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
                 except Exception:  # noqa: BLE001 - a record the core cannot take must not stop the worker
+                    if model in dirty:  # Redis does not hold this model's state before the batch
+                        raise _SnapshotBehind(f"model {model}: a record failed and its snapshot is older than "
+                                              f"the batch") from None
                     log.exception("model %s: detection failed on a run of %d records; isolating", model, len(items))
                     monitor, produced, items = self._isolate(model, done[model], kind, items, sources, outcome)
+                    isolated = True
                 done[model].append((kind, items))
                 touched[model] = monitor
                 self.metrics.processed(model, kind, len(items))
@@ -775,24 +855,57 @@ class Worker:
                     self._producer.produce(control_topic, value=orjson.dumps(doc), key=model.encode())
                     self.metrics.control_message(doc)
                     outcome.control_messages.append(doc)
-            part = PartitionKey(self._internal, partition)
             offset = positions[(self._internal, partition)]
-            self._store.stage(part, offset, {name: mon.to_bytes() for name, mon in touched.items()},
-                              expect_committed=self._offsets.get(partition, ANY_OFFSET))
-            self._staging[partition] = offset
+            self._batch_positions[partition] = offset
+            dirty.update(touched)
+            if (caught_up or isolated or self._snapshot_interval <= 0
+                    or now - self._last_snapshot.get(partition, 0.0) >= self._snapshot_interval):
+                part = PartitionKey(self._internal, partition)
+                self._store.stage(part, offset, {name: self._monitors[name].to_bytes() for name in sorted(dirty)
+                                                 if name in self._monitors},
+                                  expect_committed=self._offsets.get(partition, ANY_OFFSET))
+                self._staging[partition] = offset
+                staged.append(part)
             for name, mon in touched.items():
                 self.metrics.export_model_stats(name, mon.stats)
-            staged.append(part)
         return staged
 
-    def _isolate(self, model: str, done: list[tuple[str, list]], kind: str, items: list, sources: list[Message],
-                 outcome: BatchOutcome) -> tuple[ModelMonitor, list, list]:
+    def _mark_saved(self, partition: int, offset: int | None) -> None:
+        """Redis now holds the partition's state as of ``offset`` (the in-memory state)."""
+        self._dirty[partition] = set()
+        if offset is not None:
+            self._processed[partition] = offset
+        self._last_snapshot[partition] = time.monotonic()
+
+    def _snapshot(self, partitions: list[int]) -> None:
+        """Write the changed models of committed batches as the partitions' committed state (owner only)."""
+        for partition in partitions:
+            dirty, offset = self._dirty.get(partition), self._processed.get(partition)
+            if not dirty or offset is None or partition not in self._owned:
+                continue
+            self._store.write_committed(PartitionKey(self._internal, partition), offset,
+                                        {name: self._monitors[name].to_bytes() for name in sorted(dirty)
+                                         if name in self._monitors})
+            self._offsets[partition] = offset
+            self._mark_saved(partition, offset)
+
+    def _snapshot_safely(self, partitions: list[int]) -> None:
+        """:meth:`_snapshot` where failing only means a longer catch-up later (stop, revocation)."""
+        try:
+            self._snapshot(partitions)
+        except (OwnershipLost, redis.RedisError) as exc:
+            log.warning("worker %s: state snapshot skipped (%s); the next owner replays from the last one",
+                        self.worker_id, exc)
+
+    def _isolate(self, model: str, done: list[tuple[str, list]], kind: str, items: list,
+                 sources: list[Message] | None, outcome: BatchOutcome | None) -> tuple[ModelMonitor, list, list]:
         """Redo a failed run record by record from the model's committed state; dead-letter what fails.
 
         The monitor is rebuilt from Redis (the state before this batch) and this batch's earlier
         runs of the model are replayed without output (their messages are already in the
         transaction); results do not depend on batch cuts, so the outcome is what an unbroken
-        run would have given without the bad records.
+        run would have given without the bad records. Without ``sources`` (a catch-up re-running
+        records whose dead letters were published when they first failed) nothing is published.
         """
         monitor = self._new_monitor(model, self._store.load_model(model))
         for k, its in done:
@@ -803,7 +916,7 @@ class Worker:
         produced: list = []
         kept: list = []
         process = monitor.process_inference if kind == "i" else monitor.process_labels
-        for item, msg in zip(items, sources):
+        for i, item in enumerate(items):
             before = monitor.to_bytes()
             try:
                 produced.extend(process([item]))
@@ -811,7 +924,13 @@ class Worker:
             except Exception as exc:  # noqa: BLE001
                 monitor = self._new_monitor(model, before)
                 process = monitor.process_inference if kind == "i" else monitor.process_labels
-                self._dead_letter(msg, "processing_error", f"{type(exc).__name__}: {exc}", outcome)
+                if sources is None or outcome is None:
+                    continue
+                try:  # the one event of the batch record, in the single-event format
+                    payload = encode_inference(item) if kind == "i" else encode_label(item)
+                except Exception:  # noqa: BLE001
+                    payload = None
+                self._dead_letter(sources[i], "processing_error", f"{type(exc).__name__}: {exc}", outcome, payload)
         self._monitors[model] = monitor
         return monitor, produced, kept
 
@@ -820,27 +939,24 @@ class Worker:
         runs: list[tuple[str, str, list, list[Message]]] = []
         for msg in msgs:
             try:
-                rec = decode_record(msg.value())
+                batch = decode_batch(msg.value())
             except RecordError as err:
                 self._dead_letter(msg, "bad_internal_record", str(err), outcome)
                 continue
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the record ends as a dead letter
                 self._dead_letter(msg, "bad_internal_record", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            if rec.registry is not None:
-                kind, item = "r", rec.registry
+            if runs and runs[-1][0] == batch.model and runs[-1][1] == batch.kind:
+                runs[-1][2].extend(batch.items)
+                runs[-1][3].extend([msg] * len(batch.items))
             else:
-                kind = "i" if rec.inference is not None else "l"
-                item = rec.inference if kind == "i" else rec.label
-            if runs and runs[-1][0] == rec.model and runs[-1][1] == kind:
-                runs[-1][2].append(item)
-                runs[-1][3].append(msg)
-            else:
-                runs.append((rec.model, kind, [item], [msg]))
+                runs.append((batch.model, batch.kind, batch.items, [msg] * len(batch.items)))
         return runs
 
-    def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome) -> None:
-        value = msg.value() or b""
+    def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome,
+                     payload: bytes | None = None) -> None:
+        """Publish a rejected message (or ``payload``, one event of a batch record) with its reason."""
+        value = payload if payload is not None else (msg.value() or b"")
         limit = self.config.kafka.dead_letter_max_bytes
         record = {
             "schema": "driftline.deadletter/v1", "reason": reason, "detail": detail[:500],
@@ -895,6 +1011,11 @@ def _header_digest(msg: Message, name: str) -> str | None:
         if key == name:
             return None if value is None else artifact_digest(value)
     return None
+
+
+class _SnapshotBehind(RuntimeError):
+    """A record failed in a model whose Redis snapshot is older than the batch: isolation needs the
+    state before the batch, so the batch is redone after the partition's catch-up."""
 
 
 def _message_time(msg: Message) -> float:

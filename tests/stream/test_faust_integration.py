@@ -1,10 +1,12 @@
 """The faust-streaming runtime against the real local Kafka and Redis (started by scripts/stack)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import redis
+import yaml
 
 from tests.stream.worker_harness import (
     committed_offsets, control_verify, drain, inference_events, make_scenario, model_spec, produce, read_topic,
@@ -155,3 +157,29 @@ def test_state_left_by_a_killed_faust_worker_is_finished_by_the_default_runtime(
                                             "confluent")
     assert all(left[0].values()), "the faust worker must have committed state for the hand-over to mean anything"
     _assert_same_outcome(state, control, expected_state, expected_control)
+
+
+def test_a_faust_worker_joins_the_group_a_killed_default_worker_left(stack, tmp_path):
+    """The broker refuses the faust worker (another group protocol) while the killed default worker's
+    session lasts; the faust worker retries the join until then and finishes the stream."""
+    scenario = _scenario(tmp_path, stack, "a")
+    doc = yaml.safe_load(scenario.config_path.read_text())
+    doc["kafka"]["client_options"] = {"session.timeout.ms": 15000, "heartbeat.interval.ms": 1000}
+    default = dataclasses.replace(scenario, config_path=scenario.config_path.with_name("default.yaml"))
+    default.config_path.write_text(yaml.safe_dump(doc))
+    events = inference_events("content-filter", 4000, seed=3)
+    produce(stack, scenario.inference_topic, events[:2000])
+    worker = start_worker(default)
+    try:
+        wait_until(lambda: committed_offsets(stack, f"it-{scenario.tag}", scenario.inference_topic, 4) >= 500,
+                   timeout=120, what="progress of the default worker")
+    finally:
+        stop_worker(worker, kill=True)
+    produce(stack, scenario.inference_topic, events[2000:])  # only the faust worker can process these
+    faust = start_worker(scenario, runtime="faust", log_path=tmp_path / "faust.log")
+    try:
+        drain(stack, scenario, len(events), timeout=120)
+    finally:
+        stop_worker(faust)
+    assert faust.returncode == 0
+    assert "still has a member of the default runtime" in (tmp_path / "faust.log").read_text()

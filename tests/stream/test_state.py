@@ -6,7 +6,7 @@ import uuid
 import pytest
 import redis
 
-from stream.state import OwnershipLost, PartitionKey, PendingPrediction, StateStore
+from stream.state import OwnershipLost, PartitionKey, PendingPrediction, StateStore, pending_bucket_seconds
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,7 @@ def test_offsets_of_earlier_releases_are_taken_over(client, prefix):
 
 
 def test_a_label_reaches_every_model_that_predicted_its_event(client, prefix):
-    store = StateStore(client, prefix, "g")
+    store = StateStore(client, prefix, "g", pending_ttl_seconds=60)
     store.remember_predictions([("req-1", PendingPrediction("fraud", "v1", "stable", "ok", 1.0)),
                                 ("req-1", PendingPrediction("abuse", "v3", "canary", "bad", 2.0)),
                                 ("req-2", PendingPrediction("fraud", "v1", "stable", "ok", 3.0))], 60)
@@ -74,13 +74,40 @@ def test_a_label_reaches_every_model_that_predicted_its_event(client, prefix):
     assert [p.model for p in one] == ["fraud"] and none == []
     scoped = store.lookup_predictions(["req-1"], models=frozenset({"fraud"}))
     assert [p.model for p in scoped[0]] == ["fraud"]
-    assert 0 < client.ttl(store.pending_key("req-1")) <= 60
+    keys = list(client.scan_iter(f"{prefix}:@pending:*"))
+    assert len(keys) == 1 and 60 < client.ttl(keys[0]) <= 60 + 3 * pending_bucket_seconds(60)
+
+
+def test_a_retried_batch_is_idempotent_and_the_last_prediction_of_a_model_wins(client, prefix):
+    clock = [1_000_000.0]
+    store = StateStore(client, prefix, "g", pending_ttl_seconds=160, clock=lambda: clock[0])
+    first, second = PendingPrediction("fraud", "v1", "stable", "ok", 1.0), PendingPrediction("fraud", "v2", "canary", "bad", 2.0)
+    for _ in range(3):  # a batch retried after an abort writes the same lines again
+        store.remember_predictions([("req", first), ("req", PendingPrediction("abuse", "v1", "stable", "x", 1.0))], 160)
+    clock[0] += pending_bucket_seconds(160)  # the next bucket
+    store.remember_predictions([("req", second)], 160)
+    found = store.lookup_predictions(["req"])[0]
+    assert [(p.model, p.model_version) for p in found] == [("abuse", "v1"), ("fraud", "v2")]
+    raw = b"".join(v for k in client.scan_iter(f"{prefix}:@pending:*") for v in client.hvals(k))
+    assert raw.count(b'"abuse"') == 1   # no duplicate line from the retries
+    clock[0] += 160 + 4 * pending_bucket_seconds(160)  # past the horizon and every bucket's slack
+    assert store.lookup_predictions(["req"]) == [[]]
+
+
+def test_damaged_pending_lines_are_ignored(client, prefix):
+    store = StateStore(client, prefix, "g", pending_ttl_seconds=60)
+    store.remember_predictions([("req", PendingPrediction("fraud", "v1", "stable", "ok", 1.0))], 60)
+    key = next(client.scan_iter(f"{prefix}:@pending:*"))
+    client.hset(key, "req", client.hget(key, "req") + b'[1,2]\n{"x":\n["m","v",3,"p",1]\n')
+    client.hset(key, "bad", b"\xff\xfe")
+    assert [p.model for p in store.lookup_predictions(["req", "bad"])[0]] == ["fraud"]
+    assert store.lookup_predictions(["bad"]) == [[]]
 
 
 def test_no_model_name_reaches_the_shared_key_space(client, prefix):
     """Keys not owned by a model live under '@', which configuration refuses in model names."""
     store = StateStore(client, prefix, "g")
-    keys = [store.pending_key("state"), store.offsets_key(PART), store.inference_clock_key]
+    keys = [store.pending_key(12), store.offsets_key(PART), store.inference_clock_key]
     assert all(k.startswith(f"{prefix}:@") for k in keys)
     from stream.config import ConfigError, parse_config
     doc = {"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}]},

@@ -21,26 +21,26 @@ from detectors.errors import StateFormatError
 from stream.state import PartitionKey, PendingPrediction, StateStore, _decode_pending, _split, parse_offset
 from tests.json_strategies import HOSTILE_SCALARS, hostile_bytes
 
-PENDING = st.tuples(st.text(max_size=8), st.sampled_from(["stable", "canary"]), st.text(max_size=8),
-                    st.floats(0, 4e9)).map(list)
+PENDING = st.tuples(st.text(max_size=8), st.text(max_size=8), st.sampled_from(["stable", "canary"]),
+                    st.text(max_size=8), st.floats(0, 4e9)).map(list)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
-@given(model=st.binary(max_size=8), raw=hostile_bytes(PENDING))
-def test_pending_predictions(model: bytes, raw: bytes | None) -> None:
-    p = _decode_pending(model, raw or b"")
+@given(raw=hostile_bytes(PENDING))
+def test_pending_predictions(raw: bytes | None) -> None:
+    p = _decode_pending(raw or b"")
     if p is not None:
         assert isinstance(p, PendingPrediction)
         assert all(type(x) is str for x in (p.model, p.model_version, p.deployment, p.prediction))
         assert type(p.ts) is float and math.isfinite(p.ts)
 
 
-@pytest.mark.parametrize("raw", [b'["v", "stable", "p", "nan"]', b'["v", "stable", "p", "1e999"]',
-                                 b'["v", "stable", "p", true]', b'{"a": 1, "b": 2, "c": 3, "d": 4}',
-                                 b'["v", "stable", "p"]', b'"vsp1"', b"1234"])
+@pytest.mark.parametrize("raw", [b'["m", "v", "stable", "p", "nan"]', b'["m", "v", "stable", "p", "1e999"]',
+                                 b'["m", "v", "stable", "p", true]', b'{"a": 1, "b": 2, "c": 3, "d": 4}',
+                                 b'["m", "v", "stable", "p"]', b'[1, "v", "stable", "p", 5]', b'"vsp1"', b"1234"])
 def test_malformed_pending_predictions_are_absent(raw: bytes) -> None:
-    assert _decode_pending(b"m", raw) is None
-    assert _decode_pending(b"m", b'["v", "stable", "p", 5]') is not None
+    assert _decode_pending(raw) is None
+    assert _decode_pending(b'["m", "v", "stable", "p", 5]') is not None
 
 
 @settings(max_examples=300, deadline=None)

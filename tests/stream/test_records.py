@@ -1,0 +1,102 @@
+"""Internal-topic batch records: exact round trips, both formats read, hostile bytes refused with RecordError."""
+from __future__ import annotations
+
+import math
+import struct
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
+                            encode_label, encode_label_batch, encode_registry)
+
+names = st.text(min_size=1, max_size=12)
+value = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**6, 10**6), st.none(),
+                  st.booleans(), st.text(max_size=8))
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return type(a) is type(b) and a == b
+
+
+def _event(i: int, feats: dict, model: str = "m") -> InferenceEvent:
+    return InferenceEvent(f"e{i}", 1.5 + i, model, "v1", "stable", feats, "safe", 0.9 if i % 2 else None,
+                          {"safe": 0.9} if i % 3 == 0 else None, (1 << 56) | i,
+                          "sha256:" + "ab" * 32 if i % 4 == 1 else None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(names, value, max_size=6), min_size=1, max_size=30))
+def test_inference_events_round_trip_exactly(feature_dicts):
+    events = [_event(i, f) for i, f in enumerate(feature_dicts)]
+    out = [e for raw in encode_inference_batch(events) for e in decode_batch(raw).items]
+    assert len(out) == len(events)
+    for a, b in zip(events, out):
+        assert list(a.features) == list(b.features)
+        assert all(_same(a.features[k], b.features[k]) for k in a.features)
+        assert (a.event_id, a.ts, a.model, a.model_version, a.deployment, a.prediction, a.confidence, a.scores,
+                a.position, a.artifact_digest) == (b.event_id, b.ts, b.model, b.model_version, b.deployment,
+                                                   b.prediction, b.confidence, b.scores, b.position, b.artifact_digest)
+
+
+def test_float_features_travel_as_one_matrix_and_keep_non_finite_values():
+    events = [_event(i, {"x": float(i), "y": [math.nan, math.inf, -math.inf][i % 3]}) for i in range(300)]
+    raws = encode_inference_batch(events)
+    assert len(raws) == 1 and len(raws[0]) < 300 * 100   # columnar: far below one JSON object per event
+    back = decode_batch(raws[0]).items
+    assert [e.features["x"] for e in back] == [float(i) for i in range(300)]
+    assert math.isnan(back[0].features["y"]) and back[1].features["y"] == math.inf
+
+
+def test_large_runs_are_split_below_the_record_bound():
+    wide = {f"f{j}": float(j) for j in range(300)}
+    events = [_event(i, dict(wide)) for i in range(2000)]
+    raws = encode_inference_batch(events)
+    assert len(raws) > 1 and max(map(len, raws)) <= MAX_RECORD_BYTES
+    assert [e.event_id for raw in raws for e in decode_batch(raw).items] == [e.event_id for e in events]
+
+
+def test_labels_round_trip_and_single_event_records_are_still_read():
+    joined = [JoinedLabel(LabelEvent(f"e{i}", 10.0 + i, "nsfw", "human", 7 + i), "m", "v2", "canary", "safe", 3.0)
+              for i in range(5)]
+    batch = decode_batch(encode_label_batch(joined)[0])
+    assert batch.kind == "l" and batch.model == "m" and batch.items == joined
+    legacy = decode_batch(encode_label(joined[0]))
+    assert legacy.items == joined[:1]
+    event = _event(5, {"x": 1.0})
+    assert decode_batch(encode_inference(event)).items == [event]
+    doc = {"model": "m", "version": "v3"}
+    registry = decode_batch(encode_registry("m", 9, doc))
+    assert (registry.kind, registry.model, registry.items) == ("r", "m", [doc])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 400))
+def test_hostile_bytes_raise_record_error_only(noise, cut):
+    good = encode_inference_batch([_event(i, {"x": 1.0, "c": "a"}) for i in range(3)])[0]
+    for raw in (noise, b"DLB" + noise, good[:cut] + noise, good[:cut]):
+        try:
+            decode_batch(raw)
+        except RecordError:
+            pass
+
+
+def test_inconsistent_headers_are_refused():
+    good = encode_inference_batch([_event(i, {"x": 1.0}) for i in range(3)])[0]
+    head_len = struct.unpack_from("<I", good, 5)[0]
+    header = orjson.loads(good[9:9 + head_len])
+    for bad in ({"n": 4}, {"id": ["a", "b", 3]}, {"cols": ["x", "x"]}, {"c": ["high"] * 3}, {"m": ""},
+                {"ad": [1, None, None]}):
+        doc = header | bad
+        raw = orjson.dumps(doc)
+        with pytest.raises(RecordError):
+            decode_batch(good[:5] + struct.pack("<I", len(raw)) + raw + good[9 + head_len:])
+    with pytest.raises(RecordError):
+        decode_batch(good + b"\0")                 # body longer than the header says
+    with pytest.raises(RecordError):
+        decode_batch(good[:3] + b"\x07" + good[4:])  # unknown version
