@@ -489,11 +489,15 @@ def _count_topic(bootstrap: str, topic: str) -> dict[str, int]:
 
 
 def _key_census(r: redis.Redis, prefix: str) -> dict[str, int]:
-    """Keys under the run's prefix by kind (pending predictions, model state, offsets...)."""
+    """Keys under the run's prefix by kind (pending predictions, model state, offsets...), and
+    ``@pending_events``: the event ids held in the pending-prediction buckets."""
     kinds: Counter = Counter()
     for key in r.scan_iter(match=f"{prefix}:*", count=10_000):
         rest = key.decode(errors="replace")[len(prefix) + 1:]
-        kinds[rest.split(":", 1)[0] if rest.startswith("@") else "model:" + rest.rsplit(":", 1)[-1]] += 1
+        kind = rest.split(":", 1)[0] if rest.startswith("@") else "model:" + rest.rsplit(":", 1)[-1]
+        kinds[kind] += 1
+        if kind == "@pending":
+            kinds["@pending_events"] += r.hlen(key)
     return dict(kinds)
 
 
