@@ -52,28 +52,34 @@ def _load(path: str) -> DriftlineConfig | None:
         return None
 
 
+def _start_service(args: argparse.Namespace) -> DriftlineConfig | None:
+    """Load the configuration and set up logging for a long-running command (None: config refused).
+
+    A ConfigError raised later, where a secret or file is resolved, reaches :func:`main`, which
+    prints it as one line per problem and exits 2."""
+    config = _load(args.config)
+    if config is not None:
+        logging.basicConfig(level=getattr(logging, args.log_level),
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return config
+
+
 # -- run / check-config ---------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one worker until SIGTERM."""
-    config = _load(args.config)
+    config = _start_service(args)
     if config is None:
         return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from stream.worker import run
 
-    try:
-        return int(run(config, worker_id=args.worker_id) or 0)
-    except ConfigError as exc:  # e.g. a registry public key that cannot be read
-        _err(str(exc))
-        return EXIT_USAGE
+    return int(run(config, worker_id=args.worker_id) or 0)
 
 
 def cmd_faust_worker(args: argparse.Namespace) -> int:
     """Run one worker of the faust-streaming runtime until SIGTERM."""
-    config = _load(args.config)
+    config = _start_service(args)
     if config is None:
         return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from stream.faust_app import run
 
     return int(run(config, worker_id=args.worker_id, log_level=args.log_level) or 0)
@@ -299,17 +305,13 @@ def cmd_control_tail(args: argparse.Namespace) -> int:
 
 def cmd_control_act(args: argparse.Namespace) -> int:
     """Apply verified rollback commands from the control topic through the configured actions."""
-    config = _load(args.config)
+    config = _start_service(args)
     if config is None:
         return EXIT_USAGE
-    logging.basicConfig(level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from stream.actuation import main
 
     try:
         return main(config)
-    except ConfigError as exc:
-        _err(str(exc))
-        return EXIT_USAGE
     except OSError as exc:  # the HTTP endpoint's address is taken or not local
         _err(f"actuation: cannot serve on {config.actuation.host}:{config.actuation.port}: {exc.strerror or exc}")
         return EXIT_USAGE
