@@ -31,10 +31,10 @@ def test_compose_file_validates_with_docker_compose():
 
 def test_compose_has_the_whole_stack():
     services = _compose()["services"]
-    assert {"kafka", "redis", "prometheus", "driftline", "drill"} <= set(services)
+    assert {"kafka", "redis", "prometheus", "alertmanager", "driftline", "control-act", "drill"} <= set(services)
 
 
-@pytest.mark.parametrize("service", ["driftline", "drill"])
+@pytest.mark.parametrize("service", ["driftline", "control-act", "drill"])
 def test_driftline_commands_in_compose_parse_with_the_real_cli(service):
     command = _compose()["services"][service]["command"]
     if command[0] in _DELEGATED:
