@@ -338,6 +338,20 @@ def _ts(layout: Layout, prof: ShapeProfile, exclude: list[str]) -> None:
         layout.note("ts", f"{best} holds ISO-8601 times")
 
 
+def _holds_ids(prof: ShapeProfile, obj: str) -> bool:
+    """Whether the object ``obj`` directly holds both an id (a string unique per event) and a time
+    (a time-named epoch number): request metadata, not features, however the object is named.
+    (Feature objects often carry an id-like field, which the learner leaves out, but not both.)"""
+    has_id = has_time = False
+    for q, st in prof.paths.items():
+        if not q.startswith(obj + "/") or "/" in q[len(obj) + 1:]:
+            continue
+        has_id = has_id or (st.share("str") >= 0.99 and st.unique)
+        has_time = has_time or (name_score(q, "ts") > 0 and st.share("int", "float") >= 0.99
+                                and st.unit() is not None)
+    return has_id and has_time
+
+
 def inference_layout(prof: ShapeProfile, model_name: str = "model") -> Layout:
     """The field mapping of inference messages; ``model_name`` is used when no field names the model."""
     lay = Layout()
@@ -370,7 +384,8 @@ def inference_layout(prof: ShapeProfile, model_name: str = "model") -> Layout:
             continue
         if st.scalar_objects < 0.9 * st.kinds["obj"]:
             continue
-        feat_cands.append(((name_score(p, "features") > 0, st.key_total / max(st.kinds["obj"], 1)), p))
+        feat_cands.append(((not _holds_ids(prof, p), name_score(p, "features") > 0,
+                            st.key_total / max(st.kinds["obj"], 1)), p))
     ranked = _rank(feat_cands)
     if ranked:
         lay.chosen["features"] = ranked[0]

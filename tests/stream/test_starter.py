@@ -184,6 +184,18 @@ def test_timestamp_units_and_iso_strings() -> None:
     assert lay.chosen["ts"] == "/created_at" and lay.ts_unit == "s"
 
 
+@pytest.mark.parametrize("meta", ["feature", "features", "input", "inputs"])
+def test_request_metadata_named_like_features_is_not_taken_for_them(meta: str) -> None:
+    """An object holding the unique request id and the time is metadata whatever its name."""
+    prof = ShapeProfile()
+    for i in range(80):
+        prof.add({meta: {"request_id": f"r-{i}", "timestamp": 1.767e9 + i},
+                  "call": {"model_name": "pets", "input": {"w": i * 0.37 % 9, "c": "xy"[i % 2]}, "prediction": "cat"}})
+    lay = inference_layout(prof)
+    assert lay.chosen["features"] == "/call/input"
+    assert lay.chosen["event_id"] == f"/{meta}/request_id" and lay.chosen["ts"] == f"/{meta}/timestamp"
+
+
 _KEY = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=3, max_size=8)
 
 
