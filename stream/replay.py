@@ -23,7 +23,7 @@ import zlib
 import json
 import sys
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,34 +252,47 @@ class LabelJoin:
     """Predictions awaiting labels, by event id and model, forgotten ``horizon`` seconds after their ts.
 
     As in the worker, models that share request ids each keep their own prediction, and a label
-    joins every model that predicted its event (within the label topic's scope).
+    joins every model that predicted its event (within the label topic's scope). Predictions are
+    forgotten in the order they were remembered (a prediction remembered again moves to the end):
+    ``order`` holds (key, stamp) per remembering, and an entry whose stamp is no longer its
+    key's is skipped.
     """
 
     def __init__(self, horizon: float, scope: frozenset[str] | None = None) -> None:
         self.horizon = horizon
         self.scope = scope
-        self.pending: OrderedDict[tuple[str, str], InferenceEvent] = OrderedDict()  # (event id, model)
+        # (event id, model) -> (version, deployment, prediction, ts, stamp): flat tuples the collector skips
+        self.pending: dict[tuple[str, str], tuple[str, str, str, float, int]] = {}
+        self.order: deque[tuple[tuple[str, str], int]] = deque()
         self.models: dict[str, list[str]] = {}  # event id -> models with a pending prediction, sorted
         self.expired: OrderedDict[str, None] = OrderedDict()
+        self._stamp = 0
 
     def remember(self, e: InferenceEvent) -> None:
         key = (e.event_id, e.model)
-        if key in self.pending:
-            self.pending.move_to_end(key)
-        else:
-            models = self.models.setdefault(e.event_id, [])
-            models.append(e.model)
-            if len(models) > 1:
+        if key not in self.pending:
+            models = self.models.get(e.event_id)
+            if models is None:
+                self.models[e.event_id] = [e.model]
+            else:
+                models.append(e.model)
                 models.sort()
-        self.pending[key] = e
+        self._stamp = stamp = self._stamp + 1
+        self.pending[key] = (e.model_version, e.deployment, e.prediction, e.ts, stamp)
+        self.order.append((key, stamp))
 
     def expire(self, now: float) -> None:
         limit = now - self.horizon
-        pending, expired, models = self.pending, self.expired, self.models
-        while pending:
-            key, e = next(iter(pending.items()))
-            if e.ts >= limit:
+        pending, expired, models, order = self.pending, self.expired, self.models, self.order
+        while order:
+            key, stamp = order[0]
+            held = pending.get(key)
+            if held is None or held[4] != stamp:
+                order.popleft()  # remembered again later: that entry counts
+                continue
+            if held[3] >= limit:
                 break
+            order.popleft()
             del pending[key]
             eid = key[0]
             left = models[eid]
@@ -298,10 +311,11 @@ class LabelJoin:
         if not names:
             return "label_too_late" if lab.event_id in self.expired else "label_unknown_event"
         out = []
+        pending, eid = self.pending, lab.event_id
         for m in names:
-            e = self.pending[(lab.event_id, m)]
-            if lab.ts - e.ts <= self.horizon:
-                out.append(JoinedLabel(lab, e.model, e.model_version, e.deployment, e.prediction, e.ts))
+            version, deployment, prediction, ts, _ = pending[(eid, m)]
+            if lab.ts - ts <= self.horizon:
+                out.append(JoinedLabel(lab, m, version, deployment, prediction, ts))
         return out or "label_too_late"
 
 
