@@ -211,6 +211,42 @@ def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> I
         yield item.ts, stream, line_no, item
 
 
+def _inference_batches(fh: IO[bytes], decoder: Decoder, rejected: Counter,
+                       batch_size: int) -> Iterator[list[InferenceEvent]]:
+    """Lists of ``batch_size`` decodable inference lines (what :func:`_items` yields, without the tuples)."""
+    decode = decoder.decode_inference
+    base = source_position(INFERENCE, 0, 0)
+    line_no = 0
+    lines = iter(fh)
+    while True:
+        events: list[InferenceEvent] = []
+        try:
+            for line in lines:
+                line_no += 1
+                if not line or line.isspace():
+                    rejected["blank_line"] += 1
+                    continue
+                try:
+                    item = decode(line)
+                except DecodeError as err:
+                    rejected[err.reason] += 1
+                    continue
+                item.position = base | line_no
+                events.append(item)
+                if len(events) >= batch_size:
+                    break
+            else:
+                if events:
+                    yield events
+                return
+        except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
+            rejected["unreadable_input"] += 1
+            if events:
+                yield events
+            return
+        yield events
+
+
 def _registry_items(fh: IO[bytes], config: ReplayConfig, rejected: Counter,
                     models: frozenset[str]) -> Iterator[tuple[float, int, int, Any]]:
     """(issued_at, REGISTRY, line, entry) for every registry line that verifies; rejects counted by reason."""
@@ -364,12 +400,19 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
             reg_rejected = report.rejected.setdefault("registry", Counter())
             merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
         lab_rejected = report.rejected["labels"]
+        # inference alone: whole batches straight from the lines, without the merge's per-line tuples
+        alone = (_inference_batches(inf_fh, config.inference_decoder, report.rejected["inference"], batch_size)
+                 if lab_fh is None and reg_fh is None else None)
         while True:
             events: list[InferenceEvent] = []
             joined: list[JoinedLabel] = []
             n = 0
             now = None
-            for ts, stream, _, item in merged:
+            if alone is not None:
+                events = next(alone, events)
+                n = len(events)
+                now = events[-1].ts if n else None
+            for ts, stream, _, item in (merged if alone is None else ()):
                 n += 1
                 now = ts
                 if stream == INFERENCE:
