@@ -30,6 +30,8 @@ _INT = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # beyond int64 t
 def _text(raw: bytes) -> bytes | str | None:
     """The message for msgspec, which does not check UTF-8 itself: ASCII as is, else strictly decoded."""
     if type(raw) is not bytes:
+        if not isinstance(raw, (bytearray, memoryview)):
+            return None  # text input (it may hold lone surrogates): the general path
         raw = bytes(raw)
     if raw.isascii():
         return raw

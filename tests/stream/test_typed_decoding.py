@@ -93,3 +93,12 @@ def test_fast_path_is_taken_for_the_default_layout() -> None:
     e = fast.decode_inference(orjson.dumps(GOOD))
     assert calls and e.confidence == 0.75 and e.features == {"x": 1.0, "n": 3} and type(e.features["n"]) is int
     assert JsonDecoder({"event_id": "/meta/id"})._read_inference is None  # mapped layouts take the general path
+
+
+@pytest.mark.parametrize("wrap", [str, bytearray, memoryview])
+def test_text_and_buffers_decode_like_bytes(wrap) -> None:
+    fast, general = _pair()
+    raw = json.dumps(GOOD).encode()
+    value = raw.decode() if wrap is str else wrap(raw)
+    assert _same(_outcome(fast.decode_inference, value), _outcome(general.decode_inference, value))
+    assert _outcome(fast.decode_inference, value)[0] == "event"
