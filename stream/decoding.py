@@ -37,6 +37,7 @@ import orjson
 
 from detectors.events import DEPLOYMENTS, InferenceEvent, LabelEvent
 from detectors.manifest import DIGEST
+from stream.typed_decoding import inference_reader, label_reader
 
 INFERENCE_FIELDS: tuple[str, ...] = ("event_id", "ts", "model", "model_version", "deployment", "features",
                                      "prediction", "scores", "confidence", "artifact_digest")
@@ -176,10 +177,19 @@ class JsonDecoder:
         if self.digest_header is not None:
             self._get["artifact_digest"] = lambda obj: _MISSING  # the worker reads the header
         self._plain = not fields and not constants and ts_unit == "s"
+        self._read_inference = inference_reader(self.limits) if self._plain else None
+        self._read_label = label_reader(self.limits) if self._plain else None
 
     # -- public ---------------------------------------------------------------------------
     def decode_inference(self, raw: bytes) -> InferenceEvent:
         """Parse and validate one inference message."""
+        read = self._read_inference
+        if read is not None and raw is not None and len(raw) <= self.limits.max_bytes:
+            event = read(raw)  # the default layout, well formed: one typed pass
+            if event is not None:
+                if self.max_future is not None:
+                    self._check_future(event.ts)
+                return event
         obj = parse_json(raw, self.limits.max_bytes)
         if self._plain and type(obj) is dict:
             event = _fast_inference(obj, self.limits, len(raw) > self.limits.max_string)
@@ -191,6 +201,13 @@ class JsonDecoder:
 
     def decode_label(self, raw: bytes) -> LabelEvent:
         """Parse and validate one label message."""
+        read = self._read_label
+        if read is not None and raw is not None and len(raw) <= self.limits.max_bytes:
+            label = read(raw)
+            if label is not None:
+                if self.max_future is not None:
+                    self._check_future(label.ts)
+                return label
         return self.label_from_obj(parse_json(raw, self.limits.max_bytes))
 
     def inference_from_obj(self, obj: Any, size: int | None = None) -> InferenceEvent:

@@ -23,7 +23,7 @@ import zlib
 import json
 import sys
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,6 +211,42 @@ def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> I
         yield item.ts, stream, line_no, item
 
 
+def _inference_batches(fh: IO[bytes], decoder: Decoder, rejected: Counter,
+                       batch_size: int) -> Iterator[list[InferenceEvent]]:
+    """Lists of ``batch_size`` decodable inference lines (what :func:`_items` yields, without the tuples)."""
+    decode = decoder.decode_inference
+    base = source_position(INFERENCE, 0, 0)
+    line_no = 0
+    lines = iter(fh)
+    while True:
+        events: list[InferenceEvent] = []
+        try:
+            for line in lines:
+                line_no += 1
+                if not line or line.isspace():
+                    rejected["blank_line"] += 1
+                    continue
+                try:
+                    item = decode(line)
+                except DecodeError as err:
+                    rejected[err.reason] += 1
+                    continue
+                item.position = base | line_no
+                events.append(item)
+                if len(events) >= batch_size:
+                    break
+            else:
+                if events:
+                    yield events
+                return
+        except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
+            rejected["unreadable_input"] += 1
+            if events:
+                yield events
+            return
+        yield events
+
+
 def _registry_items(fh: IO[bytes], config: ReplayConfig, rejected: Counter,
                     models: frozenset[str]) -> Iterator[tuple[float, int, int, Any]]:
     """(issued_at, REGISTRY, line, entry) for every registry line that verifies; rejects counted by reason."""
@@ -252,34 +288,47 @@ class LabelJoin:
     """Predictions awaiting labels, by event id and model, forgotten ``horizon`` seconds after their ts.
 
     As in the worker, models that share request ids each keep their own prediction, and a label
-    joins every model that predicted its event (within the label topic's scope).
+    joins every model that predicted its event (within the label topic's scope). Predictions are
+    forgotten in the order they were remembered (a prediction remembered again moves to the end):
+    ``order`` holds (key, stamp) per remembering, and an entry whose stamp is no longer its
+    key's is skipped.
     """
 
     def __init__(self, horizon: float, scope: frozenset[str] | None = None) -> None:
         self.horizon = horizon
         self.scope = scope
-        self.pending: OrderedDict[tuple[str, str], InferenceEvent] = OrderedDict()  # (event id, model)
+        # (event id, model) -> (version, deployment, prediction, ts, stamp): flat tuples the collector skips
+        self.pending: dict[tuple[str, str], tuple[str, str, str, float, int]] = {}
+        self.order: deque[tuple[tuple[str, str], int]] = deque()
         self.models: dict[str, list[str]] = {}  # event id -> models with a pending prediction, sorted
         self.expired: OrderedDict[str, None] = OrderedDict()
+        self._stamp = 0
 
     def remember(self, e: InferenceEvent) -> None:
         key = (e.event_id, e.model)
-        if key in self.pending:
-            self.pending.move_to_end(key)
-        else:
-            models = self.models.setdefault(e.event_id, [])
-            models.append(e.model)
-            if len(models) > 1:
+        if key not in self.pending:
+            models = self.models.get(e.event_id)
+            if models is None:
+                self.models[e.event_id] = [e.model]
+            else:
+                models.append(e.model)
                 models.sort()
-        self.pending[key] = e
+        self._stamp = stamp = self._stamp + 1
+        self.pending[key] = (e.model_version, e.deployment, e.prediction, e.ts, stamp)
+        self.order.append((key, stamp))
 
     def expire(self, now: float) -> None:
         limit = now - self.horizon
-        pending, expired, models = self.pending, self.expired, self.models
-        while pending:
-            key, e = next(iter(pending.items()))
-            if e.ts >= limit:
+        pending, expired, models, order = self.pending, self.expired, self.models, self.order
+        while order:
+            key, stamp = order[0]
+            held = pending.get(key)
+            if held is None or held[4] != stamp:
+                order.popleft()  # remembered again later: that entry counts
+                continue
+            if held[3] >= limit:
                 break
+            order.popleft()
             del pending[key]
             eid = key[0]
             left = models[eid]
@@ -298,10 +347,11 @@ class LabelJoin:
         if not names:
             return "label_too_late" if lab.event_id in self.expired else "label_unknown_event"
         out = []
+        pending, eid = self.pending, lab.event_id
         for m in names:
-            e = self.pending[(lab.event_id, m)]
-            if lab.ts - e.ts <= self.horizon:
-                out.append(JoinedLabel(lab, e.model, e.model_version, e.deployment, e.prediction, e.ts))
+            version, deployment, prediction, ts, _ = pending[(eid, m)]
+            if lab.ts - ts <= self.horizon:
+                out.append(JoinedLabel(lab, m, version, deployment, prediction, ts))
         return out or "label_too_late"
 
 
@@ -350,12 +400,19 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
             reg_rejected = report.rejected.setdefault("registry", Counter())
             merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
         lab_rejected = report.rejected["labels"]
+        # inference alone: whole batches straight from the lines, without the merge's per-line tuples
+        alone = (_inference_batches(inf_fh, config.inference_decoder, report.rejected["inference"], batch_size)
+                 if lab_fh is None and reg_fh is None else None)
         while True:
             events: list[InferenceEvent] = []
             joined: list[JoinedLabel] = []
             n = 0
             now = None
-            for ts, stream, _, item in merged:
+            if alone is not None:
+                events = next(alone, events)
+                n = len(events)
+                now = events[-1].ts if n else None
+            for ts, stream, _, item in (merged if alone is None else ()):
                 n += 1
                 now = ts
                 if stream == INFERENCE:

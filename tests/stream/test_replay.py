@@ -228,3 +228,21 @@ def test_a_far_future_timestamp_is_refused_and_changes_nothing(shifted, tmp_path
         return [(d["kind"], d.get("signal"), d.get("version"), d.get("key"), d.get("event_id")) for d in docs]
     assert what(report.collected) == what(clean.collected)
     assert any(d["kind"] == "alert" for d in clean.collected)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 4096])
+def test_inference_alone_takes_whole_batches_with_the_same_results(tmp_path, batch_size: int) -> None:
+    """Without labels, lines go to the engine in whole batches; counts, positions and messages are
+    those of the merged path (taken here with an empty label file)."""
+    raw = lines([event(0), b"{broken", b"", event(1, ts=float("nan")), event(2, features={"x": float("nan")}),
+                 event(3, model="other"), b"\xff\xfe", event(4, model_version="v9")]
+                + [event(i, features={"x": 50.0 if i > 300 else float(i % 7)}) for i in range(5, 600)])
+    inf = tmp_path / "inf.jsonl"
+    inf.write_bytes(raw)
+    empty = tmp_path / "none.jsonl"
+    empty.write_bytes(b"")
+    alone = run_replay(SPEC, inf, None, None, batch_size=batch_size, collect=True)
+    merged = run_replay(SPEC, inf, empty, None, batch_size=batch_size, collect=True)
+    assert alone.events == merged.events == 598 and alone.rejected["inference"] == merged.rejected["inference"]
+    assert alone.rejected["inference"]["blank_line"] == 1 and alone.collected == merged.collected
+    assert alone.collected and {d["replay"]["stream"] for d in alone.collected} == {"inference"}
