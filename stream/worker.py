@@ -263,9 +263,15 @@ class Worker:
         self._unsettled = None
 
     def _settle(self, consumer: Consumer, partitions: list[TopicPartition], claim: bool) -> None:
-        """Restore and load internal partitions' state and assign them (``claim=False``: a rewind)."""
+        """Restore and load internal partitions' state and assign them (``claim=False``: a rewind).
+
+        After a Redis restart noticed here (a batch failed on it and rewinds), the predictions Redis
+        may have lost are remembered again, as :meth:`_check_redis` does: the recently routed ones,
+        and those of every internal record after each partition's snapshot.
+        """
         internal = [tp for tp in partitions if tp.topic == self._internal]
-        self._redis_id = self._store.server_id()
+        current = self._store.server_id()
+        restarted = bool(self._redis_id) and current != self._redis_id
         self._beat = time.monotonic()  # each blocking call below is bounded by the call timeout
         committed = ({tp.partition: tp.offset for tp in consumer.committed(internal, timeout=self._call_timeout)}
                      if internal else {})
@@ -282,9 +288,16 @@ class Worker:
             self._load_partition(tp.partition)
             if kc is not None and (offset is None or offset < kc):
                 offset = self._catch_up(part, offset, kc)
+            elif restarted and offset is not None:
+                self._catch_up(part, offset, offset)  # nothing to re-run; predictions to remember again
             self._offsets[tp.partition] = offset
             self._mark_saved(tp.partition, offset)
             tp.offset = offset if offset is not None else OFFSET_BEGINNING
+        if restarted:
+            recent = self._remember_recent()
+            log.warning("worker %s: Redis restarted (run_id %s -> %s); remembered %d recent predictions again",
+                        self.worker_id, self._redis_id, current, recent)
+        self._redis_id = current
         keep = [tp for tp in partitions if tp not in lost]
         consumer.assign(keep)
         if lost:
