@@ -414,6 +414,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "workers").mkdir(exist_ok=True)
     stack = PrivateStack(workdir / "stack", Ports(args.ports))
+    busy = [] if (workdir / "stack").exists() else [p for p in stack.ports.all() if not port_free(p)]
+    if busy:
+        raise SystemExit(f"chaos: ports {busy} of --ports {args.ports} are in use (another stack?); "
+                         f"choose another base")
     tag = uuid.uuid4().hex[:8]
     os.environ.setdefault(KEY_ENV, secrets.token_hex(32))
     n_messages = args.events if args.events else int(args.duration * args.rate)
@@ -527,6 +531,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` and it can be bound."""
+    import socket
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -561,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--events", type=int, help="input messages in total (instead of --duration)")
     ap.add_argument("--models", type=int, default=4, help="models, one incident scenario each")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds to draw from")
-    ap.add_argument("--ports", type=int, default=24000, help="base of the private stack's port range")
+    ap.add_argument("--ports", type=int, default=24000, help="base of the private stack's ports (base .. base+99)")
     ap.add_argument("--redis-loss", type=float, default=0.0,
                     help="seconds of Redis AOF writes lost at each Redis kill (an OS crash under appendfsync everysec)")
     ap.add_argument("--label-wait", type=float, default=30.0, help="redis.label_wait_seconds of the workers")
@@ -576,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown fault kinds {unknown}; known: {list(KINDS)}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the private stack on SIGTERM too
     report = run(args)
+    if args.dir:  # kept with the worker logs, whatever the verdict
+        (Path(args.dir) / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return 0 if report.get("ok") else 1
 
