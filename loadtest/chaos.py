@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -502,6 +503,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "seconds": round(f.seconds, 2), "recovery_seconds":
                                     None if f.recovery_seconds is None else round(f.recovery_seconds, 2), **f.detail}
                                for f in faults]},
+            "catch_ups": catch_ups(workdir / "workers"),
             "worker_exits": {"unexpected": len(pool.unexpected_exits),
                              "samples": pool.unexpected_exits[:3], "live_at_end": sorted(live)},
             "messages": {key: verdict["messages"][key] for key in
@@ -529,6 +531,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["workdir"] = str(workdir)
         report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+_CATCH_UP = re.compile(rb"re-ran (\d+) records without output, remembered (\d+) predictions again in ([0-9.]+) s")
+
+
+def catch_ups(log_dir: Path) -> dict[str, Any]:
+    """The workers' catch-ups (from their logs): how many, records re-run, seconds (median, max)."""
+    rows = [(int(m[1]), float(m[3])) for path in sorted(log_dir.glob("*.log"))
+            for m in _CATCH_UP.finditer(path.read_bytes())]
+    secs = sorted(s for _, s in rows)
+    return {"count": len(rows), "records_max": max((r for r, _ in rows), default=0),
+            "seconds_median": round(statistics.median(secs), 2) if secs else None,
+            "seconds_max": round(secs[-1], 2) if secs else None}
 
 
 def port_free(port: int) -> bool:

@@ -332,6 +332,7 @@ class Worker:
         (their output was committed with them), store the result as committed at ``until``, and
         remember again the predictions of every record from ``start`` on (lost with the state).
         """
+        started = time.monotonic()
         settings = consumer_settings(self.config, group=False)
         settings.update({"group.id": f"{self.config.kafka.group_id}-catch-up", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -400,8 +401,8 @@ class Worker:
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
-                    "output, remembered %d predictions again", self.worker_id, part.topic, part.partition, start,
-                    until, len(items), len(pending))
+                    "output, remembered %d predictions again in %.2f s", self.worker_id, part.topic, part.partition,
+                    start, until, len(items), len(pending), time.monotonic() - started)
         return until
 
     def _check_redis(self) -> None:
