@@ -547,9 +547,10 @@ def catch_ups(log_dir: Path) -> dict[str, Any]:
 
 
 def port_free(port: int) -> bool:
-    """Whether nothing listens on 127.0.0.1:``port`` and it can be bound."""
+    """Whether nothing listens on 127.0.0.1:``port`` (connections of a stopped stack in TIME_WAIT do not count)."""
     import socket
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers themselves bind
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
