@@ -116,3 +116,13 @@ def test_state_differences_name_a_key_order_difference():
     diff = state_differences(a, b)
     assert len(diff) == 1 and diff[0].startswith(".per.v1: same entries, key order"), diff
     assert state_differences(a, a) == []
+
+
+def test_unmatched_labels_are_classified_by_when_their_prediction_was_routed():
+    from loadtest.eos_verify import classify_unmatched
+
+    known = {"e1", "e2", "e3"}
+    routed_at = {"e1": 100.0, "e2": 130.0, "e3": 99.5}
+    unmatched = [("e1", 120.0), ("e2", 120.0), ("e3", 100.0), ("e9", 120.0)]
+    assert classify_unmatched(unmatched, known, routed_at) == {"unknown_event": 1, "overtook": 2,
+                                                               "prediction_lost": 1}
