@@ -354,7 +354,7 @@ class Worker:
                                                     f"[{part.partition}] to {until}: no record for {patience:.0f} s",
                                                     retriable=True))
                 self._beat = time.monotonic()
-                msgs = consumer.consume(5000, 1.0)
+                msgs = consumer.consume(5000, 0.1)  # returns at 5000 records or the timeout: keep it short
                 if msgs:
                     deadline = time.monotonic() + patience
                 for msg in msgs:
