@@ -373,6 +373,12 @@ def inject(kind: str, pool: WorkerPool, stack: PrivateStack, rng: random.Random,
            redis_loss: float) -> Fault:
     """Inject one fault and bring the component back; returns what was done."""
     live = pool.live()
+    deadline = time.monotonic() + 30
+    while not live and time.monotonic() < deadline:  # the last worker exited; the supervisor restarts it
+        time.sleep(0.5)
+        live = pool.live()
+    if not live:
+        kind = "worker_add"
     if kind == "worker_remove" and len(live) <= 1:
         kind = "worker_add"
     if kind == "worker_add" and len(live) >= max_workers:
