@@ -112,6 +112,9 @@ class CanaryJudge:
         cn, ce, sn, se = snap
         m = self.p.min_labels
         if cn < m or sn < m or ce + se == 0:
+            # no law yet (the CUSUM is off); pi still weighs the scores its running mean sums, so it
+            # is a function of ``snap`` alone, as a judge restored from its state derives it
+            self.pi = 0.5
             self.cusum.set_params(np.ones((1, len(self.drifts))), np.ones((1, len(self.drifts))),
                                   np.full((1, len(self.drifts)), np.inf), np.full((1, len(self.drifts)), np.inf),
                                   np.ones(1), np.zeros(1, dtype=bool))

@@ -481,7 +481,10 @@ class ModelMonitor:
             "policy": self.policy.to_state(), "now": enc_float(self.now), "unlisted": self.unlisted,
             "stable_seen": self.stable_seen, "rolled_back": self.rolled_back,
             "counters": [self.events, self.labels, self.unlisted_labels],
-            "detections": self.detections, "detections_by_stream": self.stream_detections,
+            "detections": self.detections,
+            # one order whatever order detections came in (a restored monitor reads them back in this one)
+            "detections_by_stream": {k: {s: v[s] for s in SIGNALS if s in v}
+                                     for k, v in sorted(self.stream_detections.items())},
             **({"manifest": self.manifest.to_state()} if self.manifest is not None else {}),
         })
 

@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -372,6 +373,12 @@ def inject(kind: str, pool: WorkerPool, stack: PrivateStack, rng: random.Random,
            redis_loss: float) -> Fault:
     """Inject one fault and bring the component back; returns what was done."""
     live = pool.live()
+    deadline = time.monotonic() + 30
+    while not live and time.monotonic() < deadline:  # the last worker exited; the supervisor restarts it
+        time.sleep(0.5)
+        live = pool.live()
+    if not live:
+        kind = "worker_add"
     if kind == "worker_remove" and len(live) <= 1:
         kind = "worker_add"
     if kind == "worker_add" and len(live) >= max_workers:
@@ -414,6 +421,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "workers").mkdir(exist_ok=True)
     stack = PrivateStack(workdir / "stack", Ports(args.ports))
+    busy = [] if (workdir / "stack").exists() else [p for p in stack.ports.all() if not port_free(p)]
+    if busy:
+        raise SystemExit(f"chaos: ports {busy} of --ports {args.ports} are in use (another stack?); "
+                         f"choose another base")
     tag = uuid.uuid4().hex[:8]
     os.environ.setdefault(KEY_ENV, secrets.token_hex(32))
     n_messages = args.events if args.events else int(args.duration * args.rate)
@@ -498,6 +509,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                 "seconds": round(f.seconds, 2), "recovery_seconds":
                                     None if f.recovery_seconds is None else round(f.recovery_seconds, 2), **f.detail}
                                for f in faults]},
+            "catch_ups": catch_ups(workdir / "workers"),
             "worker_exits": {"unexpected": len(pool.unexpected_exits),
                              "samples": pool.unexpected_exits[:3], "live_at_end": sorted(live)},
             "messages": {key: verdict["messages"][key] for key in
@@ -525,6 +537,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         report["workdir"] = str(workdir)
         report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+_CATCH_UP = re.compile(rb"re-ran (\d+) records without output, remembered (\d+) predictions again in ([0-9.]+) s")
+
+
+def catch_ups(log_dir: Path) -> dict[str, Any]:
+    """The workers' catch-ups (from their logs): how many, records re-run, seconds (median, max)."""
+    rows = [(int(m[1]), float(m[3])) for path in sorted(log_dir.glob("*.log"))
+            for m in _CATCH_UP.finditer(path.read_bytes())]
+    secs = sorted(s for _, s in rows)
+    return {"count": len(rows), "records_max": max((r for r, _ in rows), default=0),
+            "seconds_median": round(statistics.median(secs), 2) if secs else None,
+            "seconds_max": round(secs[-1], 2) if secs else None}
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` (connections of a stopped stack in TIME_WAIT do not count)."""
+    import socket
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers themselves bind
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
@@ -561,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--events", type=int, help="input messages in total (instead of --duration)")
     ap.add_argument("--models", type=int, default=4, help="models, one incident scenario each")
     ap.add_argument("--kinds", default=",".join(KINDS), help="comma-separated fault kinds to draw from")
-    ap.add_argument("--ports", type=int, default=24000, help="base of the private stack's port range")
+    ap.add_argument("--ports", type=int, default=24000, help="base of the private stack's ports (base .. base+99)")
     ap.add_argument("--redis-loss", type=float, default=0.0,
                     help="seconds of Redis AOF writes lost at each Redis kill (an OS crash under appendfsync everysec)")
     ap.add_argument("--label-wait", type=float, default=30.0, help="redis.label_wait_seconds of the workers")
@@ -576,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown fault kinds {unknown}; known: {list(KINDS)}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up the private stack on SIGTERM too
     report = run(args)
+    if args.dir:  # kept with the worker logs, whatever the verdict
+        (Path(args.dir) / "report.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report))
     return 0 if report.get("ok") else 1
 

@@ -23,7 +23,7 @@ STACK = ROOT / "scripts" / "stack"
 
 @dataclass(frozen=True)
 class Ports:
-    """The ports of one private stack, all from one base (a range of 1000 assigned to its user)."""
+    """The ports of one private stack, all within ``base`` .. ``base + 99`` (a range of 100 assigned to its user)."""
 
     base: int
 
@@ -37,7 +37,7 @@ class Ports:
 
     @property
     def redis(self) -> int:
-        return self.base + 379
+        return self.base + 79
 
     @property
     def prometheus(self) -> int:
@@ -45,7 +45,12 @@ class Ports:
 
     @property
     def metrics(self) -> int:
-        return self.base + 464
+        return self.base + 64
+
+    def all(self) -> list[int]:
+        """Every port the stack may open (the free-port check of a run)."""
+        return [self.kafka, self.controller, self.redis, self.prometheus, self.metrics, self.base + 94,
+                self.base + 80, self.base + 95, self.base + 96]
 
 
 class PrivateStack:
@@ -72,7 +77,7 @@ class PrivateStack:
         return dict(os.environ, DRIFTLINE_STACK_DIR=str(self.dir), DRIFTLINE_KAFKA_PORT=str(p.kafka),
                     DRIFTLINE_KAFKA_CONTROLLER_PORT=str(p.controller), DRIFTLINE_REDIS_PORT=str(p.redis),
                     DRIFTLINE_PROMETHEUS_PORT=str(p.prometheus), DRIFTLINE_METRICS_PORTS=str(p.metrics),
-                    DRIFTLINE_KAFKA_SASL_PORT=str(p.base + 94), DRIFTLINE_REDIS_TLS_PORT=str(p.base + 380),
+                    DRIFTLINE_KAFKA_SASL_PORT=str(p.base + 94), DRIFTLINE_REDIS_TLS_PORT=str(p.base + 80),
                     DRIFTLINE_ALERTMANAGER_PORT=str(p.base + 95), DRIFTLINE_ALERT_WEBHOOK_PORT=str(p.base + 96))
 
     def _stack(self, command: str, timeout: float = 180.0) -> None:

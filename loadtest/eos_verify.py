@@ -9,8 +9,8 @@ Independent of the workers' own bookkeeping, it reads every topic from the begin
 - control output: the internal topic's committed records, replayed per partition in offset order
   (the order the owning workers saw) through a fresh :class:`~detectors.engine.Engine` built from
   the same configuration, give the expected control messages; the control topic must hold each
-  exactly once, nothing extra, with the same content (transport fields ``issued_at``, ``key_id``
-  and ``signature`` excluded) and verifying rollback signatures;
+  exactly once, nothing extra, with the same content (the transport fields signing adds excluded:
+  ``canonicalization``, ``issued_at``, ``key_id``, ``signature``) and verifying rollback signatures;
 - state: every model's committed state in Redis is byte-identical to the replay's
   ``ModelMonitor.to_bytes()``.
 
@@ -29,7 +29,9 @@ from typing import Any
 
 import orjson
 
-TRANSPORT_FIELDS = frozenset({"issued_at", "key_id", "signature"})
+from stream.signing import TRANSPORT_FIELDS as _SIGNED_TRANSPORT
+
+TRANSPORT_FIELDS = frozenset(_SIGNED_TRANSPORT)  # what signing adds around the deterministic content
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TopicRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float = 0.0  # Kafka create time, seconds
 
 
 # -- pure comparisons ----------------------------------------------------------------------------
@@ -87,8 +90,7 @@ def compare_states(expected: Mapping[str, bytes], observed: Mapping[str, bytes |
 
 
 def _exact(x: Any) -> bytes:
-    import orjson
-    return orjson.dumps(x, option=orjson.OPT_SORT_KEYS, default=repr)
+    return orjson.dumps(x, default=repr)  # key order counts: it is part of the state bytes
 
 
 def state_differences(a: bytes | None, b: bytes | None, limit: int = 6) -> list[str]:
@@ -104,9 +106,12 @@ def state_differences(a: bytes | None, b: bytes | None, limit: int = 6) -> list[
     out: list[str] = []
 
     def walk(x: Any, y: Any, path: str) -> None:
-        if len(out) >= limit or (x == y and _exact(x) == _exact(y)):  # 1 == 1.0 and 0.0 == -0.0, but not as bytes
+        if len(out) >= limit or _exact(x) == _exact(y):  # 1 == 1.0 and 0.0 == -0.0, but not as bytes
             return
         if isinstance(x, dict) and isinstance(y, dict):
+            if set(x) == set(y) and list(x) != list(y) and all(_exact(x[k]) == _exact(y[k]) for k in x):
+                out.append(f"{path}: same entries, key order replay {list(x)[:8]} != redis {list(y)[:8]}")
+                return
             for k in sorted(set(x) | set(y), key=str):
                 walk(x.get(k), y.get(k), f"{path}.{k}")
         elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
@@ -116,6 +121,28 @@ def state_differences(a: bytes | None, b: bytes | None, limit: int = 6) -> list[
             out.append(f"{path}: replay {str(x)[:80]} != redis {str(y)[:80]}")
 
     walk(docs[0], docs[1], "")
+    return out
+
+
+def classify_unmatched(unmatched: Iterable[tuple[str, float]], known: set[str],
+                       routed_at: Mapping[str, float], slack: float = 1.0) -> dict[str, int]:
+    """Why labels were dead-lettered as ``label_unmatched``: ``(event id, dead-letter time)`` each.
+
+    ``unknown_event``: no inference event of that id was sent (nothing to join); ``overtook``: its
+    prediction was routed only after the label had waited ``redis.label_wait_seconds`` (a routing
+    stall, not a loss); ``prediction_lost``: routed more than ``slack`` seconds before the label
+    gave up, so Redis had it and lost it (the last second an OS crash takes) and recovery did not
+    write it again. ``routed_at``: event id -> Kafka time of its first internal record.
+    """
+    out = {"unknown_event": 0, "overtook": 0, "prediction_lost": 0}
+    for event_id, dead_at in unmatched:
+        routed = routed_at.get(event_id)
+        if event_id not in known or routed is None:
+            out["unknown_event"] += 1
+        elif routed < dead_at - slack:
+            out["prediction_lost"] += 1
+        else:
+            out["overtook"] += 1
     return out
 
 
@@ -176,7 +203,7 @@ def read_committed(bootstrap: str, topic: str, timeout: float = 120.0) -> list[T
                         pending.discard(msg.partition())
                         continue
                     raise RuntimeError(f"reading {topic!r}: {err}")
-                out.append(TopicRecord(msg.partition(), msg.offset(), msg.key(), msg.value()))
+                out.append(TopicRecord(msg.partition(), msg.offset(), msg.key(), msg.value(), msg.timestamp()[1] / 1000))
         out.sort(key=lambda r: (r.partition, r.offset))
         return out
     finally:
@@ -193,6 +220,7 @@ class Observation:
     dead: list[dict[str, Any]]
     states: dict[str, bytes | None]
     committed: dict[tuple[str, int], int] = field(default_factory=dict)  # group's committed offsets
+    dead_times: list[float] = field(default_factory=list)  # Kafka time of each dead letter (as ``dead``)
 
 
 def observe(config: Any, timeout: float = 120.0) -> Observation:
@@ -208,7 +236,8 @@ def observe(config: Any, timeout: float = 120.0) -> Observation:
     raw = {t: read_committed(bootstrap, t, timeout) for t in topics}
     internal = read_committed(bootstrap, k.internal_topic, timeout)
     control = [orjson.loads(r.value) for r in read_committed(bootstrap, k.control_topic, timeout) if r.value]
-    dead = [orjson.loads(r.value) for r in read_committed(bootstrap, k.dead_letter_topic, timeout) if r.value]
+    dead_records = [r for r in read_committed(bootstrap, k.dead_letter_topic, timeout) if r.value]
+    dead = [orjson.loads(r.value) for r in dead_records]
     store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id)
     states = {m.name: store.load_model(m.name) for m in config.monitor.models}
     group = Consumer({"bootstrap.servers": bootstrap, "group.id": k.group_id, "enable.auto.commit": False})
@@ -218,7 +247,7 @@ def observe(config: Any, timeout: float = 120.0) -> Observation:
         committed = {(tp.topic, tp.partition): tp.offset for tp in group.committed(wanted, timeout=30)}
     finally:
         group.close()
-    return Observation(raw, internal, control, dead, states, committed)
+    return Observation(raw, internal, control, dead, states, committed, [r.timestamp for r in dead_records])
 
 
 # -- replay and verdict --------------------------------------------------------------------------
@@ -295,6 +324,16 @@ def verify_run(config_path: str | Path, signing_keys: Any, timeout: float = 120.
                     known_events.add(decoders[topic].decode_inference(rec.value).event_id)
                 except (DecodeError, TypeError, ValueError):
                     pass
+    unmatched = [(d, t) for d, t in zip(obs.dead, obs.dead_times) if d.get("reason") == "label_unmatched"]
+    unmatched_ids: list[tuple[str, float]] = []
+    for d, t in unmatched:
+        try:
+            event_id = orjson.loads(d.get("payload") or "null").get("event_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            event_id = None
+        unmatched_ids.append((str(event_id), t))
+    wanted = {e for e, _ in unmatched_ids}
+    routed_at: dict[str, float] = {}
     routed: list[tuple[int, int, str]] = []
     bad_internal = 0
     for rec in obs.internal:
@@ -308,18 +347,14 @@ def verify_run(config_path: str | Path, signing_keys: Any, timeout: float = 120.
         for item in batch.items:  # one internal record carries a run of events or joined labels
             pos = item.position if batch.kind == "i" else item.label.position
             routed.append((rec.partition, pos, batch.model))
+            if batch.kind == "i" and item.event_id in wanted:
+                routed_at[item.event_id] = min(routed_at.get(item.event_id, rec.timestamp), rec.timestamp)
     index = {name: i for i, name in enumerate(names)}
     dead_positions = [source_position(index[d["topic"]], d["partition"], d["offset"])
                       for d in obs.dead if d.get("topic") in index]
     routing = check_routing(raw, routed, dead_positions)
-    unmatched = [d for d in obs.dead if d.get("reason") == "label_unmatched"]
-    lost_joins = 0
-    for d in unmatched:
-        try:
-            if orjson.loads(d.get("payload") or "null").get("event_id") in known_events:
-                lost_joins += 1
-        except (orjson.JSONDecodeError, AttributeError):
-            continue
+    lost_joins = sum(1 for e, _ in unmatched_ids if e in known_events)
+    why = classify_unmatched(unmatched_ids, known_events, routed_at)
     expected, replay_states, events, labels = replay_internal(config_path, obs.internal)
     control = compare_control(expected, obs.control)
     states = compare_states(replay_states, obs.states)
@@ -349,7 +384,7 @@ def verify_run(config_path: str | Path, signing_keys: Any, timeout: float = 120.
         "ok": not violations, "violations": violations, "messages": control, "states": states,
         "routing": routing, "events": events, "labels_joined": labels,
         "labels": {"raw": sum(1 for v in raw.values() if v == "label"), "joined": labels,
-                   "unmatched": len(unmatched), "unmatched_known_event": lost_joins},
+                   "unmatched": len(unmatched), "unmatched_known_event": lost_joins, "unmatched_why": why},
         "dead_letters": dict(sorted(Counter(d.get("reason", "?") for d in obs.dead).items())),
         "rollbacks": len(rollbacks), "rollback_signatures_bad": bad_signatures,
     }

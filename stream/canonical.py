@@ -5,9 +5,10 @@ follow a published standard rather than one library's output: object members sor
 UTF-16 code units of their names, no whitespace, strings escaped as ECMAScript's
 ``JSON.stringify`` does (only ``"``, ``\\``, and control characters), UTF-8, and numbers in
 ECMAScript's shortest round-trip form (``4.50`` is ``4.5``, ``1E30`` is ``1e+30``, ``1.0`` is
-``1``). JSON has no NaN or Infinity and JCS numbers are IEEE-754 doubles, so a non-finite number
-or an integer beyond 2**53 in magnitude raises ``ValueError``, as does a string that is not valid
-Unicode (a lone surrogate). Libraries implementing RFC 8785 exist for Go, Java, JavaScript, .NET
+``1``). JSON has no NaN or Infinity, so a non-finite number raises ``ValueError``, as does a
+string that is not valid Unicode (a lone surrogate). JCS numbers are IEEE-754 doubles: an integer
+beyond 2**53 in magnitude (a source position of any topic but the first) is written as the double
+every JSON reader, and so every JCS library, makes of it; its lowest bits are not signed. Libraries implementing RFC 8785 exist for Go, Java, JavaScript, .NET
 and Python.
 
 >>> jcs({"b": [4.50, 1E30, 2e-3], "a": "\u20ac\\n", "c": None})
@@ -69,9 +70,13 @@ def _write(v: Any, out: list[str], depth: int, path: str) -> None:
         out.append(_string(v))
     elif isinstance(v, numbers.Integral) and not isinstance(v, bool):
         i = int(v)
-        if abs(i) > MAX_SAFE_INTEGER:
-            raise ValueError(f"integer beyond 2**53 at {path}")
-        out.append(str(i))
+        if abs(i) <= MAX_SAFE_INTEGER:
+            out.append(str(i))
+        else:
+            try:
+                out.append(number(float(i)))
+            except OverflowError:
+                raise ValueError(f"integer beyond the range of a double at {path}") from None
     elif isinstance(v, numbers.Real):
         f = float(v)
         if not math.isfinite(f):

@@ -113,7 +113,7 @@ def canonical_bytes(msg: Mapping[str, Any]) -> bytes:
     """The bytes a signature covers: the RFC 8785 (JCS) form of ``msg`` minus ``signature``.
 
     Raises ``ValueError`` naming the path of a non-finite number (JSON has none; see
-    :func:`finite_json`), an integer beyond 2**53 or a lone surrogate.
+    :func:`finite_json`), an integer beyond the range of a double or a lone surrogate.
     """
     return jcs({k: v for k, v in msg.items() if k != "signature"})
 

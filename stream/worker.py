@@ -139,6 +139,9 @@ class Worker:
         self._redis_id = ""  # Redis run_id when state was last known complete there
         self._last_redis_check = 0.0
         self._recent: deque[tuple[float, list[tuple[str, bytes]]]] = deque()  # (time, pending lines)
+        # blocking client calls return (and are repeated, see _complete) well before the watchdog
+        # judges the batch stalled: a broker restart is waited out, not taken for a hang
+        self._call_timeout = min(30.0, k.stall_timeout_seconds / 3)
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -260,10 +263,18 @@ class Worker:
         self._unsettled = None
 
     def _settle(self, consumer: Consumer, partitions: list[TopicPartition], claim: bool) -> None:
-        """Restore and load internal partitions' state and assign them (``claim=False``: a rewind)."""
+        """Restore and load internal partitions' state and assign them (``claim=False``: a rewind).
+
+        After a Redis restart noticed here (a batch failed on it and rewinds), the predictions Redis
+        may have lost are remembered again, as :meth:`_check_redis` does: the recently routed ones,
+        and those of every internal record after each partition's snapshot.
+        """
         internal = [tp for tp in partitions if tp.topic == self._internal]
-        self._redis_id = self._store.server_id()
-        committed = {tp.partition: tp.offset for tp in consumer.committed(internal, timeout=30)} if internal else {}
+        current = self._store.server_id()
+        restarted = bool(self._redis_id) and current != self._redis_id
+        self._beat = time.monotonic()  # each blocking call below is bounded by the call timeout
+        committed = ({tp.partition: tp.offset for tp in consumer.committed(internal, timeout=self._call_timeout)}
+                     if internal else {})
         lost = []
         for tp in internal:
             kc = committed.get(tp.partition)
@@ -277,9 +288,16 @@ class Worker:
             self._load_partition(tp.partition)
             if kc is not None and (offset is None or offset < kc):
                 offset = self._catch_up(part, offset, kc)
+            elif restarted and offset is not None:
+                self._catch_up(part, offset, offset)  # nothing to re-run; predictions to remember again
             self._offsets[tp.partition] = offset
             self._mark_saved(tp.partition, offset)
             tp.offset = offset if offset is not None else OFFSET_BEGINNING
+        if restarted:
+            recent = self._remember_recent()
+            log.warning("worker %s: Redis restarted (run_id %s -> %s); remembered %d recent predictions again",
+                        self.worker_id, self._redis_id, current, recent)
+        self._redis_id = current
         keep = [tp for tp in partitions if tp not in lost]
         consumer.assign(keep)
         if lost:
@@ -314,6 +332,7 @@ class Worker:
         (their output was committed with them), store the result as committed at ``until``, and
         remember again the predictions of every record from ``start`` on (lost with the state).
         """
+        started = time.monotonic()
         settings = consumer_settings(self.config, group=False)
         settings.update({"group.id": f"{self.config.kafka.group_id}-catch-up", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True,
@@ -324,13 +343,21 @@ class Worker:
         try:
             consumer.assign([TopicPartition(part.topic, part.partition,
                                             start if start is not None else OFFSET_BEGINNING)])
-            deadline = time.monotonic() + self.config.kafka.stall_timeout_seconds
+            # a long catch-up is fine while records arrive; none for a call timeout (the broker is
+            # restarting) is a transient error: the batch loop rewinds and retries with backoff
+            patience = self._call_timeout
+            deadline = time.monotonic() + patience
             at_end = False
             while not at_end:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"catching up {part.topic}[{part.partition}] to {until} took too long")
+                    raise KafkaException(KafkaError(KafkaError._TIMED_OUT, f"catching up {part.topic}"
+                                                    f"[{part.partition}] to {until}: no record for {patience:.0f} s",
+                                                    retriable=True))
                 self._beat = time.monotonic()
-                for msg in consumer.consume(5000, 1.0):
+                msgs = consumer.consume(5000, 0.1)  # returns at 5000 records or the timeout: keep it short
+                if msgs:
+                    deadline = time.monotonic() + patience
+                for msg in msgs:
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
@@ -374,8 +401,8 @@ class Worker:
         self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
-                    "output, remembered %d predictions again", self.worker_id, part.topic, part.partition, start,
-                    until, len(items), len(pending))
+                    "output, remembered %d predictions again in %.2f s", self.worker_id, part.topic, part.partition,
+                    start, until, len(items), len(pending), time.monotonic() - started)
         return until
 
     def _check_redis(self) -> None:
@@ -466,9 +493,9 @@ class Worker:
             staged = self._detect(internal, positions, outcome, caught_up=not full)
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             metadata = self._consumer.consumer_group_metadata()
-            self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, 30))
+            self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._call_timeout))
             checkpoint_started = time.perf_counter()
-            self._complete(lambda: producer.commit_transaction(30))
+            self._complete(lambda: producer.commit_transaction(self._call_timeout))
         except OwnershipLost as exc:
             log.warning("batch dropped: %s", exc)  # the revocation follows; the new owner redoes it
             return
@@ -548,8 +575,8 @@ class Worker:
         self._needs_rewind = True  # until the transaction commits
         producer.begin_transaction()
         metadata = consumer.consumer_group_metadata()
-        self._complete(lambda: producer.send_offsets_to_transaction(moved, metadata, 30))
-        self._complete(lambda: producer.commit_transaction(30))
+        self._complete(lambda: producer.send_offsets_to_transaction(moved, metadata, self._call_timeout))
+        self._complete(lambda: producer.commit_transaction(self._call_timeout))
         self._needs_rewind = False
 
     def _complete(self, call: Callable[[], None]) -> None:
@@ -974,10 +1001,11 @@ class Worker:
         Partitions another worker has claimed meanwhile are left alone (their revocation follows).
         """
         try:
-            self._producer.abort_transaction(30)
+            self._producer.abort_transaction(self._call_timeout)
         except KafkaException as exc:
-            if exc.args and getattr(exc.args[0], "fatal", bool)():
-                raise
+            err = exc.args[0] if exc.args else None
+            if err is not None and (err.fatal() or err.retriable()):
+                raise  # fatal ends the worker; a timed-out abort is retried by the batch loop
             log.warning("abort: %s", exc)  # no open transaction, or it is aborted already
         consumer = self._consumer
         self._monitors.clear()

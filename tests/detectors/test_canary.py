@@ -147,3 +147,38 @@ def test_label_flip_on_canary_labels_does_not_roll_back(small_spec, calib, alert
     assert any(a["deployment"] == "canary" for a in r.alerts("label_disagreement") + r.alerts("performance")), \
         r.counts()
     assert rollbacks(r) == []
+
+
+# -- state: a restored judge continues exactly as the live one ---------------------------------
+
+def _labels_for(judge, n, seed, canary_share):
+    rng = np.random.default_rng(seed)
+    is_c = rng.random(n) < canary_share
+    err = (rng.random(n) < 0.1).astype(np.int8)
+    return judge.process_labels(is_c, ~is_c, err)
+
+
+def test_a_restored_judge_continues_like_the_live_one_after_a_new_canary_starts(small_spec, calib):
+    """The label score's canary share ``pi`` is part of the judge's state in effect, not a leftover.
+
+    A new canary starts with too few labels to derive ``pi``; the live judge kept the previous
+    canary's ``pi`` while one restored from its state (after a crash or a rebalance) used 0.5, so
+    the CUSUM's running sums, and the model state, diverged from an uninterrupted run.
+    """
+    from detectors.canary import CanaryJudge
+
+    def judge():
+        return CanaryJudge(len(small_spec.classes) + 1, small_spec.canary, calib.false_alarms_per_million,
+                           tuple(calib.cusum_drifts))
+
+    live = judge()
+    live.start("v2")
+    _labels_for(live, 5000, seed=1, canary_share=0.15)  # enough labels: pi derived from v2's share
+    assert abs(live.pi - 0.5) > 0.1
+    live.start("v3")
+    _labels_for(live, 60, seed=2, canary_share=0.4)  # fewer than min_labels canary labels
+    restored = judge()
+    restored.load_state(live.to_state())
+    for j in (live, restored):
+        _labels_for(j, 3000, seed=3, canary_share=0.4)
+    assert restored.to_state() == live.to_state()

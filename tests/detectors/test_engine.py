@@ -101,6 +101,20 @@ def test_state_round_trip_gives_identical_future(split):
     assert first + rest == run(ModelMonitor(SPEC, CAL, AL), EVENTS, LABELS, [split], [])
 
 
+def test_state_bytes_do_not_depend_on_the_order_detections_came_in():
+    """Per-stream detection counts are encoded in one order, so a restored monitor (whose counts
+    are read back in signal order) writes the same bytes as the live one whose first label drift
+    came before its first numeric drift (a diverged state in the long chaos run)."""
+    a, b = ModelMonitor(SPEC, CAL, AL), ModelMonitor(SPEC, CAL, AL)
+    run(a, EVENTS[:500], [], [], [])
+    run(b, EVENTS[:500], [], [], [])
+    a.stream_detections = {"v1/stable": {"label_drift": 2, "numeric_drift": 1}, "v2/canary": {"performance": 1}}
+    b.stream_detections = {"v2/canary": {"performance": 1}, "v1/stable": {"numeric_drift": 1, "label_drift": 2}}
+    assert a.to_bytes() == b.to_bytes()
+    blob = a.to_bytes()
+    assert ModelMonitor.from_bytes(SPEC, CAL, AL, blob).to_bytes() == blob
+
+
 def test_state_is_compact():
     mon = ModelMonitor(SPEC, CAL, AL)
     run(mon, EVENTS, LABELS, [], [])

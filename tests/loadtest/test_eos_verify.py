@@ -90,3 +90,39 @@ def test_counts_add_up_for_any_observation(expected_ids, observed_ids):
     assert matched + report["duplicated"] + sum(observed_ids.count(i) for i in obs - exp) == len(observed_ids)
     assert report["extra"] == len(obs - exp)
     assert report["mismatched"] == 0
+
+
+def test_a_signed_rollback_matches_its_unsigned_expected_content():
+    """Every field ``sign`` adds (``canonicalization`` too) is transport, not content: a correctly
+    signed rollback must not count as a mismatch (the long chaos run's one "mismatched" message)."""
+    from stream.signing import SigningKey, sign
+
+    key = SigningKey("k1", b"s" * 32)
+    observed = [EXPECTED[0], EXPECTED[1], sign(EXPECTED[2], key)]
+    report = compare_control(EXPECTED, observed)
+    assert report["mismatched"] == 0, report["mismatched_ids"]
+    observed[2] = dict(observed[2], stable_version="v0")  # a real content change is still caught
+    assert compare_control(EXPECTED, observed)["mismatched_ids"] == ["r3"]
+
+
+def test_state_differences_name_a_key_order_difference():
+    """Two states with the same entries in another key order differ as bytes; the report says where."""
+    from detectors.state import encode_state
+    from loadtest.eos_verify import state_differences
+
+    a = encode_state({"kind": "x", "per": {"v1": {"label_drift": 1, "numeric_drift": 2}}})
+    b = encode_state({"kind": "x", "per": {"v1": {"numeric_drift": 2, "label_drift": 1}}})
+    assert a != b
+    diff = state_differences(a, b)
+    assert len(diff) == 1 and diff[0].startswith(".per.v1: same entries, key order"), diff
+    assert state_differences(a, a) == []
+
+
+def test_unmatched_labels_are_classified_by_when_their_prediction_was_routed():
+    from loadtest.eos_verify import classify_unmatched
+
+    known = {"e1", "e2", "e3"}
+    routed_at = {"e1": 100.0, "e2": 130.0, "e3": 99.5}
+    unmatched = [("e1", 120.0), ("e2", 120.0), ("e3", 100.0), ("e9", 120.0)]
+    assert classify_unmatched(unmatched, known, routed_at) == {"unknown_event": 1, "overtook": 2,
+                                                               "prediction_lost": 1}

@@ -16,12 +16,18 @@ import subprocess
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 import yaml
+from confluent_kafka import Consumer
 
 from loadtest.eos_verify import verify_run
+from stream.config import parse_config
+from stream.decoding import build_decoders
 from stream.signing import SigningKey
+from stream.state import pending_lines
+from stream.worker import Worker
 from tests.stream.worker_harness import (SIGNING_KEY, committed_offsets, drain, inference_events, make_scenario,
                                          model_spec, produce, start_worker, stop_worker, wait_until)
 
@@ -152,3 +158,38 @@ def test_losing_redis_last_writes_duplicates_nothing_and_keeps_state_and_label_j
     assert report["states"]["all_equal"], (report, log)
     assert report["labels"]["unmatched_known_event"] == 0, (report, log)
     assert report["ok"], (report, log)
+
+
+def test_a_rewind_after_a_redis_restart_remembers_recent_predictions_again(tmp_path, monkeypatch):
+    """A batch that fails on a restarted Redis rewinds; the rewind must not take the new Redis for the
+    one state was restored from. It used to record the new run id before anyone compared it, so the
+    predictions routed in the lost second were never written again and their labels went unmatched
+    (hundreds of ``label_unmatched`` of known events in the long chaos run)."""
+    private = PrivateRedis(tmp_path)
+    private.start()
+    try:
+        monkeypatch.setenv("K", "k" * 32)
+        cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}],
+                                      "label_topics": [{"name": "l"}]},
+                            "redis": {"url": private.url, "key_prefix": "rewind"},
+                            "signing": {"key_env": "K"}, "metrics": {"enabled": False},
+                            "monitor": {"models": [{"name": "m", "classes": ["a", "b"], "versions": ["v1"]}]}})
+        worker = Worker(cfg)
+        consumer = Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "rewind"})  # no partitions to settle
+        try:
+            worker._settle(consumer, [], claim=True)  # the Redis state was restored from
+            decoder = build_decoders(cfg)["t"]
+            events = [decoder.decode_inference(orjson.dumps(e)) for e in inference_events("m", 20, seed=1)]
+            ids = [e.event_id for e in events]
+            lines = pending_lines([(e.event_id, e) for e in events])
+            worker._store.remember_lines(lines, cfg.redis.pending_ttl_seconds)
+            worker._recent.append((time.monotonic(), lines))  # as routing keeps them
+            assert private.crash_back_to(0) > 0  # the predictions were in the lost stretch
+            assert worker._store.lookup_predictions(ids) == [[]] * len(ids)
+            worker._settle(consumer, [], claim=False)  # the failed batch's rewind
+            found = worker._store.lookup_predictions(ids)
+            assert all(len(p) == 1 and p[0].model == "m" for p in found), found
+        finally:
+            consumer.close()
+    finally:
+        private.stop()

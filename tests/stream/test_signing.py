@@ -230,3 +230,20 @@ def test_docstring_examples(module):
     import importlib
 
     assert doctest.testmod(importlib.import_module(module)).failed == 0
+
+
+def test_a_rollback_raised_by_a_label_signs_and_verifies_after_the_wire():
+    """A rollback decided on a joined label carries the label message's position, beyond 2**53
+    (every topic after the first is): signing it raised ValueError, uncaught, and the worker
+    crash-looped on the internal record (the chaos run with seed 7). RFC 8785 numbers are doubles,
+    so such an integer is signed as the double every JSON reader makes of it."""
+    from stream.records import source_position
+
+    position = source_position(1, 1, 5)
+    assert position > 2**53
+    doc = sign(rollback(position=position), KEY, issued_at=T)
+    wire = orjson.loads(orjson.dumps(doc))
+    assert wire["position"] == position  # the exact integer travels; the signature covers its double
+    assert verify(wire, KEY, freshness=None).ok
+    assert not verify(dict(wire, position=position + 2**12), KEY, freshness=None).ok
+    assert canonical_bytes(wire) == canonical_bytes(dict(wire, position=float(position)))
