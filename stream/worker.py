@@ -49,8 +49,9 @@ from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
-from stream.config import (ConfigError, DriftlineConfig, consumer_settings, producer_settings, redis_client,
-                           signing_key)
+from stream.batching import gather
+from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
+                           redis_client, signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
 from stream.records import (RecordError, decode_batch, encode_inference, encode_inference_batch, encode_label,
@@ -201,9 +202,10 @@ class Worker:
                 try:
                     if self._needs_rewind:
                         self._abort_and_rewind()
-                    msgs = consumer.consume(k.batch_size, timeout)
+                    msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes,
+                                        k.largest_message_bytes, timeout)
                     if msgs:
-                        self._process(msgs, full=len(msgs) >= k.batch_size)
+                        self._process(msgs, full=full)
                     else:
                         self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
                         self._commit_idle_positions()
@@ -334,6 +336,7 @@ class Worker:
         """
         started = time.monotonic()
         settings = consumer_settings(self.config, group=False)
+        settings.update(fetch_settings(self.config))
         settings.update({"group.id": f"{self.config.kafka.group_id}-catch-up", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
