@@ -54,8 +54,8 @@ from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetc
                            redis_client, signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
-from stream.records import (RecordError, decode_batch, encode_inference, encode_inference_batch, encode_label,
-                            encode_label_batch, encode_registry, partition_for, source_position)
+from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
+                            encode_label, encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
 from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, pending_lines
@@ -193,6 +193,9 @@ class Worker:
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         k = self.config.kafka
         timeout = k.batch_timeout_ms / 1000
+        # the largest message a batch may hold short of the oversized ones: an input topic's limit or
+        # an internal batch record
+        unit = max(k.largest_message_bytes, MAX_RECORD_BYTES)
         failures = 0
         threading.Thread(target=self._watchdog, args=(k.stall_timeout_seconds,), name="driftline-watchdog",
                          daemon=True).start()
@@ -202,8 +205,7 @@ class Worker:
                 try:
                     if self._needs_rewind:
                         self._abort_and_rewind()
-                    msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes,
-                                        k.largest_message_bytes, timeout)
+                    msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
                     if msgs:
                         self._process(msgs, full=full)
                     else:
