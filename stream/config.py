@@ -274,6 +274,9 @@ class RedisSpec(_Strict):
     ssl_key_password_env: str | None = None
     key_prefix: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
     pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
+    # most event ids awaiting a label (about 125 bytes of Redis each); past it new predictions are
+    # not remembered (driftline_pending_dropped_total) and their labels arrive as late. None: no bound
+    max_pending_predictions: int | None = Field(default=10_000_000, ge=1)
     # longest a label waits for the inference side to route its prediction before it is unmatched
     label_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
     # routed predictions kept in memory to write again after Redis lost its unsynced last writes

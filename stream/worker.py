@@ -102,7 +102,8 @@ class Worker:
             raise ConfigError(str(exc)) from None
         self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id,
                                  owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}",
-                                 pending_ttl_seconds=config.redis.pending_ttl_seconds)
+                                 pending_ttl_seconds=config.redis.pending_ttl_seconds,
+                                 max_pending=config.redis.max_pending_predictions)
         self._label_scope = {t.name: frozenset(t.models) if t.models else None for t in k.label_topics}
         scopes = list(self._label_scope.values())
         # models whose predictions some label topic joins (None: every model)
@@ -403,7 +404,7 @@ class Worker:
                 monitor, _, batch = self._isolate(model, done[model], kind, batch, None, None)
             done[model].append((kind, batch))
             touched[model] = monitor
-        self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+        self.metrics.pending_dropped(self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds))
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
                     "output, remembered %d predictions again in %.2f s", self.worker_id, part.topic, part.partition,
@@ -441,7 +442,7 @@ class Worker:
     def _remember_recent(self) -> int:
         """Write the predictions routed in the last seconds again (Redis may have lost them)."""
         lines = [line for _, batch in self._recent for line in batch]
-        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
+        self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
         return len(lines)
 
     def _remembers(self, model: str) -> bool:
@@ -647,7 +648,7 @@ class Worker:
             if self._remembers(model):
                 pending.extend((e.event_id, e) for e in events)
         lines = pending_lines(pending)
-        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
+        self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
         now = time.monotonic()
         self._recent.append((now, lines))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
