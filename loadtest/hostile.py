@@ -403,6 +403,11 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
 
             _wait(progressed, phase_timeout, f"the worker to consume phase {phase.name}", worker, log_path,
                   interval=0.5)
+            # the phase ends when its events went through detection too: the worker reads its input
+            # faster than it detects, and the last batches of internal records are transient memory
+            # (bounded by kafka.batch_max_bytes), not memory that grows with the distinct values
+            _wait(lambda: _internal_drained(group, cfg["kafka"]["internal_topic"]), phase_timeout,
+                  f"the worker to detect phase {phase.name}", worker, log_path)
             after = sampler.sample()
             marks["100%"] = after
             peak = max((x["rss_mb"] for x in sampler.samples if x["phase"] == phase.name and x["rss_mb"]),
