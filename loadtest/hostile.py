@@ -136,8 +136,9 @@ class Phase:
         return {"*": {self.expected_reason: self.count}} if self.expected_reason and self.count else {"*": {}}
 
 
-def plan(tag: str, distinct: int, malformed: int, traffic: Traffic) -> list[Phase]:
-    """The phases of a run (topic names carry ``tag``)."""
+def plan(tag: str, distinct: int, malformed: int, traffic: Traffic, oversized: int = 0) -> list[Phase]:
+    """The phases of a run (topic names carry ``tag``); ``oversized``: a last phase of that many
+    oversized, highly compressible messages on an inference topic (none if 0)."""
     t = f"hostile-{tag}"
     cats = traffic.categorical
 
@@ -173,12 +174,25 @@ def plan(tag: str, distinct: int, malformed: int, traffic: Traffic) -> list[Phas
             return b"bad", MALFORMED[kinds[i % len(kinds)]][0](i, now, lab)
         phases.append(Phase(f"malformed_{'labels' if lab else 'inference'}", f"{t}-bad-{'l' if lab else 'i'}",
                             malformed * len(kinds), bad, label_topic=lab, kinds=kinds))
+    if oversized:
+        flood = MALFORMED["oversized"][0]
+        phases.append(Phase("oversized_flood", f"{t}-oversized", oversized,
+                            lambda i, now: (b"big", flood(i, now, False)), expected_reason="oversized"))
     return phases
+
+
+def memory_bound_mb(cfg: dict[str, Any]) -> float:
+    """The worker's documented bound on message bytes it holds (README, Operating notes), in MiB:
+    a micro-batch, the prefetch queue and one fetch in flight, from the worker's configuration."""
+    from stream.config import parse_config
+
+    k = parse_config(cfg).kafka
+    return (k.batch_max_bytes + k.prefetch_max_bytes + k.fetch_max_bytes) / 2**20
 
 
 def worker_config(bootstrap: str, redis_url: str, tag: str, phases: list[Phase], metrics_port: int,
                   pending_ttl: int, client_options: dict[str, Any] | None = None,
-                  batch_size: int = 5000) -> dict[str, Any]:
+                  batch_size: int = 5000, kafka: dict[str, Any] | None = None) -> dict[str, Any]:
     t = f"hostile-{tag}"
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": t,
@@ -186,7 +200,7 @@ def worker_config(bootstrap: str, redis_url: str, tag: str, phases: list[Phase],
                   "label_topics": [{"name": p.topic} for p in phases if p.label_topic],
                   "control_topic": f"{t}-control", "dead_letter_topic": f"{t}-dead", "internal_topic": f"{t}-internal",
                   "internal_partitions": 4, "batch_size": batch_size, "batch_timeout_ms": 100,
-                  "dead_letter_max_bytes": 1024, "client_options": dict(client_options or {})},
+                  "dead_letter_max_bytes": 1024, "client_options": dict(client_options or {}), **(kafka or {})},
         "redis": {"url": redis_url, "key_prefix": t, "pending_ttl_seconds": pending_ttl, "label_wait_seconds": 5},
         "signing": {"key_env": SIGNING_ENV},
         "metrics": {"host": "127.0.0.1", "port": metrics_port},
@@ -338,16 +352,17 @@ def _free_port() -> int:
 def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Path, metrics_port: int = 0,
         pending_ttl: int = 86_400, interval: float = 2.0, phase_timeout: float = 3600.0,
         tag: str | None = None, compression: str = "lz4",
-        client_options: dict[str, Any] | None = None, batch_size: int = 5000) -> dict[str, Any]:
+        client_options: dict[str, Any] | None = None, batch_size: int = 5000,
+        oversized: int = 0, kafka: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run every phase against a fresh worker and return the report (see the module doc).
 
     Topics, consumer group and Redis keys are named ``hostile-{tag}`` (a fresh tag by default).
     """
     tag = tag or uuid.uuid4().hex[:8]
     traffic = Traffic()
-    phases = plan(tag, distinct, malformed, traffic)
+    phases = plan(tag, distinct, malformed, traffic, oversized)
     port = metrics_port or _free_port()
-    cfg = worker_config(bootstrap, redis_url, tag, phases, port, pending_ttl, client_options, batch_size)
+    cfg = worker_config(bootstrap, redis_url, tag, phases, port, pending_ttl, client_options, batch_size, kafka)
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / f"hostile-{tag}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -363,7 +378,8 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
     sampler: Sampler | None = None
     report: dict[str, Any] = {"tag": tag, "distinct": distinct, "malformed_per_kind": malformed,
                               "producer_compression": compression,
-                              "pending_ttl_seconds": pending_ttl, "worker_log": str(log_path), "phases": []}
+                              "pending_ttl_seconds": pending_ttl, "worker_log": str(log_path), "phases": [],
+                              "memory_bound_mb": round(memory_bound_mb(cfg), 1)}
     try:
         _wait(lambda: _ready(base), 180, "the worker to be ready", worker, log_path)
         sampler = Sampler(worker.pid, r, base + "/metrics", interval)
@@ -387,12 +403,19 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
 
             _wait(progressed, phase_timeout, f"the worker to consume phase {phase.name}", worker, log_path,
                   interval=0.5)
+            # the phase ends when its events went through detection too: the worker reads its input
+            # faster than it detects, and the last batches of internal records are transient memory
+            # (bounded by kafka.batch_max_bytes), not memory that grows with the distinct values
+            _wait(lambda: _internal_drained(group, cfg["kafka"]["internal_topic"]), phase_timeout,
+                  f"the worker to detect phase {phase.name}", worker, log_path)
             after = sampler.sample()
             marks["100%"] = after
+            peak = max((x["rss_mb"] for x in sampler.samples if x["phase"] == phase.name and x["rss_mb"]),
+                       default=None)
             phase.stats.update(
                 name=phase.name, topic=phase.topic, messages=phase.count,
                 consume_seconds=round(time.monotonic() - t0, 1),
-                rss_mb={"before": before["rss_mb"], **{k: v["rss_mb"] for k, v in marks.items()}},
+                rss_mb={"before": before["rss_mb"], **{k: v["rss_mb"] for k, v in marks.items()}, "peak": peak},
                 redis_used_mb={"before": before["redis_used_mb"], **{k: v["redis_used_mb"] for k, v in marks.items()}},
                 metrics_series={"before": before["metrics_series"], "after": after["metrics_series"]})
             report["phases"].append(phase.stats)
@@ -463,6 +486,12 @@ def checks(report: dict[str, Any], phases: list[Phase]) -> dict[str, bool]:
             plateau[p["name"]] = rss["100%"] - rss["50%"] <= max(25.0, 0.1 * rss["50%"])
     out["worker_rss_plateaus_within_phases"] = all(plateau.values()) if plateau else True
     report["rss_plateau_by_phase"] = plateau
+    # bad input (oversized messages above all) may lift RSS by the documented bound on the message
+    # bytes the worker holds, plus allocator slack, and no more
+    growth = {p["name"]: round(p["rss_mb"]["peak"] - p["rss_mb"]["before"], 1) for p in report["phases"]
+              if p["name"].startswith(("malformed", "oversized")) and p["rss_mb"].get("peak") and p["rss_mb"]["before"]}
+    report["rss_growth_by_bad_phase"] = growth
+    out["worker_rss_within_memory_bound"] = all(g <= report["memory_bound_mb"] + 64 for g in growth.values())
     return out
 
 
@@ -541,6 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compression", default="lz4", choices=["none", "gzip", "snappy", "lz4", "zstd"],
                    help="the producers' compression (bad input compresses well: it inflates in the worker)")
     p.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the worker")
+    p.add_argument("--kafka", action="append", default=[], metavar="KEY=VALUE",
+                   help="a kafka.KEY setting of the worker (integers as such), e.g. fetch_max_bytes=262144")
+    p.add_argument("--oversized", type=int, default=0,
+                   help="a last phase of this many oversized, highly compressible messages (0: none)")
     p.add_argument("--client-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a kafka.client_options entry of the worker (integers as such)")
     p.add_argument("--work", default="reports/hostile", help="where the worker's config and log go")
@@ -553,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
                  args.pending_ttl, args.interval, compression=args.compression,
                  client_options={k: int(v) if v.isdigit() else v
                                  for k, v in (o.split("=", 1) for o in args.client_option)},
-                 batch_size=args.batch_size)
+                 batch_size=args.batch_size, oversized=args.oversized,
+                 kafka={k: int(v) if v.isdigit() else v for k, v in (o.split("=", 1) for o in args.kafka)})
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

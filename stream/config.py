@@ -25,7 +25,8 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from detectors.spec import MonitorSpec
 from stream.decoding import INFERENCE_FIELDS, LABEL_FIELDS
@@ -52,6 +53,12 @@ _DRIFTLINE_SETTINGS = {
     "request.required.acks": f"is fixed by driftline (all): {_EXACTLY_ONCE}",
     "security.protocol": "is set through kafka.security.protocol",
     "enable.ssl.certificate.verification": "is fixed by driftline: broker certificates are always verified",
+    # the consumer's memory bound (see fetch_settings)
+    "fetch.max.bytes": "is set through kafka.fetch_max_bytes (it bounds the worker's memory)",
+    "max.partition.fetch.bytes": "derives from kafka.max_message_bytes and kafka.fetch_max_bytes",
+    "fetch.message.max.bytes": "derives from kafka.max_message_bytes and kafka.fetch_max_bytes",
+    "queued.max.messages.kbytes": "is set through kafka.prefetch_max_bytes (it bounds the worker's memory)",
+    "receive.message.max.bytes": "derives from kafka.fetch_max_bytes",
 }
 _DRIFTLINE_PREFIXES = {"sasl.": "is set through kafka.security.sasl_*", "ssl.": "is set through kafka.security.ssl_*",
                        "ssl_": "is set through kafka.security.ssl_*"}
@@ -170,6 +177,11 @@ class KafkaSpec(_Strict):
     batch_size: int = Field(default=1000, ge=1, le=1_000_000)
     batch_timeout_ms: int = Field(default=200, ge=1, le=600_000)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
+    # the consumer's memory bound (see fetch_settings): bytes one fetch request asks for, message
+    # bytes the client may hold fetched ahead, payload bytes of one micro-batch
+    fetch_max_bytes: int = Field(default=1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024, validate_default=True)
+    prefetch_max_bytes: int = Field(default=32 * 1024 * 1024, ge=1024 * 1024, le=2 * 1024 * 1024 * 1024 - 1024)
+    batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024, le=1024 * 1024 * 1024)
     # a batch blocked this long (a client call hung past its timeout) ends the process for a restart
     stall_timeout_seconds: float = Field(default=120.0, ge=5, le=3600)
     # how long a worker waits at start for the brokers to answer (a wrong password or an untrusted
@@ -213,6 +225,40 @@ class KafkaSpec(_Strict):
                 t.max_message_bytes = self.max_message_bytes
         return self
 
+    @field_validator("fetch_max_bytes")
+    @classmethod
+    def _fetch_fits_a_message(cls, v: int, info: ValidationInfo) -> int:
+        default = info.data.get("max_message_bytes", 256 * 1024)
+        topics = info.data.get("inference_topics", []) + info.data.get("label_topics", [])
+        largest = max([default] + [t.max_message_bytes or default for t in topics])
+        if v < largest:
+            raise ValueError(f"{v} is below the largest max_message_bytes ({largest}): a message at that "
+                             f"limit would need a fetch of its own")
+        return v
+
+    @field_validator("prefetch_max_bytes")
+    @classmethod
+    def _prefetch_holds_a_fetch(cls, v: int, info: ValidationInfo) -> int:
+        fetch = info.data.get("fetch_max_bytes")
+        if fetch is not None and v < fetch:
+            raise ValueError(f"{v} must be at least fetch_max_bytes ({fetch}): one fetch fills the prefetch queue")
+        return v
+
+    @field_validator("client_options")
+    @classmethod
+    def _request_size(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        fetch, request_max = info.data.get("fetch_max_bytes"), v.get("message.max.bytes")
+        if fetch is not None and isinstance(request_max, int) and request_max > fetch:
+            raise ValueError(f"'message.max.bytes' ({request_max}) may not exceed fetch_max_bytes ({fetch}): "
+                             f"the Kafka client refuses such a consumer")
+        return v
+
+    @property
+    def largest_message_bytes(self) -> int:
+        """The largest message any input topic accepts (larger ones are dead-lettered unparsed)."""
+        return max([self.max_message_bytes] + [t.max_message_bytes or self.max_message_bytes
+                                               for t in self.inference_topics + self.label_topics])
+
 
 # -- redis, signing, metrics --------------------------------------------------------------------
 class RedisSpec(_Strict):
@@ -228,6 +274,9 @@ class RedisSpec(_Strict):
     ssl_key_password_env: str | None = None
     key_prefix: str = Field(default="driftline", pattern=r"^[A-Za-z0-9._-]+$")
     pending_ttl_seconds: int = Field(default=86_400, ge=1, le=90 * 86_400)  # label-join horizon
+    # most event ids awaiting a label (about 125 bytes of Redis each); past it new predictions are
+    # not remembered (driftline_pending_dropped_total) and their labels arrive as late. None: no bound
+    max_pending_predictions: int | None = Field(default=10_000_000, ge=1)
     # longest a label waits for the inference side to route its prediction before it is unmatched
     label_wait_seconds: float = Field(default=30.0, ge=0, le=3600)
     # routed predictions kept in memory to write again after Redis lost its unsynced last writes
@@ -674,6 +723,39 @@ def client_settings(config: DriftlineConfig, environ: Mapping[str, str] | None =
     return out
 
 
+# librdkafka's floor for receive.message.max.bytes above fetch.max.bytes (protocol overhead), and
+# its default: a fetch response may exceed fetch.max.bytes by the first record batch (the broker
+# returns it whole so that the consumer progresses), which must still be received, or the
+# partition would be stuck on it
+_RESPONSE_OVERHEAD = 512
+_RECEIVE_DEFAULT = 100_000_000
+
+
+def fetch_settings(config: DriftlineConfig) -> dict[str, int]:
+    """librdkafka consumer settings that bound the bytes the worker holds, from ``kafka.*_bytes``.
+
+    ``fetch.max.bytes`` (one fetch request, all partitions), ``max.partition.fetch.bytes`` (per
+    partition: the largest ``max_message_bytes``, at most ``fetch.max.bytes``; a larger record batch,
+    e.g. of the internal topic, is still returned whole, first in its fetch) and ``queued.max.messages.kbytes`` (messages fetched
+    ahead, counted by payload after decompression; librdkafka stops fetching above it, which one
+    fetch may overshoot). The bound is documented in the README (Operating notes).
+    """
+    k = config.kafka
+    partition = min(k.fetch_max_bytes, k.largest_message_bytes)
+    # librdkafka refuses a consumer whose fetch.max.bytes is below message.max.bytes (default
+    # 1,000,000; for a consumer it only caps the requests it sends, which are small)
+    return {"fetch.max.bytes": k.fetch_max_bytes, "max.partition.fetch.bytes": partition,
+            "message.max.bytes": min(k.fetch_max_bytes, int(k.client_options.get("message.max.bytes", 1_000_000))),
+            "queued.max.messages.kbytes": max(1, k.prefetch_max_bytes // 1024),
+            "receive.message.max.bytes": max(k.fetch_max_bytes + _RESPONSE_OVERHEAD, _RECEIVE_DEFAULT)}
+
+
+def aiokafka_fetch_settings(config: DriftlineConfig) -> dict[str, int]:
+    """The same bound as aiokafka consumer arguments (the faust runtime's consumer)."""
+    s = fetch_settings(config)
+    return {"fetch_max_bytes": s["fetch.max.bytes"], "max_partition_fetch_bytes": s["max.partition.fetch.bytes"]}
+
+
 def consumer_settings(config: DriftlineConfig, group: bool = True,
                       environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Consumer settings (read_committed, manual commits); ``group=False`` gives the bare client set."""
@@ -684,7 +766,7 @@ def consumer_settings(config: DriftlineConfig, group: bool = True,
     out.update({
         "group.id": k.group_id, "enable.auto.commit": False, "auto.offset.reset": "earliest",
         "isolation.level": "read_committed", "enable.partition.eof": False,
-        "max.partition.fetch.bytes": max(k.max_message_bytes, 1024 * 1024),
+        **fetch_settings(config),
     })
     out.update(k.client_options)
     return out

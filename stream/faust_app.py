@@ -61,12 +61,13 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import InconsistentGroupProtocolError
 from aiokafka.structs import TopicPartition as AioTP
 from confluent_kafka import TIMESTAMP_CREATE_TIME, KafkaException, TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
 from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from stream import preflight
-from stream.config import ConfigError, DriftlineConfig, aiokafka_settings
+from stream.config import ConfigError, DriftlineConfig, aiokafka_fetch_settings, aiokafka_settings
 from stream.metrics import serve_metrics
 from stream.records import partition_for
 from stream.state import PartitionKey
@@ -342,8 +343,27 @@ def _librdkafka_partitioner(key: bytes | None, all_partitions: list[int], availa
     return all_partitions[zlib.crc32(key) % len(all_partitions)]
 
 
+class _BoundedFetchThread(AIOKafkaConsumerThread):
+    """Faust's consumer thread; its aiokafka consumer fetches at most ``kafka.fetch_max_bytes`` a request.
+
+    Faust passes ``max_partition_fetch_bytes`` (``consumer_max_fetch_size``) but not
+    ``fetch_max_bytes`` (aiokafka's default is 50 MiB): it is set on the client before it starts,
+    where aiokafka reads it when it builds its fetcher.
+    """
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        bounds = aiokafka_fetch_settings(self.app.driftline.config)
+        consumer._fetch_max_bytes = bounds["fetch_max_bytes"]
+        consumer._max_partition_fetch_bytes = bounds["max_partition_fetch_bytes"]
+        return consumer
+
+
 class _DriftlineConsumer(FaustKafkaConsumer):
     """Faust's Kafka consumer, reading ``read_committed`` and reporting its seeks to the runtime."""
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return _BoundedFetchThread(self, loop=self.loop, beacon=self.beacon)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -374,10 +394,12 @@ class _DriftlineConsumer(FaustKafkaConsumer):
             batch: list[Any] = []
             deadline = time.monotonic() + within
             try:
+                held = 0  # payload bytes: the batch ends at kafka.batch_max_bytes (one fetch may overshoot it)
                 while not self.should_stop:
                     async for _, message in self.getmany(timeout=max(0.0, deadline - time.monotonic())):
                         batch.append(message)
-                    if len(batch) >= k.batch_size or time.monotonic() >= deadline:
+                        held += len(message.key or b"") + len(message.value or b"")
+                    if len(batch) >= k.batch_size or held >= k.batch_max_bytes or time.monotonic() >= deadline:
                         break
                     await self.sleep(0)
             except InconsistentGroupProtocolError:
@@ -410,6 +432,7 @@ class DriftlineApp(faust.App):
     driftline: FaustRuntime
 
     def _new_consumer(self) -> FaustKafkaConsumer:
+        """Faust's consumer, whose aiokafka client takes ``kafka.fetch_max_bytes`` (see ``_BoundedFetchThread``)."""
         return _DriftlineConsumer(
             self.transport, callback=self.topics.on_message, on_partitions_revoked=self._on_partitions_revoked,
             on_partitions_assigned=self._on_partitions_assigned, beacon=self.beacon, loop=self.transport.loop)
@@ -457,7 +480,7 @@ def build_app(config: DriftlineConfig, worker_id: str = "0", *, datadir: str | N
         broker_credentials=_credentials(config),
         key_serializer="raw", value_serializer="raw",
         consumer_auto_offset_reset="earliest",
-        consumer_max_fetch_size=max(k.max_message_bytes, 1024 * 1024),
+        consumer_max_fetch_size=aiokafka_fetch_settings(config)["max_partition_fetch_bytes"],
         topic_allow_declare=False, topic_disable_leader=True,
         web_enabled=False, store="memory://",
         datadir=datadir or tempfile.gettempdir(),

@@ -70,6 +70,9 @@ class WorkerMetrics:
                                    ["reason"], registry=r)
         self.unknown_models = Counter("driftline_unknown_models", "Events naming a model the configuration lacks.",
                                       ["model"], registry=r)
+        self.pending_dropped_total = Counter(
+            "driftline_pending_dropped", "Predictions not remembered for the label join: "
+            "redis.max_pending_predictions event ids were pending.", registry=r)
         self.retries = Counter("driftline_retries", "Batches aborted by a transient Kafka or Redis error and retried.",
                                ["kind"], registry=r)
         self.state_rebuilds = Counter("driftline_state_rebuilds", "Committed model states that could not be used "
@@ -128,6 +131,11 @@ class WorkerMetrics:
 
     def late_label(self, reason: str) -> None:
         self.late_labels.labels(reason=self.bound("late_reason", reason)).inc()
+
+    def pending_dropped(self, n: int) -> None:
+        """Count predictions the bound on pending event ids kept out of the label join."""
+        if n:
+            self.pending_dropped_total.inc(n)
 
     def retry(self, kind: str) -> None:
         self.retries.labels(kind=kind).inc()

@@ -83,15 +83,28 @@ redis.call('HSET', KEYS[1], 'committed', ARGV[2])
 redis.call('HDEL', KEYS[1], 'staged', 'staged_models')
 return 1
 """
-# KEYS: pending bucket; ARGV: expire seconds, then pairs (event id, record line). A record already
-# present moves to the end (a retried batch stays idempotent; per model the last line wins).
+# KEYS: pending bucket, then the other buckets of the horizon; ARGV: expire seconds, the most
+# pending event ids (0: no bound), then pairs (event id, record line). A record already present
+# moves to the end (a retried batch stays idempotent; per model the last line wins). A new event id
+# past the bound is not remembered; returns how many were not.
 _REMEMBER = """
 local key = KEYS[1]
-for i = 2, #ARGV, 2 do
+local bound = tonumber(ARGV[2])
+local held = 0
+if bound > 0 then
+  for i = 1, #KEYS do held = held + redis.call('HLEN', KEYS[i]) end
+end
+local dropped = 0
+for i = 3, #ARGV, 2 do
   local field, rec = ARGV[i], ARGV[i + 1]
   local old = redis.call('HGET', key, field)
   if not old then
-    redis.call('HSET', key, field, rec)
+    if bound > 0 and held >= bound then
+      dropped = dropped + 1
+    else
+      redis.call('HSET', key, field, rec)
+      held = held + 1
+    end
   else
     local s, e = string.find(old, rec, 1, true)
     if s then old = string.sub(old, 1, s - 1) .. string.sub(old, e + 1) end
@@ -99,8 +112,8 @@ for i = 2, #ARGV, 2 do
     redis.call('HSET', key, field, old .. rec)
   end
 end
-redis.call('EXPIRE', key, ARGV[1])
-return 1
+if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
+return dropped
 """
 # KEYS: pending buckets, oldest first; ARGV: event ids. Per existing bucket, its values of the ids
 # (the ids cross the wire once, absent buckets cost nothing).
@@ -172,9 +185,11 @@ class StateStore:
     """Reads and writes driftline state in Redis under one key prefix."""
 
     def __init__(self, client: redis.Redis, prefix: str, group: str, owner: str | None = None,
-                 pending_ttl_seconds: int = 86_400, clock: Callable[[], float] = time.time) -> None:
+                 pending_ttl_seconds: int = 86_400, clock: Callable[[], float] = time.time,
+                 max_pending: int | None = None) -> None:
         self._r = client
         self._pending_ttl = pending_ttl_seconds
+        self._max_pending = max_pending
         self._clock = clock
         self._prefix = prefix
         self._group = group
@@ -307,26 +322,32 @@ class StateStore:
         return self._r.get(self.state_key(model))
 
     # -- label join ---------------------------------------------------------------------
-    def remember_predictions(self, items: Iterable[tuple[str, Prediction]], ttl_seconds: int | None = None) -> None:
+    def remember_predictions(self, items: Iterable[tuple[str, Prediction]], ttl_seconds: int | None = None) -> int:
         """Store predictions awaiting labels in the current bucket with one script call (idempotent).
 
         ``ttl_seconds`` defaults to the store's label-join horizon (lookups search that horizon's buckets).
+        Returns how many new event ids were not remembered because ``max_pending`` ids are pending.
         """
-        self.remember_lines(pending_lines(items), ttl_seconds)
+        return self.remember_lines(pending_lines(items), ttl_seconds)
 
-    def remember_lines(self, lines: list[tuple[str, bytes]], ttl_seconds: int | None = None) -> None:
+    def remember_lines(self, lines: list[tuple[str, bytes]], ttl_seconds: int | None = None) -> int:
         """:meth:`remember_predictions` for predictions already encoded by :func:`pending_lines`."""
         if not lines:
-            return
+            return 0
         ttl_seconds = self._pending_ttl if ttl_seconds is None else ttl_seconds
         width = pending_bucket_seconds(ttl_seconds)
-        key = self.pending_key(int(self._clock() // width))
+        current = int(self._clock() // width)
+        # the bound counts every bucket a lookup would search (see pending_for)
+        others = [self.pending_key(b) for b in range(int((self._clock() - ttl_seconds) // width) - 3, current + 2)
+                  if b != current] if self._max_pending else []
+        dropped = 0
         for i in range(0, len(lines), 10_000):  # bounded script arguments
-            args: list = [ttl_seconds + 3 * width]
+            args: list = [ttl_seconds + 3 * width, self._max_pending or 0]
             for event_id, line in lines[i:i + 10_000]:
                 args.append(event_id)
                 args.append(line)
-            self._remember_script(keys=[key], args=args)
+            dropped += int(self._remember_script(keys=[self.pending_key(current)] + others, args=args))
+        return dropped
 
     @property
     def inference_clock_key(self) -> str:

@@ -49,12 +49,13 @@ from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
-from stream.config import (ConfigError, DriftlineConfig, consumer_settings, producer_settings, redis_client,
-                           signing_key)
+from stream.batching import gather
+from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
+                           redis_client, signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
-from stream.records import (RecordError, decode_batch, encode_inference, encode_inference_batch, encode_label,
-                            encode_label_batch, encode_registry, partition_for, source_position)
+from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
+                            encode_label, encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
 from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, pending_lines
@@ -101,7 +102,8 @@ class Worker:
             raise ConfigError(str(exc)) from None
         self._store = StateStore(redis_client(config.redis), config.redis.key_prefix, k.group_id,
                                  owner=f"{k.group_id}-{worker_id}-{uuid.uuid4().hex[:12]}",
-                                 pending_ttl_seconds=config.redis.pending_ttl_seconds)
+                                 pending_ttl_seconds=config.redis.pending_ttl_seconds,
+                                 max_pending=config.redis.max_pending_predictions)
         self._label_scope = {t.name: frozenset(t.models) if t.models else None for t in k.label_topics}
         scopes = list(self._label_scope.values())
         # models whose predictions some label topic joins (None: every model)
@@ -192,6 +194,9 @@ class Worker:
         consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
         k = self.config.kafka
         timeout = k.batch_timeout_ms / 1000
+        # the largest message a batch may hold short of the oversized ones: an input topic's limit or
+        # an internal batch record
+        unit = max(k.largest_message_bytes, MAX_RECORD_BYTES)
         failures = 0
         threading.Thread(target=self._watchdog, args=(k.stall_timeout_seconds,), name="driftline-watchdog",
                          daemon=True).start()
@@ -201,9 +206,9 @@ class Worker:
                 try:
                     if self._needs_rewind:
                         self._abort_and_rewind()
-                    msgs = consumer.consume(k.batch_size, timeout)
+                    msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
                     if msgs:
-                        self._process(msgs, full=len(msgs) >= k.batch_size)
+                        self._process(msgs, full=full)
                     else:
                         self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
                         self._commit_idle_positions()
@@ -334,6 +339,7 @@ class Worker:
         """
         started = time.monotonic()
         settings = consumer_settings(self.config, group=False)
+        settings.update(fetch_settings(self.config))
         settings.update({"group.id": f"{self.config.kafka.group_id}-catch-up", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
@@ -398,7 +404,7 @@ class Worker:
                 monitor, _, batch = self._isolate(model, done[model], kind, batch, None, None)
             done[model].append((kind, batch))
             touched[model] = monitor
-        self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds)
+        self.metrics.pending_dropped(self._store.remember_predictions(pending, self.config.redis.pending_ttl_seconds))
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
                     "output, remembered %d predictions again in %.2f s", self.worker_id, part.topic, part.partition,
@@ -436,7 +442,7 @@ class Worker:
     def _remember_recent(self) -> int:
         """Write the predictions routed in the last seconds again (Redis may have lost them)."""
         lines = [line for _, batch in self._recent for line in batch]
-        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
+        self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
         return len(lines)
 
     def _remembers(self, model: str) -> bool:
@@ -642,7 +648,7 @@ class Worker:
             if self._remembers(model):
                 pending.extend((e.event_id, e) for e in events)
         lines = pending_lines(pending)
-        self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds)
+        self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
         now = time.monotonic()
         self._recent.append((now, lines))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:

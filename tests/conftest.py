@@ -46,6 +46,18 @@ def stack() -> Stack:
     )
 
 
+@pytest.fixture(scope="session")
+def private_ports() -> int:
+    """Where the ports of servers tests start, kill and restart themselves begin: the chaos test's
+    private stacks (base + 64 to base + 96, see loadtest.chaos_stack.Ports) and the Redis-loss
+    test's Redis (base + 40 to base + 59).
+
+    DRIFTLINE_CHAOS_PORTS moves them (default 24000) so that two suites on one machine, or a
+    suite next to another private stack, never share a port.
+    """
+    return int(os.environ.get("DRIFTLINE_CHAOS_PORTS", "24000"))
+
+
 @dataclass(frozen=True)
 class Alerting:
     """The stack's Alertmanager and the loopback port its webhook receiver posts to."""

@@ -7,9 +7,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.config import (ConfigError, aiokafka_settings, client_settings, consumer_settings, load_config,
-                           parse_config, producer_settings, redis_client, resolve_env, signing_key,
-                           verification_keys)
+from stream.config import (ConfigError, aiokafka_fetch_settings, aiokafka_settings, client_settings,
+                           consumer_settings, fetch_settings, load_config, parse_config, producer_settings,
+                           redis_client, resolve_env, signing_key, verification_keys)
 from stream.decoding import decoder_for_topic
 
 BASE = {
@@ -106,7 +106,10 @@ def test_passwords_never_in_file():
 # librdkafka settings driftline's exactly-once, group and security depend on
 EXACTLY_ONCE_KEYS = ["isolation.level", "enable.auto.commit", "auto.commit.enable", "enable.auto.offset.store",
                      "transactional.id", "enable.idempotence", "acks", "request.required.acks", "group.id",
-                     "auto.offset.reset", "enable.partition.eof", "bootstrap.servers", "metadata.broker.list"]
+                     "auto.offset.reset", "enable.partition.eof", "bootstrap.servers", "metadata.broker.list",
+                     # the consumer's memory bound
+                     "fetch.max.bytes", "max.partition.fetch.bytes", "fetch.message.max.bytes",
+                     "queued.max.messages.kbytes", "receive.message.max.bytes"]
 SECURITY_KEYS = ["security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username", "sasl.password",
                  "ssl.ca.location", "ssl.key.location", "ssl.key.password", "ssl.keystore.password",
                  "ssl.endpoint.identification.algorithm", "enable.ssl.certificate.verification"]
@@ -227,6 +230,53 @@ def test_settings_accepted_by_librdkafka():
     cfg = parse_config(doc())
     Consumer(consumer_settings(cfg, environ=ENV)).close()
     Producer(producer_settings(cfg, transactional_id="t", environ=ENV)).flush(0)
+
+
+MiB = 1024 * 1024
+
+
+def test_fetch_settings_derive_from_the_config():
+    cfg = parse_config(doc())  # defaults: 256 KiB messages, 1 MiB fetches, 32 MiB prefetch
+    c = consumer_settings(cfg, environ=ENV)
+    assert c["fetch.max.bytes"] == MiB and c["max.partition.fetch.bytes"] == 256 * 1024
+    assert c["queued.max.messages.kbytes"] == 32 * 1024 and c["receive.message.max.bytes"] == 100_000_000
+    assert c["message.max.bytes"] == 1_000_000
+    cfg = parse_config(doc(kafka__max_message_bytes=4 * MiB, kafka__fetch_max_bytes=128 * MiB,
+                           kafka__prefetch_max_bytes=256 * MiB,
+                           kafka__label_topics=[{"name": "labels", "max_message_bytes": 6 * MiB}]))
+    s = fetch_settings(cfg)
+    # per partition: the largest message any input topic accepts; responses: fetch.max.bytes + overhead
+    assert s["max.partition.fetch.bytes"] == 6 * MiB and s["fetch.max.bytes"] == 128 * MiB
+    assert s["queued.max.messages.kbytes"] == 256 * 1024 and s["receive.message.max.bytes"] == 128 * MiB + 512
+    assert consumer_settings(cfg, environ=ENV)["max.partition.fetch.bytes"] == 6 * MiB
+    assert aiokafka_fetch_settings(cfg) == {"fetch_max_bytes": 128 * MiB, "max_partition_fetch_bytes": 6 * MiB}
+    # the admin client and producers take no consumer settings
+    assert "fetch.max.bytes" not in consumer_settings(cfg, group=False, environ=ENV)
+    assert "queued.max.messages.kbytes" not in producer_settings(cfg, environ=ENV)
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"kafka__fetch_max_bytes": 128 * 1024}, "kafka.fetch_max_bytes: 131072 is below the largest max_message_bytes"),
+    ({"kafka__inference_topics": [{"name": "preds", "max_message_bytes": 2 * 1024 * 1024}]},
+     "kafka.fetch_max_bytes: 1048576 is below the largest max_message_bytes (2097152)"),
+    ({"kafka__prefetch_max_bytes": 2 * 1024 * 1024, "kafka__fetch_max_bytes": 4 * 1024 * 1024},
+     "kafka.prefetch_max_bytes: 2097152 must be at least fetch_max_bytes"),
+    ({"kafka__client_options": {"message.max.bytes": 2_000_000}},
+     "kafka.client_options: 'message.max.bytes' (2000000) may not exceed fetch_max_bytes"),
+    ({"kafka__batch_max_bytes": 1000}, "kafka.batch_max_bytes: Input should be greater than or equal to 65536"),
+])
+def test_memory_bound_errors_name_the_key(changes, error):
+    assert error in error_of(doc(**changes))
+
+
+@pytest.mark.parametrize("changes", [{}, {"kafka__fetch_max_bytes": 64 * 1024, "kafka__max_message_bytes": 64 * 1024},
+                                     {"kafka__fetch_max_bytes": 500 * 1024 * 1024,
+                                      "kafka__prefetch_max_bytes": 2 * 1024 * 1024 * 1024 - 1024}])
+def test_fetch_settings_accepted_by_librdkafka(changes):
+    from confluent_kafka import Consumer
+
+    cfg = parse_config(doc(**changes))
+    Consumer(consumer_settings(cfg, environ=ENV)).close()  # librdkafka checks ranges and their relations
 
 
 def test_redis_client_password_from_env():

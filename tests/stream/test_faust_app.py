@@ -28,3 +28,25 @@ def test_sasl_ssl_scram_becomes_faust_credentials_with_a_verifying_context(tmp_p
 def test_librdkafka_client_options_are_refused():
     with pytest.raises(ConfigError, match="kafka.client_options: librdkafka settings have no aiokafka equivalent"):
         _check_supported(parse_config(doc(kafka__client_options={"fetch.wait.max.ms": 50})))
+
+
+def test_the_aiokafka_consumer_takes_the_fetch_bounds(monkeypatch):
+    import asyncio
+
+    from stream.faust_app import _BoundedFetchThread, build_app
+
+    monkeypatch.setenv("DL_SIGNING_KEY", ENV["DL_SIGNING_KEY"])
+    cfg = parse_config(doc(kafka__fetch_max_bytes=3 * 2**20, kafka__prefetch_max_bytes=8 * 2**20))
+    app = build_app(cfg)
+
+    async def consumer_bounds() -> tuple[int, int]:
+        thread = app.consumer._new_consumer_thread()
+        assert isinstance(thread, _BoundedFetchThread)
+        consumer = thread._create_worker_consumer(app.transport)  # built, never started: no broker needed
+        try:
+            return consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes
+        finally:
+            await consumer.stop()
+
+    # aiokafka's defaults are 50 MiB a fetch request and 1 MiB a partition
+    assert asyncio.run(consumer_bounds()) == (3 * 2**20, 256 * 1024)

@@ -37,11 +37,11 @@ MODELS = ["content-filter", "model-0"]  # both on internal partition 3 of 4
 
 
 class PrivateRedis:
-    """A redis-server with an append-only file in ``path``, on a free port of 24600-24699."""
+    """A redis-server with an append-only file in ``path``, on a free port of ``ports``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, ports: range) -> None:
         self.dir = path
-        self.port = next(p for p in range(24600, 24700) if _free(p))
+        self.port = next(p for p in ports if _free(p))
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -94,8 +94,8 @@ def _labels(events: list[dict]) -> list[dict]:
             for e in events[::4]]
 
 
-def test_losing_redis_last_writes_duplicates_nothing_and_keeps_state_and_label_joins(stack, tmp_path):
-    private = PrivateRedis(tmp_path)
+def test_losing_redis_last_writes_duplicates_nothing_and_keeps_state_and_label_joins(stack, tmp_path, private_ports):
+    private = PrivateRedis(tmp_path, range(private_ports + 40, private_ports + 60))
     private.start()
     worker = None
     try:

@@ -78,6 +78,23 @@ def test_a_label_reaches_every_model_that_predicted_its_event(client, prefix):
     assert len(keys) == 1 and 60 < client.ttl(keys[0]) <= 60 + 3 * pending_bucket_seconds(60)
 
 
+def test_pending_event_ids_are_bounded_across_the_buckets_of_the_horizon(client, prefix):
+    now = [1_000_000.0]
+    store = StateStore(client, prefix, "g", pending_ttl_seconds=160, clock=lambda: now[0], max_pending=5)
+    pred = PendingPrediction("fraud", "v1", "stable", "ok", 1.0)
+    assert store.remember_predictions([(f"a-{i}", pred) for i in range(3)], 160) == 0
+    now[0] += 3 * pending_bucket_seconds(160)  # a later bucket: the bound counts the earlier one too
+    assert store.remember_predictions([(f"b-{i}", pred) for i in range(4)], 160) == 2
+    # an id already pending is updated, not refused; a retried batch drops nothing more
+    assert store.remember_predictions([("b-0", PendingPrediction("abuse", "v1", "stable", "x", 1.0))], 160) == 0
+    assert store.remember_predictions([(f"b-{i}", pred) for i in range(2)], 160) == 0
+    found = store.lookup_predictions([f"a-{i}" for i in range(3)] + [f"b-{i}" for i in range(4)])
+    assert [len(f) for f in found] == [1, 1, 1, 2, 1, 0, 0]
+    assert sum(client.hlen(k) for k in client.scan_iter(f"{prefix}:@pending:*")) == 5
+    unbounded = StateStore(client, prefix, "g", pending_ttl_seconds=160, clock=lambda: now[0])
+    assert unbounded.remember_predictions([(f"c-{i}", pred) for i in range(4)], 160) == 0
+
+
 def test_a_retried_batch_is_idempotent_and_the_last_prediction_of_a_model_wins(client, prefix):
     clock = [1_000_000.0]
     store = StateStore(client, prefix, "g", pending_ttl_seconds=160, clock=lambda: clock[0])
