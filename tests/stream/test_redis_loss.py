@@ -160,12 +160,12 @@ def test_losing_redis_last_writes_duplicates_nothing_and_keeps_state_and_label_j
     assert report["ok"], (report, log)
 
 
-def test_a_rewind_after_a_redis_restart_remembers_recent_predictions_again(tmp_path, monkeypatch):
+def test_a_rewind_after_a_redis_restart_remembers_recent_predictions_again(tmp_path, monkeypatch, private_ports):
     """A batch that fails on a restarted Redis rewinds; the rewind must not take the new Redis for the
     one state was restored from. It used to record the new run id before anyone compared it, so the
     predictions routed in the lost second were never written again and their labels went unmatched
     (hundreds of ``label_unmatched`` of known events in the long chaos run)."""
-    private = PrivateRedis(tmp_path)
+    private = PrivateRedis(tmp_path, range(private_ports + 40, private_ports + 60))
     private.start()
     try:
         monkeypatch.setenv("K", "k" * 32)
