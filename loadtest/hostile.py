@@ -277,13 +277,14 @@ def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         fut.result(timeout=60)
 
 
-def produce(bootstrap: str, phase: Phase, compression: str = "lz4") -> float:
-    """Produce a phase's messages as fast as the broker takes them; returns seconds taken."""
+def produce(bootstrap: str, phase: Phase, compression: str = "lz4", start: int = 0, stop: int | None = None) -> float:
+    """Produce a phase's messages ``start`` to ``stop`` (default: all) as fast as the broker takes
+    them; returns seconds taken."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
                   "compression.type": compression, "message.max.bytes": 2 * MAX_MESSAGE_BYTES,
                   "queue.buffering.max.messages": 500_000, "enable.idempotence": True})
     started = time.monotonic()
-    for i in range(phase.count):
+    for i in range(start, phase.count if stop is None else stop):
         key, value = phase.make(i, time.time())
         part = phase.partition(i)
         while True:
@@ -389,27 +390,27 @@ def run(bootstrap: str, redis_url: str, distinct: int, malformed: int, work: Pat
         for phase in phases:
             sampler.phase = phase.name
             before = sampler.sample()
-            phase.stats["produce_seconds"] = round(produce(bootstrap, phase, compression), 1)
             t0 = time.monotonic()
             marks: dict[str, Any] = {}
+            phase.stats["produce_seconds"] = 0.0
+            # two halves, each sampled once the worker has consumed it and its events went through
+            # detection: both marks are taken at rest, so their difference is memory that stays
+            # (growing with the distinct values), not the transient batches in flight (bounded by
+            # kafka.batch_max_bytes)
+            for mark, (lo, hi) in (("50%", (0, phase.count // 2)), ("100%", (phase.count // 2, phase.count))):
+                base = consumed(group, phase.topic, phase.partitions)[1]
+                phase.stats["produce_seconds"] += round(produce(bootstrap, phase, compression, lo, hi), 1)
 
-            def progressed() -> bool:
-                done, end = consumed(group, phase.topic, phase.partitions)
-                frac = done / max(end, 1)
-                for q in (0.25, 0.5, 0.75):
-                    if frac >= q and f"{int(q * 100)}%" not in marks:
-                        marks[f"{int(q * 100)}%"] = sampler.sample()
-                return end >= phase.count and done >= end
+                def progressed(target: int = base + hi - lo) -> bool:
+                    done, end = consumed(group, phase.topic, phase.partitions)
+                    return end >= target and done >= end
 
-            _wait(progressed, phase_timeout, f"the worker to consume phase {phase.name}", worker, log_path,
-                  interval=0.5)
-            # the phase ends when its events went through detection too: the worker reads its input
-            # faster than it detects, and the last batches of internal records are transient memory
-            # (bounded by kafka.batch_max_bytes), not memory that grows with the distinct values
-            _wait(lambda: _internal_drained(group, cfg["kafka"]["internal_topic"]), phase_timeout,
-                  f"the worker to detect phase {phase.name}", worker, log_path)
-            after = sampler.sample()
-            marks["100%"] = after
+                _wait(progressed, phase_timeout, f"the worker to consume phase {phase.name} ({mark})", worker,
+                      log_path, interval=0.5)
+                _wait(lambda: _internal_drained(group, cfg["kafka"]["internal_topic"]), phase_timeout,
+                      f"the worker to detect phase {phase.name} ({mark})", worker, log_path)
+                marks[mark] = sampler.sample()
+            after = marks["100%"]
             peak = max((x["rss_mb"] for x in sampler.samples if x["phase"] == phase.name and x["rss_mb"]),
                        default=None)
             phase.stats.update(
