@@ -31,6 +31,7 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
@@ -40,6 +41,8 @@ from detectors.sketches import ordered_sum
 
 REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
 MIN_RANK_SD = 0.01  # mid-rank spread below which a feature counts as constant (no CUSUM)
+LOCATION_SHARE = 0.75  # of the CUSUM budget: the normal-score (location) CUSUMs; the rest to the tail (Klotz) ones
+SCORES = ("normal_score", "squared_normal_score")
 from detectors.signals import MIN_WINDOW_VALUES, Hit, _r
 from detectors.spec import CalibrationSpec, FeatureSpec
 from detectors.state import check_counts, check_float, check_list, enc_float
@@ -50,6 +53,15 @@ def rank_table(grid_counts: list[int]) -> np.ndarray:
     c = np.asarray(grid_counts, dtype=np.float64)
     n = max(c.sum(), 1.0)
     return (np.cumsum(c) - 0.5 * c) / n
+
+
+def score_table(grid_counts: list[int]) -> np.ndarray:
+    """Normal score ``Phi^-1(u)`` of each grid bin's mid-rank ``u`` (van der Waerden): the location
+    score the CUSUMs see. An empty edge bin is scored as if it held half a reference value, so
+    every score is finite (at most ``Phi^-1(1 - 1 / 2n)``: 3.5 for n = 2000)."""
+    c = np.asarray(grid_counts, dtype=np.float64)
+    n = max(c.sum(), 1.0)
+    return ndtri(np.clip(rank_table(grid_counts), 0.5 / n, 1.0 - 0.5 / n))
 
 
 class NumericBank:
@@ -88,19 +100,26 @@ class NumericBank:
         self.enabled = np.array([p.n >= MIN_WINDOW_VALUES for p in profs], dtype=bool)
         sh = cal.SHARES[self.signal]
         self.grid = [np.asarray(p.grid, dtype=np.float64) for p in profs]
-        self.utab = [rank_table(p.grid_counts) for p in profs]
+        self.utab = [score_table(p.grid_counts) for p in profs]
         J = max(t.size for t in self.utab)
-        vals, probs = np.zeros((F, J)), np.zeros((F, J))
+        vals, probs, ranks = np.zeros((2 * F, J)), np.zeros((2 * F, J)), np.zeros((F, J))
         for j, (t, p) in enumerate(zip(self.utab, profs)):
-            vals[j, : t.size] = t
-            probs[j, : t.size] = p.grid_counts
+            vals[j, : t.size], vals[F + j, : t.size] = t, t * t
+            probs[j, : t.size] = probs[F + j, : t.size] = p.grid_counts
+            ranks[j, : t.size] = rank_table(p.grid_counts)
+        self.ttab = [t * t for t in self.utab]
         self.drifts = list(c.cusum_drifts)
-        rate = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts))
-        k, h_up, h_dn, sd = cal.score_cusum(vals, probs, self.drifts, rate)
-        self.rank_sd = sd
-        self.cusum = CusumBank(F, len(self.drifts))
-        self.cusum.set_params(k, k, h_up, h_dn, sd, self.enabled & (sd >= MIN_RANK_SD))
-        self.cusum.set_prior(np.minimum(self.nref, PRIOR_WEIGHT), 0.5)  # the reference's mid-ranks average 1/2
+        base = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts))
+        k, h_up, h_dn, sd = cal.score_cusum(vals[:F], probs[:F], self.drifts, base * LOCATION_SHARE)
+        kt, ht_up, ht_dn, sdt = cal.score_cusum(vals[F:], probs[F:], self.drifts, base * (1 - LOCATION_SHARE))
+        _, _, _, rsd = cal.score_cusum(ranks, probs[:F], self.drifts[:1], base)
+        self.score_sd = np.concatenate((sd, sdt))
+        on = self.enabled & (rsd >= MIN_RANK_SD)  # a (nearly) constant feature has no rank spread: no CUSUM
+        self.cusum = CusumBank(2 * F, len(self.drifts))
+        self.cusum.set_params(np.concatenate((k, kt)), np.concatenate((k, kt)), np.concatenate((h_up, ht_up)),
+                              np.concatenate((h_dn, ht_dn)), self.score_sd, np.concatenate((on, on)))
+        self.score_mean = (probs * vals).sum(axis=1) / np.maximum(probs.sum(axis=1), 1.0)
+        self.cusum.set_prior(np.concatenate((np.minimum(self.nref, PRIOR_WEIGHT),) * 2), self.score_mean)
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["js"], c.window)
         self.alpha_ks = cal.window_alpha(c.false_alarms_per_million, sh["ks"], c.window)
         self.window = c.window
@@ -123,10 +142,13 @@ class NumericBank:
             B[f] = np.searchsorted(self.edges[f], Xt[f], side="right")
         B += self.offs[:, None]
         self._bidx = B
-        U = np.empty(Xt.shape)
-        for f in range(self.F):  # mid-rank on the fine grid (NaNs land in the top bin; masked later)
-            U[f] = self.utab[f][np.searchsorted(self.grid[f], Xt[f], side="right")]
-        self._u = U.T
+        F = self.F
+        U = np.empty((Xt.shape[1], 2 * F))
+        for f in range(F):  # scores on the fine grid (NaNs land in the top bin; masked later)
+            g = np.searchsorted(self.grid[f], Xt[f], side="right")
+            U[:, f] = self.utab[f][g]
+            U[:, F + f] = self.ttab[f][g]
+        self._u = U
         self._all_valid = bool(valid.all())
         self._valid_t = None if self._all_valid else np.ascontiguousarray(valid.T)
         self._xz = X if self._all_valid else np.where(valid, X, 0.0)
@@ -149,15 +171,19 @@ class NumericBank:
 
     def sequential(self, idx: np.ndarray) -> list[Hit]:
         """Mid-ranks of the prepared batch through the per-feature CUSUMs (hits index into ``idx``)."""
-        hits = self.cusum.update(self._u, None if self._all_valid else self._valid)
+        valid = None if self._all_valid else np.concatenate((self._valid, self._valid), axis=1)
+        hits = self.cusum.update(self._u, valid)
         out: list[Hit] = []
-        for row, f, side, j, stat, thr, run, mean in hits:
+        F = self.F
+        for row, c, side, j, stat, thr, run, mean in hits:
+            f, tail = c % F, c >= F
             p = self.profs[f]
-            sd = float(self.rank_sd[f])
+            sd = float(self.score_sd[c])
             out.append((self.signal, "cusum", self.names[f], stat / sd, thr / sd,
-                        {"mean": _r(p.mean), "std": _r(p.std), "median_rank": 0.5, "rank_sd": _r(sd)},
-                        {"direction": side, "drift_sd": self.drifts[j], "mean_rank_since_restart": _r(mean),
-                         "values_since_restart": run}, int(idx[row])))
+                        {"mean": _r(p.mean), "std": _r(p.std), "score": SCORES[tail],
+                         "score_mean": _r(float(self.score_mean[c])), "score_sd": _r(sd)},
+                        {"score": SCORES[tail], "direction": side, "drift_sd": self.drifts[j],
+                         "score_mean_since_restart": _r(mean), "values_since_restart": run}, int(idx[row])))
         return out
 
     def close(self, idx: int) -> list[Hit]:
@@ -207,8 +233,11 @@ class NumericBank:
     # -- stats / state -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         stat, thr = self.cusum.exceedance()
+        F = self.F
         return {name: {"cusum_statistic": float(stat[f]), "cusum_threshold": float(thr[f]),
-                       "cusum_detections": int(self.cusum.detections[f]), "cusum_armed": bool(self.cusum.enabled[f]),
+                       "tail_cusum_statistic": float(stat[F + f]), "tail_cusum_threshold": float(thr[F + f]),
+                       "cusum_detections": int(self.cusum.detections[f] + self.cusum.detections[F + f]),
+                       "cusum_armed": bool(self.cusum.enabled[f]),
                        "values_since_restart": int(self.cusum.n[f]), "window_values": int(self.wn[f]),
                        "reference_values": int(self.nref[f]),
                        "js_threshold_full_window": float(cal.chi2_quantile(int(self.bins[f]) - 1, self.alpha)
