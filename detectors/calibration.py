@@ -140,6 +140,10 @@ SHARES: dict[str, dict[str, float]] = {
     "canary_divergence": {"prediction": 0.25, "confidence": 0.25, "error_rate": 0.2, "cusum": 0.3},
 }
 
+#: Smallest largest-step (score at its maximum minus the drift), in standard deviations of the
+#: score, for which a one-sided score CUSUM is armed (see :func:`score_cusum`).
+MIN_STEP_SD = 0.25
+
 #: Siegmund's correction for the overshoot of a CUSUM over its threshold, in standard
 #: deviations of one increment (exact for normal increments, conservative for coarser ones).
 OVERSHOOT = 1.166
@@ -230,14 +234,15 @@ def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: 
     return np.where(np.isfinite(th), np.maximum(h, 0.0), np.inf)  # a score that never exceeds k never fires
 
 
-def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float
+def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float | np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Drifts and thresholds of two-sided CUSUMs on scores with known discrete in-control laws.
 
     ``values``/``probs`` (columns x support, zero-padded probabilities allowed) give each
     column's score distribution (for a numeric feature: the mid-ranks of the reference's grid
     bins and their masses); ``drifts`` are reference values in standard deviations of the
-    score; ``rate`` is the alarm rate per update of each one-sided CUSUM. Returns
+    score; ``rate`` is the alarm rate per update of each one-sided CUSUM (one value, or one per
+    drift). Returns
     ``(k, h_up, h_down, sd)``: ``k`` and the thresholds per (column, drift) in score units,
     ``sd`` per column. Each side's threshold uses that side's own adjustment coefficient, so
     a skewed or tied score gets the threshold its own tail needs.
@@ -254,10 +259,15 @@ def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate
     th_up = lundberg_theta(c[rows], p[rows], k.ravel()).reshape(C, K)
     th_dn = lundberg_theta(-c[rows], p[rows], k.ravel()).reshape(C, K)
     sdk = np.repeat(sd, K).reshape(C, K)
+    rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), (K,))[None, :]
     live = p > 0
     top = np.where(live, c, -np.inf).max(axis=1)[:, None] - k
     bottom = np.where(live, -c, -np.inf).max(axis=1)[:, None] - k
-    return (k, cusum_threshold(th_up, k, sdk, rate, top), cusum_threshold(th_dn, k, sdk, rate, bottom), sd)
+    # a side whose largest step is a sliver of a standard deviation (a squared score seen from
+    # below with a large drift) is ruled by the running mean's own error, not by the law: off
+    h_up = np.where(top >= MIN_STEP_SD * sdk, cusum_threshold(th_up, k, sdk, rate, top), np.inf)
+    h_dn = np.where(bottom >= MIN_STEP_SD * sdk, cusum_threshold(th_dn, k, sdk, rate, bottom), np.inf)
+    return k, h_up, h_dn, sd
 
 
 def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: float

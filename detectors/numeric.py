@@ -64,6 +64,20 @@ def score_table(grid_counts: list[int]) -> np.ndarray:
     return ndtri(np.clip(rank_table(grid_counts), 0.5 / n, 1.0 - 0.5 / n))
 
 
+def drift_weights(drifts: list[float]) -> np.ndarray:
+    """Share of the CUSUM budget per drift, relative to an even split: proportional to ``1 / drift``.
+
+    A CUSUM with drift ``k`` detects shifts of about ``2 k`` after about ``log(ARL) / (2 k^2)``
+    values, so budget moved from a large drift to a small one saves many events on small shifts
+    and costs about one on large ones (``log`` of the weights' ratio over the large shift's KL).
+    """
+    w = 1.0 / np.asarray(drifts, dtype=np.float64)
+    return DRIFT_WEIGHTING * w * w.size / w.sum() + (1 - DRIFT_WEIGHTING)
+
+
+DRIFT_WEIGHTING = 1.0
+
+
 class NumericBank:
     """Windowed and sequential drift detectors of every numeric feature of one stream."""
 
@@ -109,10 +123,10 @@ class NumericBank:
             ranks[j, : t.size] = rank_table(p.grid_counts)
         self.ttab = [t * t for t in self.utab]
         self.drifts = list(c.cusum_drifts)
-        base = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts))
+        base = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts)) * drift_weights(self.drifts)
         k, h_up, h_dn, sd = cal.score_cusum(vals[:F], probs[:F], self.drifts, base * LOCATION_SHARE)
         kt, ht_up, ht_dn, sdt = cal.score_cusum(vals[F:], probs[F:], self.drifts, base * (1 - LOCATION_SHARE))
-        _, _, _, rsd = cal.score_cusum(ranks, probs[:F], self.drifts[:1], base)
+        _, _, _, rsd = cal.score_cusum(ranks, probs[:F], self.drifts[:1], 1e-6)
         self.score_sd = np.concatenate((sd, sdt))
         on = self.enabled & (rsd >= MIN_RANK_SD)  # a (nearly) constant feature has no rank spread: no CUSUM
         self.cusum = CusumBank(2 * F, len(self.drifts))
