@@ -471,6 +471,7 @@ def rate_bounds(ref_hits: int, ref_n: int, n: int, alpha: float, two_sided: bool
 
 
 @lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096)
 def burst_count(ref_hits: int, ref_n: int, span: int, alarms_per_event: float) -> int:
     """Smallest ``k`` such that "``k`` hits within ``span`` trials", checked at every hit, fires
     at most ``alarms_per_event`` times per trial on average over the reference posterior.
@@ -504,6 +505,7 @@ def burst_rates(ref_hits: int, ref_n: int, span: int) -> np.ndarray:
     return a / (a + b) * upper
 
 
+@lru_cache(maxsize=4096)
 def burst_span(ref_hits: int, ref_n: int, k: int, alarms_per_event: float, max_span: int) -> int:
     """Largest ``span <= max_span`` within which ``k`` hits fire at most ``alarms_per_event`` times
     per trial (see :func:`burst_count`); 0 if even ``span = k`` is over budget.
