@@ -1,7 +1,7 @@
 """Self-starting two-sided CUSUMs for many per-event scores at once (one numpy pass per batch).
 
 Each column of a :class:`CusumBank` is one score per event or joined label: a numeric
-feature's mid-rank under the reference (:mod:`detectors.numeric`), a predicted-class
+feature's normal score or squared normal score under the reference (:mod:`detectors.numeric`), a predicted-class
 indicator, an error indicator, a per-source disagreement score. Per column and per drift
 ``k_j`` two CUSUMs run on the *innovations* ``dev_t = x_t - mean(x_1..x_t)`` (the mean since
 the column's last restart)::

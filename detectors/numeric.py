@@ -7,16 +7,20 @@ calls for the whole batch rather than per feature or per event:
 - **Per-event sequential detection** (``cusum``): every value is replaced by its *mid-rank*
   under the reference, ``u = (reference values below its grid bin + half of those in it) / n``,
   on a fine quantile grid of the reference (:func:`~detectors.profile.rank_grid`: 64 bins,
-  and a bin of its own for every tied value holding at least one bin's share). ``u`` is
-  bounded, so one outlier moves a CUSUM by at most half a unit, whatever its magnitude;
-  it is distribution-free (a continuous feature gives uniform ranks, a discrete or tied one a
-  known discrete law: the reference's bin masses). Self-starting two-sided CUSUMs
-  (:class:`~detectors.cusum.CusumBank`) with drifts ``CalibrationSpec.cusum_drifts`` (in
-  standard deviations of ``u``) run on the ranks of every event. Their thresholds come from
-  the budget and each feature's own rank law (:func:`~detectors.calibration.score_cusum`), so
-  heavy tails, ties and multimodal shapes keep the false-alarm rate. A feature whose
-  reference is (nearly) constant has no rank spread and no CUSUM (its histogram test and
-  input integrity still watch it).
+  and a bin of its own for every tied value holding at least one bin's share), and ``u`` by
+  its normal score ``z = Phi^-1(u)`` (:func:`score_table`). Two self-starting two-sided CUSUMs
+  (:class:`~detectors.cusum.CusumBank`) per feature run on every event: on ``z`` (location;
+  the normal score keeps the Gaussian efficiency that raw mid-ranks lose) and on ``z^2``
+  (Klotz's scale score: mass moving into or out of the tails, which leaves the mean rank
+  alone), with ``LOCATION_SHARE`` and the rest of the budget, split over the drifts
+  ``CalibrationSpec.cusum_drifts`` (standard deviations of each score) by
+  :func:`drift_weights`. Scores are bounded (one outlier moves a CUSUM by a bounded step,
+  whatever its magnitude) and distribution-free (a continuous feature gives the scores of
+  uniform ranks, a discrete or tied one a known discrete law: the reference's bin masses);
+  thresholds come from the budget and each feature's own score law
+  (:func:`~detectors.calibration.score_cusum`), so heavy tails, ties and multimodal shapes
+  keep the false-alarm rate. A feature whose reference is (nearly) constant has no rank
+  spread and no CUSUM (its histogram test and input integrity still watch it).
 - **Windowed distribution tests** (``js``: the G test, PSI in its evidence; ``ks``): bin indices against every
   feature's reference quantile edges by one broadcast comparison, window histograms by one
   ``bincount``; tests run once per window of ``CalibrationSpec.window`` events, as a second
@@ -184,7 +188,7 @@ class NumericBank:
         self.s2 = ordered_sum(self.s2, x * x)
 
     def sequential(self, idx: np.ndarray) -> list[Hit]:
-        """Mid-ranks of the prepared batch through the per-feature CUSUMs (hits index into ``idx``)."""
+        """Scores of the prepared batch through the per-feature CUSUMs (hits index into ``idx``)."""
         valid = None if self._all_valid else np.concatenate((self._valid, self._valid), axis=1)
         hits = self.cusum.update(self._u, valid)
         out: list[Hit] = []

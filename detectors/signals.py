@@ -349,7 +349,8 @@ class InputIntegrity:
             k = cal.burst_count(self.ref_invalid[f], self.ref_n[f], self.span, half)
             short = cal.burst_span(self.ref_invalid[f], self.ref_n[f], k - 1, half, self.span - 1) if k > 2 else 0
             self.k.append(k)
-            self.rules.append(([(k - 1, short)] if short >= k - 1 else []) + ([(k, self.span)] if k <= self.span else []))
+            self.rules.append(([(k - 1, short)] if k > 2 and short >= k - 1 else [])
+                              + ([(k, self.span)] if k <= self.span else []))
 
     def accumulate(self, kinds: np.ndarray | None, lo: int, hi: int) -> list[Hit]:
         """Window counts, and burst tests at each invalid value (hit index: in the batch)."""
