@@ -40,11 +40,12 @@ from scipy.special import ndtri
 from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
-from detectors.profile import NumericProfile
+from detectors.profile import RANK_GRID, NumericProfile
 from detectors.sketches import ordered_sum
 
 REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
 MIN_RANK_SD = 0.01  # mid-rank spread below which a feature counts as constant (no CUSUM)
+PSEUDO_COUNT = 0.5  # added to every grid bin's reference count in the score laws (an empty bin is not impossible)
 LOCATION_SHARE = 0.75  # of the CUSUM budget: the normal-score (location) CUSUMs; the rest to the tail (Klotz) ones
 SCORES = ("normal_score", "squared_normal_score")
 from detectors.signals import MIN_WINDOW_VALUES, Hit, _r
@@ -61,11 +62,13 @@ def rank_table(grid_counts: list[int]) -> np.ndarray:
 
 def score_table(grid_counts: list[int]) -> np.ndarray:
     """Normal score ``Phi^-1(u)`` of each grid bin's mid-rank ``u`` (van der Waerden): the location
-    score the CUSUMs see. An empty edge bin is scored as if it held half a reference value, so
-    every score is finite (at most ``Phi^-1(1 - 1 / 2n)``: 3.5 for n = 2000)."""
-    c = np.asarray(grid_counts, dtype=np.float64)
-    n = max(c.sum(), 1.0)
-    return ndtri(np.clip(rank_table(grid_counts), 0.5 / n, 1.0 - 0.5 / n))
+    score the CUSUMs see. ``u`` is held within half a grid bin of 0 and 1 (``|z| <= 2.42`` with 64
+    bins), the resolution of the grid: a continuous feature's edge bins sit there already, and a
+    tied feature's rare extreme values (a Poisson count of 5 seen once in the reference) would
+    otherwise carry scores whose masses the reference cannot estimate (their squares ran the
+    tail CUSUM over budget)."""
+    lo = 0.5 / RANK_GRID
+    return ndtri(np.clip(rank_table(grid_counts), lo, 1.0 - lo))
 
 
 def drift_weights(drifts: list[float]) -> np.ndarray:
@@ -123,7 +126,7 @@ class NumericBank:
         vals, probs, ranks = np.zeros((2 * F, J)), np.zeros((2 * F, J)), np.zeros((F, J))
         for j, (t, p) in enumerate(zip(self.utab, profs)):
             vals[j, : t.size], vals[F + j, : t.size] = t, t * t
-            probs[j, : t.size] = probs[F + j, : t.size] = p.grid_counts
+            probs[j, : t.size] = probs[F + j, : t.size] = np.asarray(p.grid_counts, dtype=np.float64) + PSEUDO_COUNT
             ranks[j, : t.size] = rank_table(p.grid_counts)
         self.ttab = [t * t for t in self.utab]
         self.drifts = list(c.cusum_drifts)
