@@ -140,6 +140,10 @@ SHARES: dict[str, dict[str, float]] = {
     "canary_divergence": {"prediction": 0.25, "confidence": 0.25, "error_rate": 0.2, "cusum": 0.3},
 }
 
+#: Smallest largest-step (score at its maximum minus the drift), in standard deviations of the
+#: score, for which a one-sided score CUSUM is armed (see :func:`score_cusum`).
+MIN_STEP_SD = 0.25
+
 #: Siegmund's correction for the overshoot of a CUSUM over its threshold, in standard
 #: deviations of one increment (exact for normal increments, conservative for coarser ones).
 OVERSHOOT = 1.166
@@ -198,7 +202,8 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     return np.where(finite, hi, np.inf)
 
 
-def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: float) -> np.ndarray:
+def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: float,
+                    max_step: np.ndarray | None = None) -> np.ndarray:
     """One-sided CUSUM threshold ``h`` whose in-control alarm rate per update is ``rate``.
 
     Siegmund's approximation of the in-control average run length, generalized with the
@@ -206,6 +211,9 @@ def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: 
     ``ARL(h) = (exp(theta b) - theta b - 1) / (theta k)``, ``b = h + OVERSHOOT * sd``
     (``sd``: standard deviation of one score). For normal scores this is the classical
     ``(exp(2 k b) - 2 k b - 1) / (2 k^2)`` (unit variance). Solved for ``ARL = 1 / rate``.
+    The overshoot can never exceed the walk's largest step ``max_step`` (``score - k`` at the
+    score's largest value): a score bounded close above its mean on that side (a squared
+    normal score seen from below, a rare indicator's down side) gets that bound instead.
 
     >>> round(float(cusum_threshold(np.array([1.0]), np.array([0.5]), np.array([1.0]), 1e-6)[0]), 2)
     11.96
@@ -221,18 +229,20 @@ def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: 
         for _ in range(60):
             g = np.expm1(y) - y - a
             y = np.maximum(y - g / np.expm1(y), 1e-9)
-        h = y / th - OVERSHOOT * sd
+        over = OVERSHOOT * sd if max_step is None else np.minimum(OVERSHOOT * sd, np.maximum(max_step, 0.0))
+        h = y / th - over
     return np.where(np.isfinite(th), np.maximum(h, 0.0), np.inf)  # a score that never exceeds k never fires
 
 
-def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float
+def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float | np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Drifts and thresholds of two-sided CUSUMs on scores with known discrete in-control laws.
 
     ``values``/``probs`` (columns x support, zero-padded probabilities allowed) give each
     column's score distribution (for a numeric feature: the mid-ranks of the reference's grid
     bins and their masses); ``drifts`` are reference values in standard deviations of the
-    score; ``rate`` is the alarm rate per update of each one-sided CUSUM. Returns
+    score; ``rate`` is the alarm rate per update of each one-sided CUSUM (one value, or one per
+    drift). Returns
     ``(k, h_up, h_down, sd)``: ``k`` and the thresholds per (column, drift) in score units,
     ``sd`` per column. Each side's threshold uses that side's own adjustment coefficient, so
     a skewed or tied score gets the threshold its own tail needs.
@@ -249,7 +259,15 @@ def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate
     th_up = lundberg_theta(c[rows], p[rows], k.ravel()).reshape(C, K)
     th_dn = lundberg_theta(-c[rows], p[rows], k.ravel()).reshape(C, K)
     sdk = np.repeat(sd, K).reshape(C, K)
-    return k, cusum_threshold(th_up, k, sdk, rate), cusum_threshold(th_dn, k, sdk, rate), sd
+    rate = np.broadcast_to(np.asarray(rate, dtype=np.float64), (K,))[None, :]
+    live = p > 0
+    top = np.where(live, c, -np.inf).max(axis=1)[:, None] - k
+    bottom = np.where(live, -c, -np.inf).max(axis=1)[:, None] - k
+    # a side whose largest step is a sliver of a standard deviation (a squared score seen from
+    # below with a large drift) is ruled by the running mean's own error, not by the law: off
+    h_up = np.where(top >= MIN_STEP_SD * sdk, cusum_threshold(th_up, k, sdk, rate, top), np.inf)
+    h_dn = np.where(bottom >= MIN_STEP_SD * sdk, cusum_threshold(th_dn, k, sdk, rate, bottom), np.inf)
+    return k, h_up, h_dn, sd
 
 
 def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: float
@@ -291,7 +309,8 @@ def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: 
         th_dn = np.minimum(th_dn, lundberg_theta(-vals, pr, k_dn.ravel()).reshape(C, K))
     sd = np.sqrt(p * (1 - p))
     sdk = np.repeat(sd, K).reshape(C, K)
-    return k_up, k_dn, cusum_threshold(th_up, k_up, sdk, rate), cusum_threshold(th_dn, k_dn, sdk, rate), sd
+    return (k_up, k_dn, cusum_threshold(th_up, k_up, sdk, rate, 1 - P - k_up),
+            cusum_threshold(th_dn, k_dn, sdk, rate, P - k_dn), sd)
 
 
 def window_alpha(per_million: float, share: float, window: int) -> float:
@@ -452,6 +471,7 @@ def rate_bounds(ref_hits: int, ref_n: int, n: int, alpha: float, two_sided: bool
 
 
 @lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096)
 def burst_count(ref_hits: int, ref_n: int, span: int, alarms_per_event: float) -> int:
     """Smallest ``k`` such that "``k`` hits within ``span`` trials", checked at every hit, fires
     at most ``alarms_per_event`` times per trial on average over the reference posterior.
@@ -466,6 +486,14 @@ def burst_count(ref_hits: int, ref_n: int, span: int, alarms_per_event: float) -
     >>> burst_count(0, 16000, 250, 5e-9), burst_count(0, 2000, 250, 5e-9)
     (4, 7)
     """
+    rate = burst_rates(ref_hits, ref_n, span)  # rate[k - 1]: alarm rate per trial of k hits within span
+    ok = np.flatnonzero(rate <= alarms_per_event)
+    return int(ok[0]) + 1 if ok.size else span + 1
+
+
+def burst_rates(ref_hits: int, ref_n: int, span: int) -> np.ndarray:
+    """Per ``k`` (index ``k - 1``), the posterior-averaged alarm rate per trial of "``k`` hits within
+    ``span`` trials" (see :func:`burst_count`)."""
     a, b = ref_hits + 0.5, ref_n - ref_hits + 0.5
     m = span - 1
     j = np.arange(m + 1, dtype=np.float64)
@@ -474,9 +502,27 @@ def burst_count(ref_hits: int, ref_n: int, span: int, alarms_per_event: float) -
     p = np.exp(logp - logp.max())
     p /= p.sum()
     upper = np.cumsum(p[::-1])[::-1]  # P(X >= j)
-    rate = a / (a + b) * upper  # rate[k - 1]: alarm rate per trial of k hits within span
-    ok = np.flatnonzero(rate <= alarms_per_event)
-    return int(ok[0]) + 1 if ok.size else span + 1
+    return a / (a + b) * upper
+
+
+@lru_cache(maxsize=4096)
+def burst_span(ref_hits: int, ref_n: int, k: int, alarms_per_event: float, max_span: int) -> int:
+    """Largest ``span <= max_span`` within which ``k`` hits fire at most ``alarms_per_event`` times
+    per trial (see :func:`burst_count`); 0 if even ``span = k`` is over budget.
+
+    >>> burst_span(0, 16000, 3, 2.5e-9, 250)
+    106
+    """
+    def ok(span: int) -> bool:
+        return bool(burst_rates(ref_hits, ref_n, span)[k - 1] <= alarms_per_event)
+
+    if k < 1 or max_span < k or not ok(k):
+        return 0
+    lo, hi = k, max_span
+    while lo < hi:  # the rate grows with the span
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
 
 
 def measure_adwin_rate(delta: float, n: int = 1_000_000, seed: int = 0, clock: int = ADWIN_CLOCK) -> float:

@@ -7,16 +7,20 @@ calls for the whole batch rather than per feature or per event:
 - **Per-event sequential detection** (``cusum``): every value is replaced by its *mid-rank*
   under the reference, ``u = (reference values below its grid bin + half of those in it) / n``,
   on a fine quantile grid of the reference (:func:`~detectors.profile.rank_grid`: 64 bins,
-  and a bin of its own for every tied value holding at least one bin's share). ``u`` is
-  bounded, so one outlier moves a CUSUM by at most half a unit, whatever its magnitude;
-  it is distribution-free (a continuous feature gives uniform ranks, a discrete or tied one a
-  known discrete law: the reference's bin masses). Self-starting two-sided CUSUMs
-  (:class:`~detectors.cusum.CusumBank`) with drifts ``CalibrationSpec.cusum_drifts`` (in
-  standard deviations of ``u``) run on the ranks of every event. Their thresholds come from
-  the budget and each feature's own rank law (:func:`~detectors.calibration.score_cusum`), so
-  heavy tails, ties and multimodal shapes keep the false-alarm rate. A feature whose
-  reference is (nearly) constant has no rank spread and no CUSUM (its histogram test and
-  input integrity still watch it).
+  and a bin of its own for every tied value holding at least one bin's share), and ``u`` by
+  its normal score ``z = Phi^-1(u)`` (:func:`score_table`). Two self-starting two-sided CUSUMs
+  (:class:`~detectors.cusum.CusumBank`) per feature run on every event: on ``z`` (location;
+  the normal score keeps the Gaussian efficiency that raw mid-ranks lose) and on ``z^2``
+  (Klotz's scale score: mass moving into or out of the tails, which leaves the mean rank
+  alone), with ``LOCATION_SHARE`` and the rest of the budget, split over the drifts
+  ``CalibrationSpec.cusum_drifts`` (standard deviations of each score) by
+  :func:`drift_weights`. Scores are bounded (one outlier moves a CUSUM by a bounded step,
+  whatever its magnitude) and distribution-free (a continuous feature gives the scores of
+  uniform ranks, a discrete or tied one a known discrete law: the reference's bin masses);
+  thresholds come from the budget and each feature's own score law
+  (:func:`~detectors.calibration.score_cusum`), so heavy tails, ties and multimodal shapes
+  keep the false-alarm rate. A feature whose reference is (nearly) constant has no rank
+  spread and no CUSUM (its histogram test and input integrity still watch it).
 - **Windowed distribution tests** (``js``: the G test, PSI in its evidence; ``ks``): bin indices against every
   feature's reference quantile edges by one broadcast comparison, window histograms by one
   ``bincount``; tests run once per window of ``CalibrationSpec.window`` events, as a second
@@ -31,15 +35,19 @@ import math
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
-from detectors.profile import NumericProfile
+from detectors.profile import RANK_GRID, NumericProfile
 from detectors.sketches import ordered_sum
 
 REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
 MIN_RANK_SD = 0.01  # mid-rank spread below which a feature counts as constant (no CUSUM)
+PSEUDO_COUNT = 0.5  # added to every grid bin's reference count in the score laws (an empty bin is not impossible)
+LOCATION_SHARE = 0.75  # of the CUSUM budget: the normal-score (location) CUSUMs; the rest to the tail (Klotz) ones
+SCORES = ("normal_score", "squared_normal_score")
 from detectors.signals import MIN_WINDOW_VALUES, Hit, _r
 from detectors.spec import CalibrationSpec, FeatureSpec
 from detectors.state import check_counts, check_float, check_list, enc_float
@@ -50,6 +58,31 @@ def rank_table(grid_counts: list[int]) -> np.ndarray:
     c = np.asarray(grid_counts, dtype=np.float64)
     n = max(c.sum(), 1.0)
     return (np.cumsum(c) - 0.5 * c) / n
+
+
+def score_table(grid_counts: list[int]) -> np.ndarray:
+    """Normal score ``Phi^-1(u)`` of each grid bin's mid-rank ``u`` (van der Waerden): the location
+    score the CUSUMs see. ``u`` is held within half a grid bin of 0 and 1 (``|z| <= 2.42`` with 64
+    bins), the resolution of the grid: a continuous feature's edge bins sit there already, and a
+    tied feature's rare extreme values (a Poisson count of 5 seen once in the reference) would
+    otherwise carry scores whose masses the reference cannot estimate (their squares ran the
+    tail CUSUM over budget)."""
+    lo = 0.5 / RANK_GRID
+    return ndtri(np.clip(rank_table(grid_counts), lo, 1.0 - lo))
+
+
+def drift_weights(drifts: list[float]) -> np.ndarray:
+    """Share of the CUSUM budget per drift, relative to an even split: proportional to ``1 / drift``.
+
+    A CUSUM with drift ``k`` detects shifts of about ``2 k`` after about ``log(ARL) / (2 k^2)``
+    values, so budget moved from a large drift to a small one saves many events on small shifts
+    and costs about one on large ones (``log`` of the weights' ratio over the large shift's KL).
+    """
+    w = 1.0 / np.asarray(drifts, dtype=np.float64)
+    return DRIFT_WEIGHTING * w * w.size / w.sum() + (1 - DRIFT_WEIGHTING)
+
+
+DRIFT_WEIGHTING = 1.0
 
 
 class NumericBank:
@@ -88,19 +121,26 @@ class NumericBank:
         self.enabled = np.array([p.n >= MIN_WINDOW_VALUES for p in profs], dtype=bool)
         sh = cal.SHARES[self.signal]
         self.grid = [np.asarray(p.grid, dtype=np.float64) for p in profs]
-        self.utab = [rank_table(p.grid_counts) for p in profs]
+        self.utab = [score_table(p.grid_counts) for p in profs]
         J = max(t.size for t in self.utab)
-        vals, probs = np.zeros((F, J)), np.zeros((F, J))
+        vals, probs, ranks = np.zeros((2 * F, J)), np.zeros((2 * F, J)), np.zeros((F, J))
         for j, (t, p) in enumerate(zip(self.utab, profs)):
-            vals[j, : t.size] = t
-            probs[j, : t.size] = p.grid_counts
+            vals[j, : t.size], vals[F + j, : t.size] = t, t * t
+            probs[j, : t.size] = probs[F + j, : t.size] = np.asarray(p.grid_counts, dtype=np.float64) + PSEUDO_COUNT
+            ranks[j, : t.size] = rank_table(p.grid_counts)
+        self.ttab = [t * t for t in self.utab]
         self.drifts = list(c.cusum_drifts)
-        rate = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts))
-        k, h_up, h_dn, sd = cal.score_cusum(vals, probs, self.drifts, rate)
-        self.rank_sd = sd
-        self.cusum = CusumBank(F, len(self.drifts))
-        self.cusum.set_params(k, k, h_up, h_dn, sd, self.enabled & (sd >= MIN_RANK_SD))
-        self.cusum.set_prior(np.minimum(self.nref, PRIOR_WEIGHT), 0.5)  # the reference's mid-ranks average 1/2
+        base = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts)) * drift_weights(self.drifts)
+        k, h_up, h_dn, sd = cal.score_cusum(vals[:F], probs[:F], self.drifts, base * LOCATION_SHARE)
+        kt, ht_up, ht_dn, sdt = cal.score_cusum(vals[F:], probs[F:], self.drifts, base * (1 - LOCATION_SHARE))
+        _, _, _, rsd = cal.score_cusum(ranks, probs[:F], self.drifts[:1], 1e-6)
+        self.score_sd = np.concatenate((sd, sdt))
+        on = self.enabled & (rsd >= MIN_RANK_SD)  # a (nearly) constant feature has no rank spread: no CUSUM
+        self.cusum = CusumBank(2 * F, len(self.drifts))
+        self.cusum.set_params(np.concatenate((k, kt)), np.concatenate((k, kt)), np.concatenate((h_up, ht_up)),
+                              np.concatenate((h_dn, ht_dn)), self.score_sd, np.concatenate((on, on)))
+        self.score_mean = (probs * vals).sum(axis=1) / np.maximum(probs.sum(axis=1), 1.0)
+        self.cusum.set_prior(np.concatenate((np.minimum(self.nref, PRIOR_WEIGHT),) * 2), self.score_mean)
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["js"], c.window)
         self.alpha_ks = cal.window_alpha(c.false_alarms_per_million, sh["ks"], c.window)
         self.window = c.window
@@ -123,10 +163,13 @@ class NumericBank:
             B[f] = np.searchsorted(self.edges[f], Xt[f], side="right")
         B += self.offs[:, None]
         self._bidx = B
-        U = np.empty(Xt.shape)
-        for f in range(self.F):  # mid-rank on the fine grid (NaNs land in the top bin; masked later)
-            U[f] = self.utab[f][np.searchsorted(self.grid[f], Xt[f], side="right")]
-        self._u = U.T
+        F = self.F
+        U = np.empty((Xt.shape[1], 2 * F))
+        for f in range(F):  # scores on the fine grid (NaNs land in the top bin; masked later)
+            g = np.searchsorted(self.grid[f], Xt[f], side="right")
+            U[:, f] = self.utab[f][g]
+            U[:, F + f] = self.ttab[f][g]
+        self._u = U
         self._all_valid = bool(valid.all())
         self._valid_t = None if self._all_valid else np.ascontiguousarray(valid.T)
         self._xz = X if self._all_valid else np.where(valid, X, 0.0)
@@ -148,16 +191,20 @@ class NumericBank:
         self.s2 = ordered_sum(self.s2, x * x)
 
     def sequential(self, idx: np.ndarray) -> list[Hit]:
-        """Mid-ranks of the prepared batch through the per-feature CUSUMs (hits index into ``idx``)."""
-        hits = self.cusum.update(self._u, None if self._all_valid else self._valid)
+        """Scores of the prepared batch through the per-feature CUSUMs (hits index into ``idx``)."""
+        valid = None if self._all_valid else np.concatenate((self._valid, self._valid), axis=1)
+        hits = self.cusum.update(self._u, valid)
         out: list[Hit] = []
-        for row, f, side, j, stat, thr, run, mean in hits:
+        F = self.F
+        for row, c, side, j, stat, thr, run, mean in hits:
+            f, tail = c % F, c >= F
             p = self.profs[f]
-            sd = float(self.rank_sd[f])
+            sd = float(self.score_sd[c])
             out.append((self.signal, "cusum", self.names[f], stat / sd, thr / sd,
-                        {"mean": _r(p.mean), "std": _r(p.std), "median_rank": 0.5, "rank_sd": _r(sd)},
-                        {"direction": side, "drift_sd": self.drifts[j], "mean_rank_since_restart": _r(mean),
-                         "values_since_restart": run}, int(idx[row])))
+                        {"mean": _r(p.mean), "std": _r(p.std), "score": SCORES[tail],
+                         "score_mean": _r(float(self.score_mean[c])), "score_sd": _r(sd)},
+                        {"score": SCORES[tail], "direction": side, "drift_sd": self.drifts[j],
+                         "score_mean_since_restart": _r(mean), "values_since_restart": run}, int(idx[row])))
         return out
 
     def close(self, idx: int) -> list[Hit]:
@@ -207,8 +254,11 @@ class NumericBank:
     # -- stats / state -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         stat, thr = self.cusum.exceedance()
+        F = self.F
         return {name: {"cusum_statistic": float(stat[f]), "cusum_threshold": float(thr[f]),
-                       "cusum_detections": int(self.cusum.detections[f]), "cusum_armed": bool(self.cusum.enabled[f]),
+                       "tail_cusum_statistic": float(stat[F + f]), "tail_cusum_threshold": float(thr[F + f]),
+                       "cusum_detections": int(self.cusum.detections[f] + self.cusum.detections[F + f]),
+                       "cusum_armed": bool(self.cusum.enabled[f]),
                        "values_since_restart": int(self.cusum.n[f]), "window_values": int(self.wn[f]),
                        "reference_values": int(self.nref[f]),
                        "js_threshold_full_window": float(cal.chi2_quantile(int(self.bins[f]) - 1, self.alpha)

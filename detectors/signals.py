@@ -25,6 +25,7 @@ from detectors.errors import StateFormatError
 from detectors.state import check_counts, check_int, check_list
 
 Hit = tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]
+ANY_FEATURE = "<any feature>"  # input integrity's event-level key
 MIN_WINDOW_VALUES = 30
 REFERENCE_GROWTH = 8
 
@@ -286,11 +287,25 @@ class InputIntegrity:
     - ``invalid_rate``: the window's invalid count against the beta-binomial predictive of
       the reference (:func:`~detectors.calibration.rate_bounds`), once per window.
     - ``invalid_burst``: ``k`` invalid values of one feature within ``span`` events
-      (``CalibrationSpec.window // 4``), checked at every invalid value. ``k`` is the
-      smallest count whose alarm rate per event under the reference posterior is within
-      budget (:func:`~detectors.calibration.burst_count`). A feature that has never been
-      invalid in a reference of 16k events needs 4 invalid values in 250 events at the
-      default calibration; the window test needs 6 to 10 in a window of 1000.
+      (``CalibrationSpec.window // 4``), or ``k - 1`` within a shorter span, checked at every
+      invalid value. ``k`` is the smallest count whose alarm rate per event under the
+      reference posterior is within half the test's budget
+      (:func:`~detectors.calibration.burst_count`), the short span the longest that keeps
+      ``k - 1`` within the other half (:func:`~detectors.calibration.burst_span`). A feature
+      that has never been invalid in a reference of 16k events fires on 3 invalid values in
+      106 events or 4 in 250 at the default calibration; the window test needs 6 to 10 in a
+      window of 1000.
+
+    Both tests also run on one more key, ``<any feature>``: the event-level indicator "some
+    feature of this event is invalid". A broken pipeline that corrupts a few random features
+    of 4% of the events gives each feature 0.4% (4 hits in 250 events take about 1,000 events)
+    but the event-level key 4% (about 100 events). Why a burst count and not a likelihood-
+    ratio CUSUM on the indicator: with a reference rate of 0 in n events the rate is only
+    known to be below about 1/n, and averaged over its posterior two invalid values within
+    ``s`` events already cost ``E[p^2] s`` (3e-9 s at n = 16k) against a budget of 5e-9 per
+    event, so no calibrated test fires on one or two values; the burst count is the
+    posterior-exact form of that test. The event-level reference counts the sum of the
+    features' reference invalid values (an upper bound: a conservative rate).
 
     The reference (invalid and total counts) grows with windows without a detection, up to
     ``REFERENCE_GROWTH`` times its initial size, as the histograms' references do: a zero
@@ -303,9 +318,15 @@ class InputIntegrity:
     signal = "input_integrity"
 
     def __init__(self, names: list[str], ref_invalid: list[int], ref_n: list[int], c: CalibrationSpec) -> None:
-        self.names = list(names)
-        F = len(names)
-        self.ref_invalid, self.ref_n = [int(x) for x in ref_invalid], [int(x) for x in ref_n]
+        # one more key: the event-level indicator "some feature of this event is invalid"; its
+        # reference count is bounded by the sum of the features' (conservative: a higher rate);
+        # with a single feature it would repeat that feature's key
+        self.pooled = len(names) >= 2
+        extra = 1 if self.pooled else 0
+        self.names = list(names) + [ANY_FEATURE] * extra
+        F = len(self.names)
+        self.ref_invalid = [int(x) for x in ref_invalid] + [int(sum(ref_invalid))] * extra
+        self.ref_n = [int(x) for x in ref_n] + [int(max(ref_n, default=0))] * extra
         self.cap = [n * REFERENCE_GROWTH for n in self.ref_n]
         self.pend_invalid, self.pend_n = [0] * F, [0] * F
         self.counts = np.zeros((F, 5), dtype=np.int64)
@@ -322,8 +343,14 @@ class InputIntegrity:
         self._derive()
 
     def _derive(self) -> None:
-        self.k = [cal.burst_count(self.ref_invalid[f], self.ref_n[f], self.span, self.burst_budget)
-                  for f in range(len(self.names))]
+        self.k, self.rules = [], []
+        half = self.burst_budget / 2
+        for f in range(len(self.names)):
+            k = cal.burst_count(self.ref_invalid[f], self.ref_n[f], self.span, half)
+            short = cal.burst_span(self.ref_invalid[f], self.ref_n[f], k - 1, half, self.span - 1) if k > 2 else 0
+            self.k.append(k)
+            self.rules.append(([(k - 1, short)] if k > 2 and short >= k - 1 else [])
+                              + ([(k, self.span)] if k <= self.span else []))
 
     def accumulate(self, kinds: np.ndarray | None, lo: int, hi: int) -> list[Hit]:
         """Window counts, and burst tests at each invalid value (hit index: in the batch)."""
@@ -335,6 +362,9 @@ class InputIntegrity:
             seg = kinds[lo:hi]
             if seg.any():
                 F = len(self.names)
+                if self.pooled:  # the event-level key takes the kind of the event's first invalid feature
+                    bad = seg != 0
+                    seg = np.column_stack((seg, np.where(bad.any(axis=1), seg[np.arange(seg.shape[0]), bad.argmax(axis=1)], 0)))
                 self.counts += np.bincount((seg + self.offs).ravel(), minlength=6 * F).reshape(F, 6)[:, 1:]
                 segt = seg.T
                 fs, rs = np.nonzero(segt)  # feature-major, positions increasing per feature
@@ -345,19 +375,20 @@ class InputIntegrity:
 
     def _burst(self, f: int, at: int, code: int, idx: int) -> list[Hit]:
         k, rec = self.k[f], self.recent[f]
-        if k > self.span:
+        for kr, span in self.rules[f]:
+            if len(rec) >= kr - 1 and (kr == 1 or at - rec[-(kr - 1)][0] < span):
+                burst = rec[len(rec) - (kr - 1):] + [[at, code]]
+                rec.clear()
+                self.win_bursts += 1
+                kinds = [0] * len(INVALID_KINDS)
+                for _, c in burst:
+                    kinds[c - 1] += 1
+                ref_s = {"invalid_rate": _r(self.ref_invalid[f] / max(self.ref_n[f], 1)), "n": self.ref_n[f]}
+                cur_s = {"invalid_values": kr, "events": at - burst[0][0] + 1, "span": span,
+                         "by_kind": dict(zip(INVALID_KINDS, kinds))}
+                return [(self.signal, "invalid_burst", self.names[f], float(kr), float(kr), ref_s, cur_s, idx)]
+        if not self.rules[f]:
             return []
-        if len(rec) >= k - 1 and (k == 1 or at - rec[-(k - 1)][0] < self.span):
-            burst = rec[len(rec) - (k - 1):] + [[at, code]]
-            rec.clear()
-            self.win_bursts += 1
-            kinds = [0] * len(INVALID_KINDS)
-            for _, c in burst:
-                kinds[c - 1] += 1
-            ref_s = {"invalid_rate": _r(self.ref_invalid[f] / max(self.ref_n[f], 1)), "n": self.ref_n[f]}
-            cur_s = {"invalid_values": k, "events": at - burst[0][0] + 1, "span": self.span,
-                     "by_kind": dict(zip(INVALID_KINDS, kinds))}
-            return [(self.signal, "invalid_burst", self.names[f], float(k), float(k), ref_s, cur_s, idx)]
         rec.append([at, code])
         if len(rec) > max(k - 1, 0):
             del rec[: len(rec) - max(k - 1, 0)]

@@ -88,3 +88,49 @@ def test_window_with_a_burst_stays_out_of_the_reference():
     ii.accumulate(np.zeros((c.window, 1), dtype=np.int8), 0, c.window)
     ii.close(1)  # a clean window does
     assert ii.ref_n == [2000] and ii.k[0] < k
+
+
+def _scattered(n, features, p_event, seed):
+    """Integrity codes of a pipeline that breaks one random feature of ``p_event`` of the events."""
+    rng = np.random.default_rng(seed)
+    kinds = np.zeros((n, features), dtype=np.int8)
+    rows = np.flatnonzero(rng.random(n) < p_event)
+    kinds[rows, rng.integers(0, features, rows.size)] = rng.integers(1, 6, rows.size)
+    return kinds
+
+
+def test_event_level_key_catches_invalid_values_scattered_over_features():
+    """4% of events carry one invalid value among 10 clean features: each feature sees 0.4%, the
+    event-level key 4%; it fires first, on 3 invalid events within the short span or 4 within 250."""
+    c = CalibrationSpec()
+    names = [f"f{j}" for j in range(10)]
+    ii = InputIntegrity(names, [0] * 10, [16_000] * 10, c)
+    assert ii.names[-1] == "<any feature>" and ii.rules[-1] == [(3, 106), (4, 250)]
+    delays = []
+    for seed in range(20):
+        ii = InputIntegrity(names, [0] * 10, [16_000] * 10, c)
+        kinds = _scattered(3000, 10, 0.04, seed)
+        hits = ii.accumulate(kinds, 0, 1000) + ii.accumulate(kinds, 1000, 2000) + ii.accumulate(kinds, 2000, 3000)
+        assert hits, seed
+        assert hits[0][2] == "<any feature>" and hits[0][6]["invalid_values"] in (3, 4)
+        assert hits[0][6]["events"] <= hits[0][6]["span"]
+        delays.append(hits[0][7])
+    assert np.median(delays) < 150, delays  # the 3rd to 4th invalid event: about 75 to 100 events
+
+
+def test_event_level_burst_stays_within_budget_on_a_stationary_invalid_rate():
+    """Invalid values at the reference's own rate (0.2% of events, one random feature each) at a
+    raised budget: event-level burst detections within twice the budget (plus Poisson slack)."""
+    F_pm = 1000.0
+    c = CalibrationSpec(false_alarms_per_million=F_pm)
+    n, features = 400_000, 5
+    ref = _scattered(16_000, features, 0.002, 1)
+    bad = (ref != 0).sum(axis=0)
+    ii = InputIntegrity([f"f{j}" for j in range(features)], bad.tolist(), [16_000] * features, c)
+    kinds = _scattered(n, features, 0.002, 2)
+    got = 0
+    for lo in range(0, n, 1000):
+        got += sum(1 for h in ii.accumulate(kinds, lo, lo + 1000) if h[2] == "<any feature>")
+        ii.close(lo + 999)
+    expected = F_pm * cal.SHARES["input_integrity"]["invalid_burst"] * n / 1e6
+    assert got <= 2 * expected + 3 * np.sqrt(expected) + 1, (got, expected)

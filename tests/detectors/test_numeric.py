@@ -2,7 +2,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.numeric import NumericBank, rank_table
+from detectors.numeric import PSEUDO_COUNT, NumericBank, rank_table, score_table
 from detectors.profile import NumericProfile
 from detectors.spec import CalibrationSpec, FeatureSpec
 
@@ -22,7 +22,7 @@ def feed(b, X, valid, cuts):
         if hi > lo:
             b.prepare(X[lo:hi], valid[lo:hi])
             b.accumulate(0, hi - lo)
-            hits += [(h[1], h[2], h[7] + lo) for h in b.sequential(np.arange(hi - lo))]
+            hits += [(h[1], h[2], h[7] + lo, h[6].get("score")) for h in b.sequential(np.arange(hi - lo))]
     return hits
 
 
@@ -52,8 +52,9 @@ def cusum_loop(u, k, h_up, h_dn, min_run=30, w=0.0, m=0.0):
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.lists(st.integers(1, 599), max_size=6), st.floats(0, 0.3))
-def test_rank_cusum_matches_a_plain_loop(seed, cuts, p_invalid):
-    """Mid-ranks of every valid value drive each feature's CUSUM exactly like a one-value loop, any batch cuts."""
+def test_score_cusums_match_a_plain_loop(seed, cuts, p_invalid):
+    """Normal scores and squared normal scores of every valid value drive each feature's two CUSUMs
+    exactly like a one-value loop, any batch cuts."""
     rng = np.random.default_rng(seed)
     n = 600
     X = rng.standard_normal((n, F)) * 2 + np.r_[np.zeros(300), np.full(300, 1.0)][:, None]
@@ -63,24 +64,29 @@ def test_rank_cusum_matches_a_plain_loop(seed, cuts, p_invalid):
     hits = feed(b, X, valid, cuts)
     c = b.cusum
     for j in range(F):
-        u = rank_table(b.profs[j].grid_counts)[np.searchsorted(b.grid[j], X[valid[:, j], j], side="right")]
+        z = score_table(b.profs[j].grid_counts)[np.searchsorted(b.grid[j], X[valid[:, j], j], side="right")]
         rows = np.flatnonzero(valid[:, j])
-        want = [int(rows[i]) for i in cusum_loop(u.tolist(), c.k_up[j].tolist(), c.h_up[j].tolist(),
-                                                 c.h_dn[j].tolist(), w=1000.0, m=0.5)]
-        got = sorted(e for d, key, e in hits if key == f"x{j}" and d == "cusum")
-        assert got == want
-    assert any(d == "cusum" for d, _, _ in hits)  # the shift is found
+        for col, score, u in ((j, "normal_score", z), (F + j, "squared_normal_score", z * z)):
+            w = np.asarray(b.profs[j].grid_counts) + PSEUDO_COUNT
+            m = float((w * score_table(b.profs[j].grid_counts) ** (2 if col >= F else 1)).sum() / w.sum())
+            want = [int(rows[i]) for i in cusum_loop(u.tolist(), c.k_up[col].tolist(), c.h_up[col].tolist(),
+                                                     c.h_dn[col].tolist(), w=1000.0, m=m)]
+            got = sorted(e for d, key, e, sc in hits if key == f"x{j}" and d == "cusum" and sc == score)
+            assert got == want, (j, score)
+    assert any(d == "cusum" and sc == "normal_score" for d, _, _, sc in hits)  # the shift is found
     assert b.wn.tolist() == valid.sum(axis=0).tolist()
     assert b.counts.sum() == valid.sum()
 
 
-def test_single_outlier_moves_a_rank_cusum_by_at_most_half_a_unit():
+def test_single_outlier_moves_a_score_cusum_by_a_bounded_step():
     b = bank()
     X = np.zeros((200, F))
     X[100, 0] = -2460.0
     feed(b, X, np.ones_like(X, dtype=bool), [])
     u_out = rank_table(b.profs[0].grid_counts)[0]
     assert 0.0 <= u_out < 0.5
+    z = score_table(b.profs[0].grid_counts)
+    assert np.isfinite(z).all() and -2.5 < z[0] < 0 and abs(z.max()) < 2.5
     stat, thr = b.cusum.exceedance()
     assert (stat < thr).all()
 
