@@ -287,6 +287,10 @@ class Progress:
         from confluent_kafka import Consumer, TopicPartition
 
         self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        # read_uncommitted end offsets count the records of open transactions, which a
+        # read_committed end offset (the last stable offset) stops before
+        self._log_ends = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{group}-chaos-ends",
+                                   "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
         self._tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
         self._bootstrap = bootstrap
         self.samples: list[tuple[float, int]] = []
@@ -297,7 +301,12 @@ class Progress:
         return {(tp.topic, tp.partition): tp.offset for tp in self._consumer.committed(self._tps, timeout=5)}
 
     def ends(self) -> dict[tuple[str, int], int]:
+        """Each partition's last stable offset: the end a read_committed reader sees."""
         return {(tp.topic, tp.partition): self._consumer.get_watermark_offsets(tp, timeout=5)[1] for tp in self._tps}
+
+    def log_ends(self) -> dict[tuple[str, int], int]:
+        """Each partition's log end offset, records of still open transactions included."""
+        return {(tp.topic, tp.partition): self._log_ends.get_watermark_offsets(tp, timeout=5)[1] for tp in self._tps}
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
@@ -312,8 +321,10 @@ class Progress:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
         self._consumer.close()
+        self._log_ends.close()
 
     def backlog(self, attempts: int = 20) -> int | None:
         """The sum of every partition's end offset now (what the group has to commit to catch up)."""
@@ -334,13 +345,20 @@ class Progress:
         return None
 
     def drained(self, timeout: float) -> bool:
-        """Wait until every partition's committed offset reached its end, twice in a row."""
+        """Wait until no transaction is open and every partition's committed offset reached its end,
+        twice in a row.
+
+        A transaction left open by a worker that exited for good (removed while a call hung) holds
+        the last stable offset back until the broker aborts it; its successors' records wait behind
+        it, so the group is not drained until it is gone.
+        """
         deadline = time.monotonic() + timeout
         streak = 0
         while time.monotonic() < deadline:
             try:
-                ends, committed = self.ends(), self.committed()
-                ok = all(committed.get(k, -1) >= end for k, end in ends.items() if end > 0)
+                ends, log_ends, committed = self.ends(), self.log_ends(), self.committed()
+                ok = (all(committed.get(k, -1) >= end for k, end in ends.items() if end > 0)
+                      and all(log_ends.get(k, -1) == end for k, end in ends.items()))
             except Exception:  # noqa: BLE001
                 ok = False
             streak = streak + 1 if ok else 0

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,39 @@ def _check(report: dict, out: subprocess.CompletedProcess) -> None:
     assert report["routing"]["lost"] == 0 and report["routing"]["duplicated"] == 0, report["routing"]
     assert report["ok"] and out.returncode == 0, report["violations"]
 
+
+
+def test_an_open_transaction_holds_the_drain_back(stack):
+    """Committed offsets at the last stable offset are not drained while a transaction is still open:
+    the records behind it are not yet visible to the workers or to the verifier."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from loadtest.chaos import Progress
+
+    topic, group = f"chaos-drain-{uuid.uuid4().hex[:8]}", f"chaos-drain-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap, "transactional.id": f"{group}-txn"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"committed")
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, b"open")
+    producer.flush(30)
+    group_consumer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": group,
+                               "enable.auto.commit": False})
+    progress = Progress(stack.kafka_bootstrap, group, {topic: 1})
+    try:
+        stable = progress.ends()[(topic, 0)]
+        group_consumer.commit(offsets=[TopicPartition(topic, 0, stable)], asynchronous=False)
+        assert progress.log_ends()[(topic, 0)] > stable
+        assert not progress.drained(3.0)
+        producer.commit_transaction(30)
+        end = progress.log_ends()[(topic, 0)]
+        group_consumer.commit(offsets=[TopicPartition(topic, 0, end)], asynchronous=False)
+        assert progress.drained(10.0)
+    finally:
+        progress.stop()
+        group_consumer.close()
