@@ -35,13 +35,14 @@ def _loopback(address: str) -> None:
 
 def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000.0, timeout: float = 300.0,
               idle: float = 8.0, counts: dict[str, int] | None = None, metrics_port: int | None = None,
-              model: str | None = None, hold: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+              model: str | None = None, hold: Callable[[], bool] | None = None,
+              false_alarms_per_million: float | None = None) -> list[dict[str, Any]]:
     """Produce ``drill`` to fresh topics, run a worker, return the control messages it committed.
 
     ``counts``, if given, receives the committed events, joined labels, dead letters and registry events.
     ``metrics_port`` serves the worker's /metrics on loopback; ``model`` renames the drill's model
     (series of this run only); ``hold`` keeps the worker running, once idle, until it returns True
-    (bounded by ``timeout``).
+    (bounded by ``timeout``); ``false_alarms_per_million`` replaces the default calibration budget.
     """
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -58,7 +59,8 @@ def run_kafka(drill: Drill, bootstrap: str, redis_url: str, rate: float = 20_000
         key_file = os.path.join(keydir.name, "registry.pub")
         with open(key_file, "wb") as fh:
             fh.write(drill.registry_public_key)
-    doc = drill_config(bootstrap, redis_url, prefix=f"drill-{uuid.uuid4().hex[:10]}", registry_key_file=key_file)
+    doc = drill_config(bootstrap, redis_url, prefix=f"drill-{uuid.uuid4().hex[:10]}", registry_key_file=key_file,
+                       false_alarms_per_million=false_alarms_per_million)
     doc["signing"] = {"key_env": KEY_ENV}
     doc["metrics"] = {"enabled": metrics_port is not None, "port": metrics_port or 0}
     if model is not None:

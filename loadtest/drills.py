@@ -402,14 +402,18 @@ def drill_model_spec(scenario: str | None = None) -> dict[str, Any]:
             "reference_size": 2000, "label_reference_size": 500}
 
 
-def drill_monitor_spec(scenario: str | None = None) -> dict[str, Any]:
-    """``MonitorSpec`` dictionary for the drills (defaults for calibration and alerting)."""
-    return {"models": [drill_model_spec(scenario)]}
+def drill_monitor_spec(scenario: str | None = None, false_alarms_per_million: float | None = None) -> dict[str, Any]:
+    """``MonitorSpec`` dictionary for the drills: default alerting, and the default calibration unless
+    a false-alarm budget is given (to compare detection delays at another budget)."""
+    doc: dict[str, Any] = {"models": [drill_model_spec(scenario)]}
+    if false_alarms_per_million is not None:
+        doc["calibration"] = {"false_alarms_per_million": false_alarms_per_million}
+    return doc
 
 
 def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://127.0.0.1:6379/0",
                  prefix: str = "drill", registry_key_file: str | Path | None = None,
-                 scenario: str | None = None) -> dict[str, Any]:
+                 scenario: str | None = None, false_alarms_per_million: float | None = None) -> dict[str, Any]:
     """A complete driftline configuration for the drill topics (the signing key comes from the environment);
     with ``registry_key_file``, a registry topic whose events that public key verifies."""
     doc = {
@@ -420,7 +424,7 @@ def drill_config(bootstrap: str = "127.0.0.1:9092", redis_url: str = "redis://12
                   "internal_topic": f"{prefix}-internal"},
         "redis": {"url": redis_url, "key_prefix": prefix, "pending_ttl_seconds": int(LABEL_HORIZON_S)},
         "signing": {"key_env": "DRIFTLINE_SIGNING_KEY"},
-        "monitor": drill_monitor_spec(scenario),
+        "monitor": drill_monitor_spec(scenario, false_alarms_per_million),
     }
     if registry_key_file is not None:
         doc["kafka"]["registry_topic"] = f"{prefix}-registry"

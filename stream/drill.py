@@ -90,8 +90,11 @@ def _alert_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injection: int | None = None,
-              out_dir: str | Path | None = None, batch_size: int = 4096) -> DrillResult:
-    """Synthesize, replay and score one scenario; files go to ``out_dir`` (a temporary one if None)."""
+              out_dir: str | Path | None = None, batch_size: int = 4096,
+              false_alarms_per_million: float | None = None) -> DrillResult:
+    """Synthesize, replay and score one scenario; files go to ``out_dir`` (a temporary one if None).
+
+    ``false_alarms_per_million`` replaces the default calibration budget (backtesting a threshold)."""
     from stream.replay import ReplayConfig, run_replay
 
     drills = _drills()
@@ -103,7 +106,7 @@ def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injecti
         out_dir = tmp.name
     try:
         paths = drills.write_drill(drill, out_dir)
-        spec = MonitorSpec.model_validate(drills.drill_monitor_spec(scenario))
+        spec = MonitorSpec.model_validate(drills.drill_monitor_spec(scenario, false_alarms_per_million))
         config = ReplayConfig(spec, horizon_seconds=meta["label_horizon_seconds"])
         if "registry" in paths:
             from stream.registry import load_public_keys
@@ -123,7 +126,7 @@ def run_drill(scenario: str, seed: int = 0, n_events: int | None = None, injecti
 
 def run_kafka_drill(scenario: str, bootstrap: str, redis_url: str, seed: int = 0, n_events: int | None = None,
                     injection: int | None = None, rate: float = 20_000.0, timeout: float = 300.0,
-                    out_dir: str | Path | None = None) -> DrillResult:
+                    out_dir: str | Path | None = None, false_alarms_per_million: float | None = None) -> DrillResult:
     """Synthesize one scenario, run it through a worker on a loopback Kafka/Redis, score the control topic."""
     drills = _drills()
     from loadtest.drill_kafka import run_kafka
@@ -132,7 +135,8 @@ def run_kafka_drill(scenario: str, bootstrap: str, redis_url: str, seed: int = 0
     if out_dir is not None:
         drills.write_drill(drill, out_dir)
     counts: dict[str, int] = {}
-    messages = run_kafka(drill, bootstrap, redis_url, rate=rate, timeout=timeout, counts=counts)
+    messages = run_kafka(drill, bootstrap, redis_url, rate=rate, timeout=timeout, counts=counts,
+                         false_alarms_per_million=false_alarms_per_million)
     if out_dir is not None:
         with open(Path(out_dir) / "alerts.jsonl", "w") as fh:
             fh.writelines(json.dumps(m) + "\n" for m in messages)
@@ -312,6 +316,17 @@ def _windows(ts: list[float], values: list[float], label: str, n: int = 120) -> 
 
 
 # -- command line -------------------------------------------------------------------------------
+def _budget(text: str) -> float:
+    """A false-alarm budget as ``monitor.calibration.false_alarms_per_million`` accepts it."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 10_000:
+        raise argparse.ArgumentTypeError("must be in (0, 10000] false alarms per million events")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``driftline drill``."""
     parser.add_argument("scenario", help="scenario name, or 'all'")
@@ -320,6 +335,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--injection", type=int, default=None, help="event index where the incident starts")
     parser.add_argument("--out", default="drill-out", help="directory for logs, alerts, results and PNG reports")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG report")
+    parser.add_argument("--false-alarms-per-million", type=_budget, default=None, metavar="F",
+                        help="calibration budget instead of the default (monitor.calibration.false_alarms_per_million)")
     parser.add_argument("--kafka", metavar="BOOTSTRAP", default=None,
                         help="run through a live worker on this loopback broker instead of replay")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="loopback Redis URL (with --kafka)")
@@ -347,9 +364,11 @@ def run(args: argparse.Namespace) -> int:
         out = Path(args.out) / name
         if args.kafka:
             res = run_kafka_drill(name, args.kafka, args.redis, seed=args.seed, n_events=args.events,
-                                  injection=args.injection, rate=args.rate, timeout=args.timeout, out_dir=out)
+                                  injection=args.injection, rate=args.rate, timeout=args.timeout, out_dir=out,
+                                  false_alarms_per_million=args.false_alarms_per_million)
         else:
-            res = run_drill(name, seed=args.seed, n_events=args.events, injection=args.injection, out_dir=out)
+            res = run_drill(name, seed=args.seed, n_events=args.events, injection=args.injection, out_dir=out,
+                            false_alarms_per_million=args.false_alarms_per_million)
         (out / "result.json").write_text(json.dumps(res.to_dict(), indent=2, default=str))
         if not args.no_plot:
             plot(res, observable(name, out), out / "report.png")

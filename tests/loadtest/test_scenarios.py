@@ -77,3 +77,26 @@ def test_registry_swap_is_paged_on_the_first_wrong_digest_and_the_release_is_sil
     assert rollback["canary_version"] == "v2" and rollback["event_id"] == meta["swap_event_id"]
     assert not [m for m in r.messages if m.get("version") == meta["release_version"]], "the release must be silent"
     assert [m["kind"] for m in r.messages if m.get("kind") in ("alert", "rollback")] == ["alert", "rollback"]
+
+
+def test_a_larger_budget_detects_the_small_shift_sooner() -> None:
+    """The drill's budget reaches the thresholds: 1,000 times the default budget (still below ADWIN's
+    measured false-alarm rate) detects the 0.25 sd shift sooner than the default does."""
+    default = result("small_shift")
+    loose = run_drill("small_shift", seed=0, false_alarms_per_million=10.0)
+    assert loose.detected and loose.detection["signal"] == "numeric_drift"
+    assert loose.events_to_detection < default.events_to_detection
+
+
+def test_the_drill_budget_is_validated() -> None:
+    import argparse
+
+    from detectors.spec import MonitorSpec
+    from loadtest.drills import drill_monitor_spec
+    from stream.drill import _budget
+
+    assert MonitorSpec.model_validate(drill_monitor_spec("small_shift", 2.5)).calibration.false_alarms_per_million == 2.5
+    assert "calibration" not in drill_monitor_spec("small_shift")
+    for bad in ("0", "-1", "1e9", "many"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _budget(bad)
