@@ -194,6 +194,8 @@ class FaustRuntime(Worker):
             self._monitors.clear()
             self._owned.clear()
             self._resume.clear()
+            self._paused.clear()
+            self._label_waits.clear()
             self._dirty.clear()
             self._next = {(tp.topic, tp.partition): committed[tp] for tp in assignment if committed.get(tp) is not None}
             for tp in sorted(t for t in assignment if t.topic == self._internal):
@@ -214,10 +216,26 @@ class FaustRuntime(Worker):
             for tp in revoked:
                 self._next.pop((tp.topic, tp.partition), None)
                 self._resume.pop((tp.topic, tp.partition), None)
+                self._paused.pop((tp.topic, tp.partition), None)
                 if tp.topic == self._internal:
                     self._owned.discard(tp.partition)
                     for name in [m for m in self._monitors if self._partition_of(m) == tp.partition]:
                         del self._monitors[name]
+
+    def _resume_waiting_labels(self) -> None:
+        """Hand paused label partitions over again once their waiting label may join (see
+        :meth:`stream.worker.Worker._resume_waiting_labels`); what Faust buffered for them
+        meanwhile starts at the waiting label (the partition was sought there)."""
+        if not self._paused:
+            return
+        frontier = self._inference_frontier()
+        now = time.monotonic()
+        ready = [tp for tp, (_, ts) in self._paused.items()
+                 if frontier >= ts or now - self._waiting_since.get(tp, now) >= self._label_wait]
+        for tp in ready:
+            del self._paused[tp]
+        if ready:
+            self.app.consumer.resume_partitions([TP(t, p) for t, p in ready])
 
     def _partition_of(self, model: str) -> int:
         return partition_for(model, self._partitions)
@@ -244,6 +262,7 @@ class FaustRuntime(Worker):
         if self._failed is not None:
             raise RuntimeError("an earlier batch failed; restart the worker") from self._failed
         async with self._lock:
+            self._resume_waiting_labels()
             msgs = self._accept(messages, self.app.consumer.assignment())
             if msgs:
                 await self._process_batch(msgs)
@@ -288,6 +307,9 @@ class FaustRuntime(Worker):
         for (topic, partition), offset in rewinds.items():
             self._resume[(topic, partition)] = offset
             await self.app.consumer.seek(TP(topic, partition), offset)
+        if rewinds:  # not handed over batch after batch while its label waits (see Worker._route_labels)
+            self.app.consumer.pause_partitions([TP(t, p) for t, p in rewinds])
+            self._paused.update({tp: self._label_waits[tp] for tp in rewinds})
         self._committed(staged, outcome, started, checkpoint_started)
 
     async def housekeeping(self) -> None:
@@ -296,6 +318,7 @@ class FaustRuntime(Worker):
             return
         async with self._lock:
             self._publish_inference_clock()
+            self._resume_waiting_labels()
             self._update_lag()
 
 

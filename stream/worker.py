@@ -122,6 +122,10 @@ class Worker:
         self._last_idle_commit = 0.0
         self._label_wait = config.redis.label_wait_seconds
         self._waiting_since: dict[tuple[str, int], float] = {}  # label partition -> monotonic start of its wait
+        # label partition stopped at a label waiting for its prediction -> (offset, the label's time);
+        # the partition is paused until the inference frontier passes that time or the wait ends
+        self._label_waits: dict[tuple[str, int], tuple[int, float]] = {}
+        self._paused: dict[tuple[str, int], tuple[int, float]] = {}
         self._routed_until: dict[str, float] = {}  # "topic:partition" -> newest routed inference timestamp
         self._last_clock = 0.0
         self._inference_partitions: list[str] = []
@@ -206,6 +210,7 @@ class Worker:
                 try:
                     if self._needs_rewind:
                         self._abort_and_rewind()
+                    self._resume_waiting_labels()
                     msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
                     if msgs:
                         self._process(msgs, full=full)
@@ -304,6 +309,7 @@ class Worker:
                         self.worker_id, self._redis_id, current, recent)
         self._redis_id = current
         keep = [tp for tp in partitions if tp not in lost]
+        self._release_paused(consumer)
         consumer.assign(keep)
         if lost:
             log.warning("worker %s lost internal partitions %s to another worker", self.worker_id,
@@ -312,6 +318,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._unsettled = None
+        self._release_paused(consumer)
         if not self._needs_rewind:  # hand the partitions over with current state: a shorter catch-up
             self._snapshot_safely([tp.partition for tp in partitions if tp.topic == self._internal])
         for tp in partitions:
@@ -493,7 +500,8 @@ class Worker:
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
             self._route_inference(raw_inference, outcome)
-            for (topic, partition), offset in self._route_labels(raw_labels, outcome).items():
+            stopped = self._route_labels(raw_labels, outcome)
+            for (topic, partition), offset in stopped.items():
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             staged = self._detect(internal, positions, outcome, caught_up=not full)
@@ -515,6 +523,9 @@ class Worker:
             self._abort_and_rewind()  # the catch-up on settling writes the partition's state as committed
             return
         self._needs_rewind = False
+        if stopped:  # no refetching of a waiting label partition batch after batch
+            self._consumer.pause([TopicPartition(t, p) for t, p in stopped])
+            self._paused.update({tp: self._label_waits[tp] for tp in stopped})
         try:
             self._committed(staged, outcome, started, checkpoint_started)
         except OwnershipLost as exc:
@@ -791,6 +802,7 @@ class Worker:
                 started = self._waiting_since.setdefault(tp, time.monotonic())
                 if frontier < _message_time(msg) and time.monotonic() - started < self._label_wait:
                     stopped[tp] = msg.offset()
+                    self._label_waits[tp] = (msg.offset(), _message_time(msg))
                     continue
                 self.metrics.late_label("unknown_or_expired")
                 self._dead_letter(msg, "label_unmatched",
@@ -804,7 +816,33 @@ class Worker:
             outcome.labels += len(self._publish(model, pairs, encode_label_batch, outcome))
         for tp in seen - stopped.keys():
             self._waiting_since.pop(tp, None)
+            self._label_waits.pop(tp, None)
         return stopped
+
+    def _resume_waiting_labels(self) -> None:
+        """Resume paused label partitions whose waiting label may now join: the inference frontier
+        passed its time, or its wait is over (it is then dead-lettered as unmatched)."""
+        if not self._paused or self._consumer is None:
+            return
+        frontier = self._inference_frontier()
+        now = time.monotonic()
+        ready = [tp for tp, (_, ts) in self._paused.items()
+                 if frontier >= ts or now - self._waiting_since.get(tp, now) >= self._label_wait]
+        for topic, partition in ready:
+            offset, _ = self._paused.pop((topic, partition))
+            tp = TopicPartition(topic, partition, offset)
+            self._consumer.resume([tp])
+            self._consumer.seek(tp)
+
+    def _release_paused(self, consumer: Consumer) -> None:
+        """Forget label waits across a rebalance or rewind (partitions restart from committed offsets)."""
+        if self._paused:
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            held = [TopicPartition(t, p) for (t, p) in self._paused if (t, p) in assigned]
+            if held:
+                consumer.resume(held)
+        self._paused.clear()
+        self._label_waits.clear()
 
     def _inference_frontier(self) -> float:
         """Time up to which every inference partition has been routed, by any worker of the group."""

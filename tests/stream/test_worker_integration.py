@@ -204,9 +204,11 @@ def _labels_of(stack, scenario, model: str) -> int:
     return decode_state(_state_blob(stack, scenario, model))["counters"][1]
 
 
-def test_labels_that_overtake_their_predictions_still_join(stack, tmp_path):
-    """Labels fetched before the backlog holding their predictions is routed wait for it, boundedly;
-    labels for events that never existed are dead-lettered as unmatched."""
+@pytest.mark.parametrize("runtime", ["confluent", "faust"])
+def test_labels_that_overtake_their_predictions_still_join(stack, tmp_path, runtime):
+    """Labels fetched before the backlog holding their predictions is routed wait for it, boundedly
+    (their partition paused, then resumed where the waiting label is); labels for events that never
+    existed are dead-lettered as unmatched."""
     scenario = make_scenario(tmp_path, stack)
     events = inference_events("content-filter", 20000, seed=5)
     produce(stack, scenario.inference_topic, events)
@@ -216,7 +218,7 @@ def test_labels_that_overtake_their_predictions_still_join(stack, tmp_path):
     ghosts = [{"event_id": f"ghost-{i}", "ts": 1_750_000_000.0, "label": "safe", "source": "vendor-a"}
               for i in range(20)]
     produce(stack, scenario.label_topic, labels + ghosts, key_field="event_id")
-    worker = start_worker(scenario)
+    worker = start_worker(scenario, runtime=runtime)
     try:
         dead = wait_until(lambda: read_topic(stack, scenario.dead_letter_topic, expect=len(ghosts), timeout=5),
                           timeout=180, what="the ghost labels to be dead-lettered")
