@@ -33,20 +33,21 @@ def test_librdkafka_client_options_are_refused():
 def test_the_aiokafka_consumer_takes_the_fetch_bounds(monkeypatch):
     import asyncio
 
-    from stream.faust_app import _BoundedFetchThread, build_app
+    from stream.faust_app import FETCH_WAIT_MS, _BoundedFetchThread, build_app
 
     monkeypatch.setenv("DL_SIGNING_KEY", ENV["DL_SIGNING_KEY"])
     cfg = parse_config(doc(kafka__fetch_max_bytes=3 * 2**20, kafka__prefetch_max_bytes=8 * 2**20))
     app = build_app(cfg)
 
-    async def consumer_bounds() -> tuple[int, int]:
+    async def consumer_bounds() -> tuple[int, int, int]:
         thread = app.consumer._new_consumer_thread()
         assert isinstance(thread, _BoundedFetchThread)
         consumer = thread._create_worker_consumer(app.transport)  # built, never started: no broker needed
         try:
-            return consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes
+            return consumer._fetch_max_bytes, consumer._max_partition_fetch_bytes, consumer._fetch_max_wait_ms
         finally:
             await consumer.stop()
 
-    # aiokafka's defaults are 50 MiB a fetch request and 1 MiB a partition
-    assert asyncio.run(consumer_bounds()) == (3 * 2**20, 256 * 1024)
+    # aiokafka's defaults are 50 MiB a fetch request and 1 MiB a partition; Faust waits 1.5 s for data
+    assert asyncio.run(consumer_bounds()) == (3 * 2**20, 256 * 1024, FETCH_WAIT_MS)
+    assert FETCH_WAIT_MS <= 50
