@@ -10,7 +10,8 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   its alert on the control topic (read_committed). ``--runtime`` picks ``confluent`` (the default
   runtime), ``faust`` or ``both`` (then ``runtimes`` and ``faust_to_confluent_ratio``).
 - ``scaling``: one worker, then two workers of one group, over the same events of four models
-  (one per internal partition); ``scaling_ratio`` = two workers' rate / one worker's.
+  (one per internal partition); ``scaling_ratio`` = two workers' rate / one worker's. Events are
+  produced once every worker holds partitions (the group formed), so the ratio compares processing.
 - ``models``: the same events (10 features) for one model, then spread over ``--models`` models;
   ``models_ratio`` = many / one.
 - ``sustained``: a fixed input rate (``--rate``) for ``--duration`` seconds; probe models receive
@@ -232,6 +233,26 @@ class Workers:
                 p.kill()
         self._tmp.cleanup()
 
+    def wait_stable(self, timeout: float = 120.0) -> None:
+        """Block until every worker is a member of the group with partitions assigned: a run then
+        measures processing, not the group forming (joins and the rebalances they cause)."""
+        from confluent_kafka import ConsumerGroupState
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                desc = admin.describe_consumer_groups([self.group])[self.group].result(10)
+            except Exception:  # noqa: BLE001 - the group may not exist yet
+                desc = None
+            if (desc is not None and desc.state == ConsumerGroupState.STABLE and len(desc.members) == self.count
+                    and all(m.assignment and m.assignment.topic_partitions for m in desc.members)):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"the group of {self.count} workers did not become stable in {timeout:.0f}s")
+
     def check_alive(self) -> None:
         for i, p in enumerate(self.procs):
             if p.poll() is not None:
@@ -305,6 +326,7 @@ def _model_on(partition: int, stem: str) -> str:
 
 def _rate_of(bootstrap: str, redis_url: str, events: list[bytes], models: list[dict], workers: int) -> float:
     with Workers(bootstrap, redis_url, models=models, count=workers) as w:
+        w.wait_stable()
         _produce(bootstrap, w.topic, events)
         return len(events) / w.wait_done(len(events))
 
