@@ -129,13 +129,13 @@ from scipy import stats as _st
 #: a second opinion.
 SHARES: dict[str, dict[str, float]] = {
     "numeric_drift": {"cusum": 0.7, "js": 0.2, "ks": 0.1},
-    "categorical_drift": {"js": 2 / 3, "unseen_rate": 1 / 3},
+    "categorical_drift": {"cusum": 0.6, "js": 0.25, "unseen_rate": 0.15},
     "prediction_drift": {"cusum": 0.6, "class_rate": 0.2, "dominance": 0.2},
-    "confidence_drift": {"mean": 0.5, "low_rate": 0.5},
+    "confidence_drift": {"cusum": 0.6, "mean": 0.2, "low_rate": 0.2},
     "label_drift": {"cusum": 0.6, "class_rate": 0.2, "entropy": 0.2},
     "performance": {"cusum": 0.7, "error_rate": 0.3},
     "label_disagreement": {"cusum": 0.6, "model": 0.2, "sources": 0.2},
-    "trigger": {"triggered_rate": 0.5, "p_class_given_trigger": 0.5},
+    "trigger": {"cusum": 0.4, "triggered_rate": 0.2, "p_class_given_trigger": 0.4},
     "input_integrity": {"invalid_rate": 0.5, "invalid_burst": 0.5},
     "canary_divergence": {"prediction": 0.25, "confidence": 0.25, "error_rate": 0.2, "cusum": 0.3},
 }

@@ -21,7 +21,9 @@ from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.ids import SCHEMA, stable_id
 from detectors.sketches import Moments, jensen_shannon, smoothed
-from detectors.state import check_counts, check_int, check_str
+from detectors.state import check_counts, check_float, check_int, check_list, check_str, enc_float
+
+MIN_SIDE = 30  # canary and stable events (confidences) before the per-event comparison is armed
 
 
 @dataclass(slots=True)
@@ -66,6 +68,16 @@ class CanaryJudge:
     two-proportion z-test AND an increase above ``max_error_rate_increase``). Hits use the
     signal ``canary_divergence``.
 
+    Per event (detector ``cusum``), the same comparison runs sequentially on canary and stable
+    events: per predicted class ``j`` the score ``1[pred = j] * (1[canary] / pi - 1[stable] / (1 - pi))``
+    (``pi``: the canary's share of those events; key ``prediction``, both ways), and for the
+    confidence the score ``1[confidence < cut] * (...)`` (key ``confidence``, up only: the canary
+    is more often below the cut), ``cut`` being stable's mean confidence in the first window. Each
+    score's mean is the canary's rate minus stable's, zero while both behave alike whatever the
+    traffic does; its law is three-point, known from the counts since the canary started
+    (re-derived every ``CanaryPolicy.window`` canary predictions, rates taken two posterior
+    standard deviations high), so thresholds come from :func:`~detectors.calibration.score_cusum`.
+
     Per joined label (detector ``cusum``), a self-starting CUSUM runs on the score
     ``err * (1[canary] / pi - 1[stable] / (1 - pi))`` of canary and stable labels (``pi``: the
     canary's share of them): its mean is the canary's error rate minus stable's, zero while
@@ -89,6 +101,8 @@ class CanaryJudge:
         self.cusum = CusumBank(1, len(self.drifts))
         self.snap = [0, 0, 0, 0]
         self.pi = 0.5
+        self.rate_pred = per_million * cal.SHARES["canary_divergence"]["cusum"] / 1e6 / (2 * self.k * len(self.drifts))
+        self._fresh_seq()
 
     def _fresh(self) -> None:
         self.cc = np.zeros(self.k, dtype=np.int64)
@@ -96,11 +110,51 @@ class CanaryJudge:
         self.cm = Moments()
         self.sm = Moments()
 
+    def _fresh_seq(self) -> None:
+        """Per-event comparison state of a new canary (see class doc): counts since it started,
+        the confidence cut, the snapshot its parameters came from, and the CUSUMs."""
+        self.inf = [0, 0]  # canary, stable events since the canary started
+        self.icls = np.zeros(self.k, dtype=np.int64)  # their predicted classes (both together)
+        self.cut: float | None = None
+        self.ilow = [0, 0, 0, 0]  # canary n, canary low, stable n, stable low (confidence, since the cut)
+        self.isnap: list[Any] = [0, 0, [0] * self.k, [0, 0, 0, 0]]
+        self.ipi = 0.5
+        self.iseq = CusumBank(self.k + 1, len(self.drifts))  # columns: predicted classes, then confidence
+        self.iseq.set_prior(PRIOR_WEIGHT, 0.0)  # canary and stable alike until shown otherwise
+        self._derive_inf(self.isnap)
+
+    def _derive_inf(self, snap: list[Any]) -> None:
+        """Per-event prediction and confidence score laws from the counts ``snap``."""
+        self.isnap = [snap[0], snap[1], list(snap[2]), list(snap[3])]
+        cn, sn, cls, low = snap
+        k, D = self.k, len(self.drifts)
+        if cn < MIN_SIDE or sn < MIN_SIDE:
+            self.ipi = 0.5
+            self.iseq.set_params(np.ones((k + 1, D)), np.ones((k + 1, D)), np.full((k + 1, D), np.inf),
+                                 np.full((k + 1, D), np.inf), np.ones(k + 1), np.zeros(k + 1, dtype=bool))
+            return
+        pi = min(max(cn / (cn + sn), 1e-3), 0.999)
+        a = np.append(np.asarray(cls, dtype=np.float64), low[1] + low[3]) + 0.5
+        b = np.append(np.full(k, float(cn + sn)), low[0] + low[2]) - a + 1.0
+        p = a / (a + b)
+        p = np.minimum(p + 2 * np.sqrt(p * (1 - p) / (a + b + 1)), 0.999)  # conservative (see _derive)
+        vals = np.tile([0.0, 1 / pi, -1 / (1 - pi)], (k + 1, 1))
+        probs = np.stack((1 - p, p * pi, p * (1 - pi)), axis=1)
+        rate = np.full(D, self.rate_pred)
+        kk, h_up, h_dn, sd = cal.score_cusum(vals, probs, self.drifts, rate)
+        # the confidence column: up only, the whole key's budget on one side
+        kc, hc_up, _, _ = cal.score_cusum(vals[k:], probs[k:], self.drifts, self.rate)
+        kk[k], h_up[k], h_dn[k] = kc[0], hc_up[0], np.inf
+        on = np.append(np.asarray(cls) > 0, low[0] >= MIN_SIDE and low[2] >= MIN_SIDE and low[1] + low[3] > 0)
+        self.iseq.set_params(kk, kk, h_up, h_dn, sd, on)
+        self.ipi = pi
+
     def start(self, version: str) -> None:
         if version != self.version:
             self.version = version
             self.total = 0
             self._fresh()
+            self._fresh_seq()
             self.lab = [0, 0, 0, 0]
             self.cusum = CusumBank(1, len(self.drifts))
             self.cusum.set_prior(PRIOR_WEIGHT, 0.0)  # canary and stable err alike until shown otherwise
@@ -131,6 +185,12 @@ class CanaryJudge:
 
     def process(self, is_canary: np.ndarray, is_stable: np.ndarray, preds: np.ndarray, conf: np.ndarray
                 ) -> list[tuple[str, str, str, float, float, dict[str, Any], dict[str, Any], int]]:
+        """Canary and stable events of one run: per-event CUSUMs and the window comparisons, by event."""
+        self._inf_hits: list = []
+        out = self._process(is_canary, is_stable, preds, conf)
+        return sorted(out + self._inf_hits, key=lambda h: h[7])
+
+    def _process(self, is_canary: np.ndarray, is_stable: np.ndarray, preds: np.ndarray, conf: np.ndarray) -> list:
         out = []
         w = self.p.window
         where = np.flatnonzero(is_canary)
@@ -148,15 +208,62 @@ class CanaryJudge:
             start = end
             if self.total >= self.p.min_events:
                 out.extend(self._compare(end - 1))
+            if self.cut is None and self.sm.n >= MIN_SIDE:  # stable's mean confidence of the first window
+                self.cut = float(self.sm.mean)
+            self._derive_inf([self.inf[0], self.inf[1], self.icls.tolist(), list(self.ilow)])
             self._fresh()
 
     def _add(self, ic, is_, preds, conf, lo, hi) -> None:
         c, s = ic[lo:hi], is_[lo:hi]
+        self._sequential(c, s, preds[lo:hi], conf[lo:hi], lo)
         self.cc += np.bincount(preds[lo:hi][c], minlength=self.k)[: self.k]
         self.sc += np.bincount(preds[lo:hi][s], minlength=self.k)[: self.k]
         for m, mask in ((self.cm, c), (self.sm, s)):
             x = conf[lo:hi][mask]
             m.update(x[~np.isnan(x)])
+
+    def _sequential(self, c: np.ndarray, s: np.ndarray, preds: np.ndarray, conf: np.ndarray, lo: int) -> None:
+        """Canary and stable events of a segment through the per-event CUSUMs (see class doc)."""
+        rows = np.flatnonzero(c | s)
+        if not rows.size:
+            return
+        ci, pr, cf = c[rows], preds[rows], conf[rows]
+        w = np.where(ci, 1.0 / self.ipi, -1.0 / (1.0 - self.ipi))
+        k = self.k
+        Y = np.zeros((rows.size, k + 1))
+        Y[np.arange(rows.size), np.minimum(pr, k - 1)] = w
+        okc = ~np.isnan(cf)
+        low = np.zeros(rows.size, dtype=bool)
+        if self.cut is not None:
+            low[okc] = cf[okc] < self.cut
+        Y[:, k] = low * w
+        valid = None
+        if not okc.all():
+            valid = np.ones(Y.shape, dtype=bool)
+            valid[:, k] = okc
+        for row, col, side, j, stat, thr, run, mean in self.iseq.update(Y, valid):
+            sd = float(self.iseq.scale[col])
+            if col < k:
+                ref = {"stable_rate": round(float(self.icls[col]) / max(self.inf[0] + self.inf[1], 1), 6),
+                       "class": int(col), "canary_share": round(self.ipi, 6)}
+                cur = {"excess_rate_since_restart": round(mean, 6), "direction": side, "drift_sd": self.drifts[j],
+                       "events_since_restart": run, "class": int(col)}
+                key = "prediction"
+            else:
+                ref = {"confidence_cut": round(float(self.cut or 0.0), 6), "canary_share": round(self.ipi, 6),
+                       "low_rate": round((self.ilow[1] + self.ilow[3]) / max(self.ilow[0] + self.ilow[2], 1), 6)}
+                cur = {"excess_low_rate_since_restart": round(mean, 6), "drift_sd": self.drifts[j],
+                       "events_since_restart": run}
+                key = "confidence"
+            self._inf_hits.append(("canary_divergence", "cusum", key, stat / sd, thr / sd, ref, cur,
+                                   lo + int(rows[row])))
+        self.inf[0] += int(ci.sum())
+        self.inf[1] += int(rows.size - ci.sum())
+        self.icls += np.bincount(np.minimum(pr, k - 1), minlength=k)[:k]
+        if self.cut is not None:
+            for side, m in ((0, ci & okc), (2, ~ci & okc)):
+                self.ilow[side] += int(m.sum())
+                self.ilow[side + 1] += int(low[m].sum())
 
     def _compare(self, idx: int) -> list:
         out = []
@@ -240,7 +347,9 @@ class CanaryJudge:
     def to_state(self) -> dict[str, Any]:
         return {"version": self.version, "total": self.total, "cc": self.cc.tolist(), "sc": self.sc.tolist(),
                 "cm": self.cm.to_state(), "sm": self.sm.to_state(), "lab": list(self.lab),
-                "snap": list(self.snap), "cusum": self.cusum.to_state()}
+                "snap": list(self.snap), "cusum": self.cusum.to_state(),
+                "inference": [self.inf, self.icls.tolist(), enc_float(self.cut) if self.cut is not None else None,
+                              self.ilow, self.isnap, self.iseq.to_state()]}
 
     def load_state(self, st: Any) -> None:
         if not isinstance(st, dict):
@@ -259,3 +368,19 @@ class CanaryJudge:
         self._derive(snap)
         self.cusum.set_prior(PRIOR_WEIGHT, 0.0)
         self.cusum.load_state(st.get("cusum"))
+        inf = check_list(st.get("inference"), "canary.inference", 6)
+        self._fresh_seq()
+        self.inf = check_counts(inf[0], "canary.inference.events", 2)
+        self.icls = np.array(check_counts(inf[1], "canary.inference.classes", self.k), dtype=np.int64)
+        self.cut = None if inf[2] is None else check_float(inf[2], "canary.inference.cut", finite=True)
+        self.ilow = check_counts(inf[3], "canary.inference.low", 4)
+        isnap = check_list(inf[4], "canary.inference.snapshot", 4)
+        isnap = [check_int(isnap[0], "canary.inference.snapshot"), check_int(isnap[1], "canary.inference.snapshot"),
+                 check_counts(isnap[2], "canary.inference.snapshot", self.k),
+                 check_counts(isnap[3], "canary.inference.snapshot", 4)]
+        if (int(self.icls.sum()) != self.inf[0] + self.inf[1] or self.ilow[0] + self.ilow[2] > sum(self.inf)
+                or self.ilow[1] > self.ilow[0] or self.ilow[3] > self.ilow[2]
+                or isnap[0] > self.inf[0] or isnap[1] > self.inf[1]):
+            raise StateFormatError("canary.inference: counts inconsistent")
+        self._derive_inf(isnap)
+        self.iseq.load_state(inf[5])

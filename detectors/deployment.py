@@ -18,7 +18,8 @@ from detectors.errors import StateFormatError
 from detectors.events import InferenceEvent
 from detectors.profile import ProfileBuilder, ReferenceProfile, extract_features
 from detectors.numeric import NumericBank
-from detectors.signals import CategoricalDrift, ConfidenceDrift, Hit, InputIntegrity, PredictionDrift, TriggerWatch
+from detectors.confidence import ConfidenceDrift
+from detectors.signals import CategoricalDrift, Hit, InputIntegrity, PredictionDrift, TriggerWatch
 
 from detectors.spec import CalibrationSpec, ModelSpec
 from detectors.state import check_counts, check_dict, check_int, check_list
@@ -114,13 +115,15 @@ class DeploymentMonitor:
             if num is not None:
                 num.accumulate(lo, hi)
             for sig in catg:
-                sig.accumulate(cols[sig.key], lo, hi)
+                for h in sig.accumulate(cols[sig.key], lo, hi):
+                    hits.append(h[:7] + (int(idx[h[7]]),))
             for h in integ.accumulate(kinds, lo, hi):
                 hits.append(h[:7] + (int(idx[h[7]]),))
             for h in self.prediction.sequential(preds[lo:hi], lo):
                 hits.append(h[:7] + (int(idx[h[7]]),))
             pred_counts.update_codes(preds[lo:hi])
-            confd.accumulate(conf[lo:hi])
+            for h in confd.accumulate(conf[lo:hi], lo):
+                hits.append(h[:7] + (int(idx[h[7]]),))
             for t in trigs:
                 for h in t.accumulate(trig[t.key], preds, lo, hi):
                     hits.append(h[:7] + (int(idx[h[7]]),))

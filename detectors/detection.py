@@ -12,13 +12,13 @@ from typing import Any
 
 SIGNALS: tuple[str, ...] = (
     "numeric_drift",       # per-event CUSUM on reference mid-ranks; G test (JS) / KS per window
-    "categorical_drift",   # JS / chi-square of bounded top-k counts, unseen-category rate
+    "categorical_drift",   # per-event CUSUM per category / unseen; JS (G test) of top-k counts, unseen rate
     "prediction_drift",    # per-class prediction rate, class dominance
-    "confidence_drift",    # mean confidence, low-confidence rate
+    "confidence_drift",    # per-event CUSUM on normal scores / low confidence; mean, low-confidence rate
     "label_drift",         # per-class label rate, label entropy
     "performance",         # error rate of predictions joined with labels, overall and per class
     "label_disagreement",  # per-source disagreement with the model and with other sources
-    "trigger",             # triggered-event rate, P(class | trigger) vs P(class)
+    "trigger",             # per-event CUSUM and window test of the triggered rate, P(class | trigger)
     "input_integrity",     # NaN / Inf / null / wrong type / out of range per feature
     "version_integrity",   # traffic served by an unlisted version, or by an artifact not the registered one
     "canary_divergence",   # canary vs stable prediction / confidence / error rate
@@ -32,13 +32,13 @@ SIGNALS: tuple[str, ...] = (
 #: :mod:`detectors.calibration`); they stay valid names so existing configurations load.
 DETECTORS: dict[str, tuple[str, ...]] = {
     "numeric_drift": ("cusum", "js", "ks", "adwin", "page_hinkley", "psi"),
-    "categorical_drift": ("js", "chi2", "unseen_rate"),
+    "categorical_drift": ("cusum", "js", "chi2", "unseen_rate"),
     "prediction_drift": ("cusum", "class_rate", "dominance"),
-    "confidence_drift": ("mean", "low_rate"),
+    "confidence_drift": ("cusum", "mean", "low_rate"),
     "label_drift": ("cusum", "class_rate", "entropy"),
     "performance": ("cusum", "error_rate", "class_error_rate"),
     "label_disagreement": ("cusum", "model", "sources"),
-    "trigger": ("triggered_rate", "p_class_given_trigger"),
+    "trigger": ("cusum", "triggered_rate", "p_class_given_trigger"),
     "input_integrity": ("invalid_rate", "invalid_burst"),
     "version_integrity": ("unlisted_version", "unknown_deployment", "digest_mismatch"),
     "canary_divergence": ("prediction", "confidence", "error_rate", "cusum"),

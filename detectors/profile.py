@@ -79,6 +79,10 @@ class ReferenceProfile:
     predictions: list[int] = field(default_factory=list)  # per spec class, then "<other>"
     confidence: list[float] = field(default_factory=lambda: [0, 0.0, 0.0, 0])  # n, mean, std, low count
     triggers: dict[str, list[int]] = field(default_factory=dict)  # name -> [triggered, per-class counts...]
+    # fine quantile grid of the confidence (edges, counts per bin) ranked by the confidence CUSUM
+    # (detectors.confidence); empty in profiles written before it (that CUSUM then stays off)
+    confidence_grid: list[float] = field(default_factory=list)
+    confidence_grid_counts: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +98,7 @@ class ReferenceProfile:
             "confidence": [int(self.confidence[0])] + [enc_float(c) for c in self.confidence[1:3]]
                           + [int(self.confidence[3])],
             "triggers": {k: list(v) for k, v in self.triggers.items()},
+            "confidence_grid": [[float(e) for e in self.confidence_grid], list(self.confidence_grid_counts)],
         }
 
     @classmethod
@@ -154,6 +159,15 @@ def _profile_from_dict(spec: ModelSpec, d: Any) -> ReferenceProfile:
                        check_float(c[2], "confidence.std", True), _count(c[3], "confidence.low")]
     if prof.confidence[3] > prof.confidence[0]:
         raise ProfileFormatError("confidence: more low-confidence events than events")
+    if d.get("confidence_grid") is not None:  # absent in profiles written before the confidence CUSUM
+        g = check_list(d.get("confidence_grid"), "confidence_grid", 2)
+        grid = [check_float(x, "confidence_grid", finite=True) for x in check_list(g[0], "confidence_grid")]
+        if len(grid) > 4096 or any(b <= a for a, b in zip(grid, grid[1:])):
+            raise ProfileFormatError("confidence_grid must be strictly increasing")
+        gc = _counts(g[1], "confidence_grid", len(grid) + 1) if grid or g[1] else []
+        if gc and sum(gc) != prof.confidence[0]:
+            raise ProfileFormatError("confidence_grid counts do not add up to the confidence count")
+        prof.confidence_grid, prof.confidence_grid_counts = grid, gc
     trig = d.get("triggers")
     if not isinstance(trig, dict):
         raise ProfileFormatError("profile.triggers must be an object")
@@ -279,6 +293,9 @@ class ProfileBuilder:
         c = np.asarray(self.conf, dtype=np.float64)
         prof.confidence = [int(c.size), float(c.mean()) if c.size else 0.0,
                            float(c.std(ddof=1)) if c.size > 1 else 0.0, int((c < low_confidence).sum())]
+        if c.size:
+            cg, cgc = rank_grid(c)
+            prof.confidence_grid, prof.confidence_grid_counts = cg.tolist(), cgc.tolist()
         for t in spec.triggers:
             tc = np.asarray(self.trig[t.name], dtype=np.int64)
             prof.triggers[t.name] = [int(tc.size)] + np.bincount(tc, minlength=ncls)[:ncls].tolist()

@@ -6,6 +6,10 @@ Each signal accumulates mergeable sketches over a tumbling window of ``W`` event
 ``(signal, detector, key, statistic, threshold, reference summary, current summary,
 index of the tipping event in the stream batch)``.
 
+Besides the window tests, predicted classes, categories, unseen categories and triggers each
+get a per-event Bernoulli CUSUM (detector ``cusum``, :mod:`detectors.indicators`), calibrated
+to the signal's share of the budget; the window tests stay as a second opinion.
+
 Window sketches merge (histograms and counts add); the window *tests* are sequential over
 windows and are owned by one worker, like the sequential detectors.
 """
@@ -18,8 +22,9 @@ import numpy as np
 from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.columns import INVALID_KINDS, CategoricalColumn
+from detectors.indicators import IndicatorCusums
 from detectors.profile import CategoricalProfile, ReferenceProfile
-from detectors.sketches import Counts, Moments, Vocabulary, chi2_distance, smoothed
+from detectors.sketches import Counts, Vocabulary, chi2_distance, smoothed
 from detectors.spec import CalibrationSpec, FeatureSpec, TriggerSpec
 from detectors.errors import StateFormatError
 from detectors.state import check_counts, check_int, check_list
@@ -75,7 +80,11 @@ def _r(x: float) -> float:
 
 class CategoricalDrift:
     """G test (reported as weighted JS, chi-square distance in the evidence) of bounded top-k + other
-    counts vs the reference, and the never-seen rate."""
+    counts vs the reference, and the never-seen rate, per window; per event (detector ``cusum``) a
+    Bernoulli CUSUM of each top-k category's indicator and of ``<other>`` (both ways), and of the
+    never-seen indicator (up only), against the grown reference's rates (the never-seen one: the
+    profile's split-half estimate). The feature is one key: its CUSUM budget is split evenly over
+    its ``k + 2`` columns."""
 
     signal = "categorical_drift"
 
@@ -90,12 +99,46 @@ class CategoricalDrift:
         self.alpha = cal.window_alpha(c.false_alarms_per_million, sh["js"], c.window)
         self.alpha_unseen = cal.window_alpha(c.false_alarms_per_million, sh["unseen_rate"], c.window)
         self.enabled = prof.n >= MIN_WINDOW_VALUES
+        self.names = self.vocab.top + ["<other>", "<unseen>"]
+        cols = self.k + 2
+        rate = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(c.rate_ratios) * cols)
+        self.seq = IndicatorCusums(cols, list(c.rate_ratios), rate, np.arange(cols) == self.k + 1)
+        self.win_seq = 0  # CUSUM detections in the open window (such a window never enters the reference)
+        self._derive()
 
-    def accumulate(self, col: CategoricalColumn, lo: int, hi: int) -> None:
+    def _derive(self) -> None:
+        hits = np.concatenate((self.grow.counts, [self.prof.unseen_hits]))
+        n = np.array([self.grow.n] * (self.k + 1) + [self.prof.unseen_n])
+        self.seq.derive(hits, n)
+
+    def accumulate(self, col: CategoricalColumn, lo: int, hi: int) -> list[Hit]:
+        """Window counts, and every valid value through the CUSUMs (hit index: in the batch)."""
         vals = col.values[lo:hi]
+        rows = None
         if not col.valid[lo:hi].all():
-            vals = [v for v in vals if v is not None]
-        self.counts.update_codes(self.vocab.codes(vals))
+            rows = np.flatnonzero(col.valid[lo:hi])
+            vals = [vals[i] for i in rows.tolist()]
+        codes = self.vocab.codes(vals)
+        self.counts.update_codes(codes)
+        if not codes.size:
+            return []
+        X = np.zeros((codes.size, self.k + 2))
+        X[np.arange(codes.size), np.minimum(codes, self.k)] = 1.0
+        X[:, self.k + 1] = codes == self.k + 1
+        out: list[Hit] = []
+        for row, c, side, j, stat, thr, run, mean in self.seq.update(X):
+            sd = self.seq.scale(c)
+            unseen = c == self.k + 1
+            ref_rate = (self.prof.unseen_hits / max(self.prof.unseen_n, 1) if unseen
+                        else self.grow.counts[c] / max(self.grow.n, 1))
+            out.append((self.signal, "cusum", self.key, stat / sd, thr / sd,
+                        {"category": self.names[c], "rate": _r(ref_rate),
+                         "n": self.prof.unseen_n if unseen else self.grow.n},
+                        {"category": self.names[c], "direction": side, "odds_ratio": _r(self.seq.odds_ratio(side, j)),
+                         "rate": _r(mean), "values_since_restart": run},
+                        lo + (row if rows is None else int(rows[row]))))
+        self.win_seq += len(out)
+        return out
 
     def close(self, idx: int) -> list[Hit]:
         out: list[Hit] = []
@@ -119,18 +162,25 @@ class CategoricalDrift:
                          "chi2_distance": _r(chi2_distance(cur, ref)),
                          "unseen_rate": _r(c[k + 1] / n)}
                 out.extend((self.signal, det, self.key, stat, thr, ref_s, cur_s, idx) for det, stat, thr in fired)
-            else:
+            elif not self.win_seq:
+                before = self.grow.n
                 self.grow.clean(cur)
+                if self.grow.n != before:
+                    self._derive()
         self.counts.reset()
+        self.win_seq = 0
         return out
 
     def to_state(self) -> list[Any]:
-        return [self.counts.to_state(), self.grow.to_state()]
+        return [self.counts.to_state(), self.grow.to_state(), self.seq.to_state(), self.win_seq]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "categorical", 2)
+        st = check_list(st, "categorical", 4)
         self.counts.load_state(st[0])
         self.grow.load_state(st[1])
+        self._derive()
+        self.seq.load_state(st[2])
+        self.win_seq = check_int(st[3], "categorical.win_seq")
 
 
 class PredictionDrift:
@@ -194,89 +244,6 @@ class PredictionDrift:
                     self._derive()
         self.counts.reset()
         return out
-
-
-class ConfidenceDrift:
-    """Mean confidence (two-sided z-test) and the rate of low-confidence predictions.
-
-    The reference (mean, spread and low-confidence count) is sharpened by clean windows like
-    the histograms (:class:`GrowingReference`, :mod:`detectors.calibration` point 4): an error
-    of the reference mean is common to every later window, so a reference of a few thousand
-    events that is off by chance would make the z-test fire far above its target rate.
-    """
-
-    signal = "confidence_drift"
-
-    def __init__(self, prof: ReferenceProfile, c: CalibrationSpec, low: float) -> None:
-        n, mean, std, low_n = prof.confidence
-        self.ref = _moments(int(n), float(mean), float(std))
-        self.lowref = int(low_n)
-        self.cap = int(n) * REFERENCE_GROWTH
-        self.pending = Moments()
-        self.pending_low = 0
-        self.low = low
-        self.mom = Moments()
-        self.low_count = 0
-        self.alpha = cal.window_alpha(c.false_alarms_per_million, cal.SHARES[self.signal]["mean"], c.window)
-        self.z = cal.z_threshold(self.alpha)
-
-    @property
-    def nref(self) -> int:
-        return self.ref.n
-
-    def accumulate(self, conf: np.ndarray) -> None:
-        x = conf[~np.isnan(conf)] if np.isnan(conf).any() else conf
-        self.mom.update(x)
-        self.low_count += int((x < self.low).sum())
-
-    def close(self, idx: int) -> list[Hit]:
-        out: list[Hit] = []
-        n, nref = self.mom.n, self.ref.n
-        if n >= MIN_WINDOW_VALUES and nref >= MIN_WINDOW_VALUES:
-            mref, sref = self.ref.mean, self.ref.std
-            ref_s = {"mean": _r(mref), "low_rate": _r(self.lowref / nref), "n": nref}
-            cur_s = {"mean": _r(self.mom.mean), "low_rate": _r(self.low_count / n), "n": n}
-            sd = max(sref, 1e-6) * np.sqrt(1.0 / n + 1.0 / nref)
-            z = abs(self.mom.mean - mref) / sd
-            if z >= self.z:
-                out.append((self.signal, "mean", "", float(z), self.z, ref_s, cur_s, idx))
-            lo, hi = cal.rate_bounds(self.lowref, nref, n, self.alpha)
-            if self.low_count >= hi or self.low_count < lo:
-                out.append((self.signal, "low_rate", "", self.low_count / n,
-                            (hi if self.low_count >= hi else lo) / n, ref_s, cur_s, idx))
-            if not out and nref < self.cap:
-                self.pending = self.pending.merge(self.mom)
-                self.pending_low += self.low_count
-                if self.pending.n >= nref:  # doubling steps, as GrowingReference
-                    self.ref = self.ref.merge(self.pending)
-                    self.lowref += self.pending_low
-                    self.pending, self.pending_low = Moments(), 0
-        self.mom.reset()
-        self.low_count = 0
-        return out
-
-    def to_state(self) -> list[Any]:
-        return [self.mom.to_state(), self.low_count, self.ref.to_state(), self.lowref,
-                self.pending.to_state(), self.pending_low]
-
-    def load_state(self, st: Any) -> None:
-        st = check_list(st, "confidence", 6)
-        self.mom.load_state(st[0])
-        self.low_count = check_int(st[1], "confidence.low")
-        self.ref.load_state(st[2])
-        self.lowref = check_int(st[3], "confidence.lowref")
-        self.pending.load_state(st[4])
-        self.pending_low = check_int(st[5], "confidence.pending_low")
-        if self.low_count > self.mom.n or self.lowref > self.ref.n or self.pending_low > self.pending.n:
-            raise StateFormatError("confidence: low-confidence counts exceed their totals")
-
-
-def _moments(n: int, mean: float, std: float) -> Moments:
-    """The :class:`Moments` sketch of ``n`` values with this mean and (sample) standard deviation."""
-    m = Moments()
-    if n:
-        m.n, m.shift, m.s1, m.s2 = n, mean, 0.0, std * std * max(n - 1, 0)
-    return m
 
 
 class InputIntegrity:
@@ -451,7 +418,9 @@ class InputIntegrity:
 
 
 class TriggerWatch:
-    """Triggered-event rate per window, and P(class | trigger) vs the baseline per trigger window.
+    """Triggered-event rate per window and per event (detector ``cusum``: a Bernoulli CUSUM of the
+    trigger's indicator against its reference rate, both ways), and P(class | trigger) vs the
+    baseline per trigger window.
 
     The baseline is the reference's class distribution under the trigger when the reference
     saw enough triggered events, else the reference's overall class distribution. A backdoor
@@ -476,15 +445,18 @@ class TriggerWatch:
         self.budget_cls = c.false_alarms_per_million * sh["p_class_given_trigger"] / len(self.names)
         self.win_trig = 0
         self.win_n = 0
+        rate = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(c.rate_ratios))
+        self.seq = IndicatorCusums(1, list(c.rate_ratios), rate)
+        self.seq.derive(np.array([self.ref_trig]), np.array([self.ref_n]))
         self.cls = Counts(len(self.names))      # predictions under the trigger (trigger window)
         self.overall = Counts(len(self.names))  # all predictions during the trigger window
 
     def accumulate(self, mask: np.ndarray, preds: np.ndarray, lo: int, hi: int) -> list[Hit]:
         """Window counts, and trigger windows closing exactly at their ``m``-th triggered event."""
-        out: list[Hit] = []
         m = mask[lo:hi]
         self.win_n += hi - lo
         self.win_trig += int(m.sum())
+        out = self._sequential(m, lo)
         where = np.flatnonzero(m)
         start = 0
         while where.size:
@@ -500,6 +472,17 @@ class TriggerWatch:
             where = where[need:]
             start = end
         self.overall.update_codes(preds[lo + start:hi])
+        return out
+
+    def _sequential(self, m: np.ndarray, lo: int) -> list[Hit]:
+        """The trigger's indicator of every event of a segment through its CUSUM (hit index: ``lo`` + row)."""
+        out: list[Hit] = []
+        for row, _, side, j, stat, thr, run, mean in self.seq.update(m[:, None].astype(np.float64)):
+            sd = self.seq.scale(0)
+            out.append((self.signal, "cusum", self.key, stat / sd, thr / sd,
+                        {"rate": _r(self.ref_trig / max(self.ref_n, 1)), "n": self.ref_n},
+                        {"direction": side, "odds_ratio": _r(self.seq.odds_ratio(side, j)), "rate": _r(mean),
+                         "events_since_restart": run}, lo + row))
         return out
 
     def _close_trigger_window(self, idx: int) -> list[Hit]:
@@ -535,10 +518,11 @@ class TriggerWatch:
         return out
 
     def to_state(self) -> list[Any]:
-        return [self.win_trig, self.win_n, self.cls.to_state(), self.overall.to_state()]
+        return [self.win_trig, self.win_n, self.cls.to_state(), self.overall.to_state(), self.seq.to_state()]
 
     def load_state(self, st: Any) -> None:
-        st = check_list(st, "trigger", 4)
+        st = check_list(st, "trigger", 5)
+        self.seq.load_state(st[4])
         self.win_trig = check_int(st[0], "trigger.win_trig")
         self.win_n = check_int(st[1], "trigger.win_n")
         self.cls.load_state(st[2])

@@ -31,7 +31,7 @@ import orjson
 from detectors.errors import StateFormatError
 
 MAGIC = b"DLST"
-FORMAT_VERSION = 4  # 4: numeric normal-score and squared-normal-score CUSUMs, event-level invalid bursts; 3: per-event CUSUMs (numeric ranks, indicators, labels), per-key alerts; 2: integrity reference
+FORMAT_VERSION = 5  # 5: per-event CUSUMs of categories, confidence, triggers and the canary's predictions / confidence; 4: numeric normal-score and squared-normal-score CUSUMs, event-level invalid bursts; 3: per-event CUSUMs (numeric ranks, indicators, labels), per-key alerts; 2: integrity reference
 MAX_STATE_BYTES = 64 * 1024 * 1024  # decompressed size limit: hostile blobs cannot exhaust memory
 _HEADER = struct.Struct(">4sHI")
 INT64_MAX = (1 << 63) - 1

@@ -9,11 +9,13 @@ import numpy as np
 
 from detectors import calibration as cal
 from detectors.canary import CanaryJudge
+from detectors.columns import categorical_column
+from detectors.confidence import ConfidenceDrift
 from detectors.labels import LabelStream, SourceDisagreement
 from detectors.numeric import NumericBank
-from detectors.profile import NumericProfile, ReferenceProfile, rank_grid
-from detectors.signals import PredictionDrift
-from detectors.spec import CalibrationSpec, CanaryPolicy, FeatureSpec
+from detectors.profile import NumericProfile, ProfileBuilder, ReferenceProfile, rank_grid
+from detectors.signals import CategoricalDrift, PredictionDrift, TriggerWatch
+from detectors.spec import CalibrationSpec, CanaryPolicy, FeatureSpec, ModelSpec, TriggerSpec
 
 REF = 2000
 
@@ -260,7 +262,169 @@ class CanaryHarness(Harness):
         self.judge.load_state(st)
 
 
-#: signal -> harness factory; every signal with a ``cusum`` detector must appear here.
+def _profile(spec: ModelSpec, cats: list[str] | None, conf: np.ndarray | None) -> ReferenceProfile:
+    """A reference profile built the way a stream builds its own (one categorical feature ``c``)."""
+    n = REF
+    b = ProfileBuilder(spec)
+    cols = {"c": categorical_column(cats)} if cats is not None else {}
+    b.add(n, cols, np.zeros(n, dtype=np.int64), conf if conf is not None else np.full(n, 0.9), {})
+    return b.build(spec.low_confidence)
+
+
+CATS = {"zipf60": 1.0 / np.arange(1, 61) ** 1.1, "few_and_unseen": np.r_[[0.6, 0.3], np.full(100, 0.001)]}
+
+
+class CategoricalHarness(Harness):
+    """Every category indicator of one categorical feature (top-k, ``<other>``, never seen)."""
+
+    signal = "categorical_drift"
+    families = ("zipf60", "few_and_unseen")
+    share = cal.SHARES["categorical_drift"]["cusum"]
+
+    def _draw(self, family: str, n: int, rng: np.random.Generator, boost: np.ndarray | None = None) -> list[str]:
+        p = CATS[family] / CATS[family].sum()
+        if boost is not None:
+            p = p * boost
+            p = p / p.sum()
+        return [f"v{j}" for j in rng.choice(p.size, n, p=p)]
+
+    def build(self, family, per_million, rng):
+        spec = ModelSpec(name="h", classes=["a"], versions=["v1"], features=[
+            FeatureSpec(name="c", type="categorical", top_k=16)])
+        self.det = CategoricalDrift(spec.features[0], _profile(spec, self._draw(family, REF, rng), None).categorical["c"],
+                                    CalibrationSpec(false_alarms_per_million=per_million))
+
+    def draw(self, family, n, rng, shift_at):
+        boost = np.ones(CATS[family].size)
+        boost[1] = 3.0  # the second category triples its odds
+        base, after = self._draw(family, n, rng), self._draw(family, n, rng, boost)
+        if shift_at is None:
+            return (np.array(base, dtype=object),)
+        return (np.array(base[:shift_at] + after[shift_at:], dtype=object),)
+
+    def feed(self, data):
+        (vals,) = data
+        return self._hits(self.det.accumulate(categorical_column(list(vals)), 0, len(vals)), self.signal)
+
+    def state(self):
+        return self.det.to_state()
+
+    def load(self, st):
+        self.det.load_state(st)
+
+
+def _confidences(family: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if family == "beta82":
+        return rng.beta(8.0, 2.0, n)
+    if family == "rounded_ties":  # a model that reports two decimals, mostly 0.99 / 1.0
+        return np.round(rng.beta(30.0, 1.0, n), 2)
+    if family == "bimodal":
+        return np.where(rng.random(n) < 0.3, rng.beta(2.0, 3.0, n), rng.beta(30.0, 2.0, n))
+    raise ValueError(family)
+
+
+class ConfidenceHarness(Harness):
+    """The confidence's normal-score CUSUM and the low-confidence indicator's."""
+
+    signal = "confidence_drift"
+    families = ("beta82", "rounded_ties", "bimodal")
+    share = cal.SHARES["confidence_drift"]["cusum"]
+
+    def build(self, family, per_million, rng):
+        spec = ModelSpec(name="h", classes=["a"], versions=["v1"], features=[])
+        self.det = ConfidenceDrift(_profile(spec, None, _confidences(family, REF, rng)),
+                                   CalibrationSpec(false_alarms_per_million=per_million), spec.low_confidence)
+
+    def draw(self, family, n, rng, shift_at):
+        x = _confidences(family, n, rng)
+        if shift_at is not None:
+            q = np.quantile(_confidences(family, 4000, np.random.default_rng(5)), [0.25, 0.75])
+            step = 0.5 * max((q[1] - q[0]) / 1.35, 0.01)  # half a robust sd down (at least 0.005: tied families)
+            x = np.where(np.arange(n) >= shift_at, np.clip(x - step, 0.0, 1.0), x)
+        return (x,)
+
+    def feed(self, data):
+        (x,) = data
+        return self._hits(self.det.accumulate(x, 0), self.signal)
+
+    def state(self):
+        return self.det.to_state()
+
+    def load(self, st):
+        self.det.load_state(st)
+
+
+TRIGGER_RATES = {"rate2pct": 0.02, "rate20pct": 0.2}
+
+
+class TriggerHarness(Harness):
+    """The triggered indicator of one trigger."""
+
+    signal = "trigger"
+    families = ("rate2pct", "rate20pct")
+    share = cal.SHARES["trigger"]["cusum"]
+
+    def build(self, family, per_million, rng):
+        hits = int(rng.binomial(REF, TRIGGER_RATES[family]))
+        prof = ReferenceProfile(n=REF, predictions=[REF, 0], triggers={"t": [hits, hits, 0]})
+        self.det = TriggerWatch(TriggerSpec(name="t", feature="c", equals="x"), ["a"], prof,
+                                CalibrationSpec(false_alarms_per_million=per_million))
+
+    def draw(self, family, n, rng, shift_at):
+        p = np.full(n, TRIGGER_RATES[family])
+        if shift_at is not None:
+            p[shift_at:] = min(3 * p[0], 0.9)
+        return (rng.random(n) < p,)
+
+    def feed(self, data):
+        (m,) = data
+        return self._hits(self.det.accumulate(m, np.zeros(m.size, dtype=np.int64), 0, m.size), self.signal)
+
+    def state(self):
+        return self.det.to_state()
+
+    def load(self, st):
+        self.det.load_state(st)
+
+
+class CanaryInferenceHarness(Harness):
+    """The canary judge's per-event prediction (per class) and confidence comparisons with stable."""
+
+    signal = "canary_divergence"
+    families = ("share20", "share50")
+    share = cal.SHARES["canary_divergence"]["cusum"]
+    delay_n = 20000
+
+    def keys(self, family):
+        return 2  # prediction, confidence
+
+    def build(self, family, per_million, rng):
+        self.judge = CanaryJudge(4, CanaryPolicy(), per_million)
+        self.judge.start("v2")
+
+    def draw(self, family, n, rng, shift_at):
+        share, _ = CANARY[family]
+        is_c = rng.random(n) < share
+        after = np.zeros(n, dtype=bool) if shift_at is None else np.arange(n) >= shift_at
+        p, q = np.array([0.8, 0.15, 0.045, 0.005]), np.array([0.7, 0.15, 0.145, 0.005])
+        u = rng.random(n)
+        preds = np.where(after & is_c, np.searchsorted(np.cumsum(q), u), np.searchsorted(np.cumsum(p), u))
+        conf = rng.beta(8.0, 2.0, n)
+        return (is_c, ~is_c, np.minimum(preds, 3).astype(np.int64), conf)
+
+    def feed(self, data):
+        ic, is_, preds, conf = data
+        return self._hits(self.judge.process(ic, is_, preds, conf), self.signal)
+
+    def state(self):
+        return self.judge.to_state()
+
+    def load(self, st):
+        self.judge.load_state(st)
+
+
+#: harness name -> harness factory; every signal with a ``cusum`` detector must appear here (a
+#: signal with several sequential parts names one harness each as ``signal:part``).
 HARNESSES: dict[str, Any] = {
     "numeric_drift": NumericHarness,
     "prediction_drift": PredictionHarness,
@@ -268,4 +432,8 @@ HARNESSES: dict[str, Any] = {
     "label_drift": lambda: LabelHarness("label_drift"),
     "label_disagreement": SourceHarness,
     "canary_divergence": CanaryHarness,
+    "canary_divergence:inference": CanaryInferenceHarness,
+    "categorical_drift": CategoricalHarness,
+    "confidence_drift": ConfidenceHarness,
+    "trigger": TriggerHarness,
 }
