@@ -69,12 +69,14 @@ class CanaryJudge:
     signal ``canary_divergence``.
 
     Per event (detector ``cusum``), the same comparison runs sequentially on canary and stable
-    events: per predicted class ``j`` the score ``1[pred = j] * (1[canary] / pi - 1[stable] / (1 - pi))``
-    (``pi``: the canary's share of those events; key ``prediction``, both ways), and for the
-    confidence the score ``1[confidence < cut] * (...)`` (key ``confidence``, up only: the canary
-    is more often below the cut), ``cut`` being stable's mean confidence in the first window. Each
-    score's mean is the canary's rate minus stable's, zero while both behave alike whatever the
-    traffic does; its law is three-point, known from the counts since the canary started
+    events: per predicted class ``j`` the score ``(1[pred = j] - p_j) * (1[canary] / pi - 1[stable] / (1 - pi))``
+    (``pi``: the canary's share of those events, ``p_j``: the class's rate over both; key
+    ``prediction``, both ways), and for the confidence the same score of ``1[confidence < cut]``
+    (key ``confidence``, up only: the canary is more often below the cut), ``cut`` being stable's
+    mean confidence in the first window. Each score's mean is the canary's rate minus stable's,
+    zero while both behave alike whatever the traffic does; centring the indicator on ``p_j``
+    keeps it zero when the canary's share of traffic changes (a ramp from 5% to 50%, a canary
+    that stops while stable goes on). Its law is four-point, known from the counts since the canary started
     (re-derived every ``CanaryPolicy.window`` canary predictions, rates taken two posterior
     standard deviations high), so thresholds come from :func:`~detectors.calibration.score_cusum`.
 
@@ -130,16 +132,19 @@ class CanaryJudge:
         k, D = self.k, len(self.drifts)
         if cn < MIN_SIDE or sn < MIN_SIDE:
             self.ipi = 0.5
+            self.icenter = np.zeros(k + 1)
             self.iseq.set_params(np.ones((k + 1, D)), np.ones((k + 1, D)), np.full((k + 1, D), np.inf),
                                  np.full((k + 1, D), np.inf), np.ones(k + 1), np.zeros(k + 1, dtype=bool))
             return
         pi = min(max(cn / (cn + sn), 1e-3), 0.999)
         a = np.append(np.asarray(cls, dtype=np.float64), low[1] + low[3]) + 0.5
         b = np.append(np.full(k, float(cn + sn)), low[0] + low[2]) - a + 1.0
-        p = a / (a + b)
-        p = np.minimum(p + 2 * np.sqrt(p * (1 - p) / (a + b + 1)), 0.999)  # conservative (see _derive)
-        vals = np.tile([0.0, 1 / pi, -1 / (1 - pi)], (k + 1, 1))
-        probs = np.stack((1 - p, p * pi, p * (1 - pi)), axis=1)
+        c = a / (a + b)  # the rate each indicator is centred on
+        p = np.minimum(c + 2 * np.sqrt(c * (1 - c) / (a + b + 1)), 0.999)  # the law's rate: conservative (see _derive)
+        C = c[:, None]
+        vals = np.hstack(((1 - C) / pi, -C / pi, -(1 - C) / (1 - pi), C / (1 - pi)))
+        P = p[:, None]
+        probs = np.hstack((pi * P, pi * (1 - P), (1 - pi) * P, (1 - pi) * (1 - P)))
         rate = np.full(D, self.rate_pred)
         kk, h_up, h_dn, sd = cal.score_cusum(vals, probs, self.drifts, rate)
         # the confidence column: up only, the whole key's budget on one side
@@ -148,6 +153,7 @@ class CanaryJudge:
         on = np.append(np.asarray(cls) > 0, low[0] >= MIN_SIDE and low[2] >= MIN_SIDE and low[1] + low[3] > 0)
         self.iseq.set_params(kk, kk, h_up, h_dn, sd, on)
         self.ipi = pi
+        self.icenter = c
 
     def start(self, version: str) -> None:
         if version != self.version:
@@ -231,12 +237,14 @@ class CanaryJudge:
         w = np.where(ci, 1.0 / self.ipi, -1.0 / (1.0 - self.ipi))
         k = self.k
         Y = np.zeros((rows.size, k + 1))
-        Y[np.arange(rows.size), np.minimum(pr, k - 1)] = w
+        Y[np.arange(rows.size), np.minimum(pr, k - 1)] = 1.0
         okc = ~np.isnan(cf)
         low = np.zeros(rows.size, dtype=bool)
         if self.cut is not None:
             low[okc] = cf[okc] < self.cut
-        Y[:, k] = low * w
+        Y[:, k] = low
+        Y -= self.icenter[None, :]
+        Y *= w[:, None]
         valid = None
         if not okc.all():
             valid = np.ones(Y.shape, dtype=bool)

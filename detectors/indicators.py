@@ -9,7 +9,7 @@ categorical, confidence and trigger signals.
 
 >>> ic = IndicatorCusums(1, [3.0], 1e-6)
 >>> ic.derive(np.array([100]), np.array([2000]))
->>> x = np.r_[np.zeros(2000), np.ones(200)][:, None]
+>>> x = np.r_[np.arange(2000) % 20 == 0, np.ones(200)].astype(float)[:, None]
 >>> [(h[0] >= 2000, h[2]) for h in ic.update(x)][:1]
 [(True, 'up')]
 """
