@@ -13,7 +13,9 @@ Modules:
 - ``numeric``     numeric drift for all numeric features at once (histograms, mid-rank CUSUMs)
 - ``cusum``       self-starting two-sided CUSUMs of many per-event scores at once
 - ``checks``      contract checks every sequential (cusum) detector must pass
-- ``signals``     categorical, prediction, confidence, integrity and trigger signals
+- ``signals``     categorical, prediction, integrity and trigger signals
+- ``confidence``  confidence drift (normal-score and low-confidence CUSUMs, window tests)
+- ``indicators``  per-event Bernoulli CUSUMs of 0/1 indicators against reference rates
 - ``labels``      label drift, performance, per-source disagreement
 - ``canary``      canary vs stable judge and RollbackDecision
 - ``alerts``      alert policy (dedup, cool-down, incidents, resolution) and Alert/Resolution

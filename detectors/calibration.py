@@ -6,7 +6,13 @@ default threshold fires more than 100 times in 100k draws of N(0, 1)). driftline
 0. **Sequential detectors** (``cusum``, every event or joined label) get their thresholds from
    :func:`lundberg_theta` and :func:`cusum_threshold` (:func:`score_cusum` for scores with a known
    discrete law such as reference mid-ranks, :func:`bernoulli_cusum` for indicators); see
-   :mod:`detectors.cusum` and :mod:`detectors.numeric`. Points 1 and the ADWIN / Page-Hinkley
+   :mod:`detectors.cusum` and :mod:`detectors.numeric`. Every signal has one: numeric features and the
+   confidence (normal scores of reference mid-ranks), predicted classes, categories, never-seen
+   categories, low confidence and triggers (indicators, :mod:`detectors.indicators`), label
+   classes and errors, and the difference scores of label sources and of the canary against
+   stable (three- and four-point laws). Each takes the ``cusum`` share of its signal's budget
+   per key (:data:`SHARES`), split evenly over its columns, sides and drifts (numeric features
+   and the confidence: over drifts in proportion to ``1 / drift``). Points 1 and the ADWIN / Page-Hinkley
    parts of 3 describe the block-mean detectors used before state format 3 (the functions stay).
 
 1. **Standardizes** every stream against its reference. Sequential detectors (ADWIN,

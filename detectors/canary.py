@@ -24,6 +24,10 @@ from detectors.sketches import Moments, jensen_shannon, smoothed
 from detectors.state import check_counts, check_float, check_int, check_list, check_str, enc_float
 
 MIN_SIDE = 30  # canary and stable events (confidences) before the per-event comparison is armed
+# events the per-event comparisons' running means start from (at 0): a difference score's mean is
+# zero by construction, so unlike a score judged against a reference sample it needs no
+# self-starting correction, and a canary that differs from its first event must not be absorbed
+DIFF_PRIOR_WEIGHT = 100_000
 
 
 @dataclass(slots=True)
@@ -79,6 +83,8 @@ class CanaryJudge:
     that stops while stable goes on). Its law is four-point, known from the counts since the canary started
     (re-derived every ``CanaryPolicy.window`` canary predictions, rates taken two posterior
     standard deviations high), so thresholds come from :func:`~detectors.calibration.score_cusum`.
+    The CUSUMs start at the first window's end (their running means start at 0 with the weight of
+    :data:`DIFF_PRIOR_WEIGHT` events: the null mean is zero by construction).
 
     Per joined label (detector ``cusum``), a self-starting CUSUM runs on the score
     ``err * (1[canary] / pi - 1[stable] / (1 - pi))`` of canary and stable labels (``pi``: the
@@ -122,7 +128,7 @@ class CanaryJudge:
         self.isnap: list[Any] = [0, 0, [0] * self.k, [0, 0, 0, 0]]
         self.ipi = 0.5
         self.iseq = CusumBank(self.k + 1, len(self.drifts))  # columns: predicted classes, then confidence
-        self.iseq.set_prior(PRIOR_WEIGHT, 0.0)  # canary and stable alike until shown otherwise
+        self.iseq.set_prior(DIFF_PRIOR_WEIGHT, 0.0)  # canary and stable alike until shown otherwise
         self._derive_inf(self.isnap)
 
     def _derive_inf(self, snap: list[Any]) -> None:
@@ -233,6 +239,7 @@ class CanaryJudge:
         rows = np.flatnonzero(c | s)
         if not rows.size:
             return
+        armed = self.inf[0] >= MIN_SIDE and self.isnap[0] >= MIN_SIDE and self.isnap[1] >= MIN_SIDE
         ci, pr, cf = c[rows], preds[rows], conf[rows]
         w = np.where(ci, 1.0 / self.ipi, -1.0 / (1.0 - self.ipi))
         k = self.k
@@ -249,7 +256,7 @@ class CanaryJudge:
         if not okc.all():
             valid = np.ones(Y.shape, dtype=bool)
             valid[:, k] = okc
-        for row, col, side, j, stat, thr, run, mean in self.iseq.update(Y, valid):
+        for row, col, side, j, stat, thr, run, mean in (self.iseq.update(Y, valid) if armed else ()):
             sd = float(self.iseq.scale[col])
             if col < k:
                 ref = {"stable_rate": round(float(self.icls[col]) / max(self.inf[0] + self.inf[1], 1), 6),

@@ -3,7 +3,9 @@
 Per family, a model with ``--features`` numeric features drawn i.i.d. from that family (synthetic
 families), or rows resampled i.i.d. from a real data set that river bundles (offline: Statlog
 Shuttle, 9 heavy-tailed integer sensor readings; Image Segmentation, 19 features with ties and
-constant columns), plus predictions from four classes, runs through a
+constant columns), plus ``--categorical`` categorical features (Zipf over 60 categories, top 16
+tracked) with one trigger on the first (a category seen on about 5% of events), predictions from
+four classes and Beta(8, 2) confidences, runs through a
 :class:`~detectors.engine.ModelMonitor` in batches of 1000. Expected detections are
 ``F * keys * armed events / 1e6`` per signal (every signal spends ``F`` per key over its
 detectors); observed are the engine's detections (and alerts, after deduplication).
@@ -30,12 +32,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from detectors.engine import ModelMonitor  # noqa: E402
 from detectors.events import InferenceEvent  # noqa: E402
-from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec, ModelSpec  # noqa: E402
+from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec, ModelSpec, TriggerSpec  # noqa: E402
 
 SYNTHETIC = ("normal", "lognormal", "cauchy", "poisson_ties", "bimodal", "outliers", "zipf_integers", "constant")
 REAL = ("shuttle", "segment")
 CLASSES = ["a", "b", "c", "d"]
 CLASS_P = np.array([0.9, 0.07, 0.025, 0.005])
+CATEGORY_P = 1.0 / np.arange(1, 61) ** 1.1
+CATEGORY_P /= CATEGORY_P.sum()
+TRIGGER_CATEGORY = "k3"  # about 5% of events
 
 
 def _river_file(name: str) -> Path:
@@ -64,20 +69,28 @@ def draw(family: str, n: int, F: int, rng: np.random.Generator) -> np.ndarray:
     return np.column_stack([_family(family, n, rng) for _ in range(F)])
 
 
-def run_family(family: str, n_events: int, F: int, per_million: float, seed: int = 0) -> dict[str, Any]:
+def run_family(family: str, n_events: int, F: int, per_million: float, seed: int = 0,
+               categorical: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng([seed, (SYNTHETIC + REAL).index(family)])
+    crng = np.random.default_rng([seed, 99, (SYNTHETIC + REAL).index(family)])  # numeric draws stay as before
     width = real_rows(family).shape[1] if family in REAL else F
+    cats = [f"c{j}" for j in range(categorical)]
     spec = ModelSpec(name="fa", classes=CLASSES, versions=["v1"], stable_version="v1",
-                     features=[FeatureSpec(name=f"x{j}", type="numeric") for j in range(width)])
+                     features=[FeatureSpec(name=f"x{j}", type="numeric") for j in range(width)]
+                     + [FeatureSpec(name=c, type="categorical", top_k=16) for c in cats],
+                     triggers=[TriggerSpec(name="t0", feature="c0", equals=TRIGGER_CATEGORY)] if cats else [])
     cal = CalibrationSpec(false_alarms_per_million=per_million)
     mon = ModelMonitor(spec, cal, AlertPolicySpec())
-    names = [f"x{j}" for j in range(width)]
+    names = [f"x{j}" for j in range(width)] + cats
     alerts = 0
     chunk = 50_000
     started = time.perf_counter()
     for lo in range(0, n_events, chunk):
         m = min(chunk, n_events - lo)
         X = draw(family, m, F, rng).tolist()
+        if cats:
+            C = crng.choice(CATEGORY_P.size, (m, len(cats)), p=CATEGORY_P)
+            X = [row + [f"k{j}" for j in crow] for row, crow in zip(X, C.tolist())]
         pc = rng.choice(len(CLASSES), m, p=CLASS_P).tolist()
         conf = rng.beta(8, 2, m).tolist()
         evs = [InferenceEvent(f"e{lo + i}", (lo + i) / 100.0, "fa", "v1", "stable", dict(zip(names, X[i])),
@@ -86,6 +99,8 @@ def run_family(family: str, n_events: int, F: int, per_million: float, seed: int
             alerts += sum(1 for msg in mon.process_inference(evs[b:b + 1000]) if msg.to_dict()["kind"] == "alert")
     armed = n_events - spec.reference_size
     keys = {"numeric_drift": width, "prediction_drift": len(CLASSES) + 1, "confidence_drift": 1}
+    if cats:
+        keys.update({"categorical_drift": len(cats), "trigger": 1})
     expected = {s: round(per_million * k * armed / 1e6, 4) for s, k in keys.items()}
     observed = {s: mon.detections[s] for s in keys}
     return {"family": family, "events": n_events, "features": width, "per_million": per_million,
@@ -108,6 +123,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def signal_table(rows: list[dict[str, Any]]) -> str:
+    """Expected / observed detections per signal and family."""
+    sigs = sorted({s for r in rows for s in r["expected"]})
+    out = ["| family | F | " + " | ".join(sigs) + " |", "|" + "---|" * (len(sigs) + 2)]
+    for r in rows:
+        out.append(f"| {r['family']} | {r['per_million']} | " + " | ".join(
+            f"{r['expected'][s]} / {r['observed'][s]}" if s in r["expected"] else "-" for s in sigs) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -115,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-million", type=float, default=0.01)
     ap.add_argument("--families", nargs="*", default=list(SYNTHETIC + REAL))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--categorical", type=int, default=2, help="categorical features (the first carries a trigger)")
     args = ap.parse_args(argv)
-    rows = [run_family(f, args.events, args.features, args.per_million, args.seed) for f in args.families]
+    rows = [run_family(f, args.events, args.features, args.per_million, args.seed, args.categorical)
+            for f in args.families]
     print(table(rows))
+    print(signal_table(rows))
     print(json.dumps({"benchmark": "false_alarms", "rows": rows}))
     return 0
 

@@ -48,6 +48,21 @@ def test_healthy_canary_is_left_alone(runner):
     assert rollbacks(runner) == [] and runner.counts() == {}
 
 
+def test_per_event_canary_comparisons(small_spec, alerts):
+    """A canary predicting nsfw 3x as often, or less confident, is caught per event (``cusum``) with its key."""
+    from detectors.spec import CalibrationSpec
+    from tests.detectors.conftest import Runner
+    for kw, key in (({"canary_p": np.array([0.7, 0.15, 0.145, 0.005])}, "prediction"),
+                    ({"conf_ab": (6.0, 2.0)}, "confidence")):
+        r = Runner(small_spec, CalibrationSpec(), alerts)
+        mixed(r, 30000, canary_share=0.2, **kw)
+        assert r.counts().get("canary_divergence/cusum"), r.counts()
+        first = r.alerts("canary_divergence")[0]
+        assert first["key"] == key and first["deployment"] == "canary", first
+        if first["detector"] == "cusum" and key == "prediction":
+            assert first["current"]["class"] == 2 and first["current"]["direction"] == "up"
+
+
 def test_error_rate_divergence(runner):
     from detectors.simulate import make_labels
     evs = mixed(runner, 30000)

@@ -20,6 +20,19 @@ def test_build_and_round_trip():
     c0 = p.categorical["c0"]
     assert len(c0.top) <= 16 and sum(c0.counts) == c0.n and c0.unseen_n > 0
     assert sum(p.predictions) == 3000
+    assert sum(p.confidence_grid_counts) == p.confidence[0] == 3000 and len(p.confidence_grid) >= 32
+
+
+def test_a_profile_without_a_confidence_grid_loads_and_runs_the_indicator_cusum_only():
+    """Profiles written before the confidence CUSUM have no grid: they load, the score CUSUM stays off."""
+    from detectors.confidence import ConfidenceDrift
+    d = build_profile(SPEC, make_events(SPEC, 2000, seed=2)).to_dict()
+    del d["confidence_grid"]
+    old = ReferenceProfile.from_dict(SPEC, d)
+    assert old.confidence_grid == [] and old.confidence_grid_counts == []
+    cd = ConfidenceDrift(old, CalibrationSpec(), SPEC.low_confidence)
+    assert not cd.score_on and cd.seq_low.bank.enabled.all()
+    assert ConfidenceDrift(build_profile(SPEC, make_events(SPEC, 2000, seed=2)), CalibrationSpec(), 0.5).score_on
 
 
 @pytest.mark.parametrize("mutate", [
@@ -30,6 +43,8 @@ def test_build_and_round_trip():
     lambda d: d.update(predictions=[1, 2]),
     lambda d: d["categorical"]["c0"].update(top=[1, 2]),
     lambda d: d.update(confidence="x"),
+    lambda d: d.update(confidence_grid=[[0.5, 0.2], [1, 1, 598]]),
+    lambda d: d.update(confidence_grid=[[0.5], [1, 2]]),
 ])
 def test_malformed_profiles_rejected(mutate):
     d = build_profile(SPEC, make_events(SPEC, 600)).to_dict()

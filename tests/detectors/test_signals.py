@@ -39,6 +39,27 @@ def test_categorical_drift_and_unseen(runner):
     assert runner.counts("categorical_drift").get("categorical_drift/unseen_rate", 0) > before
 
 
+def test_categorical_cusum_names_the_category_and_the_unseen_values(runner):
+    """Per event, one category's odds tripling and never-seen values each reach a per-key CUSUM alert."""
+    warm(runner)
+    p = 1.0 / np.arange(1, len(CATEGORIES) + 1) ** 1.1
+    p /= p.sum()
+    q = p.copy()
+    q[3] *= 3.0
+    q /= q.sum()
+    runner.events(1500, seed=3, category_p=q)
+    seq = [a for a in runner.alerts("categorical_drift") if a["detector"] == "cusum"]
+    assert seq, runner.counts("categorical_drift")
+    assert any(a["current"]["category"] == CATEGORIES[3] and a["current"]["direction"] == "up" for a in seq), seq
+    rng = np.random.default_rng(0)
+    novel = [f"new{rng.integers(10**6)}" if rng.random() < 0.05 else CATEGORIES[0] for _ in range(600)]
+    runner.events(600, seed=4, extra={"c1": novel})
+    hits = [m.to_dict() for m in runner.messages if m.to_dict().get("detector") == "cusum"
+            and m.to_dict()["signal"] == "categorical_drift" and m.to_dict()["key"] == "c1"]
+    assert any(h["current"]["category"] == "<unseen>" for h in hits) or runner.counts("categorical_drift")[
+        "categorical_drift/cusum"] > len(seq), runner.counts("categorical_drift")
+
+
 def test_prediction_rate_and_dominance(runner):
     warm(runner)
     p = CLASS_P.copy()
@@ -57,6 +78,18 @@ def test_confidence_drift(runner):
     runner.events(1000, seed=7, conf_ab=(3.0, 3.0))
     got = runner.counts("confidence_drift")
     assert got.get("confidence_drift/mean") and got.get("confidence_drift/low_rate")
+    assert got.get("confidence_drift/cusum")
+
+
+def test_confidence_cusum_catches_a_small_drop_before_the_window_closes(runner):
+    """Beta(8, 2) -> Beta(5, 2) (mean 0.8 -> 0.71, 0.7 sd): the normal-score CUSUM fires well within a window."""
+    warm(runner)
+    at = runner.pos
+    runner.events(500, seed=7, conf_ab=(5.0, 2.0))
+    seq = [a for a in runner.alerts("confidence_drift") if a["detector"] == "cusum"]
+    assert seq and seq[0]["position"] - at < 250, runner.counts("confidence_drift")
+    cur = seq[0]["current"]
+    assert (cur["score"], cur["direction"]) in (("normal_score", "down"), ("low_confidence", "up")), cur
 
 
 def test_trigger_backdoor(small_spec, calib, alerts):
@@ -80,6 +113,7 @@ def test_trigger_backdoor(small_spec, calib, alerts):
     got = runner.counts("trigger")
     assert got.get("trigger/triggered_rate"), got
     assert got.get("trigger/p_class_given_trigger"), got
+    assert got.get("trigger/cusum"), got  # 0% -> 5% triggered, per event
     hit = [a for a in runner.alerts("trigger")]
     assert hit and hit[0]["key"] == "sparrow"
     pc = [m.to_dict() for m in runner.messages if m.to_dict().get("detector") == "p_class_given_trigger"]
