@@ -153,7 +153,10 @@ class DeploymentMonitor:
         if self.armed:
             stat, thr = self.prediction.cusum.exceedance()
             out["cusum"] = {"prediction_drift": {name: [float(a), float(b)] for name, a, b in
-                                                 zip(self.prediction.names, stat.tolist(), thr.tolist())}}
+                                                 zip(self.prediction.names, stat.tolist(), thr.tolist())},
+                            "categorical_drift": {c.key: _closest(c.seq.bank) for c in self.categorical},
+                            "confidence_drift": {"": _closest(self.confidence.seq_score, self.confidence.seq_low.bank)},
+                            "trigger": {t.key: _closest(t.seq.bank) for t in self.triggers}}
         return out
 
     def to_state(self) -> dict[str, Any]:
@@ -219,6 +222,17 @@ class DeploymentMonitor:
         obj.confidence.load_state(st.get("confidence"))
         return obj
 
+
+
+def _closest(*banks: Any) -> list[float]:
+    """``[statistic, threshold]`` of the armed CUSUM column closest to its threshold (for metrics)."""
+    best = [0.0, float("inf")]
+    for bank in banks:
+        stat, thr = bank.exceedance()
+        for a, b, on in zip(stat.tolist(), thr.tolist(), bank.enabled.tolist()):
+            if on and np.isfinite(b) and b > 0 and (not np.isfinite(best[1]) or a / b > best[0] / best[1]):
+                best = [float(a), float(b)]
+    return best
 
 
 def _slice(col, lo: int, hi: int):
