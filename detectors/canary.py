@@ -28,6 +28,8 @@ MIN_SIDE = 30  # canary and stable events (confidences) before the per-event com
 # zero by construction, so unlike a score judged against a reference sample it needs no
 # self-starting correction, and a canary that differs from its first event must not be absorbed
 DIFF_PRIOR_WEIGHT = 100_000
+#: canary events at which the per-event comparisons are (re-)derived before the first window ends
+EARLY_DERIVE = (100, 200, 400)
 
 
 @dataclass(slots=True)
@@ -77,13 +79,14 @@ class CanaryJudge:
     (``pi``: the canary's share of those events, ``p_j``: the class's rate over both; key
     ``prediction``, both ways), and for the confidence the same score of ``1[confidence < cut]``
     (key ``confidence``, up only: the canary is more often below the cut), ``cut`` being stable's
-    mean confidence in the first window. Each score's mean is the canary's rate minus stable's,
+    mean confidence when the comparisons are first derived. Each score's mean is the canary's rate minus stable's,
     zero while both behave alike whatever the traffic does; centring the indicator on ``p_j``
     keeps it zero when the canary's share of traffic changes (a ramp from 5% to 50%, a canary
     that stops while stable goes on). Its law is four-point, known from the counts since the canary started
-    (re-derived every ``CanaryPolicy.window`` canary predictions, rates taken two posterior
-    standard deviations high), so thresholds come from :func:`~detectors.calibration.score_cusum`.
-    The CUSUMs start at the first window's end (their running means start at 0 with the weight of
+    (derived after :data:`EARLY_DERIVE` canary predictions, then re-derived every
+    ``CanaryPolicy.window``, rates taken two posterior standard deviations high), so thresholds
+    come from :func:`~detectors.calibration.score_cusum`. The CUSUMs start at the first
+    derivation with both sides seen (their running means start at 0 with the weight of
     :data:`DIFF_PRIOR_WEIGHT` events: the null mean is zero by construction).
 
     Per joined label (detector ``cusum``), a self-starting CUSUM runs on the score
@@ -209,21 +212,24 @@ class CanaryJudge:
         start = 0
         while True:
             need = w - int(self.cc.sum())
-            if where.size < need:
+            early = [e - self.total for e in EARLY_DERIVE if 0 < e - self.total < need]
+            step = early[0] if early else need
+            if where.size < step:
                 self._add(is_canary, is_stable, preds, conf, start, preds.size)
                 self.total += where.size
                 return out
-            end = int(where[need - 1]) + 1
+            end = int(where[step - 1]) + 1
             self._add(is_canary, is_stable, preds, conf, start, end)
-            self.total += need
-            where = where[need:]
+            self.total += step
+            where = where[step:]
             start = end
-            if self.total >= self.p.min_events:
+            if step == need and self.total >= self.p.min_events:
                 out.extend(self._compare(end - 1))
-            if self.cut is None and self.sm.n >= MIN_SIDE:  # stable's mean confidence of the first window
+            if self.cut is None and self.sm.n >= MIN_SIDE:  # stable's mean confidence so far in the first window
                 self.cut = float(self.sm.mean)
             self._derive_inf([self.inf[0], self.inf[1], self.icls.tolist(), list(self.ilow)])
-            self._fresh()
+            if step == need:
+                self._fresh()
 
     def _add(self, ic, is_, preds, conf, lo, hi) -> None:
         c, s = ic[lo:hi], is_[lo:hi]
