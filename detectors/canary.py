@@ -32,6 +32,40 @@ DIFF_PRIOR_WEIGHT = 100_000
 EARLY_DERIVE = (100, 200, 400)
 
 
+def difference_cusum(c: np.ndarray, spread: np.ndarray, pi: float, drifts: list[float], rate: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Drifts and thresholds of two-sided CUSUMs on ``(x - c) * (1[canary] / pi - 1[stable] / (1 - pi))``
+    for 0/1 indicators ``x`` of rate ``c`` (one row each): the four-point law has mean zero whatever
+    the true rate, and the adjustment coefficient is the smallest over the rates ``c - spread``,
+    ``c`` and ``c + spread`` (as :func:`~detectors.calibration.bernoulli_cusum`): a rate
+    underestimated either way (a rare class, or one near 1 whose misses are rare) does not overspend
+    the budget. Returns ``(k, h_up, h_down, sd)`` per (row, drift), ``sd`` per row.
+
+    >>> k, h_up, h_dn, sd = difference_cusum(np.array([0.5, 0.997]), np.array([0.01, 0.002]), 0.2, [0.25], 1e-8)
+    >>> bool((h_up > 0).all() and (h_dn > 0).all() and h_up[1, 0] / sd[1] > h_up[0, 0] / sd[0])
+    True
+    """
+    C = np.asarray(c, dtype=np.float64)[:, None]
+    vals = np.hstack(((1 - C) / pi, -C / pi, -(1 - C) / (1 - pi), C / (1 - pi)))
+
+    def law(q: np.ndarray) -> np.ndarray:
+        Q = np.clip(q, 1e-9, 1 - 1e-9)[:, None]
+        return np.hstack((pi * Q, pi * (1 - Q), (1 - pi) * Q, (1 - pi) * (1 - Q)))
+
+    kk, _, _, sd = cal.score_cusum(vals, law(C[:, 0]), drifts, rate)
+    R, D = kk.shape
+    rows = np.repeat(np.arange(R), D)
+    th_up, th_dn = np.full((R, D), np.inf), np.full((R, D), np.inf)
+    for q in (C[:, 0] - spread, C[:, 0], C[:, 0] + spread):
+        pr = law(q)[rows]
+        th_up = np.minimum(th_up, cal.lundberg_theta(vals[rows], pr, kk.ravel()).reshape(R, D))
+        th_dn = np.minimum(th_dn, cal.lundberg_theta(-vals[rows], pr, kk.ravel()).reshape(R, D))
+    sdk = np.repeat(sd, D).reshape(R, D)
+    h_up = cal.cusum_threshold(th_up, kk, sdk, rate, vals.max(axis=1)[:, None] - kk)
+    h_dn = cal.cusum_threshold(th_dn, kk, sdk, rate, (-vals).max(axis=1)[:, None] - kk)
+    return kk, h_up, h_dn, sd
+
+
 @dataclass(slots=True)
 class RollbackDecision:
     """Roll ``canary_version`` back to ``stable_version``; ``evidence`` lists alert ids."""
@@ -83,9 +117,9 @@ class CanaryJudge:
     zero while both behave alike whatever the traffic does; centring the indicator on ``p_j``
     keeps it zero when the canary's share of traffic changes (a ramp from 5% to 50%, a canary
     that stops while stable goes on). Its law is four-point, known from the counts since the canary started
+    (:func:`difference_cusum`: thresholds hold for rates two posterior standard deviations either side)
     (derived after :data:`EARLY_DERIVE` canary predictions, then re-derived every
-    ``CanaryPolicy.window``, rates taken two posterior standard deviations high), so thresholds
-    come from :func:`~detectors.calibration.score_cusum`. The CUSUMs start at the first
+    ``CanaryPolicy.window``). The CUSUMs start at the first
     derivation with both sides seen (their running means start at 0 with the weight of
     :data:`DIFF_PRIOR_WEIGHT` events: the null mean is zero by construction).
 
@@ -148,16 +182,11 @@ class CanaryJudge:
         pi = min(max(cn / (cn + sn), 1e-3), 0.999)
         a = np.append(np.asarray(cls, dtype=np.float64), low[1] + low[3]) + 0.5
         b = np.append(np.full(k, float(cn + sn)), low[0] + low[2]) - a + 1.0
-        c = a / (a + b)  # the rate each indicator is centred on
-        p = np.minimum(c + 2 * np.sqrt(c * (1 - c) / (a + b + 1)), 0.999)  # the law's rate: conservative (see _derive)
-        C = c[:, None]
-        vals = np.hstack(((1 - C) / pi, -C / pi, -(1 - C) / (1 - pi), C / (1 - pi)))
-        P = p[:, None]
-        probs = np.hstack((pi * P, pi * (1 - P), (1 - pi) * P, (1 - pi) * (1 - P)))
-        rate = np.full(D, self.rate_pred)
-        kk, h_up, h_dn, sd = cal.score_cusum(vals, probs, self.drifts, rate)
+        c = a / (a + b)  # the rate each indicator is centred on (Jeffreys posterior mean)
+        spread = 2 * np.sqrt(c * (1 - c) / (a + b + 1))
+        kk, h_up, h_dn, sd = difference_cusum(c, spread, pi, self.drifts, self.rate_pred)
         # the confidence column: up only, the whole key's budget on one side
-        kc, hc_up, _, _ = cal.score_cusum(vals[k:], probs[k:], self.drifts, self.rate)
+        kc, hc_up, _, _ = difference_cusum(c[k:], spread[k:], pi, self.drifts, self.rate)
         kk[k], h_up[k], h_dn[k] = kc[0], hc_up[0], np.inf
         on = np.append(np.asarray(cls) > 0, low[0] >= MIN_SIDE and low[2] >= MIN_SIDE and low[1] + low[3] > 0)
         self.iseq.set_params(kk, kk, h_up, h_dn, sd, on)
