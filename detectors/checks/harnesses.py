@@ -387,40 +387,30 @@ class TriggerHarness(Harness):
         self.det.load_state(st)
 
 
-class CanaryInferenceHarness(Harness):
-    """The canary judge's per-event prediction (per class) and confidence comparisons with stable."""
-
-    signal = "canary_divergence"
-    families = ("share20", "share50")
-    share = cal.SHARES["canary_divergence"]["cusum"]
-    delay_n = 20000
+class CanaryInferenceHarness(CanaryHarness):
+    """The canary judge's per-event comparisons with stable: per predicted class (``share20``: the
+    canary predicts class 2 three times as often) and confidence (``share50``: the canary is less
+    confident, Beta(8, 2) -> Beta(6, 2))."""
 
     def keys(self, family):
         return 2  # prediction, confidence
-
-    def build(self, family, per_million, rng):
-        self.judge = CanaryJudge(4, CanaryPolicy(), per_million)
-        self.judge.start("v2")
 
     def draw(self, family, n, rng, shift_at):
         share, _ = CANARY[family]
         is_c = rng.random(n) < share
         after = np.zeros(n, dtype=bool) if shift_at is None else np.arange(n) >= shift_at
+        bad = after & is_c
         p, q = np.array([0.8, 0.15, 0.045, 0.005]), np.array([0.7, 0.15, 0.145, 0.005])
+        if family != "share20":
+            q = p
         u = rng.random(n)
-        preds = np.where(after & is_c, np.searchsorted(np.cumsum(q), u), np.searchsorted(np.cumsum(p), u))
-        conf = rng.beta(8.0, 2.0, n)
+        preds = np.where(bad, np.searchsorted(np.cumsum(q), u), np.searchsorted(np.cumsum(p), u))
+        conf = np.where(bad & (family != "share20"), rng.beta(6.0, 2.0, n), rng.beta(8.0, 2.0, n))
         return (is_c, ~is_c, np.minimum(preds, 3).astype(np.int64), conf)
 
     def feed(self, data):
         ic, is_, preds, conf = data
         return self._hits(self.judge.process(ic, is_, preds, conf), self.signal)
-
-    def state(self):
-        return self.judge.to_state()
-
-    def load(self, st):
-        self.judge.load_state(st)
 
 
 #: harness name -> harness factory; every signal with a ``cusum`` detector must appear here (a
