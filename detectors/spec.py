@@ -154,10 +154,12 @@ class CalibrationSpec(_Strict):
     false_alarms_per_million: float = Field(default=0.01, gt=0, le=10_000)
     window: int = Field(default=1000, ge=100, le=1_000_000)  # events per tumbling test window
     label_window: int = Field(default=500, ge=50, le=1_000_000)  # joined labels per label test window
-    # CUSUM reference values (drifts) of rank scores (numeric features), in standard deviations of the
-    # score: each targets shifts of about twice its size; more drifts cost only log(count) of threshold
+    # CUSUM reference values (drifts) of scores (numeric features and confidence: normal scores; label sources and
+    # the canary: difference scores), in standard deviations of the score: each targets shifts of about twice
+    # its size; more drifts cost only log(count) of threshold
     cusum_drifts: list[float] = Field(default=[0.1, 0.25, 0.6], min_length=1, max_length=8)
-    # odds ratios the CUSUMs of 0/1 indicators (class, label, error, disagreement) target, up and down
+    # odds ratios the CUSUMs of 0/1 indicators (class, category, never-seen, low confidence, trigger, label,
+    # error) target, up and down
     rate_ratios: list[float] = Field(default=[1.5, 3.0, 8.0], min_length=1, max_length=8)
     block_size: int = Field(default=32, ge=1, le=4096)  # unused since state format 3 (per-event CUSUMs); accepted
     ph_delta: float = Field(default=0.5, gt=0)  # unused since state format 3; accepted in old configurations

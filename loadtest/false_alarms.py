@@ -11,6 +11,7 @@ four classes and Beta(8, 2) confidences, runs through a
 detectors); observed are the engine's detections (and alerts, after deduplication).
 
     nice -n 10 python loadtest/false_alarms.py --events 1000000 [--per-million 0.01] [--families normal ...]
+    nice -n 10 python loadtest/false_alarms.py --events 1000000 --per-million 10 --canary-share 0.2 --seed 2
 
 Prints one JSON object and a markdown table.
 """
@@ -111,6 +112,35 @@ def run_family(family: str, n_events: int, F: int, per_million: float, seed: int
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def run_canary(n_events: int, per_million: float, share: float, seed: int = 0) -> dict[str, Any]:
+    """The canary judge alone on stationary canary and stable traffic (a ``share`` of canary events, the
+    classes and confidences above): its per-event comparisons' detections (``canary_divergence/cusum``,
+    keys ``prediction`` and ``confidence``) against ``F x share x 2 keys x events / 1e6``."""
+    from detectors.calibration import SHARES
+    from detectors.canary import CanaryJudge
+    from detectors.spec import CanaryPolicy
+
+    rng = np.random.default_rng([seed, 7])
+    judge = CanaryJudge(len(CLASSES) + 1, CanaryPolicy(), per_million)
+    judge.start("v2")
+    hits: dict[str, int] = {}
+    chunk = 100_000
+    started = time.perf_counter()
+    for lo in range(0, n_events, chunk):
+        m = min(chunk, n_events - lo)
+        ic = rng.random(m) < share
+        pc = rng.choice(len(CLASSES), m, p=CLASS_P)
+        conf = rng.beta(8, 2, m)
+        for b in range(0, m, 1000):
+            for h in judge.process(ic[b:b + 1000], ~ic[b:b + 1000], pc[b:b + 1000], conf[b:b + 1000]):
+                hits[f"{h[1]}:{h[2]}"] = hits.get(f"{h[1]}:{h[2]}", 0) + 1
+    expected = per_million * SHARES["canary_divergence"]["cusum"] * 2 * n_events / 1e6
+    observed = sum(v for k, v in hits.items() if k.startswith("cusum:"))
+    return {"canary_share": share, "events": n_events, "per_million": per_million, "seed": seed,
+            "expected": round(expected, 4), "observed": observed, "by_detector_key": dict(sorted(hits.items())),
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = ["family", "events", "features", "F", "expected numeric", "observed numeric", "expected all",
             "observed all", "alerts", "observed per 1M events"]
@@ -141,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", nargs="*", default=list(SYNTHETIC + REAL))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--categorical", type=int, default=2, help="categorical features (the first carries a trigger)")
+    ap.add_argument("--canary-share", type=float, default=None,
+                    help="instead: the canary judge alone with this share of canary events (per seed up to --seed)")
     args = ap.parse_args(argv)
+    if args.canary_share is not None:
+        runs = [run_canary(args.events, args.per_million, args.canary_share, sd) for sd in range(args.seed + 1)]
+        print(json.dumps({"benchmark": "false_alarms_canary", "runs": runs}))
+        return 0
     rows = [run_family(f, args.events, args.features, args.per_million, args.seed, args.categorical)
             for f in args.families]
     print(table(rows))
