@@ -294,7 +294,7 @@ class CanaryJudge:
         for row, col, side, j, stat, thr, run, mean in (self.iseq.update(Y, valid) if armed else ()):
             sd = float(self.iseq.scale[col])
             if col < k:
-                ref = {"stable_rate": round(float(self.icls[col]) / max(self.inf[0] + self.inf[1], 1), 6),
+                ref = {"rate_canary_and_stable": round(float(self.icls[col]) / max(self.inf[0] + self.inf[1], 1), 6),
                        "class": int(col), "canary_share": round(self.ipi, 6)}
                 cur = {"excess_rate_since_restart": round(mean, 6), "direction": side, "drift_sd": self.drifts[j],
                        "events_since_restart": run, "class": int(col)}

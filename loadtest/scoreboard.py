@@ -132,7 +132,8 @@ def signal_table(rows: dict[str, dict[str, Any]]) -> str:
     out = ["| scenario | signal | events (median) | by |", "|---|---|---|---|"]
     for name, sigs in rows.items():
         for sig, r in sigs.items():
-            out.append(f"| {name} | {sig} | {'-' if r['events'] is None else r['events']} | {','.join(r['by']) or '-'} |")
+            events = "-" if r["events"] is None else r["events"]
+            out.append(f"| {name} | {sig} | {events} | {','.join(r['by']) or '-'} |")
     return "\n".join(out)
 
 

@@ -291,7 +291,8 @@ class CategoricalHarness(Harness):
     def build(self, family, per_million, rng):
         spec = ModelSpec(name="h", classes=["a"], versions=["v1"], features=[
             FeatureSpec(name="c", type="categorical", top_k=16)])
-        self.det = CategoricalDrift(spec.features[0], _profile(spec, self._draw(family, REF, rng), None).categorical["c"],
+        prof = _profile(spec, self._draw(family, REF, rng), None).categorical["c"]
+        self.det = CategoricalDrift(spec.features[0], prof,
                                     CalibrationSpec(false_alarms_per_million=per_million))
 
     def draw(self, family, n, rng, shift_at):

@@ -233,7 +233,8 @@ def test_a_clock_pushed_into_the_future_can_be_clamped_back():
     keys = {(m.to_dict()["signal"], m.to_dict()["key"]) for m in first}
 
     def again(msgs):
-        return [m for m in msgs if m.to_dict()["kind"] == "alert" and (m.to_dict()["signal"], m.to_dict()["key"]) in keys]
+        docs = [m.to_dict() for m in msgs]
+        return [d for d in docs if d["kind"] == "alert" and (d["signal"], d["key"]) in keys]
 
     muted = ModelMonitor.from_bytes(SPEC, CAL, AL, mon.to_bytes())
     assert not again(muted.process_inference(drift[601:]))
