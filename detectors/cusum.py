@@ -237,6 +237,19 @@ class CusumBank:
         thr = np.concatenate((self.h_up, self.h_dn), axis=1)[np.arange(self.C), j]
         return stat / self.scale, thr / self.scale
 
+    def side_exceedance(self, col: int, side: str) -> float:
+        """How far column ``col``'s CUSUMs on one side (``"up"``/``"down"``) are towards their
+        thresholds: the largest statistic / threshold over the drifts (0 when the column is off)."""
+        if not self.enabled[col]:
+            return 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if side == "up":
+                ratio = (self.up[col] - self.umin[col]) / self.h_up[col]
+            else:
+                ratio = (self.dmax[col] - self.dn[col]) / self.h_dn[col]
+        ratio = ratio[np.isfinite(ratio)]
+        return float(ratio.max()) if ratio.size else 0.0
+
     # -- state -------------------------------------------------------------------------------
     def to_state(self) -> list[Any]:
         return [[enc_float(v) for v in self.n.tolist()], [enc_float(v) for v in self.total.tolist()],

@@ -159,6 +159,23 @@ class DeploymentMonitor:
                             "trigger": {t.key: _closest(t.seq.bank) for t in self.triggers}}
         return out
 
+    def exceedance(self, signal: str, key: str | None, current: dict[str, Any]) -> float | None:
+        """How far this stream's per-event CUSUM matching a detection (``signal``, ``key``, and the
+        score and direction in its ``current`` evidence) is towards its threshold (statistic /
+        threshold, largest over drifts); None where no such CUSUM runs."""
+        side, score = current.get("direction"), current.get("score")
+        if not self.armed or side not in ("up", "down"):
+            return None
+        if signal == "prediction_drift" and key in self.prediction.names:
+            return self.prediction.cusum.side_exceedance(self.prediction.names.index(key), side)
+        if signal == "numeric_drift" and self.numeric is not None and key in self.numeric.names:
+            f = self.numeric.names.index(key)
+            return self.numeric.cusum.side_exceedance(f if score == "normal_score" else self.numeric.F + f, side)
+        if signal == "confidence_drift":
+            bank = self.confidence.seq_low.bank if score == "low_confidence" else self.confidence.seq_score
+            return bank.side_exceedance(0, side)
+        return None
+
     def to_state(self) -> dict[str, Any]:
         st: dict[str, Any] = {"n": self.n, "fill": self.fill, "from_file": self.from_file,
                               "invalid": {k: v.tolist() for k, v in self.invalid_total.items()}}

@@ -59,6 +59,10 @@ _LABEL_TS = attrgetter("label.ts")
 _LABEL_ID = attrgetter("label.event_id")
 _LABEL_POSITION = attrgetter("label.position")
 STATE_KIND = "driftline.model_monitor"
+#: stable's own CUSUM on a canary detection's key and side at least this far to its threshold: the
+#: drift is one both versions show (a canary judged against stable's reference crossed first), not
+#: grounds for a rollback. In control a CUSUM sits that high with probability about ARL^(-1/4).
+SHARED_DRIFT = 0.25
 MAX_NAME = 200
 OTHER = "<other>"
 
@@ -169,26 +173,55 @@ class ModelMonitor:
         conf = confidence_column([e.confidence for e in events])
         groups = _groups(list(map(_VD, events)))
         hits: list[tuple[Hit, int, str, str]] = []
-        for (v, d), idxs in groups.items():
+        shared: dict[tuple[int, str, str], float | None] = {}
+        # stable streams last: a canary detection that could roll the canary back is then judged
+        # against stable's CUSUM as it stood at that event (see _rolls_back)
+        for (v, d), idxs in sorted(groups.items(), key=lambda g: g[0][1] == "stable"):
             if v not in self.listed or d not in DEPLOYMENTS:
                 hits.extend(self._unlisted(v, d, idxs if idxs is not None else np.arange(n)))
                 continue
             dm = self.streams.get((v, d))
             if dm is None:
                 dm = self.streams[(v, d)] = DeploymentMonitor(self.spec, self.calibration, self._reference_for(d))
-            if idxs is None:
+            probes = self._stable_probes(hits) if d == "stable" and v == self.stable_version else []
+            if idxs is None and not probes:
                 for h in dm.process(events, preds, conf):
                     hits.append((h, h[7], v, d))
             else:
-                for h in dm.process([events[i] for i in idxs], preds[idxs], conf[idxs]):
-                    hits.append((h, int(idxs[h[7]]), v, d))
+                rows = np.arange(n) if idxs is None else idxs
+                lo = 0
+                for gi, sig, key, current in probes + [(n, None, None, None)]:
+                    hi = int(np.searchsorted(rows, gi, side="left"))
+                    if hi > lo:  # the stable events before this canary detection (all that is left, at the end)
+                        seg = rows[lo:hi]
+                        for h in dm.process([events[i] for i in seg], preds[seg], conf[seg]):
+                            hits.append((h, int(seg[h[7]]), v, d))
+                        lo = hi
+                    if sig is not None:
+                        shared[(gi, sig, key)] = dm.exceedance(sig, key, current)
             if d == "stable":
                 self.stable_seen = v
         if self.manifest is not None and self.manifest.expected_digests:
             hits.extend(self._digest_hits(events, groups))
         if self.spec.canary.enabled and (self.canary.version is not None or any(d == "canary" for _, d in groups)):
             hits.extend(self._canary([e.model_version for e in events], [e.deployment for e in events], preds, conf))
-        return self._emit(hits, events, _EVENT_ID, _POSITION, np.fromiter(map(_TS, events), dtype=np.float64, count=n))
+        stable = self.stable_version
+        if stable is not None and (stable, "stable") not in groups:  # stable's state is as of every event here
+            st = self.streams.get((stable, "stable"))
+            for gi, sig, key, current in self._stable_probes(hits):
+                shared[(gi, sig, key)] = None if st is None else st.exceedance(sig, key, current)
+        return self._emit(hits, events, _EVENT_ID, _POSITION, np.fromiter(map(_TS, events), dtype=np.float64, count=n),
+                          shared)
+
+    def _stable_probes(self, hits: list[tuple[Hit, int, str, str]]) -> list[tuple[int, str, str, dict]]:
+        """Canary detections whose rollback depends on stable's own CUSUM at their event: (event
+        index, signal, key, evidence), in event order."""
+        allowed = self._rollback_signals
+        out = [(gi, h[0], h[2], h[6]) for h, gi, v, d in hits
+               if d == "canary" and v in self.listed and h[0] != "canary_divergence" and isinstance(h[6], dict)
+               and (h[0] in allowed or f"{h[0]}/{h[1]}" in allowed)]
+        out.sort(key=lambda p: p[0])
+        return out
 
     def _inheritance_cut(self, events: Sequence[InferenceEvent]) -> int:
         """Index of the first event (after the first) that opens a canary/shadow stream while the
@@ -359,8 +392,9 @@ class ModelMonitor:
                           np.fromiter(map(_LABEL_TS, labels), dtype=np.float64, count=n))
 
     def _emit(self, hits: list[tuple[Hit, int, str, str]], items: Sequence[Any], get_id: Any, get_pos: Any,
-              ts: np.ndarray) -> list[ControlMessage]:
-        """Hits -> detections -> alert policy (with event-time resolutions) -> rollbacks."""
+              ts: np.ndarray, shared: dict[tuple[int, str, str], float | None] | None = None) -> list[ControlMessage]:
+        """Hits -> detections -> alert policy (with event-time resolutions) -> rollbacks; ``shared``:
+        stable's exceedance at canary detections (see :meth:`_shared_with_stable`)."""
         n = ts.size
         policy = self.policy
         if not np.isfinite(ts).all():  # a broken timestamp must not poison event time
@@ -397,7 +431,8 @@ class ModelMonitor:
                 per[det.signal] = per.get(det.signal, 0) + 1
             alerts = policy.observe(det, float(now_arr[gi]))
             out.extend(alerts)
-            if d == "canary" and v in self.listed and self._rolls_back(det):
+            if d == "canary" and v in self.listed and self._rolls_back(
+                    det, None if shared is None else shared.get((gi, det.signal, det.key))):
                 alert_id = alerts[0].id if alerts else policy.alert_id_for(v, det.signal, det.key)
                 if alert_id is not None:
                     out.extend(self._rollback(det, alert_id))
@@ -405,14 +440,18 @@ class ModelMonitor:
         self.now = float(now_arr[-1])
         return out
 
-    def _rolls_back(self, det: Detection) -> bool:
+    def _rolls_back(self, det: Detection, stable_exceedance: float | None = None) -> bool:
         """Whether a detection on the canary deployment justifies rolling the canary back.
 
         A ``canary_divergence`` detection compares the canary with stable over the same period,
         so it qualifies on its own. Any other signal listed in ``CanaryPolicy.rollback_signals``
         (as ``signal`` or ``signal/detector``) qualifies at page severity, and only while the
-        stable version has no open alert of the same signal: a drift both versions show (the
-        traffic changed, or labels did) is not the canary's fault.
+        stable version has no open alert of the same signal and ``stable_exceedance`` (stable's own
+        CUSUM on the same key, score and side, at the canary detection's event) is below
+        ``SHARED_DRIFT``: a drift both versions show (the traffic changed, or labels did) is not the
+        canary's fault, even when the canary, judged against stable's reference, crosses first.
+        Stable's statistic is taken at that event (its events are processed up to it), so the
+        decision does not depend on how batches are cut.
         """
         if det.detector == "digest_mismatch":  # the canary is not serving the registered artifact
             return det.severity == "page"
@@ -422,7 +461,13 @@ class ModelMonitor:
         if det.signal == "canary_divergence":
             return True
         stable = self.stable_version
-        return det.severity == "page" and (stable is None or self.policy.alert_id_for(stable, det.signal) is None)
+        if det.severity != "page":
+            return False
+        if stable is None:
+            return True
+        if self.policy.alert_id_for(stable, det.signal) is not None:
+            return False
+        return stable_exceedance is None or stable_exceedance < SHARED_DRIFT
 
     def _rollback(self, det: Detection, alert_id: str) -> list[RollbackDecision]:
         stable = self.stable_version
