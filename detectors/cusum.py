@@ -41,6 +41,7 @@ from detectors.state import check_float, check_int, check_list, enc_float
 
 MIN_RUN = 30  # updates since the last restart before a column may fire
 PRIOR_WEIGHT = 2000  # reference values the running mean starts from (see CusumBank.set_prior)
+CHUNK = 64  # rows of a column's first scan after a restart (see CusumBank._column)
 
 #: A hit: (batch row, column, side "up"/"down", drift index, statistic, threshold, updates since restart, running mean)
 CusumHit = tuple[int, int, str, int, float, float, int, float]
@@ -183,12 +184,21 @@ class CusumBank:
         return bad if bad.any() else None
 
     def _column(self, c: int, x: np.ndarray, rows: np.ndarray) -> list[CusumHit]:
-        """One column over its values with restarts after each alarm."""
+        """One column over its values with restarts after each alarm.
+
+        The values are scanned in chunks that start at :data:`CHUNK` rows after a restart and
+        double while no alarm comes: an alarm only throws away the rest of its chunk, so a burst of
+        alarms costs about the rows it covers, not the rows left in the batch per alarm. A chunk
+        ends exactly as a batch cut there would (the same additions in the same order), so the
+        state and the hits are those of one scan.
+        """
         out: list[CusumHit] = []
         start, m = 0, x.size
         sel = np.array([c])
+        size = CHUNK
         while start < m:
-            v = x[start:, None]
+            stop = min(m, start + size)
+            v = x[start:stop, None]
             t = self.n[c] + np.arange(1, v.shape[0] + 1, dtype=np.float64)[:, None]
             total = _scan(self.total[sel], v)
             dev = (v - total / t)[:, :, None]
@@ -212,10 +222,12 @@ class CusumBank:
                 self.detections[c] += 1
                 self.restart(c)
                 start += i + 1
+                size = CHUNK
                 continue
             self.n[c], self.total[c] = t[-1, 0], total[-1, 0]
             self.up[c], self.umin[c], self.dn[c], self.dmax[c] = up[-1, 0], umin[-1, 0], dn[-1, 0], dmax[-1, 0]
-            break
+            start = stop
+            size *= 2
         return out
 
     def restart(self, c: int) -> None:
