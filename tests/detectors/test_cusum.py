@@ -61,3 +61,17 @@ def test_restart_cost_follows_the_rows_not_rows_times_alarms(monkeypatch):
     assert len(hits) > 1000
     # three scans (total, up, down) per chunk; each alarm wastes at most one chunk
     assert scanned[0] <= 3 * (2 * len(x) + len(hits) * cusum.CHUNK), (scanned[0], len(hits))
+
+
+def test_large_batches_cut_in_row_blocks_match_one_pass(monkeypatch):
+    """A batch cut into row blocks (to keep temporaries small) gives the hits and state of one pass."""
+    x = _bursty(11, 3000)
+    valid = np.random.default_rng(11).random(x.shape) > 0.05
+    monkeypatch.setattr(cusum, "BLOCK_VALUES", 10**9)
+    one = _bank()
+    want = one.update(x, valid)
+    monkeypatch.setattr(cusum, "BLOCK_VALUES", 6 * 100)  # 3 columns x 2 drifts: blocks of 100 rows
+    blocked = _bank()
+    got = blocked.update(x, valid)
+    assert len(want) > 20 and got == want
+    assert json.dumps(blocked.to_state()) == json.dumps(one.to_state())
