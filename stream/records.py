@@ -276,7 +276,9 @@ def _frame(kind: bytes, header: dict, arrays: list[np.ndarray]) -> bytes:
 
 def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     n = len(events)
-    feats = [_plain(e.features) for e in events]
+    feats = [e.features for e in events]
+    if set(map(type, feats)) != _DICT_TYPE:  # views of a decoded record (or odd objects): as dicts
+        feats = list(map(_plain, feats))
     names = list(feats[0])
     arrays = [np.fromiter((e.position for e in events), dtype=np.uint64, count=n),
               np.fromiter((e.ts for e in events), dtype=np.float64, count=n)]
@@ -411,4 +413,5 @@ def _decode_batch(raw: bytes) -> RecordBatch:
 _CONFIDENCE = frozenset((float, int, type(None)))
 _SCORES = frozenset((dict, type(None)))
 _DICTS = frozenset((dict,))
+_DICT_TYPE = {dict}
 _DIGESTS = frozenset((str, type(None)))
