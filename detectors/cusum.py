@@ -136,6 +136,14 @@ class CusumBank:
             return hits
         every = cols is None
         cols = np.arange(self.C) if cols is None else np.asarray(cols, dtype=np.int64)
+        if every and valid is None:  # the common case, without the bookkeeping of masks and subsets
+            alarm = self._run(cols, X, True)
+            if alarm is None:
+                return []
+            rows = np.arange(n)
+            hits = [h for q in np.flatnonzero(alarm).tolist() for h in self._column(q, X[:, q], rows)]
+            hits.sort(key=lambda h: (h[0], h[1]))
+            return hits
         hits = []
         full = np.ones(cols.size, dtype=bool) if valid is None else valid.all(axis=0)
         fsel = np.flatnonzero(full)
