@@ -124,6 +124,7 @@ streams; the tests check them (at a raised F, so that a short run resolves them)
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
@@ -178,19 +179,22 @@ class _Memo:
         self.size = size
         self.table: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
         self.hits = self.misses = 0
+        self._lock = threading.Lock()
 
     def get(self, key: tuple, compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
         """The stored result for ``key`` (copied), computing and storing it if absent."""
-        got = self.table.get(key)
+        with self._lock:
+            got = self.table.get(key)
+            if got is not None:
+                self.hits += 1
+                self.table.move_to_end(key)
         if got is None:
-            self.misses += 1
             got = tuple(np.array(a, copy=True) for a in compute())
-            self.table[key] = got
-            if len(self.table) > self.size:
-                self.table.popitem(last=False)
-        else:
-            self.hits += 1
-            self.table.move_to_end(key)
+            with self._lock:
+                self.misses += 1
+                self.table[key] = got
+                while len(self.table) > self.size:
+                    self.table.popitem(last=False)
         return tuple(a.copy() for a in got)
 
 
