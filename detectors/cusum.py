@@ -162,10 +162,7 @@ class CusumBank:
 
     def _run(self, sel: np.ndarray, X: np.ndarray, allc: bool) -> np.ndarray | None:
         """Advance columns ``sel`` over ``X`` without restarts. Columns that would alarm are left
-        untouched and returned (as a mask over ``sel``) for :meth:`_column`; None if none.
-
-        Batches are at most :data:`BLOCK_VALUES` values here, so fewer numpy calls beat fewer passes.
-        """
+        untouched and returned (as a mask over ``sel``) for :meth:`_column`; None if none."""
         n = X.shape[0]
         if allc:
             n0, tot0, k_up, k_dn = self.n, self.total, self.k_up, self.k_dn
@@ -178,37 +175,49 @@ class CusumBank:
         t = n0 + np.arange(1, n + 1, dtype=np.float64)[:, None]
         total = _scan(tot0, X)
         dev = (X - total / t)[:, :, None]
-        # the same additions and extremes as scanning [start, x0, x1, ...] (min and max are exact)
+        # the same additions and extremes as scanning [start, x0, x1, ...], in place (fewer passes)
         up = dev - k_up
         up[0] += up0
         np.add.accumulate(up, axis=0, out=up)
+        first = up[0].copy()  # running extremes start from the stored ones: seed row 0, scan, restore
+        np.minimum(first, umin0, out=up[0])
         umin = np.minimum.accumulate(up, axis=0)
-        np.minimum(umin, umin0, out=umin)
+        up[0] = first
         dn = dev + k_dn
         dn[0] += dn0
         np.add.accumulate(dn, axis=0, out=dn)
+        first = dn[0].copy()
+        np.maximum(first, dmax0, out=dn[0])
         dmax = np.maximum.accumulate(dn, axis=0)
-        np.maximum(dmax, dmax0, out=dmax)
-        fire = ((up - umin) > h_up) | ((dmax - dn) > h_dn)
-        fire = fire.any(axis=2)
+        dn[0] = first
+        last_umin, last_dmax = umin[-1].copy(), dmax[-1].copy()
+        over_up = np.subtract(up, umin, out=umin) > h_up
+        over_dn = np.subtract(dmax, dn, out=dmax) > h_dn
+        if n * self.K <= 256:  # few rows: fewer calls
+            fire = (over_up | over_dn).any(axis=2)
+        else:  # many rows: faster than .any(axis=2) over a short last axis
+            fire = over_up[:, :, 0] | over_dn[:, :, 0]
+            for j in range(1, self.K):
+                fire |= over_up[:, :, j]
+                fire |= over_dn[:, :, j]
         fire &= t >= self.min_run
         fire &= enabled
         bad = fire.any(axis=0)
         if not bad.any():
             if allc:
                 self.n[:], self.total[:] = t[-1], total[-1]
-                self.up[:], self.umin[:], self.dn[:], self.dmax[:] = up[-1], umin[-1], dn[-1], dmax[-1]
+                self.up[:], self.umin[:], self.dn[:], self.dmax[:] = up[-1], last_umin, dn[-1], last_dmax
             else:
                 self.n[sel], self.total[sel] = t[-1], total[-1]
-                self.up[sel], self.umin[sel], self.dn[sel], self.dmax[sel] = up[-1], umin[-1], dn[-1], dmax[-1]
+                self.up[sel], self.umin[sel], self.dn[sel], self.dmax[sel] = up[-1], last_umin, dn[-1], last_dmax
             return None
         ok = ~bad
         cols = sel[ok]
         if cols.size:
             self.n[cols] = t[-1, ok]
             self.total[cols] = total[-1, ok]
-            self.up[cols], self.umin[cols] = up[-1, ok], umin[-1, ok]
-            self.dn[cols], self.dmax[cols] = dn[-1, ok], dmax[-1, ok]
+            self.up[cols], self.umin[cols] = up[-1, ok], last_umin[ok]
+            self.dn[cols], self.dmax[cols] = dn[-1, ok], last_dmax[ok]
         return bad
 
     def _column(self, c: int, x: np.ndarray, rows: np.ndarray) -> list[CusumHit]:
