@@ -124,6 +124,9 @@ streams; the tests check them (at a raised F, so that a short run resolves them)
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 
 import numpy as np
@@ -161,6 +164,47 @@ ADWIN_RATE_TABLE: tuple[tuple[float, float], ...] = (
     (0.05, 53.0), (0.1, 126.35), (0.3, 492.15), (0.5, 955.6),
 )
 ADWIN_CLOCK = 8
+
+
+class _Memo:
+    """Bounded least-recently-used table of threshold results keyed on their exact inputs.
+
+    Arming a stream solves the same bisections for every model whose reference has the same
+    counts (a continuous feature's quantile grid always has the same counts for a given
+    reference size): the result is a pure function of the float64 inputs, so it is computed
+    once and handed out as fresh copies (callers may edit what they get).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.table: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
+        self.hits = self.misses = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
+        """The stored result for ``key`` (copied), computing and storing it if absent."""
+        with self._lock:
+            got = self.table.get(key)
+            if got is not None:
+                self.hits += 1
+                self.table.move_to_end(key)
+        if got is None:
+            got = tuple(np.array(a, copy=True) for a in compute())
+            with self._lock:
+                self.misses += 1
+                self.table[key] = got
+                while len(self.table) > self.size:
+                    self.table.popitem(last=False)
+        return tuple(a.copy() for a in got)
+
+
+def _fp(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
+    """Exact identity of a float64 array (dtype, shape and bits) for :class:`_Memo` keys."""
+    return a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes()
+
+
+#: Results of :func:`score_cusum` and :func:`bernoulli_cusum` (a few KB each).
+_THRESHOLDS = _Memo(1024)
 
 
 def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> np.ndarray:
@@ -255,10 +299,17 @@ def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate
     """
     v = np.asarray(values, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
+    d = np.asarray(drifts, dtype=np.float64)
+    r = np.asarray(rate, dtype=np.float64)
+    return _THRESHOLDS.get(("score", _fp(v), _fp(p), _fp(d), _fp(r)), lambda: _score_cusum(v, p, d, r))
+
+
+def _score_cusum(v: np.ndarray, p: np.ndarray, d: np.ndarray, rate: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`score_cusum` on float64 inputs (uncached)."""
     p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-300)
     c = v - (p * v).sum(axis=1, keepdims=True)
     sd = np.sqrt((p * c * c).sum(axis=1))
-    d = np.asarray(drifts, dtype=np.float64)
     C, K = v.shape[0], d.size
     k = sd[:, None] * d[None, :]
     rows = np.repeat(np.arange(C), K)
@@ -291,11 +342,20 @@ def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: 
     >>> bool(0 < k_up[0, 0] < 0.01 and h_up[0, 0] > 10 * k_up[0, 0])
     True
     """
-    a = np.asarray(hits, dtype=np.float64) + 0.5
-    b = np.asarray(n, dtype=np.float64) - np.asarray(hits, dtype=np.float64) + 0.5
+    h = np.asarray(hits, dtype=np.float64)
+    n_ = np.asarray(n, dtype=np.float64)
+    r = np.asarray(ratios, dtype=np.float64)
+    rt = np.asarray(rate, dtype=np.float64)
+    return _THRESHOLDS.get(("bernoulli", _fp(h), _fp(n_), _fp(r), _fp(rt)), lambda: _bernoulli_cusum(h, n_, r, rt))
+
+
+def _bernoulli_cusum(hits: np.ndarray, n: np.ndarray, r: np.ndarray, rate: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`bernoulli_cusum` on float64 inputs (uncached)."""
+    a = hits + 0.5
+    b = n - hits + 0.5
     p = a / (a + b)
     sp = np.sqrt(p * (1 - p) / (a + b + 1))
-    r = np.asarray(ratios, dtype=np.float64)
     C, K = p.size, r.size
 
     def cut(p0: np.ndarray, rho: np.ndarray) -> np.ndarray:

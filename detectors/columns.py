@@ -19,7 +19,7 @@ are read as 0/1 rather than counted as wrong types.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +30,73 @@ VALID, NAN, INF, NULL, WRONG_TYPE, OUT_OF_RANGE = range(6)
 INVALID_KINDS: tuple[str, ...] = ("nan", "inf", "null", "wrong_type", "out_of_range")
 _NUMERIC_TYPES = frozenset((float, int))
 _MISSING = object()
+
+
+class FeatureBlock:
+    """Float features of a run of events as one matrix (a decoded columnar record): rows are events.
+
+    Events decoded from it carry :class:`FeatureRow` views instead of dicts, so the per-event
+    dicts are never built on the hot path and :func:`numeric_matrix` slices the matrix directly.
+    """
+
+    __slots__ = ("names", "index", "matrix", "_rows")
+
+    def __init__(self, names: list[str], matrix: np.ndarray) -> None:
+        self.names = names
+        self.index = {name: j for j, name in enumerate(names)}
+        self.matrix = matrix
+        self._rows: list[list[float]] | None = None
+
+    def rows(self) -> list[list[float]]:
+        """The matrix as Python floats (made once, for per-event access)."""
+        if self._rows is None:
+            self._rows = self.matrix.tolist()
+        return self._rows
+
+
+class FeatureRow(Mapping):
+    """One event's features: a read-only mapping onto row ``i`` of a :class:`FeatureBlock`."""
+
+    __slots__ = ("block", "i")
+
+    def __init__(self, block: FeatureBlock, i: int) -> None:
+        self.block, self.i = block, i
+
+    def __getitem__(self, name: str) -> float:
+        return self.block.rows()[self.i][self.block.index[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.block.names)
+
+    def __len__(self) -> int:
+        return len(self.block.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.block.index
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+def _block_matrix(feature_dicts: list, names: list[str]) -> np.ndarray | None:
+    """The rows of ``names`` when every event's features are :class:`FeatureRow` views naming them
+    all (consecutive rows of a block are sliced at once); None otherwise."""
+    if not all(type(d) is FeatureRow for d in feature_dicts):
+        return None
+    parts: list[np.ndarray] = []
+    n, k = len(feature_dicts), 0
+    while k < n:
+        blk, i0 = feature_dicts[k].block, feature_dicts[k].i
+        j = k + 1
+        while j < n and feature_dicts[j].block is blk and feature_dicts[j].i == i0 + (j - k):
+            j += 1
+        try:
+            cidx = [blk.index[name] for name in names]
+        except KeyError:
+            return None
+        parts.append(blk.matrix[i0:i0 + (j - k), cidx])
+        k = j
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 @dataclass(slots=True)
@@ -166,21 +233,23 @@ class NumericMatrix:
 def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec]) -> NumericMatrix:
     """Extract and classify every numeric feature at once.
 
-    Fast path: one ``itemgetter`` call per event and one ``np.array`` over the rows; when
-    numpy infers a float/integer matrix every value is a number. Otherwise each column goes
+    Fastest path: events decoded from a columnar record (:class:`FeatureRow`) are sliced from
+    their block's matrix. Fast path: one ``itemgetter`` call per event and one ``np.array`` over
+    the rows; when numpy infers a float/integer matrix every value is a number. Otherwise each column goes
     through :func:`numeric_column`.
     """
     from operator import itemgetter
 
     n, F = len(feature_dicts), len(feats)
     names = [f.name for f in feats]
-    X = None
+    X = _block_matrix(feature_dicts, names) if n and F else None  # a fresh array (fancy-indexed)
     rows = None
-    try:
-        get = itemgetter(*names)
-        rows = list(map(get, feature_dicts)) if F > 1 else [(get(d),) for d in feature_dicts]
-    except (KeyError, TypeError, AttributeError):
-        rows = None
+    if X is None:
+        try:
+            get = itemgetter(*names)
+            rows = list(map(get, feature_dicts)) if F > 1 else [(get(d),) for d in feature_dicts]
+        except (KeyError, TypeError, AttributeError):
+            rows = None
     if rows is not None and n:
         try:
             A = np.array(rows)

@@ -41,6 +41,8 @@ from detectors.state import check_float, check_int, check_list, enc_float
 
 MIN_RUN = 30  # updates since the last restart before a column may fire
 PRIOR_WEIGHT = 2000  # reference values the running mean starts from (see CusumBank.set_prior)
+CHUNK = 64  # rows of a column's first scan after a restart (see CusumBank._column)
+BLOCK_VALUES = 49_152  # rows x columns x drifts per vectorized pass (see update)
 
 #: A hit: (batch row, column, side "up"/"down", drift index, statistic, threshold, updates since restart, running mean)
 CusumHit = tuple[int, int, str, int, float, float, int, float]
@@ -122,9 +124,27 @@ class CusumBank:
         n = X.shape[0]
         if n == 0:
             return []
+        width = (self.C if cols is None else len(cols)) * self.K
+        step = max(CHUNK, BLOCK_VALUES // max(width, 1))
+        if n > step:
+            # row blocks: temporaries of a few hundred KiB run faster than batch-sized ones (fresh
+            # pages, cache); results do not depend on cuts (module doc)
+            hits: list[CusumHit] = []
+            for lo in range(0, n, step):
+                part = self.update(X[lo:lo + step], None if valid is None else valid[lo:lo + step], cols)
+                hits.extend((h[0] + lo, *h[1:]) for h in part)
+            return hits
         every = cols is None
         cols = np.arange(self.C) if cols is None else np.asarray(cols, dtype=np.int64)
-        hits: list[CusumHit] = []
+        if every and valid is None:  # the common case, without the bookkeeping of masks and subsets
+            alarm = self._run(cols, X, True)
+            if alarm is None:
+                return []
+            rows = np.arange(n)
+            hits = [h for q in np.flatnonzero(alarm).tolist() for h in self._column(q, X[:, q], rows)]
+            hits.sort(key=lambda h: (h[0], h[1]))
+            return hits
+        hits = []
         full = np.ones(cols.size, dtype=bool) if valid is None else valid.all(axis=0)
         fsel = np.flatnonzero(full)
         redo = np.flatnonzero(~full).tolist()
@@ -144,35 +164,53 @@ class CusumBank:
         """Advance columns ``sel`` over ``X`` without restarts. Columns that would alarm are left
         untouched and returned (as a mask over ``sel``) for :meth:`_column`; None if none."""
         n = X.shape[0]
-        pick = (lambda a: a) if allc else (lambda a: a[sel])
-        n0, tot0 = pick(self.n), pick(self.total)
-        t = n0[None, :] + np.arange(1, n + 1, dtype=np.float64)[:, None]
+        if allc:
+            n0, tot0, k_up, k_dn = self.n, self.total, self.k_up, self.k_dn
+            up0, umin0, dn0, dmax0 = self.up, self.umin, self.dn, self.dmax
+            h_up, h_dn, enabled = self.h_up, self.h_dn, self.enabled
+        else:
+            n0, tot0, k_up, k_dn = self.n[sel], self.total[sel], self.k_up[sel], self.k_dn[sel]
+            up0, umin0, dn0, dmax0 = self.up[sel], self.umin[sel], self.dn[sel], self.dmax[sel]
+            h_up, h_dn, enabled = self.h_up[sel], self.h_dn[sel], self.enabled[sel]
+        t = n0 + np.arange(1, n + 1, dtype=np.float64)[:, None]
         total = _scan(tot0, X)
         dev = (X - total / t)[:, :, None]
         # the same additions and extremes as scanning [start, x0, x1, ...], in place (fewer passes)
-        up = dev - pick(self.k_up)[None]
-        up[0] += pick(self.up)
+        up = dev - k_up
+        up[0] += up0
         np.add.accumulate(up, axis=0, out=up)
         first = up[0].copy()  # running extremes start from the stored ones: seed row 0, scan, restore
-        np.minimum(first, pick(self.umin), out=up[0])
+        np.minimum(first, umin0, out=up[0])
         umin = np.minimum.accumulate(up, axis=0)
         up[0] = first
-        dn = dev + pick(self.k_dn)[None]
-        dn[0] += pick(self.dn)
+        dn = dev + k_dn
+        dn[0] += dn0
         np.add.accumulate(dn, axis=0, out=dn)
         first = dn[0].copy()
-        np.maximum(first, pick(self.dmax), out=dn[0])
+        np.maximum(first, dmax0, out=dn[0])
         dmax = np.maximum.accumulate(dn, axis=0)
         dn[0] = first
         last_umin, last_dmax = umin[-1].copy(), dmax[-1].copy()
-        over_up = np.subtract(up, umin, out=umin) > pick(self.h_up)[None]
-        over_dn = np.subtract(dmax, dn, out=dmax) > pick(self.h_dn)[None]
-        fire = over_up[:, :, 0] | over_dn[:, :, 0]
-        for j in range(1, self.K):  # faster than .any(axis=2) over a short last axis
-            fire |= over_up[:, :, j]
-            fire |= over_dn[:, :, j]
-        fire &= (t >= self.min_run) & pick(self.enabled)[None, :]
+        over_up = np.subtract(up, umin, out=umin) > h_up
+        over_dn = np.subtract(dmax, dn, out=dmax) > h_dn
+        if n * self.K <= 256:  # few rows: fewer calls
+            fire = (over_up | over_dn).any(axis=2)
+        else:  # many rows: faster than .any(axis=2) over a short last axis
+            fire = over_up[:, :, 0] | over_dn[:, :, 0]
+            for j in range(1, self.K):
+                fire |= over_up[:, :, j]
+                fire |= over_dn[:, :, j]
+        fire &= t >= self.min_run
+        fire &= enabled
         bad = fire.any(axis=0)
+        if not bad.any():
+            if allc:
+                self.n[:], self.total[:] = t[-1], total[-1]
+                self.up[:], self.umin[:], self.dn[:], self.dmax[:] = up[-1], last_umin, dn[-1], last_dmax
+            else:
+                self.n[sel], self.total[sel] = t[-1], total[-1]
+                self.up[sel], self.umin[sel], self.dn[sel], self.dmax[sel] = up[-1], last_umin, dn[-1], last_dmax
+            return None
         ok = ~bad
         cols = sel[ok]
         if cols.size:
@@ -180,15 +218,24 @@ class CusumBank:
             self.total[cols] = total[-1, ok]
             self.up[cols], self.umin[cols] = up[-1, ok], last_umin[ok]
             self.dn[cols], self.dmax[cols] = dn[-1, ok], last_dmax[ok]
-        return bad if bad.any() else None
+        return bad
 
     def _column(self, c: int, x: np.ndarray, rows: np.ndarray) -> list[CusumHit]:
-        """One column over its values with restarts after each alarm."""
+        """One column over its values with restarts after each alarm.
+
+        The values are scanned in chunks that start at :data:`CHUNK` rows after a restart and
+        double while no alarm comes: an alarm only throws away the rest of its chunk, so a burst of
+        alarms costs about the rows it covers, not the rows left in the batch per alarm. A chunk
+        ends exactly as a batch cut there would (the same additions in the same order), so the
+        state and the hits are those of one scan.
+        """
         out: list[CusumHit] = []
         start, m = 0, x.size
         sel = np.array([c])
+        size = CHUNK
         while start < m:
-            v = x[start:, None]
+            stop = min(m, start + size)
+            v = x[start:stop, None]
             t = self.n[c] + np.arange(1, v.shape[0] + 1, dtype=np.float64)[:, None]
             total = _scan(self.total[sel], v)
             dev = (v - total / t)[:, :, None]
@@ -212,10 +259,12 @@ class CusumBank:
                 self.detections[c] += 1
                 self.restart(c)
                 start += i + 1
+                size = CHUNK
                 continue
             self.n[c], self.total[c] = t[-1, 0], total[-1, 0]
             self.up[c], self.umin[c], self.dn[c], self.dmax[c] = up[-1, 0], umin[-1, 0], dn[-1, 0], dmax[-1, 0]
-            break
+            start = stop
+            size *= 2
         return out
 
     def restart(self, c: int) -> None:

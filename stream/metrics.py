@@ -46,6 +46,10 @@ class LabelBound:
         return OTHER
 
 
+MAX_CACHED_CHILDREN = 100_000  # drift gauge children kept for reuse (label values are bounded as well)
+_STR = {str}
+
+
 def _float(x: Any) -> float:
     try:
         return float(x)
@@ -104,6 +108,7 @@ class WorkerMetrics:
                                              buckets=_CHECKPOINT_BUCKETS, registry=r)
         self.ready_gauge = Gauge("driftline_ready", "1 when state is restored and the worker consumes.", registry=r)
         self._detections_seen: dict[tuple[str, str, str], int] = {}
+        self._drift_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._ready = threading.Event()
 
     # -- readiness ----------------------------------------------------------------------------
@@ -171,12 +176,24 @@ class WorkerMetrics:
 
     def _drift(self, model: str, version: Any, deployment: Any, signal: Any, detector: Any, key: Any,
                statistic: Any, threshold: Any) -> None:
-        b = self.bound
-        labels = dict(model=model, version=b("version", version), deployment=b("deployment", deployment),
-                      signal=b("signal", signal), detector=b("detector", detector), key=b("key", key))
-        self.drift_statistic.labels(**labels).set(_float(statistic))
+        raw: tuple | None = (model, version, deployment, signal, detector, key)
+        pair = None
+        if set(map(type, raw)) == _STR:  # only strings: 1, 1.0 and True are one dict key but three labels
+            pair = self._drift_children.get(raw)
+        else:
+            raw = None
+        if pair is None:
+            # bounding and labels() lock and validate on every call; a value's bound label never
+            # changes once given (LabelBound), so the children are kept per raw label values
+            b = self.bound
+            labels = (model, b("version", version), b("deployment", deployment), b("signal", signal),
+                      b("detector", detector), b("key", key))
+            pair = self.drift_statistic.labels(*labels), self.drift_threshold.labels(*labels)
+            if raw is not None and len(self._drift_children) < MAX_CACHED_CHILDREN:
+                self._drift_children[raw] = pair
+        pair[0].set(_float(statistic))
         if threshold is not None:
-            self.drift_threshold.labels(**labels).set(_float(threshold))
+            pair[1].set(_float(threshold))
 
     def export_model_stats(self, model: str, stats: Mapping[str, Any]) -> None:
         """Mirror a ``ModelMonitor.stats`` snapshot: detections, open alerts, readiness, sequential statistics."""

@@ -25,6 +25,7 @@ from itertools import chain, repeat
 import numpy as np
 import orjson
 
+from detectors.columns import FeatureBlock, FeatureRow
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 
 RECORD_VERSION = 1
@@ -68,7 +69,7 @@ def encode_inference(event: InferenceEvent) -> bytes:
         "m": event.model,
         "mv": event.model_version,
         "d": event.deployment,
-        "f": _mark_non_finite(event.features),
+        "f": _mark_non_finite(_plain(event.features)),
         "p": event.prediction,
         "c": event.confidence,
         "s": event.scores,
@@ -211,6 +212,11 @@ def _mark_non_finite(features: dict[str, object]) -> dict[str, object]:
     }
 
 
+def _plain(features: object) -> object:
+    """Features as a dict for orjson (events decoded from a columnar record carry read-only views)."""
+    return features if type(features) is dict or not isinstance(features, FeatureRow) else dict(features)
+
+
 def _restore_non_finite(value: object) -> object:
     if isinstance(value, dict) and len(value) == 1 and "$nonfinite" in value:
         return _NON_FINITE.get(value["$nonfinite"], value)
@@ -271,6 +277,8 @@ def _frame(kind: bytes, header: dict, arrays: list[np.ndarray]) -> bytes:
 def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     n = len(events)
     feats = [e.features for e in events]
+    if set(map(type, feats)) != _DICT_TYPE:  # views of a decoded record (or odd objects): as dicts
+        feats = list(map(_plain, feats))
     names = list(feats[0])
     arrays = [np.fromiter((e.position for e in events), dtype=np.uint64, count=n),
               np.fromiter((e.ts for e in events), dtype=np.float64, count=n)]
@@ -386,8 +394,8 @@ def _decode_batch(raw: bytes) -> RecordBatch:
         width = len(cols)
         if len(body) != 8 * n * (2 + width):
             raise RecordError("inference batch body has the wrong length")
-        rows = np.frombuffer(body, dtype="<f8", count=n * width, offset=16 * n).reshape(n, width).tolist()
-        feats = list(map(dict, map(zip, repeat(cols), rows)))
+        block = FeatureBlock(cols, np.frombuffer(body, dtype="<f8", count=n * width, offset=16 * n).reshape(n, width))
+        feats = list(map(FeatureRow, repeat(block, n), range(n)))  # views: no per-event dicts
     else:
         if type(objs) is not list or len(objs) != n or not set(map(type, objs)) <= _DICTS or len(body) != 16 * n:
             raise RecordError("batch field 'f' must be a list of feature objects")
@@ -405,4 +413,5 @@ def _decode_batch(raw: bytes) -> RecordBatch:
 _CONFIDENCE = frozenset((float, int, type(None)))
 _SCORES = frozenset((dict, type(None)))
 _DICTS = frozenset((dict,))
+_DICT_TYPE = {dict}
 _DIGESTS = frozenset((str, type(None)))

@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from detectors import calibration as cal
@@ -104,3 +106,42 @@ def test_g_test_statistic_is_weighted_js():
 def test_window_alpha():
     assert cal.window_alpha(1.0, 0.5, 1000) == 0.0005
     assert cal.window_alpha(1e6, 1.0, 1000) == 0.25
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=2, max_size=12), st.integers(1, 4), st.floats(1e-9, 1e-3))
+def test_score_cusum_memo_is_exact_and_hands_out_copies(counts, rows, rate):
+    """The memoized thresholds are bit-for-bit the computed ones, and editing a result does not leak."""
+    c = np.asarray(counts, dtype=np.float64) + 0.5
+    vals = np.tile(np.linspace(-1.5, 2.0, c.size), (rows, 1)) * np.arange(1, rows + 1)[:, None]
+    probs = np.tile(c, (rows, 1))
+    drifts = [0.1, 0.25, 0.6]
+    want = cal._score_cusum(vals, probs, np.asarray(drifts), np.asarray(rate))
+    first = cal.score_cusum(vals, probs, drifts, rate)
+    for got in (first, cal.score_cusum(vals.copy(), probs.copy(), list(drifts), rate)):
+        assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+    first[1][...] = -1.0  # a caller editing its copy (labels.py edits bernoulli_cusum's results)
+    assert cal.score_cusum(vals, probs, drifts, rate)[1].tobytes() == want[1].tobytes()
+    other = cal.score_cusum(vals, probs, drifts, rate * 2)  # a different input is not served the stored one
+    assert other[1].tobytes() == cal._score_cusum(vals, probs, np.asarray(drifts), np.asarray(rate * 2))[1].tobytes()
+
+
+@given(st.lists(st.integers(0, 500), min_size=1, max_size=5), st.integers(500, 20000))
+@settings(max_examples=30, deadline=None)
+def test_bernoulli_cusum_memo_is_exact(hits, n):
+    h = np.asarray(hits)
+    want = cal._bernoulli_cusum(h.astype(np.float64), np.full(h.size, float(n)), np.array([1.5, 3.0]), np.array(1e-8))
+    for _ in range(2):
+        got = cal.bernoulli_cusum(h, np.full(h.size, n), [1.5, 3.0], 1e-8)
+        assert [a.tobytes() for a in got] == [a.tobytes() for a in want]
+        got[2][0] = 0.0
+
+
+def test_threshold_memo_is_bounded():
+    memo = cal._Memo(3)
+    calls = []
+    for key in [1, 2, 3, 1, 4, 2, 1]:
+        memo.get((key,), lambda key=key: (calls.append(key) or np.array([float(key)]),))
+    assert len(memo.table) == 3
+    assert calls == [1, 2, 3, 4, 2]  # 1 was used again before 4 came, so 2 (least recent) went first
+    assert memo.get((4,), lambda: (np.array([9.0]),))[0].tolist() == [4.0]

@@ -184,3 +184,29 @@ def test_rollback_counter_is_exported_at_zero_once_a_model_is_seen():
     assert m.value("driftline_rollbacks_total", model="filter") == 0.0  # increase() then sees the first rollback
     m.control_message({"kind": "rollback", "model": "filter"})
     assert m.value("driftline_rollbacks_total", model="filter") == 1.0
+
+
+def test_drift_gauges_follow_each_export_and_keep_label_bounds():
+    """Reused gauge children still get every new value, beyond-bound keys still collapse to other,
+    and keys that are equal but of other types (1, 1.0, True) keep labels of their own."""
+    m = WorkerMetrics(max_label_values=2)
+
+    def stats(scale: float) -> dict:
+        numeric = {k: {"cusum_statistic": scale * (i + 1), "cusum_threshold": 10.0 + i}
+                   for i, k in enumerate(["a", "b", "c"])}
+        return {"streams": {"v1/stable": {"armed": True, "numeric": numeric}}}
+
+    for scale in (1.0, 2.0, 3.0):
+        m.export_model_stats("mod", stats(scale))
+        labels = dict(model="mod", version="v1", deployment="stable", signal="numeric_drift", detector="cusum")
+        assert m.value("driftline_drift_statistic", key="a", **labels) == scale
+        assert m.value("driftline_drift_statistic", key="b", **labels) == 2 * scale
+        assert m.value("driftline_drift_statistic", key=OTHER, **labels) == 3 * scale  # "c" is past the bound
+        assert m.value("driftline_drift_threshold", key="b", **labels) == 11.0
+    m2 = WorkerMetrics()
+    for i, key in enumerate([1, 1.0, True]):
+        m2.control_message({"kind": "alert", "model": "mod", "version": "v1", "deployment": "stable",
+                            "signal": "s", "detector": "d", "key": key, "statistic": float(i), "threshold": 1.0})
+    values = {k: m2.value("driftline_drift_statistic", model="mod", version="v1", deployment="stable", signal="s",
+                          detector="d", key=k) for k in ("1", "1.0", "True")}
+    assert values == {"1": 0.0, "1.0": 1.0, "True": 2.0}
