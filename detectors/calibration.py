@@ -216,7 +216,9 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     ``score - k``: by Lundberg's inequality the walk started at 0 ever exceeds ``h`` with
     probability at most ``exp(-theta * h)``, whatever the score's distribution (discrete,
     tied, skewed). For N(0, sigma^2) it is ``2 k / sigma^2``. Rows whose score can never
-    exceed ``k`` get ``inf`` (the CUSUM can never fire). Vectorized bisection.
+    exceed ``k`` get ``inf`` (the CUSUM can never fire). Vectorized: a bracket, then Newton's
+    method from its right end (the log moment generating function is convex, so the iterates
+    fall monotonically onto the root and never cross it).
 
     >>> v = np.array([[-1.0, 1.0]]); p = np.array([[0.5, 0.5]])
     >>> round(float(lundberg_theta(v, p, np.array([0.5]))[0]), 4)
@@ -230,26 +232,37 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     x = np.where(live, v - k[:, None], -np.inf)
     finite = (np.where(live, v, -np.inf).max(axis=1) > k)
 
+    xs = np.where(live, v - k[:, None], 0.0)
+
     def f(th: np.ndarray) -> np.ndarray:
         a = th[:, None] * x + logp
         a = np.where(live, a, -np.inf)
         mx = a.max(axis=1)
         return mx + np.log(np.exp(a - mx[:, None]).sum(axis=1))
 
-    lo = np.zeros(k.shape)
-    hi = np.ones(k.shape)
+    def f_and_slope(th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a = np.where(live, th[:, None] * xs + logp, -np.inf)
+        mx = a.max(axis=1)
+        w = np.exp(a - mx[:, None])
+        tot = w.sum(axis=1)
+        return mx + np.log(tot), (w * xs).sum(axis=1) / tot
+
+    var = (p * np.where(live, v, 0.0) ** 2).sum(axis=1)
+    hi = np.where(finite & (var > 0), 2.0 * k / np.where(var > 0, var, 1.0), 1.0)  # the normal law's value
+    hi = np.where(hi > 0, hi, 1.0)
     for _ in range(200):
         grow = finite & (f(hi) < 0)
         if not grow.any():
             break
-        lo = np.where(grow, hi, lo)
-        hi = np.where(grow, hi * 4, hi)
-    for _ in range(42):  # relative precision 4 * 2^-42 of the bracket
-        mid = (lo + hi) / 2
-        neg = f(mid) < 0
-        lo = np.where(neg, mid, lo)
-        hi = np.where(neg, hi, mid)
-    return np.where(finite, hi, np.inf)
+        hi = np.where(grow, hi * 2, hi)
+    th = np.where(finite, hi, 0.0)
+    for _ in range(100):  # from the right of the root, f > 0 and f' > 0: each step stays right of it
+        val, slope = f_and_slope(th)
+        step = np.where(finite & (val > 0) & (slope > 0), val / np.where(slope > 0, slope, 1.0), 0.0)
+        th = th - step
+        if not (step > th * 1e-15).any():
+            break
+    return np.where(finite, th, np.inf)
 
 
 def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: float,
