@@ -203,6 +203,12 @@ def _fp(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
     return a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes()
 
 
+def _memoized(kind: str, compute: Callable[..., tuple], *args: object) -> tuple:
+    """``compute`` on the arguments as float64 arrays, through the threshold memo (keyed on their bits)."""
+    arrays = tuple(np.asarray(a, dtype=np.float64) for a in args)
+    return _THRESHOLDS.get((kind, *map(_fp, arrays)), lambda: compute(*arrays))
+
+
 #: Results of :func:`score_cusum` and :func:`bernoulli_cusum` (a few KB each).
 _THRESHOLDS = _Memo(1024)
 
@@ -310,11 +316,7 @@ def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate
     ``sd`` per column. Each side's threshold uses that side's own adjustment coefficient, so
     a skewed or tied score gets the threshold its own tail needs.
     """
-    v = np.asarray(values, dtype=np.float64)
-    p = np.asarray(probs, dtype=np.float64)
-    d = np.asarray(drifts, dtype=np.float64)
-    r = np.asarray(rate, dtype=np.float64)
-    return _THRESHOLDS.get(("score", _fp(v), _fp(p), _fp(d), _fp(r)), lambda: _score_cusum(v, p, d, r))
+    return _memoized("score", _score_cusum, values, probs, drifts, rate)
 
 
 def _score_cusum(v: np.ndarray, p: np.ndarray, d: np.ndarray, rate: np.ndarray
@@ -355,11 +357,7 @@ def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: 
     >>> bool(0 < k_up[0, 0] < 0.01 and h_up[0, 0] > 10 * k_up[0, 0])
     True
     """
-    h = np.asarray(hits, dtype=np.float64)
-    n_ = np.asarray(n, dtype=np.float64)
-    r = np.asarray(ratios, dtype=np.float64)
-    rt = np.asarray(rate, dtype=np.float64)
-    return _THRESHOLDS.get(("bernoulli", _fp(h), _fp(n_), _fp(r), _fp(rt)), lambda: _bernoulli_cusum(h, n_, r, rt))
+    return _memoized("bernoulli", _bernoulli_cusum, hits, n, ratios, rate)
 
 
 def _bernoulli_cusum(hits: np.ndarray, n: np.ndarray, r: np.ndarray, rate: np.ndarray
