@@ -226,14 +226,7 @@ class FaustRuntime(Worker):
         """Hand paused label partitions over again once their waiting label may join (see
         :meth:`stream.worker.Worker._resume_waiting_labels`); what Faust buffered for them
         meanwhile starts at the waiting label (the partition was sought there)."""
-        if not self._paused:
-            return
-        frontier = self._inference_frontier()
-        now = time.monotonic()
-        ready = [tp for tp, (_, ts) in self._paused.items()
-                 if frontier >= ts or now - self._waiting_since.get(tp, now) >= self._label_wait]
-        for tp in ready:
-            del self._paused[tp]
+        ready = self._unpause_ready_labels()
         if ready:
             self.app.consumer.resume_partitions([TP(t, p) for t, p in ready])
 

@@ -819,17 +819,23 @@ class Worker:
             self._label_waits.pop(tp, None)
         return stopped
 
-    def _resume_waiting_labels(self) -> None:
-        """Resume paused label partitions whose waiting label may now join: the inference frontier
-        passed its time, or its wait is over (it is then dead-lettered as unmatched)."""
-        if not self._paused or self._consumer is None:
-            return
+    def _unpause_ready_labels(self) -> dict[tuple[str, int], int]:
+        """Take out of the paused set the label partitions whose waiting label may now join (the
+        inference frontier passed its time, or its wait is over: it is then dead-lettered as
+        unmatched); returns each one's waiting offset."""
+        if not self._paused:
+            return {}
         frontier = self._inference_frontier()
         now = time.monotonic()
         ready = [tp for tp, (_, ts) in self._paused.items()
                  if frontier >= ts or now - self._waiting_since.get(tp, now) >= self._label_wait]
-        for topic, partition in ready:
-            offset, _ = self._paused.pop((topic, partition))
+        return {tp: self._paused.pop(tp)[0] for tp in ready}
+
+    def _resume_waiting_labels(self) -> None:
+        """Resume the paused label partitions that :meth:`_unpause_ready_labels` releases, at their waiting label."""
+        if self._consumer is None:
+            return
+        for (topic, partition), offset in self._unpause_ready_labels().items():
             tp = TopicPartition(topic, partition, offset)
             self._consumer.resume([tp])
             self._consumer.seek(tp)
