@@ -394,7 +394,7 @@ class ModelMonitor:
     def _emit(self, hits: list[tuple[Hit, int, str, str]], items: Sequence[Any], get_id: Any, get_pos: Any,
               ts: np.ndarray, shared: dict[tuple[int, str, str], float | None] | None = None) -> list[ControlMessage]:
         """Hits -> detections -> alert policy (with event-time resolutions) -> rollbacks; ``shared``:
-        stable's exceedance at canary detections (see :meth:`_shared_with_stable`)."""
+        stable's exceedance at canary detections (see :meth:`_rolls_back`)."""
         n = ts.size
         policy = self.policy
         if not np.isfinite(ts).all():  # a broken timestamp must not poison event time

@@ -195,7 +195,6 @@ class FaustRuntime(Worker):
             self._owned.clear()
             self._resume.clear()
             self._paused.clear()
-            self._label_waits.clear()
             self._dirty.clear()
             self._next = {(tp.topic, tp.partition): committed[tp] for tp in assignment if committed.get(tp) is not None}
             for tp in sorted(t for t in assignment if t.topic == self._internal):
@@ -266,13 +265,15 @@ class FaustRuntime(Worker):
         self._outbox.records.clear()
         staged: list[PartitionKey] = []
         rewinds: dict[tuple[str, int], int] = {}
+        waits: dict[tuple[str, int], tuple[int, float]] = {}
         txn = self._txn
         assert txn is not None
         began = False
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
             self._route_inference(raw_inference, outcome)
-            for tp, offset in self._route_labels(raw_labels, outcome).items():
+            waits = self._route_labels(raw_labels, outcome)
+            for tp, (offset, _) in waits.items():
                 positions[tp] = rewinds[tp] = offset
             staged = self._detect(internal, positions, outcome)
             await txn.begin_transaction()
@@ -302,7 +303,7 @@ class FaustRuntime(Worker):
             await self.app.consumer.seek(TP(topic, partition), offset)
         if rewinds:  # not handed over batch after batch while its label waits (see Worker._route_labels)
             self.app.consumer.pause_partitions([TP(t, p) for t, p in rewinds])
-            self._paused.update({tp: self._label_waits[tp] for tp in rewinds})
+            self._paused.update(waits)
         self._committed(staged, outcome, started, checkpoint_started)
 
     async def housekeeping(self) -> None:

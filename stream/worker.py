@@ -124,7 +124,6 @@ class Worker:
         self._waiting_since: dict[tuple[str, int], float] = {}  # label partition -> monotonic start of its wait
         # label partition stopped at a label waiting for its prediction -> (offset, the label's time);
         # the partition is paused until the inference frontier passes that time or the wait ends
-        self._label_waits: dict[tuple[str, int], tuple[int, float]] = {}
         self._paused: dict[tuple[str, int], tuple[int, float]] = {}
         self._routed_until: dict[str, float] = {}  # "topic:partition" -> newest routed inference timestamp
         self._last_clock = 0.0
@@ -501,7 +500,7 @@ class Worker:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
             self._route_inference(raw_inference, outcome)
             stopped = self._route_labels(raw_labels, outcome)
-            for (topic, partition), offset in stopped.items():
+            for (topic, partition), (offset, _) in stopped.items():
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             staged = self._detect(internal, positions, outcome, caught_up=not full)
@@ -525,7 +524,7 @@ class Worker:
         self._needs_rewind = False
         if stopped:  # no refetching of a waiting label partition batch after batch
             self._consumer.pause([TopicPartition(t, p) for t, p in stopped])
-            self._paused.update({tp: self._label_waits[tp] for tp in stopped})
+            self._paused.update(stopped)
         try:
             self._committed(staged, outcome, started, checkpoint_started)
         except OwnershipLost as exc:
@@ -754,13 +753,13 @@ class Worker:
             self._producer.produce(self._internal, value=value, key=key, partition=partition)
         return items
 
-    def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], int]:
+    def _route_labels(self, msgs: list[Message], outcome: BatchOutcome) -> dict[tuple[str, int], tuple[int, float]]:
         """Join labels with their predictions and re-publish them beside the model's events.
 
         A label whose prediction is not in Redis yet may simply have overtaken it (the label
         partition was fetched ahead of the inference partitions). While some inference partition
         has not been routed up to the label's timestamp, the label partition stops at that label
-        (returned: partition -> offset to resume from) for at most ``redis.label_wait_seconds``;
+        (returned: partition -> (offset to resume from, the label's time)) for at most ``redis.label_wait_seconds``;
         otherwise the label is dead-lettered as unmatched. Nothing is stored on the side, so the
         wait costs no exactly-once bookkeeping.
         """
@@ -781,7 +780,7 @@ class Worker:
         found_iter = iter(found)
         frontier: float | None = None
         by_model: dict[str, list[tuple[JoinedLabel, Message]]] = defaultdict(list)
-        stopped: dict[tuple[str, int], int] = {}
+        stopped: dict[tuple[str, int], tuple[int, float]] = {}
         seen: set[tuple[str, int]] = set()
         for msg, lab in labels:
             tp = (msg.topic(), msg.partition())
@@ -801,8 +800,7 @@ class Worker:
                     frontier = self._inference_frontier()
                 started = self._waiting_since.setdefault(tp, time.monotonic())
                 if frontier < _message_time(msg) and time.monotonic() - started < self._label_wait:
-                    stopped[tp] = msg.offset()
-                    self._label_waits[tp] = (msg.offset(), _message_time(msg))
+                    stopped[tp] = (msg.offset(), _message_time(msg))
                     continue
                 self.metrics.late_label("unknown_or_expired")
                 self._dead_letter(msg, "label_unmatched",
@@ -816,7 +814,6 @@ class Worker:
             outcome.labels += len(self._publish(model, pairs, encode_label_batch, outcome))
         for tp in seen - stopped.keys():
             self._waiting_since.pop(tp, None)
-            self._label_waits.pop(tp, None)
         return stopped
 
     def _unpause_ready_labels(self) -> dict[tuple[str, int], int]:
@@ -848,7 +845,6 @@ class Worker:
             if held:
                 consumer.resume(held)
         self._paused.clear()
-        self._label_waits.clear()
 
     def _inference_frontier(self) -> float:
         """Time up to which every inference partition has been routed, by any worker of the group."""
