@@ -1,4 +1,4 @@
-"""Self-starting two-sided CUSUMs for many per-event scores at once (one numpy pass per batch).
+"""Self-starting two-sided CUSUMs for many per-event scores at once (one compiled pass per batch).
 
 Each column of a :class:`CusumBank` is one score per event or joined label: a numeric
 feature's normal score or squared normal score under the reference (:mod:`detectors.numeric`), a predicted-class
@@ -9,10 +9,11 @@ the column's last restart)::
     up_t   = sum_{s<=t} (dev_s - k_up_j)     alarm when up_t - min(0, min_s up_s)   > h_up_j
     down_t = sum_{s<=t} (dev_s + k_down_j)   alarm when max(0, max_s down_s) - down_t > h_down_j
 
-``up - min(up)`` is Page's CUSUM ``S_t = max(0, S_{t-1} + dev_t - k)``; keeping the raw sums
-and their running extremes makes a batch a handful of prefix operations (``add.accumulate``,
-``minimum.accumulate``) whose additions happen in arrival order, so the state after a stream
-is byte-identical however the stream is cut into batches. Centring on the running mean (a
+``up - min(up)`` is Page's CUSUM ``S_t = max(0, S_{t-1} + dev_t - k)``. A batch is one pass of
+a loop compiled with numba (``_page_scan``: per column, its state in locals, row by row) whose
+additions happen in arrival order, so the state after a stream is byte-identical however the
+stream is cut into batches; a column restarts at the row of its alarm, without rescanning.
+Centring on the running mean (a
 self-starting CUSUM) cancels a constant offset between the reference and the live stream
 (an unlucky reference sample) exactly: the innovations have mean zero under no change
 whatever that offset is. After an alarm the column restarts (mean and sums), so a
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from detectors.errors import StateFormatError
@@ -41,16 +43,71 @@ from detectors.state import check_float, check_int, check_list, enc_float
 
 MIN_RUN = 30  # updates since the last restart before a column may fire
 PRIOR_WEIGHT = 2000  # reference values the running mean starts from (see CusumBank.set_prior)
-CHUNK = 64  # rows of a column's first scan after a restart (see CusumBank._column)
-BLOCK_VALUES = 49_152  # rows x columns x drifts per vectorized pass (see update)
 
 #: A hit: (batch row, column, side "up"/"down", drift index, statistic, threshold, updates since restart, running mean)
 CusumHit = tuple[int, int, str, int, float, float, int, float]
 
 
-def _scan(start: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """``start + x[0]``, ``start + x[0] + x[1]``, ... along axis 0, added left to right."""
-    return np.add.accumulate(np.concatenate((start[None], x), axis=0), axis=0)[1:]
+_NO_MASK = np.zeros((0, 0), dtype=np.bool_)
+
+
+@numba.njit(cache=True, nogil=True)
+def _page_scan(X, valid, masked, cols, n, total, up, umin, dn, dmax, k_up, k_dn, h_up, h_dn, enabled,
+               min_run, prior_n, prior_mean, detections):  # pragma: no cover - compiled
+    """Advance bank columns ``cols`` over ``X``'s columns row by row, restarting a column after
+    each alarm; the state arrays are updated in place. Returns the alarms as
+    ``(row, column, side 0 up / 1 down, drift, statistic, threshold, run, mean)``."""
+    rows, K = X.shape[0], up.shape[1]
+    out = [(0, 0, 0, 0, 0.0, 0.0, 0, 0.0) for _ in range(0)]
+    # one column's state in locals while its rows are scanned
+    u_, um, d_, dm = np.empty(K), np.empty(K), np.empty(K), np.empty(K)
+    ku, kd, hu, hd = np.empty(K), np.empty(K), np.empty(K), np.empty(K)
+    for a in range(cols.shape[0]):
+        c = cols[a]
+        t, tot, on = n[c], total[c], enabled[c]
+        for j in range(K):
+            u_[j], um[j], d_[j], dm[j] = up[c, j], umin[c, j], dn[c, j], dmax[c, j]
+            ku[j], kd[j], hu[j], hd[j] = k_up[c, j], k_dn[c, j], h_up[c, j], h_dn[c, j]
+        for i in range(rows):
+            if masked and not valid[i, a]:
+                continue
+            x = X[i, a]
+            t = t + 1.0
+            tot = tot + x
+            dev = x - tot / t
+            fire = False
+            for j in range(K):
+                u = u_[j] + (dev - ku[j])
+                u_[j] = u
+                lo = min(um[j], u)
+                um[j] = lo
+                d = d_[j] + (dev + kd[j])
+                d_[j] = d
+                hi = max(dm[j], d)
+                dm[j] = hi
+                fire |= (u - lo > hu[j]) | (hi - d > hd[j])
+            if not fire or not on or t < min_run:
+                continue
+            ju, jd = 0, 0
+            ru, rd = (u_[0] - um[0]) / hu[0], (dm[0] - d_[0]) / hd[0]
+            for j in range(1, K):
+                r = (u_[j] - um[j]) / hu[j]
+                if r > ru:
+                    ju, ru = j, r
+                r = (dm[j] - d_[j]) / hd[j]
+                if r > rd:
+                    jd, rd = j, r
+            if ru >= rd:
+                out.append((i, c, 0, ju, u_[ju] - um[ju], hu[ju], int(t - prior_n[c]), tot / t))
+            else:
+                out.append((i, c, 1, jd, dm[jd] - d_[jd], hd[jd], int(t - prior_n[c]), tot / t))
+            detections[c] += 1
+            t, tot = prior_n[c], prior_n[c] * prior_mean[c]
+            u_[:], um[:], d_[:], dm[:] = 0.0, 0.0, 0.0, 0.0
+        n[c], total[c] = t, tot
+        for j in range(K):
+            up[c, j], umin[c, j], dn[c, j], dmax[c, j] = u_[j], um[j], d_[j], dm[j]
+    return out
 
 
 class CusumBank:
@@ -121,151 +178,21 @@ class CusumBank:
 
         Returns the alarms, sorted by row then column.
         """
-        n = X.shape[0]
-        if n == 0:
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[0] == 0:
             return []
-        width = (self.C if cols is None else len(cols)) * self.K
-        step = max(CHUNK, BLOCK_VALUES // max(width, 1))
-        if n > step:
-            # row blocks: temporaries of a few hundred KiB run faster than batch-sized ones (fresh
-            # pages, cache); results do not depend on cuts (module doc)
-            hits: list[CusumHit] = []
-            for lo in range(0, n, step):
-                part = self.update(X[lo:lo + step], None if valid is None else valid[lo:lo + step], cols)
-                hits.extend((h[0] + lo, *h[1:]) for h in part)
-            return hits
-        every = cols is None
-        cols = np.arange(self.C) if cols is None else np.asarray(cols, dtype=np.int64)
-        if every and valid is None:  # the common case, without the bookkeeping of masks and subsets
-            alarm = self._run(cols, X, True)
-            if alarm is None:
-                return []
-            rows = np.arange(n)
-            hits = [h for q in np.flatnonzero(alarm).tolist() for h in self._column(q, X[:, q], rows)]
-            hits.sort(key=lambda h: (h[0], h[1]))
-            return hits
-        hits = []
-        full = np.ones(cols.size, dtype=bool) if valid is None else valid.all(axis=0)
-        fsel = np.flatnonzero(full)
-        redo = np.flatnonzero(~full).tolist()
-        if fsel.size:
-            whole = fsel.size == cols.size
-            alarm = self._run(cols[fsel], X if whole else X[:, fsel], every and whole)
-            if alarm is not None:
-                redo.extend(fsel[alarm].tolist())
-        for q in sorted(redo, key=lambda q: cols[q]):
-            rows = np.arange(n) if valid is None or full[q] else np.flatnonzero(valid[:, q])
-            if rows.size:
-                hits.extend(self._column(int(cols[q]), X[rows, q], rows))
+        cols = np.arange(self.C, dtype=np.int64) if cols is None else np.asarray(cols, dtype=np.int64)
+        masked = valid is not None
+        mask = np.asarray(valid, dtype=np.bool_) if masked else _NO_MASK
+        found = _page_scan(X, mask, masked, cols, self.n, self.total, self.up, self.umin, self.dn, self.dmax,
+                           self.k_up, self.k_dn, self.h_up, self.h_dn, self.enabled, float(self.min_run),
+                           self.prior_n, self.prior_mean, self.detections)
+        if not found:
+            return []
+        hits: list[CusumHit] = [(r, c, "down" if side else "up", j, stat, thr, run, mean)
+                                for r, c, side, j, stat, thr, run, mean in found]
         hits.sort(key=lambda h: (h[0], h[1]))
         return hits
-
-    def _run(self, sel: np.ndarray, X: np.ndarray, allc: bool) -> np.ndarray | None:
-        """Advance columns ``sel`` over ``X`` without restarts. Columns that would alarm are left
-        untouched and returned (as a mask over ``sel``) for :meth:`_column`; None if none."""
-        n = X.shape[0]
-        if allc:
-            n0, tot0, k_up, k_dn = self.n, self.total, self.k_up, self.k_dn
-            up0, umin0, dn0, dmax0 = self.up, self.umin, self.dn, self.dmax
-            h_up, h_dn, enabled = self.h_up, self.h_dn, self.enabled
-        else:
-            n0, tot0, k_up, k_dn = self.n[sel], self.total[sel], self.k_up[sel], self.k_dn[sel]
-            up0, umin0, dn0, dmax0 = self.up[sel], self.umin[sel], self.dn[sel], self.dmax[sel]
-            h_up, h_dn, enabled = self.h_up[sel], self.h_dn[sel], self.enabled[sel]
-        t = n0 + np.arange(1, n + 1, dtype=np.float64)[:, None]
-        total = _scan(tot0, X)
-        dev = (X - total / t)[:, :, None]
-        # the same additions and extremes as scanning [start, x0, x1, ...], in place (fewer passes)
-        up = dev - k_up
-        up[0] += up0
-        np.add.accumulate(up, axis=0, out=up)
-        first = up[0].copy()  # running extremes start from the stored ones: seed row 0, scan, restore
-        np.minimum(first, umin0, out=up[0])
-        umin = np.minimum.accumulate(up, axis=0)
-        up[0] = first
-        dn = dev + k_dn
-        dn[0] += dn0
-        np.add.accumulate(dn, axis=0, out=dn)
-        first = dn[0].copy()
-        np.maximum(first, dmax0, out=dn[0])
-        dmax = np.maximum.accumulate(dn, axis=0)
-        dn[0] = first
-        last_umin, last_dmax = umin[-1].copy(), dmax[-1].copy()
-        over_up = np.subtract(up, umin, out=umin) > h_up
-        over_dn = np.subtract(dmax, dn, out=dmax) > h_dn
-        if n * self.K <= 256:  # few rows: fewer calls
-            fire = (over_up | over_dn).any(axis=2)
-        else:  # many rows: faster than .any(axis=2) over a short last axis
-            fire = over_up[:, :, 0] | over_dn[:, :, 0]
-            for j in range(1, self.K):
-                fire |= over_up[:, :, j]
-                fire |= over_dn[:, :, j]
-        fire &= t >= self.min_run
-        fire &= enabled
-        bad = fire.any(axis=0)
-        if not bad.any():
-            if allc:
-                self.n[:], self.total[:] = t[-1], total[-1]
-                self.up[:], self.umin[:], self.dn[:], self.dmax[:] = up[-1], last_umin, dn[-1], last_dmax
-            else:
-                self.n[sel], self.total[sel] = t[-1], total[-1]
-                self.up[sel], self.umin[sel], self.dn[sel], self.dmax[sel] = up[-1], last_umin, dn[-1], last_dmax
-            return None
-        ok = ~bad
-        cols = sel[ok]
-        if cols.size:
-            self.n[cols] = t[-1, ok]
-            self.total[cols] = total[-1, ok]
-            self.up[cols], self.umin[cols] = up[-1, ok], last_umin[ok]
-            self.dn[cols], self.dmax[cols] = dn[-1, ok], last_dmax[ok]
-        return bad
-
-    def _column(self, c: int, x: np.ndarray, rows: np.ndarray) -> list[CusumHit]:
-        """One column over its values with restarts after each alarm.
-
-        The values are scanned in chunks that start at :data:`CHUNK` rows after a restart and
-        double while no alarm comes: an alarm only throws away the rest of its chunk, so a burst of
-        alarms costs about the rows it covers, not the rows left in the batch per alarm. A chunk
-        ends exactly as a batch cut there would (the same additions in the same order), so the
-        state and the hits are those of one scan.
-        """
-        out: list[CusumHit] = []
-        start, m = 0, x.size
-        sel = np.array([c])
-        size = CHUNK
-        while start < m:
-            stop = min(m, start + size)
-            v = x[start:stop, None]
-            t = self.n[c] + np.arange(1, v.shape[0] + 1, dtype=np.float64)[:, None]
-            total = _scan(self.total[sel], v)
-            dev = (v - total / t)[:, :, None]
-            up = _scan(self.up[sel], dev - self.k_up[sel][None])
-            umin = np.minimum(np.minimum.accumulate(up, axis=0), self.umin[sel][None])
-            dn = _scan(self.dn[sel], dev + self.k_dn[sel][None])
-            dmax = np.maximum(np.maximum.accumulate(dn, axis=0), self.dmax[sel][None])
-            su, sd = (up - umin)[:, 0], (dmax - dn)[:, 0]
-            fire = ((su > self.h_up[c][None]) | (sd > self.h_dn[c][None])).any(axis=1)
-            fire &= (t[:, 0] >= self.min_run) & bool(self.enabled[c])
-            if fire.any():
-                i = int(fire.argmax())
-                ru, rd = su[i] / self.h_up[c], sd[i] / self.h_dn[c]
-                ju, jd = int(ru.argmax()), int(rd.argmax())
-                if ru[ju] >= rd[jd]:
-                    side, j, stat, thr = "up", ju, float(su[i, ju]), float(self.h_up[c, ju])
-                else:
-                    side, j, stat, thr = "down", jd, float(sd[i, jd]), float(self.h_dn[c, jd])
-                out.append((int(rows[start + i]), c, side, j, stat, thr, int(t[i, 0] - self.prior_n[c]),
-                            float(total[i, 0] / t[i, 0])))
-                self.detections[c] += 1
-                self.restart(c)
-                start += i + 1
-                size = CHUNK
-                continue
-            self.n[c], self.total[c] = t[-1, 0], total[-1, 0]
-            self.up[c], self.umin[c], self.dn[c], self.dmax[c] = up[-1, 0], umin[-1, 0], dn[-1, 0], dmax[-1, 0]
-            start = stop
-            size *= 2
-        return out
 
     def restart(self, c: int) -> None:
         """Forget column ``c``'s history (after an alarm); the running mean starts from the prior."""

@@ -4,7 +4,6 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors import cusum
 from detectors.cusum import CusumBank
 
 
@@ -45,33 +44,47 @@ def test_alarm_bursts_are_independent_of_batch_cuts(seed, cuts):
         assert singles == want and json.dumps(one.to_state()) == json.dumps(whole.to_state())
 
 
-def test_restart_cost_follows_the_rows_not_rows_times_alarms(monkeypatch):
-    """A burst of alarms scans each row a bounded number of times (it used to rescan the rest of the batch)."""
-    scanned = [0]
-    scan = cusum._scan
+def _reference(b: CusumBank, x: np.ndarray, valid: np.ndarray | None, cols: list[int]) -> list[tuple]:
+    """The module doc's recursion, one value at a time in plain Python (restart after each alarm)."""
+    hits = []
+    for q, c in enumerate(cols):
+        for i in range(x.shape[0]):
+            if valid is not None and not valid[i, q]:
+                continue
+            b.n[c] += 1.0
+            b.total[c] += x[i, q]
+            dev = x[i, q] - b.total[c] / b.n[c]
+            b.up[c] += dev - b.k_up[c]
+            b.umin[c] = np.minimum(b.umin[c], b.up[c])
+            b.dn[c] += dev + b.k_dn[c]
+            b.dmax[c] = np.maximum(b.dmax[c], b.dn[c])
+            su, sd = b.up[c] - b.umin[c], b.dmax[c] - b.dn[c]
+            if not ((su > b.h_up[c]).any() or (sd > b.h_dn[c]).any()) or not b.enabled[c] or b.n[c] < b.min_run:
+                continue
+            ru, rd = su / b.h_up[c], sd / b.h_dn[c]
+            ju, jd = int(ru.argmax()), int(rd.argmax())
+            side, j, stat, thr = (("up", ju, su[ju], b.h_up[c, ju]) if ru[ju] >= rd[jd]
+                                  else ("down", jd, sd[jd], b.h_dn[c, jd]))
+            hits.append((i, c, side, j, float(stat), float(thr), int(b.n[c] - b.prior_n[c]), float(b.total[c] / b.n[c])))
+            b.detections[c] += 1
+            b.restart(c)
+    return sorted(hits, key=lambda h: (h[0], h[1]))
 
-    def counting(start, x):
-        scanned[0] += x.shape[0]
-        return scan(start, x)
 
-    monkeypatch.setattr(cusum, "_scan", counting)
-    b = _bank(1)
-    x = _bursty(3, 20_000, 2)[:, :1]
-    hits = b.update(x)
-    assert len(hits) > 1000
-    # three scans (total, up, down) per chunk; each alarm wastes at most one chunk
-    assert scanned[0] <= 3 * (2 * len(x) + len(hits) * cusum.CHUNK), (scanned[0], len(hits))
-
-
-def test_large_batches_cut_in_row_blocks_match_one_pass(monkeypatch):
-    """A batch cut into row blocks (to keep temporaries small) gives the hits and state of one pass."""
-    x = _bursty(11, 3000)
-    valid = np.random.default_rng(11).random(x.shape) > 0.05
-    monkeypatch.setattr(cusum, "BLOCK_VALUES", 10**9)
-    one = _bank()
-    want = one.update(x, valid)
-    monkeypatch.setattr(cusum, "BLOCK_VALUES", 6 * 100)  # 3 columns x 2 drifts: blocks of 100 rows
-    blocked = _bank()
-    got = blocked.update(x, valid)
-    assert len(want) > 20 and got == want
-    assert json.dumps(blocked.to_state()) == json.dumps(one.to_state())
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 400), st.booleans(), st.booleans())
+def test_compiled_scan_is_the_plain_recursion(seed, n, masked, subset):
+    """Hits and every state number equal the module doc's recursion run value by value in Python."""
+    x = _bursty(seed, n, 4)
+    rng = np.random.default_rng(seed)
+    valid = rng.random(x.shape) > 0.2 if masked else None
+    cols = [3, 0, 2] if subset else [0, 1, 2, 3]
+    fast, slow = _bank(4), _bank(4)
+    fast.enabled[1] = slow.enabled[1] = False
+    got = fast.update(x[:, :len(cols)], None if valid is None else valid[:, :len(cols)],
+                      np.array(cols) if subset else None)
+    want = _reference(slow, x[:, :len(cols)], None if valid is None else valid[:, :len(cols)], cols)
+    assert got == want
+    assert json.dumps(fast.to_state()) == json.dumps(slow.to_state())
+    if n >= 200:
+        assert fast.detections.sum() > 0  # the data really alarms
