@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numba
 import numpy as np
 from scipy.special import ndtri
 
@@ -85,6 +86,34 @@ def drift_weights(drifts: list[float]) -> np.ndarray:
 DRIFT_WEIGHTING = 1.0
 
 
+@numba.njit(cache=True, nogil=True)
+def _right(edges, size, x):  # pragma: no cover - compiled
+    """``np.searchsorted(edges[:size], x, side="right")`` (NaN after every edge)."""
+    lo, hi = 0, size
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if x < edges[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _bins_and_scores(X, E, esize, offs, G, gsize, UT, TT, B, U):  # pragma: no cover - compiled
+    """Per value of ``X`` (events x features): its histogram bin code into ``B`` (features x
+    events, offset per feature) and its normal and squared normal scores into ``U`` (events x
+    2 features), from each feature's padded edges, grid and score tables."""
+    n, F = X.shape
+    for f in range(F):
+        for i in range(n):
+            x = X[i, f]
+            B[f, i] = _right(E[f], esize[f], x) + offs[f]
+            g = _right(G[f], gsize[f], x)
+            U[i, f] = UT[f, g]
+            U[i, F + f] = TT[f, g]
+
+
 class NumericBank:
     """Windowed and sequential drift detectors of every numeric feature of one stream."""
 
@@ -129,6 +158,14 @@ class NumericBank:
             probs[j, : t.size] = probs[F + j, : t.size] = np.asarray(p.grid_counts, dtype=np.float64) + PSEUDO_COUNT
             ranks[j, : t.size] = rank_table(p.grid_counts)
         self.ttab = [t * t for t in self.utab]
+        # the same tables padded into matrices for _bins_and_scores
+        self.esize = np.array([e.size for e in self.edges], dtype=np.int64)
+        self.gsize = np.array([g.size for g in self.grid], dtype=np.int64)
+        self.G = np.full((F, max(int(self.gsize.max(initial=0)), 1)), np.inf)
+        self.UT, self.TT = np.zeros((F, self.G.shape[1] + 1)), np.zeros((F, self.G.shape[1] + 1))
+        for j in range(F):
+            self.G[j, : self.gsize[j]] = self.grid[j]
+            self.UT[j, : self.utab[j].size], self.TT[j, : self.ttab[j].size] = self.utab[j], self.ttab[j]
         self.drifts = list(c.cusum_drifts)
         base = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts)) * drift_weights(self.drifts)
         k, h_up, h_dn, sd = cal.score_cusum(vals[:F], probs[:F], self.drifts, base * LOCATION_SHARE)
@@ -157,18 +194,11 @@ class NumericBank:
     # -- per batch ---------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, valid: np.ndarray) -> None:
         """Bin codes and zero-filled values of a batch (used by :meth:`accumulate`/:meth:`sequential`)."""
-        Xt = np.ascontiguousarray(X.T)
-        B = np.empty(Xt.shape, dtype=np.int64)
-        for f in range(self.F):  # one searchsorted per feature (NaNs land in the top bin; masked later)
-            B[f] = np.searchsorted(self.edges[f], Xt[f], side="right")
-        B += self.offs[:, None]
+        n, F = X.shape[0], self.F
+        B, U = np.empty((F, n), dtype=np.int64), np.empty((n, 2 * F))
+        _bins_and_scores(np.asarray(X, dtype=np.float64), self.E, self.esize, self.offs, self.G, self.gsize,
+                         self.UT, self.TT, B, U)  # NaNs land in the top bins; masked later
         self._bidx = B
-        F = self.F
-        U = np.empty((Xt.shape[1], 2 * F))
-        for f in range(F):  # scores on the fine grid (NaNs land in the top bin; masked later)
-            g = np.searchsorted(self.grid[f], Xt[f], side="right")
-            U[:, f] = self.utab[f][g]
-            U[:, F + f] = self.ttab[f][g]
         self._u = U
         self._all_valid = bool(valid.all())
         self._valid_t = None if self._all_valid else np.ascontiguousarray(valid.T)
