@@ -7,12 +7,18 @@ timing starts. The naive baseline calls river's ``ADWIN.update`` and ``PageHinkl
 on the raw value of every numeric feature of every event (and does nothing for the
 categorical features, so it does strictly less work than the engine).
 
+``--models M`` adds the many-model shape of a platform's log: the same number of events spread
+over ``M`` monitors (each with its own reference), every micro-batch handing each monitor its
+``batch / M`` events, against one monitor taking whole batches (``models_ratio``, median of
+per-repeat ratios): the engine's fixed cost per call.
+
 Prints one JSON object: events/s of both (median of ``--repeats``), the ratio of the medians,
 and the median of per-repeat ratios (each repeat runs both back to back, so this one is the
 more robust figure on a shared machine). ``--clock cpu`` times both with the process's CPU time
 instead of wall time (for a machine whose cores are shared with other jobs).
 
     .venv/bin/python loadtest/bench_detectors.py [--events 40000] [--batch 1000] [--repeats 7] [--clock cpu]
+    .venv/bin/python loadtest/bench_detectors.py --models 200 --batch 5000 --clock cpu --repeats 3
 """
 from __future__ import annotations
 
@@ -60,15 +66,52 @@ def run_naive(spec, events) -> float:
     return len(events) / (clock() - t)
 
 
+def run_models(models: int, events: int, batch: int) -> tuple[float, float]:
+    """Events/s of one monitor taking whole batches, and of ``models`` monitors (10 numeric features,
+    a 100-event reference each) taking ``batch / models`` events each per batch: same total events."""
+    per = max(1, batch // models)
+    rounds = max(1, events // (per * models))
+    specs = [demo_model(name=f"m{i:03d}", n_numeric=10, n_categorical=0, triggers=False, reference_size=100)
+             for i in range(models)]
+    streams = [make_events(s, 100 + per * rounds, seed=i) for i, s in enumerate(specs)]
+    one_events = make_events(specs[0], 100 + per * rounds * models, seed=models)
+    one = ModelMonitor(specs[0], CalibrationSpec(), AlertPolicySpec())
+    one.process_inference(one_events[:100])
+    t = clock()
+    for i in range(100, len(one_events), per * models):
+        one.process_inference(one_events[i:i + per * models])
+    one_rate = (len(one_events) - 100) / (clock() - t)
+    mons = [ModelMonitor(s, CalibrationSpec(), AlertPolicySpec()) for s in specs]
+    for m, ev in zip(mons, streams):
+        m.process_inference(ev[:100])
+    t = clock()
+    for r in range(rounds):
+        lo = 100 + r * per
+        for m, ev in zip(mons, streams):
+            m.process_inference(ev[lo:lo + per])
+    return one_rate, per * rounds * models / (clock() - t)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=40_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
+    ap.add_argument("--models", type=int, default=0, help="many-model run over this many monitors (0: off)")
     args = ap.parse_args(argv)
     global clock
     clock = CLOCK[args.clock]
+    if args.models:
+        runs = [run_models(args.models, args.events, args.batch) for _ in range(args.repeats)]
+        one, many = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+        print(json.dumps({
+            "benchmark": "detectors", "mode": "models", "clock": args.clock, "features": 10, "models": args.models,
+            "events": args.events, "batch": args.batch, "repeats": args.repeats, "baseline": "one monitor, whole batches",
+            "one_model_events_per_s": round(one), "many_models_events_per_s": round(many),
+            "models_ratio": round(statistics.median(m / o for o, m in runs), 3),
+            "one_model_runs": [round(r[0]) for r in runs], "many_models_runs": [round(r[1]) for r in runs]}))
+        return 0
     spec = demo_model()
     reference = make_events(spec, spec.reference_size, seed=1)
     stable = make_events(spec, args.events, seed=2, start=spec.reference_size, t0=spec.reference_size / 100.0)
