@@ -9,7 +9,7 @@ unparsed; the topic's ``max.message.bytes`` caps them).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 
@@ -46,3 +46,22 @@ def gather(consume: Callable[[int, float], Sequence[_Message]], batch_size: int,
             return out, True
         if len(got) < asked and time.monotonic() >= deadline:  # drained: waiting longer is past the timeout
             return out, False
+
+
+def model_runs(records: Iterable[tuple[str, str, list, list]]) -> list[tuple[str, str, list, list]]:
+    """Decoded records ``(model, kind, items, sources)`` grouped per model into maximal runs of one
+    kind: each model's items in their order, models in order of first appearance.
+
+    Models' states are independent and a monitor's results do not depend on how its stream is
+    cut into batches, so a model's records need not wait behind other models' records: many
+    models sharing a partition get one engine call per run of their own records, not per record.
+    """
+    by_model: dict[str, list[tuple[str, str, list, list]]] = {}
+    for model, kind, items, sources in records:
+        runs = by_model.setdefault(model, [])
+        if runs and runs[-1][1] == kind:
+            runs[-1][2].extend(items)
+            runs[-1][3].extend(sources)
+        else:
+            runs.append((model, kind, list(items), list(sources)))
+    return [run for runs in by_model.values() for run in runs]

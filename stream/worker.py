@@ -49,7 +49,7 @@ from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
-from stream.batching import gather
+from stream.batching import gather, model_runs
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
@@ -350,7 +350,7 @@ class Worker:
                          "isolation.level": "read_committed", "enable.partition.eof": True,
                          "auto.offset.reset": "earliest"})
         consumer = Consumer(settings)
-        items: list[tuple[str, str, object]] = []
+        records: list[tuple[str, str, list, list]] = []
         pending: list[tuple[str, InferenceEvent]] = []
         try:
             consumer.assign([TopicPartition(part.topic, part.partition,
@@ -383,18 +383,12 @@ class Worker:
                     if batch.kind == "i" and self._remembers(batch.model):
                         pending.extend((e.event_id, e) for e in batch.items)
                     if msg.offset() < until:
-                        items.extend((batch.model, batch.kind, item) for item in batch.items)
+                        records.append((batch.model, batch.kind, batch.items, []))
         finally:
             consumer.close()
         touched: dict[str, ModelMonitor] = {}
-        runs: list[tuple[str, str, list]] = []
-        for model, kind, item in items:
-            if runs and runs[-1][0] == model and runs[-1][1] == kind:
-                runs[-1][2].append(item)
-            else:
-                runs.append((model, kind, [item]))
         done: dict[str, list[tuple[str, list]]] = defaultdict(list)
-        for model, kind, batch in runs:
+        for model, kind, batch, _ in model_runs(records):
             monitor = self._monitors.get(model)
             if monitor is None:
                 continue
@@ -414,7 +408,7 @@ class Worker:
         self._store.write_committed(part, until, {name: mon.to_bytes() for name, mon in touched.items()})
         log.warning("worker %s: Redis held %s[%d] up to offset %s, Kafka up to %d: re-ran %d records without "
                     "output, remembered %d predictions again in %.2f s", self.worker_id, part.topic, part.partition,
-                    start, until, len(items), len(pending), time.monotonic() - started)
+                    start, until, sum(len(r[2]) for r in records), len(pending), time.monotonic() - started)
         return until
 
     def _check_redis(self) -> None:
@@ -1008,8 +1002,8 @@ class Worker:
         return monitor, produced, kept
 
     def _ordered_runs(self, msgs: list[Message], outcome: BatchOutcome):
-        """Group a partition's records into consecutive same-model, same-kind runs, keeping order."""
-        runs: list[tuple[str, str, list, list[Message]]] = []
+        """A partition's records decoded and grouped into per-model runs (:func:`model_runs`)."""
+        records: list[tuple[str, str, list, list[Message]]] = []
         for msg in msgs:
             try:
                 batch = decode_batch(msg.value())
@@ -1019,12 +1013,8 @@ class Worker:
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the record ends as a dead letter
                 self._dead_letter(msg, "bad_internal_record", f"{type(exc).__name__}: {exc}", outcome)
                 continue
-            if runs and runs[-1][0] == batch.model and runs[-1][1] == batch.kind:
-                runs[-1][2].extend(batch.items)
-                runs[-1][3].extend([msg] * len(batch.items))
-            else:
-                runs.append((batch.model, batch.kind, batch.items, [msg] * len(batch.items)))
-        return runs
+            records.append((batch.model, batch.kind, batch.items, [msg] * len(batch.items)))
+        return model_runs(records)
 
     def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome,
                      payload: bytes | None = None) -> None:

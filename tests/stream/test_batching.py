@@ -1,10 +1,10 @@
 """Micro-batches bounded by count and payload bytes (stream.batching.gather)."""
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.batching import gather, payload_bytes
+from stream.batching import gather, model_runs, payload_bytes
 
 
 class Msg:
@@ -70,3 +70,22 @@ def test_the_budget_is_overshot_by_at_most_one_chunk(sizes, batch, budget, unit)
         got = sizes[taken:taken + n]
         taken += len(got)
         held += sum(got)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), st.sampled_from("il"), st.integers(0, 3)), max_size=30))
+def test_model_runs_keep_each_models_order_in_fewest_runs(shape):
+    """Per model, the runs hold its items in record order, alternate kinds (fewest runs), and carry
+    each item's source beside it; models come in order of first appearance."""
+    records, counter = [], iter(range(10_000))
+    for model, kind, size in shape:
+        items = [next(counter) for _ in range(size)]
+        records.append((model, kind, items, [f"src{i}" for i in items]))
+    runs = model_runs(records)
+    assert [m for m, *_ in runs] == sorted((m for m, *_ in runs), key=[r[0] for r in records].index)
+    for model in {r[0] for r in records}:
+        mine = [r for r in runs if r[0] == model]
+        want = [(k, i) for m, k, items, _ in records if m == model for i in items]
+        assert [(k, i) for _, k, items, _ in mine for i in items] == want
+        assert all(a[1] != b[1] for a, b in zip(mine, mine[1:]))
+        assert all(src == [f"src{i}" for i in items] for _, _, items, src in mine)
