@@ -51,7 +51,12 @@ CusumHit = tuple[int, int, str, int, float, float, int, float]
 _NO_MASK = np.zeros((0, 0), dtype=np.bool_)
 
 
-@numba.njit(cache=True, nogil=True)
+_F1, _F2, _B1, _B2 = numba.float64[:], numba.float64[:, :], numba.boolean[:], numba.boolean[:, :]
+
+
+# argument types given: compiled (or loaded from the cache) at import, not in the first batch
+@numba.njit((_F2, _B2, numba.boolean, numba.int64[:], _F1, _F1, _F2, _F2, _F2, _F2, _F2, _F2, _F2, _F2, _B1,
+             numba.float64, _F1, _F1, numba.int64[:]), cache=True, nogil=True)
 def _page_scan(X, valid, masked, cols, n, total, up, umin, dn, dmax, k_up, k_dn, h_up, h_dn, enabled,
                min_run, prior_n, prior_mean, detections):  # pragma: no cover - compiled
     """Advance bank columns ``cols`` over ``X``'s columns row by row, restarting a column after

@@ -86,7 +86,7 @@ def drift_weights(drifts: list[float]) -> np.ndarray:
 DRIFT_WEIGHTING = 1.0
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit((numba.float64[:], numba.int64, numba.float64), cache=True, nogil=True)
 def _right(edges, size, x):  # pragma: no cover - compiled
     """``np.searchsorted(edges[:size], x, side="right")`` (NaN after every edge)."""
     lo, hi = 0, size
@@ -99,7 +99,10 @@ def _right(edges, size, x):  # pragma: no cover - compiled
     return lo
 
 
-@numba.njit(cache=True, nogil=True)
+# argument types given: compiled (or loaded from the cache) at import, not in the first batch
+@numba.njit((numba.float64[:, :], numba.float64[:, :], numba.int64[:], numba.int64[:], numba.float64[:, :],
+             numba.int64[:], numba.float64[:, :], numba.float64[:, :], numba.int64[:, :], numba.float64[:, :]),
+            cache=True, nogil=True)
 def _bins_and_scores(X, E, esize, offs, G, gsize, UT, TT, B, U):  # pragma: no cover - compiled
     """Per value of ``X`` (events x features): its histogram bin code into ``B`` (features x
     events, offset per feature) and its normal and squared normal scores into ``U`` (events x
