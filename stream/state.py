@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import msgspec
 import orjson
 import redis
 
@@ -84,9 +85,11 @@ redis.call('HDEL', KEYS[1], 'staged', 'staged_models')
 return 1
 """
 # KEYS: pending bucket, then the other buckets of the horizon; ARGV: expire seconds, the most
-# pending event ids (0: no bound), then pairs (event id, record line). A record already present
+# pending event ids (0: no bound), then one MessagePack array of pairs (event id, record line): one
+# argument, not two per event (redis-py packs every argument in Python). A record already present
 # moves to the end (a retried batch stays idempotent; per model the last line wins). A new event id
-# past the bound is not remembered; returns how many were not.
+# past the bound is not remembered; returns how many were not. Ids are read with one HMGET and
+# written with one HSET per slice of ``step`` ids (an id seen twice in a slice sees its first record).
 _REMEMBER = """
 local key = KEYS[1]
 local bound = tonumber(ARGV[2])
@@ -94,22 +97,41 @@ local held = 0
 if bound > 0 then
   for i = 1, #KEYS do held = held + redis.call('HLEN', KEYS[i]) end
 end
+local items = cmsgpack.unpack(ARGV[3])
 local dropped = 0
-for i = 3, #ARGV, 2 do
-  local field, rec = ARGV[i], ARGV[i + 1]
-  local old = redis.call('HGET', key, field)
-  if not old then
-    if bound > 0 and held >= bound then
-      dropped = dropped + 1
+local step = 2000
+for s = 1, #items, 2 * step do
+  local ids = {}
+  for i = s, math.min(s + 2 * step - 1, #items), 2 do ids[#ids + 1] = items[i] end
+  local stored = redis.call('HMGET', key, unpack(ids))
+  local now, order = {}, {}
+  for k = 1, #ids do
+    local field, rec = ids[k], items[s + 2 * k - 1]
+    local old = now[field]
+    if old == nil then old = stored[k] end
+    if not old then
+      if bound > 0 and held >= bound then
+        dropped = dropped + 1
+      else
+        now[field] = rec
+        order[#order + 1] = field
+        held = held + 1
+      end
     else
-      redis.call('HSET', key, field, rec)
-      held = held + 1
+      local a, e = string.find(old, rec, 1, true)
+      if a then old = string.sub(old, 1, a - 1) .. string.sub(old, e + 1) end
+      if #old > 65536 then old = '' end
+      if now[field] == nil then order[#order + 1] = field end
+      now[field] = old .. rec
     end
-  else
-    local s, e = string.find(old, rec, 1, true)
-    if s then old = string.sub(old, 1, s - 1) .. string.sub(old, e + 1) end
-    if #old > 65536 then old = '' end
-    redis.call('HSET', key, field, old .. rec)
+  end
+  if #order > 0 then
+    local args = {}
+    for k = 1, #order do
+      args[#args + 1] = order[k]
+      args[#args + 1] = now[order[k]]
+    end
+    redis.call('HSET', key, unpack(args))
   end
 end
 if redis.call('EXISTS', key) == 1 then redis.call('EXPIRE', key, ARGV[1]) end
@@ -342,11 +364,13 @@ class StateStore:
                   if b != current] if self._max_pending else []
         dropped = 0
         for i in range(0, len(lines), 10_000):  # bounded script arguments
-            args: list = [ttl_seconds + 3 * width, self._max_pending or 0]
+            pairs: list[str] = []
             for event_id, line in lines[i:i + 10_000]:
-                args.append(event_id)
-                args.append(line)
-            dropped += int(self._remember_script(keys=[self.pending_key(current)] + others, args=args))
+                pairs.append(event_id)
+                pairs.append(line.decode())  # MessagePack str: Redis' cmsgpack reads no bin type
+            dropped += int(self._remember_script(keys=[self.pending_key(current)] + others,
+                                                 args=[ttl_seconds + 3 * width, self._max_pending or 0,
+                                                       msgspec.msgpack.encode(pairs)]))
         return dropped
 
     @property

@@ -111,6 +111,24 @@ def test_a_retried_batch_is_idempotent_and_the_last_prediction_of_a_model_wins(c
     assert store.lookup_predictions(["req"]) == [[]]
 
 
+def test_one_call_across_several_slices_keeps_every_model_of_every_id(client, prefix):
+    """A call longer than the script's slice of ids: an id met again in a later slice or twice in one
+    slice keeps every model's line once; ids with any characters round-trip."""
+    store = StateStore(client, prefix, "g", pending_ttl_seconds=600)
+    items = [(f"e{i % 2100}", PendingPrediction(f"m{i // 2100}", "v1", "stable", "ok", float(i))) for i in range(4500)]
+    items[10:10] = [("twice", PendingPrediction("a", "v1", "stable", "x", 1.0)),
+                    ("twice", PendingPrediction("b", "v1", "stable", "y", 2.0)),
+                    ("twice", PendingPrediction("a", "v1", "stable", "x", 1.0)),
+                    ("new\nline \u00fc\u2603", PendingPrediction("a", "v1", "stable", "x", 1.0))]
+    assert store.remember_predictions(items, 600) == 0
+    found = store.lookup_predictions([f"e{k}" for k in range(2100)] + ["twice", "new\nline \u00fc\u2603"])
+    want = {k: sorted({f"m{i // 2100}" for i in range(4500) if i % 2100 == k}) for k in range(2100)}
+    assert [sorted(p.model for p in f) for f in found[:2100]] == [want[k] for k in range(2100)]
+    assert sorted(p.model for p in found[2100]) == ["a", "b"] and [p.model for p in found[2101]] == ["a"]
+    raw = b"".join(v for k in client.scan_iter(f"{prefix}:@pending:*") for v in client.hvals(k))
+    assert raw.count(b'"x"') == 2  # "twice" and the odd id: the repeated line of "twice" is stored once
+
+
 def test_damaged_pending_lines_are_ignored(client, prefix):
     store = StateStore(client, prefix, "g", pending_ttl_seconds=60)
     store.remember_predictions([("req", PendingPrediction("fraud", "v1", "stable", "ok", 1.0))], 60)
