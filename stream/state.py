@@ -44,7 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 import orjson
@@ -432,6 +432,13 @@ def pending_lines(items: Iterable[tuple[str, Prediction]]) -> list[tuple[str, by
     """(event id, stored line) per prediction: compact enough to keep the last seconds in memory."""
     return [(event_id, orjson.dumps([p.model, p.model_version, p.deployment, p.prediction, p.ts]) + b"\n")
             for event_id, p in items]
+
+
+def event_lines(events: Iterable[Any]) -> list[tuple[str, bytes]]:
+    """:func:`pending_lines` of events that carry their own ``event_id`` (the routing hot path: no
+    (id, prediction) pairs built first)."""
+    dumps = orjson.dumps
+    return [(e.event_id, dumps([e.model, e.model_version, e.deployment, e.prediction, e.ts]) + b"\n") for e in events]
 
 
 def pending_bucket_seconds(ttl_seconds: int) -> int:

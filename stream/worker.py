@@ -58,7 +58,7 @@ from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_
                             encode_label, encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
-from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, pending_lines
+from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, event_lines
 
 log = logging.getLogger("driftline.worker")
 
@@ -645,13 +645,12 @@ class Worker:
             if sent > routed.get(clock_key, float("-inf")):
                 routed[clock_key] = sent
             by_model[event.model].append((event, msg))
-        pending: list[tuple[str, InferenceEvent]] = []
+        lines: list[tuple[str, bytes]] = []
         for model, pairs in by_model.items():
             events = self._publish(model, pairs, encode_inference_batch, outcome)
             outcome.events += len(events)
             if self._remembers(model):
-                pending.extend((e.event_id, e) for e in events)
-        lines = pending_lines(pending)
+                lines.extend(event_lines(events))
         self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
         now = time.monotonic()
         self._recent.append((now, lines))

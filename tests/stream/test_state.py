@@ -6,7 +6,9 @@ import uuid
 import pytest
 import redis
 
-from stream.state import OwnershipLost, PartitionKey, PendingPrediction, StateStore, pending_bucket_seconds
+from detectors.events import InferenceEvent
+from stream.state import (OwnershipLost, PartitionKey, PendingPrediction, StateStore, event_lines, pending_bucket_seconds,
+                          pending_lines)
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +152,11 @@ def test_no_model_name_reaches_the_shared_key_space(client, prefix):
            "monitor": {"models": [{"name": "@pending", "classes": ["a", "b"], "versions": ["v1"]}]}}
     with pytest.raises(ConfigError, match=r"monitor\.models"):
         parse_config(doc)
+
+
+def test_event_lines_are_the_pending_lines_of_the_same_predictions():
+    """The routing hot path stores exactly what remember_predictions stores for the same events."""
+    events = [InferenceEvent(f"e{i}", 1.7e9 + i / 7, "m\u00fc", "v1", "canary", {"x": 1.0}, 's"afe', 0.5)
+              for i in range(50)]
+    assert event_lines(events) == pending_lines((e.event_id, e) for e in events)
+    assert event_lines(events)[0][1].endswith(b"\n") and len(event_lines(events)) == 50
