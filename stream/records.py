@@ -283,10 +283,11 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     arrays = [np.fromiter((e.position for e in events), dtype=np.uint64, count=n),
               np.fromiter((e.ts for e in events), dtype=np.float64, count=n)]
     columnar = False
-    if names and all(len(f) == len(names) for f in feats):
-        rows = [list(f.values()) for f in feats]
-        if set(map(type, chain.from_iterable(rows))) == {float} and all(list(f) == names for f in feats):
-            arrays.append(np.array(rows, dtype=np.float64))
+    width = len(names)
+    if names and all(map(width.__eq__, map(len, feats))):
+        flat = list(chain.from_iterable(map(dict.values, feats)))  # one list, checked and converted at once
+        if set(map(type, flat)) == _FLOAT_TYPE and all(map(names.__eq__, map(list, feats))):
+            arrays.append(np.array(flat, dtype=np.float64).reshape(n, width))
             columnar = True
     scores = [e.scores for e in events]
     header = {"m": events[0].model, "n": n, "id": [e.event_id for e in events],
@@ -414,4 +415,5 @@ _CONFIDENCE = frozenset((float, int, type(None)))
 _SCORES = frozenset((dict, type(None)))
 _DICTS = frozenset((dict,))
 _DICT_TYPE = {dict}
+_FLOAT_TYPE = {float}
 _DIGESTS = frozenset((str, type(None)))
