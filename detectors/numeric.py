@@ -2,7 +2,7 @@
 
 Per micro-batch the numeric features form an ``(events x features)`` float matrix (invalid
 values already masked out by input integrity), so each step below is a handful of numpy
-calls for the whole batch rather than per feature or per event:
+calls or one compiled pass (numba) for the whole batch rather than per feature or per event:
 
 - **Per-event sequential detection** (``cusum``): every value is replaced by its *mid-rank*
   under the reference, ``u = (reference values below its grid bin + half of those in it) / n``,
@@ -22,7 +22,8 @@ calls for the whole batch rather than per feature or per event:
   keep the false-alarm rate. A feature whose reference is (nearly) constant has no rank
   spread and no CUSUM (its histogram test and input integrity still watch it).
 - **Windowed distribution tests** (``js``: the G test, PSI in its evidence; ``ks``): bin indices against every
-  feature's reference quantile edges by one broadcast comparison, window histograms by one
+  feature's reference quantile edges (with the grid scores, in one compiled pass:
+  ``_bins_and_scores``), window histograms by one
   ``bincount``; tests run once per window of ``CalibrationSpec.window`` events, as a second
   opinion for slow shape changes that keep the ranks' mean.
 
