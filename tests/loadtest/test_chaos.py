@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -101,6 +102,10 @@ def test_an_open_transaction_holds_the_drain_back(stack):
         assert progress.log_ends()[(topic, 0)] > stable
         assert not progress.drained(3.0)
         producer.commit_transaction(30)
+        # the commit marker reaches the partition after commit_transaction returns: wait for it
+        deadline = time.monotonic() + 30
+        while progress.ends()[(topic, 0)] != progress.log_ends()[(topic, 0)] and time.monotonic() < deadline:
+            time.sleep(0.1)
         end = progress.log_ends()[(topic, 0)]
         group_consumer.commit(offsets=[TopicPartition(topic, 0, end)], asynchronous=False)
         assert progress.drained(10.0)
