@@ -124,8 +124,6 @@ streams; the tests check them (at a raised F, so that a short run resolves them)
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -166,51 +164,25 @@ ADWIN_RATE_TABLE: tuple[tuple[float, float], ...] = (
 ADWIN_CLOCK = 8
 
 
-class _Memo:
-    """Bounded least-recently-used table of threshold results keyed on their exact inputs.
-
-    Arming a stream solves the same bisections for every model whose reference has the same
-    counts (a continuous feature's quantile grid always has the same counts for a given
-    reference size): the result is a pure function of the float64 inputs, so it is computed
-    once and handed out as fresh copies (callers may edit what they get).
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.table: OrderedDict[tuple, tuple[np.ndarray, ...]] = OrderedDict()
-        self.hits = self.misses = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple, compute: Callable[[], tuple[np.ndarray, ...]]) -> tuple[np.ndarray, ...]:
-        """The stored result for ``key`` (copied), computing and storing it if absent."""
-        with self._lock:
-            got = self.table.get(key)
-            if got is not None:
-                self.hits += 1
-                self.table.move_to_end(key)
-        if got is None:
-            got = tuple(np.array(a, copy=True) for a in compute())
-            with self._lock:
-                self.misses += 1
-                self.table[key] = got
-                while len(self.table) > self.size:
-                    self.table.popitem(last=False)
-        return tuple(a.copy() for a in got)
-
-
 def _fp(a: np.ndarray) -> tuple[str, tuple[int, ...], bytes]:
-    """Exact identity of a float64 array (dtype, shape and bits) for :class:`_Memo` keys."""
+    """Exact identity of a float64 array (dtype, shape and bits): a hashable cache key."""
     return a.dtype.str, a.shape, np.ascontiguousarray(a).tobytes()
 
 
-def _memoized(kind: str, compute: Callable[..., tuple], *args: object) -> tuple:
-    """``compute`` on the arguments as float64 arrays, through the threshold memo (keyed on their bits)."""
-    arrays = tuple(np.asarray(a, dtype=np.float64) for a in args)
-    return _THRESHOLDS.get((kind, *map(_fp, arrays)), lambda: compute(*arrays))
+@lru_cache(maxsize=1024)
+def _thresholds(kind: str, *keys: tuple[str, tuple[int, ...], bytes]) -> tuple[np.ndarray, ...]:
+    """Results of :func:`score_cusum` and :func:`bernoulli_cusum` (a few KB each) keyed on the exact
+    inputs: arming solves the same bisections for every model whose reference has the same counts
+    (a continuous feature's quantile grid always has the same counts for a given reference size)."""
+    arrays = (np.frombuffer(b, dtype=dt).reshape(shape) for dt, shape, b in keys)
+    return tuple(np.array(r, copy=True) for r in _UNCACHED[kind](*arrays))
 
 
-#: Results of :func:`score_cusum` and :func:`bernoulli_cusum` (a few KB each).
-_THRESHOLDS = _Memo(1024)
+def _memoized(kind: str, *args: object) -> tuple:
+    """:data:`_UNCACHED` ``[kind]`` on the arguments as float64 arrays, through :func:`_thresholds`;
+    the results are fresh copies (callers may edit what they get)."""
+    keys = (_fp(np.asarray(a, dtype=np.float64)) for a in args)
+    return tuple(r.copy() for r in _thresholds(kind, *keys))
 
 
 def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> np.ndarray:
@@ -235,16 +207,8 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     k = np.asarray(drift, dtype=np.float64)
     logp = np.log(np.where(p > 0, p, 1.0))
     live = p > 0
-    x = np.where(live, v - k[:, None], -np.inf)
     finite = (np.where(live, v, -np.inf).max(axis=1) > k)
-
     xs = np.where(live, v - k[:, None], 0.0)
-
-    def f(th: np.ndarray) -> np.ndarray:
-        a = th[:, None] * x + logp
-        a = np.where(live, a, -np.inf)
-        mx = a.max(axis=1)
-        return mx + np.log(np.exp(a - mx[:, None]).sum(axis=1))
 
     def f_and_slope(th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         a = np.where(live, th[:, None] * xs + logp, -np.inf)
@@ -257,7 +221,7 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     hi = np.where(finite & (var > 0), 2.0 * k / np.where(var > 0, var, 1.0), 1.0)  # the normal law's value
     hi = np.where(hi > 0, hi, 1.0)
     for _ in range(200):
-        grow = finite & (f(hi) < 0)
+        grow = finite & (f_and_slope(hi)[0] < 0)
         if not grow.any():
             break
         hi = np.where(grow, hi * 2, hi)
@@ -316,7 +280,7 @@ def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate
     ``sd`` per column. Each side's threshold uses that side's own adjustment coefficient, so
     a skewed or tied score gets the threshold its own tail needs.
     """
-    return _memoized("score", _score_cusum, values, probs, drifts, rate)
+    return _memoized("score", values, probs, drifts, rate)
 
 
 def _score_cusum(v: np.ndarray, p: np.ndarray, d: np.ndarray, rate: np.ndarray
@@ -357,7 +321,7 @@ def bernoulli_cusum(hits: np.ndarray, n: np.ndarray, ratios: list[float], rate: 
     >>> bool(0 < k_up[0, 0] < 0.01 and h_up[0, 0] > 10 * k_up[0, 0])
     True
     """
-    return _memoized("bernoulli", _bernoulli_cusum, hits, n, ratios, rate)
+    return _memoized("bernoulli", hits, n, ratios, rate)
 
 
 def _bernoulli_cusum(hits: np.ndarray, n: np.ndarray, r: np.ndarray, rate: np.ndarray
@@ -612,3 +576,7 @@ def measure_adwin_rate(delta: float, n: int = 1_000_000, seed: int = 0, clock: i
         if update(v):
             hits += 1
     return hits * 1e6 / n
+
+
+#: The computations behind :func:`_thresholds`, by kind.
+_UNCACHED: dict[str, Callable[..., tuple[np.ndarray, ...]]] = {"score": _score_cusum, "bernoulli": _bernoulli_cusum}

@@ -134,7 +134,6 @@ class NumericBank:
             self.E[j, : len(p.edges)] = p.edges
         self.nb = self.E.shape[1] + 1
         self.offs = np.arange(F, dtype=np.int64) * self.nb
-        self.edges = [np.asarray(p.edges, dtype=np.float64) for p in profs]
         self.ref = [np.asarray(p.counts, dtype=np.int64) for p in profs]
         self.bins = np.array([len(p.edges) + 1 for p in profs], dtype=np.int64)
         self.mask = np.arange(self.nb)[None, :] < self.bins[:, None]
@@ -154,22 +153,22 @@ class NumericBank:
         self.enabled = np.array([p.n >= MIN_WINDOW_VALUES for p in profs], dtype=bool)
         sh = cal.SHARES[self.signal]
         self.grid = [np.asarray(p.grid, dtype=np.float64) for p in profs]
-        self.utab = [score_table(p.grid_counts) for p in profs]
-        J = max(t.size for t in self.utab)
+        utab = [score_table(p.grid_counts) for p in profs]
+        J = max(t.size for t in utab)
         vals, probs, ranks = np.zeros((2 * F, J)), np.zeros((2 * F, J)), np.zeros((F, J))
-        for j, (t, p) in enumerate(zip(self.utab, profs)):
+        for j, (t, p) in enumerate(zip(utab, profs)):
             vals[j, : t.size], vals[F + j, : t.size] = t, t * t
             probs[j, : t.size] = probs[F + j, : t.size] = np.asarray(p.grid_counts, dtype=np.float64) + PSEUDO_COUNT
             ranks[j, : t.size] = rank_table(p.grid_counts)
-        self.ttab = [t * t for t in self.utab]
-        # the same tables padded into matrices for _bins_and_scores
-        self.esize = np.array([e.size for e in self.edges], dtype=np.int64)
+        # the edges, grids and score tables padded into matrices for _bins_and_scores
+        self.esize = self.bins - 1
         self.gsize = np.array([g.size for g in self.grid], dtype=np.int64)
         self.G = np.full((F, max(int(self.gsize.max(initial=0)), 1)), np.inf)
-        self.UT, self.TT = np.zeros((F, self.G.shape[1] + 1)), np.zeros((F, self.G.shape[1] + 1))
+        self.UT = np.zeros((F, self.G.shape[1] + 1))
         for j in range(F):
             self.G[j, : self.gsize[j]] = self.grid[j]
-            self.UT[j, : self.utab[j].size], self.TT[j, : self.ttab[j].size] = self.utab[j], self.ttab[j]
+            self.UT[j, : utab[j].size] = utab[j]
+        self.TT = self.UT * self.UT
         self.drifts = list(c.cusum_drifts)
         base = c.false_alarms_per_million * sh["cusum"] / 1e6 / (2 * len(self.drifts)) * drift_weights(self.drifts)
         k, h_up, h_dn, sd = cal.score_cusum(vals[:F], probs[:F], self.drifts, base * LOCATION_SHARE)

@@ -44,6 +44,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Protocol
 
 import msgspec
@@ -430,15 +431,19 @@ class StateStore:
 
 def pending_lines(items: Iterable[tuple[str, Prediction]]) -> list[tuple[str, bytes]]:
     """(event id, stored line) per prediction: compact enough to keep the last seconds in memory."""
-    return [(event_id, orjson.dumps([p.model, p.model_version, p.deployment, p.prediction, p.ts]) + b"\n")
-            for event_id, p in items]
+    dumps, fields = orjson.dumps, _LINE_FIELDS
+    return [(event_id, dumps(fields(p)) + b"\n") for event_id, p in items]
 
 
 def event_lines(events: Iterable[Any]) -> list[tuple[str, bytes]]:
     """:func:`pending_lines` of events that carry their own ``event_id`` (the routing hot path: no
     (id, prediction) pairs built first)."""
-    dumps = orjson.dumps
-    return [(e.event_id, dumps([e.model, e.model_version, e.deployment, e.prediction, e.ts]) + b"\n") for e in events]
+    dumps, fields = orjson.dumps, _LINE_FIELDS
+    return [(e.event_id, dumps(fields(e)) + b"\n") for e in events]
+
+
+#: What a stored line holds of a prediction, in order (read back by ``_decode_pending``).
+_LINE_FIELDS = attrgetter("model", "model_version", "deployment", "prediction", "ts")
 
 
 def pending_bucket_seconds(ttl_seconds: int) -> int:

@@ -138,10 +138,15 @@ def test_bernoulli_cusum_memo_is_exact(hits, n):
 
 
 def test_threshold_memo_is_bounded():
-    memo = cal._Memo(3)
-    calls = []
-    for key in [1, 2, 3, 1, 4, 2, 1]:
-        memo.get((key,), lambda key=key: (calls.append(key) or np.array([float(key)]),))
-    assert len(memo.table) == 3
-    assert calls == [1, 2, 3, 4, 2]  # 1 was used again before 4 came, so 2 (least recent) went first
-    assert memo.get((4,), lambda: (np.array([9.0]),))[0].tolist() == [4.0]
+    """The memo is a bounded LRU cache: a repeated input is served from it, a new one computed."""
+    info = cal._thresholds.cache_info()
+    assert info.maxsize == 1024 and info.currsize <= 1024
+    h = np.array([17.0, 3.0])
+    first = cal.bernoulli_cusum(h, np.full(2, 12345.0), [1.5, 3.0], 2e-8)
+    before = cal._thresholds.cache_info()
+    again = cal.bernoulli_cusum(h, np.full(2, 12345.0), [1.5, 3.0], 2e-8)
+    after = cal._thresholds.cache_info()
+    assert after.hits == before.hits + 1 and after.misses == before.misses
+    assert [a.tobytes() for a in again] == [a.tobytes() for a in first]
+    cal.bernoulli_cusum(h, np.full(2, 12346.0), [1.5, 3.0], 2e-8)
+    assert cal._thresholds.cache_info().misses == after.misses + 1
