@@ -99,9 +99,12 @@ def test_faust_malformed_messages_are_dead_lettered_with_reason(stack, tmp_path)
     assert all(d["topic"] == scenario.inference_topic and d["detail"] for d in dead)
 
 
-def _interrupted_run(stack, scenario, events: list[dict], kills: list[tuple[str, int]], finisher: str):
+def _interrupted_run(stack, scenario, events: list[dict], kills: list[tuple[str, int]], finisher: str, *,
+                     held_back: list[dict] = (), every_model: bool = False):
     """Workers of the given runtimes SIGKILLed once past the given raw progress, then one finishing worker.
 
+    ``held_back`` is produced only after the kills, so a killed worker cannot have reached the end of the
+    stream; with ``every_model`` a kill also waits until every model has committed state.
     Returns the committed state left by each killed worker, the final state and the control messages.
     """
     produce(stack, scenario.inference_topic, events)
@@ -110,14 +113,16 @@ def _interrupted_run(stack, scenario, events: list[dict], kills: list[tuple[str,
     for runtime, kill_after in kills:
         worker = start_worker(scenario, runtime=runtime)
         try:
-            wait_until(lambda: committed_offsets(stack, group, scenario.inference_topic, 4) >= kill_after,
+            wait_until(lambda: committed_offsets(stack, group, scenario.inference_topic, 4) >= kill_after
+                       and (not every_model or all(_state(stack, scenario, MODELS).values())),
                        timeout=180, what=f"progress past {kill_after}")
         finally:
             stop_worker(worker, kill=True)
         left.append(_state(stack, scenario, MODELS))
+    produce(stack, scenario.inference_topic, list(held_back))
     worker = start_worker(scenario, runtime=finisher)
     try:
-        drain(stack, scenario, len(events))
+        drain(stack, scenario, len(events) + len(held_back))
     finally:
         stop_worker(worker)
     return left, _state(stack, scenario, MODELS), read_topic(stack, scenario.control_topic, idle_seconds=3, timeout=30)
@@ -153,8 +158,12 @@ def test_state_left_by_a_killed_faust_worker_is_finished_by_the_default_runtime(
     expected_state, expected_control = _run_to_end(stack, _scenario(tmp_path, stack, "a"), events, "confluent")
     assert _kinds(expected_control, "alert")
 
-    left, state, control = _interrupted_run(stack, _scenario(tmp_path, stack, "b"), events, [("faust", 12000)],
-                                            "confluent")
+    # Each model has a partition of its own; the faust worker may finish one before it starts the other,
+    # so the kill waits for both models' state, and each model's last quarter arrives only after the kill.
+    early = [e for i, e in enumerate(events) if i % 12000 < 9000]
+    late = [e for i, e in enumerate(events) if i % 12000 >= 9000]
+    left, state, control = _interrupted_run(stack, _scenario(tmp_path, stack, "b"), early, [("faust", 12000)],
+                                            "confluent", held_back=late, every_model=True)
     assert all(left[0].values()), "the faust worker must have committed state for the hand-over to mean anything"
     _assert_same_outcome(state, control, expected_state, expected_control)
 
