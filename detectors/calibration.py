@@ -127,6 +127,7 @@ import math
 from collections.abc import Callable
 from functools import lru_cache
 
+import numba
 import numpy as np
 from scipy import special as _sp
 from scipy import stats as _st
@@ -185,6 +186,60 @@ def _memoized(kind: str, *args: object) -> tuple:
     return tuple(r.copy() for r in _thresholds(kind, *keys))
 
 
+_F1, _F2 = numba.float64[:], numba.float64[:, :]
+_R1, _R2 = (numba.types.Array(numba.float64, nd, "A", readonly=True) for nd in (1, 2))  # inputs, writable or not
+
+
+@numba.njit(numba.types.UniTuple(numba.float64, 2)(_R2, _R2, numba.int64, numba.float64, numba.float64),
+            cache=True, nogil=True, error_model="numpy")
+def _log_mgf(v, p, r, k, th):  # pragma: no cover - compiled
+    """Row ``r``'s ``log sum_j p[j] exp(th (v[j] - k))`` and its slope in ``th`` (log-sum-exp)."""
+    mx = -np.inf
+    for j in range(v.shape[1]):
+        if p[r, j] > 0:
+            a = th * (v[r, j] - k) + math.log(p[r, j])
+            if a > mx:
+                mx = a
+    tot = 0.0
+    moment = 0.0
+    for j in range(v.shape[1]):
+        if p[r, j] > 0:
+            w = math.exp(th * (v[r, j] - k) + math.log(p[r, j]) - mx)
+            tot += w
+            moment += w * (v[r, j] - k)
+    return mx + math.log(tot), moment / tot
+
+
+# argument types given: compiled (or loaded from the cache) at import, not when the first model arms
+@numba.njit((_R2, _R2, _R1, _F1), cache=True, nogil=True, error_model="numpy")
+def _lundberg_rows(v, p, k, out):  # pragma: no cover - compiled
+    """:func:`lundberg_theta` row by row into ``out``."""
+    for r in range(v.shape[0]):
+        top = -np.inf
+        var = 0.0
+        for j in range(v.shape[1]):
+            if p[r, j] > 0:
+                top = max(top, v[r, j])
+                var += p[r, j] * v[r, j] * v[r, j]
+        if not top > k[r]:
+            out[r] = np.inf
+            continue
+        th = 2.0 * k[r] / var if var > 0 else 1.0  # the normal law's value
+        if not th > 0:
+            th = 1.0
+        for _ in range(200):
+            if not _log_mgf(v, p, r, k[r], th)[0] < 0:
+                break
+            th *= 2
+        for _ in range(100):  # from the right of the root, f > 0 and f' > 0: each step stays right of it
+            val, slope = _log_mgf(v, p, r, k[r], th)
+            step = val / slope if val > 0 and slope > 0 else 0.0
+            th -= step
+            if not step > th * 1e-15:
+                break
+        out[r] = th
+
+
 def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> np.ndarray:
     """Per row, the ``theta > 0`` with ``sum_j probs[j] * exp(theta * (values[j] - drift)) = 1``.
 
@@ -194,9 +249,10 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     ``score - k``: by Lundberg's inequality the walk started at 0 ever exceeds ``h`` with
     probability at most ``exp(-theta * h)``, whatever the score's distribution (discrete,
     tied, skewed). For N(0, sigma^2) it is ``2 k / sigma^2``. Rows whose score can never
-    exceed ``k`` get ``inf`` (the CUSUM can never fire). Vectorized: a bracket, then Newton's
-    method from its right end (the log moment generating function is convex, so the iterates
-    fall monotonically onto the root and never cross it).
+    exceed ``k`` get ``inf`` (the CUSUM can never fire). Compiled, per row: a bracket doubling
+    from the normal law's value, then Newton's method from its right end (the log moment
+    generating function is convex, so the iterates fall monotonically onto the root and never
+    cross it).
 
     >>> v = np.array([[-1.0, 1.0]]); p = np.array([[0.5, 0.5]])
     >>> round(float(lundberg_theta(v, p, np.array([0.5]))[0]), 4)
@@ -204,38 +260,35 @@ def lundberg_theta(values: np.ndarray, probs: np.ndarray, drift: np.ndarray) -> 
     """
     v = np.asarray(values, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
-    k = np.asarray(drift, dtype=np.float64)
-    logp = np.log(np.where(p > 0, p, 1.0))
-    live = p > 0
-    finite = (np.where(live, v, -np.inf).max(axis=1) > k)
-    xs = np.where(live, v - k[:, None], 0.0)
-
-    def f_and_slope(th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a = np.where(live, th[:, None] * xs + logp, -np.inf)
-        mx = a.max(axis=1)
-        w = np.exp(a - mx[:, None])
-        tot = w.sum(axis=1)
-        return mx + np.log(tot), (w * xs).sum(axis=1) / tot
-
-    var = (p * np.where(live, v, 0.0) ** 2).sum(axis=1)
-    hi = np.where(finite & (var > 0), 2.0 * k / np.where(var > 0, var, 1.0), 1.0)  # the normal law's value
-    hi = np.where(hi > 0, hi, 1.0)
-    for _ in range(200):
-        grow = finite & (f_and_slope(hi)[0] < 0)
-        if not grow.any():
-            break
-        hi = np.where(grow, hi * 2, hi)
-    th = np.where(finite, hi, 0.0)
-    for _ in range(100):  # from the right of the root, f > 0 and f' > 0: each step stays right of it
-        val, slope = f_and_slope(th)
-        step = np.where(finite & (val > 0) & (slope > 0), val / np.where(slope > 0, slope, 1.0), 0.0)
-        th = th - step
-        if not (step > th * 1e-15).any():
-            break
-    return np.where(finite, th, np.inf)
+    k = np.asarray(drift, dtype=np.float64).reshape(-1)
+    out = np.empty(v.shape[0])
+    _lundberg_rows(v, p, k, out)
+    return out
 
 
-def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: float,
+@numba.njit((_R1, _R1, _R1, _R1, _F1), cache=True, nogil=True, error_model="numpy")
+def _threshold_flat(theta, drift, over, rate, out):  # pragma: no cover - compiled
+    """:func:`cusum_threshold` element by element into ``out``."""
+    for i in range(theta.size):
+        th = theta[i]
+        if not math.isfinite(th):
+            out[i] = np.inf
+            continue
+        a = th * drift[i] / rate[i]
+        # solve exp(y) - y - 1 = a for y > 0 (Newton from the log, monotone)
+        la = math.log(a + 1.0)
+        y = max(la + math.log1p(la / max(a, 1e-300)), 1e-6)
+        for _ in range(60):
+            e = math.expm1(y)
+            step = max(y - (e - y - a) / e, 1e-9)
+            if step == y:  # a fixed point: further steps change nothing
+                break
+            y = step
+        h = y / th - over[i]
+        out[i] = h if h > 0 or h != h else 0.0
+
+
+def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: float | np.ndarray,
                     max_step: np.ndarray | None = None) -> np.ndarray:
     """One-sided CUSUM threshold ``h`` whose in-control alarm rate per update is ``rate``.
 
@@ -251,20 +304,14 @@ def cusum_threshold(theta: np.ndarray, drift: np.ndarray, sd: np.ndarray, rate: 
     >>> round(float(cusum_threshold(np.array([1.0]), np.array([0.5]), np.array([1.0]), 1e-6)[0]), 2)
     11.96
     """
-    th = np.asarray(theta, dtype=np.float64)
-    k = np.asarray(drift, dtype=np.float64)
     sd = np.asarray(sd, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        a = np.where(np.isfinite(th), th * k / rate, 1.0)
-        # solve exp(y) - y - 1 = a for y > 0 (Newton from the log, monotone)
-        y = np.log(a + 1.0) + np.log1p(np.log(a + 1.0) / np.maximum(a, 1e-300))
-        y = np.maximum(y, 1e-6)
-        for _ in range(60):
-            g = np.expm1(y) - y - a
-            y = np.maximum(y - g / np.expm1(y), 1e-9)
-        over = OVERSHOOT * sd if max_step is None else np.minimum(OVERSHOOT * sd, np.maximum(max_step, 0.0))
-        h = y / th - over
-    return np.where(np.isfinite(th), np.maximum(h, 0.0), np.inf)  # a score that never exceeds k never fires
+    over = OVERSHOOT * sd if max_step is None else np.minimum(OVERSHOOT * sd, np.maximum(max_step, 0.0))
+    args = [np.asarray(a, dtype=np.float64) for a in (theta, drift, over, rate)]
+    shape = np.broadcast_shapes(*(a.shape for a in args))
+    out = np.empty(shape)
+    _threshold_flat(*(a.ravel() if a.shape == shape else np.broadcast_to(a, shape).ravel() for a in args),
+                    out.reshape(-1))
+    return out
 
 
 def score_cusum(values: np.ndarray, probs: np.ndarray, drifts: list[float], rate: float | np.ndarray

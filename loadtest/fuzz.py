@@ -533,6 +533,7 @@ def run_child(name: str, runs: int | None, seconds: float | None, corpus: Path, 
     harness = HARNESSES[name]
     _SEEDS.extend(p.read_bytes() for p in sorted(corpus.glob("seed-*")))
     # imported before instrumenting: numba compiles their kernels and cannot compile atheris' tracing calls
+    import detectors.calibration  # noqa: F401
     import detectors.cusum  # noqa: F401
     import detectors.numeric  # noqa: F401
     with atheris.instrument_imports(include=["stream", "detectors"]):

@@ -150,3 +150,69 @@ def test_threshold_memo_is_bounded():
     assert [a.tobytes() for a in again] == [a.tobytes() for a in first]
     cal.bernoulli_cusum(h, np.full(2, 12346.0), [1.5, 3.0], 2e-8)
     assert cal._thresholds.cache_info().misses == after.misses + 1
+
+def _discrete_law(draw_counts: list[int], spread: float) -> tuple[np.ndarray, np.ndarray]:
+    """A centred discrete law on an uneven grid (zero masses allowed): values, probabilities."""
+    p = np.asarray(draw_counts, dtype=np.float64)
+    p = p / p.sum()
+    v = np.cumsum(np.linspace(0.2, 1.0, p.size)) * spread
+    return v - (p * v).sum(), p
+
+
+def _log_mgf(v: np.ndarray, p: np.ndarray, k: float, theta: float) -> float:
+    """``log sum_j p[j] exp(theta (v[j] - k))`` in plain floats (the equation lundberg_theta solves)."""
+    terms = [theta * (x - k) + np.log(q) for x, q in zip(v.tolist(), p.tolist()) if q > 0]
+    top = max(terms)
+    return top + float(np.log(sum(np.exp(t - top) for t in terms)))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=2, max_size=40).filter(lambda c: sum(c) > 0),
+       st.floats(0.05, 5.0), st.floats(0.01, 3.0))
+def test_lundberg_theta_solves_its_equation(counts, spread, drift_sd):
+    """The compiled root is the positive zero of the log moment generating function of ``score - k``
+    (sign change a relative 1e-9 either side), and ``inf`` exactly when the score never exceeds ``k``."""
+    v, p = _discrete_law(counts, spread)
+    sd = float(np.sqrt((p * v * v).sum()))
+    k = drift_sd * sd if sd > 0 else drift_sd
+    theta = float(cal.lundberg_theta(v[None, :], p[None, :], np.array([k]))[0])
+    if not v[p > 0].max() > k:
+        assert theta == np.inf
+        return
+    assert 0 < theta < np.inf
+    assert _log_mgf(v, p, k, theta * (1 - 1e-9)) < 0 < _log_mgf(v, p, k, theta * (1 + 1e-9)) or \
+        abs(_log_mgf(v, p, k, theta)) < 1e-12
+
+
+def test_lundberg_theta_of_a_fine_normal_grid_is_two_k_over_variance():
+    x = np.linspace(-8, 8, 4001)
+    p = stats.norm.pdf(x)
+    p /= p.sum()
+    theta = cal.lundberg_theta(np.vstack([x, 2 * x]), np.vstack([p, p]), np.array([0.5, 0.5]))
+    assert theta == pytest.approx([1.0, 0.25], rel=1e-3)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.floats(0.01, 20.0), st.floats(0.01, 3.0), st.floats(0.05, 4.0), st.floats(1e-10, 1e-2),
+       st.one_of(st.none(), st.floats(0.0, 5.0)))
+def test_cusum_threshold_gives_the_target_run_length(theta, drift, sd, rate, max_step):
+    """``ARL(h) = (exp(theta b) - theta b - 1) / (theta k) = 1 / rate`` with ``b = h + overshoot``
+    (relative 1e-9), or ``h = 0`` when even ``h = 0`` runs longer than that."""
+    h = float(cal.cusum_threshold(np.array([theta]), np.array([drift]), np.array([sd]), rate,
+                                  None if max_step is None else np.array([max_step]))[0])
+    over = cal.OVERSHOOT * sd if max_step is None else min(cal.OVERSHOOT * sd, max_step)
+
+    def arl(b: float) -> float:
+        return (np.expm1(theta * b) - theta * b) / (theta * drift)
+
+    if h == 0.0:
+        assert arl(over) >= (1 / rate) * (1 - 1e-9)
+    else:
+        assert arl(h + over) == pytest.approx(1 / rate, rel=1e-9)
+
+
+def test_cusum_threshold_broadcasts_and_never_fires_without_a_root():
+    h = cal.cusum_threshold(np.array([[1.0, np.inf], [2.0, 0.5]]), np.array([[0.5], [0.25]]), np.ones((2, 2)),
+                            np.array([1e-6, 1e-7]))
+    assert h.shape == (2, 2) and h[0, 1] == np.inf and np.isfinite(h[[0, 1, 1], [0, 0, 1]]).all()
+    assert h[0, 0] == cal.cusum_threshold(np.array([1.0]), np.array([0.5]), np.array([1.0]), 1e-6)[0]
