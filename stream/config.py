@@ -518,6 +518,9 @@ class MetricsSpec(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)  # 0: any free port
     max_label_values: int = Field(default=64, ge=1, le=100_000)  # per label; the rest become "other"
+    # the detector statistics of the models batches touched (drift gauges, detection counts, open
+    # alerts) are exported at most this often while traffic flows, and as soon as it pauses; 0: every batch
+    stats_interval_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
 
 
 class DriftlineConfig(_Strict):

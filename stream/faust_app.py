@@ -307,10 +307,11 @@ class FaustRuntime(Worker):
         self._committed(staged, outcome, started, checkpoint_started)
 
     async def housekeeping(self) -> None:
-        """Once a second: share the label-join clock when idle and export consumer lag."""
+        """Once a second: share the label-join clock when idle, export detector statistics and consumer lag."""
         if self._failed is not None:
             return
         async with self._lock:
+            self._export_stats(idle=True)
             self._publish_inference_clock()
             self._resume_waiting_labels()
             self._update_lag()

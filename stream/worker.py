@@ -137,6 +137,9 @@ class Worker:
         # state snapshots (see _detect): models changed since their partition's last snapshot, the
         # next offset the in-memory state has processed (committed in Kafka), the last snapshot's time
         self._snapshot_interval = config.redis.snapshot_interval_seconds
+        self._stats_interval = config.metrics.stats_interval_seconds
+        self._stats_pending: set[str] = set()  # models touched since their statistics were last exported
+        self._stats_exported = float("-inf")
         self._dirty: dict[int, set[str]] = {}
         self._processed: dict[int, int] = {}
         self._batch_positions: dict[int, int] = {}
@@ -214,6 +217,7 @@ class Worker:
                     if msgs:
                         self._process(msgs, full=full)
                     else:
+                        self._export_stats(idle=True)
                         self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
                         self._commit_idle_positions()
                         self._publish_inference_clock()
@@ -932,9 +936,23 @@ class Worker:
                                   expect_committed=self._offsets.get(partition, ANY_OFFSET))
                 self._staging[partition] = offset
                 staged.append(part)
-            for name, mon in touched.items():
-                self.metrics.export_model_stats(name, mon.stats)
+            self._stats_pending.update(touched)
+        self._export_stats()
         return staged
+
+    def _export_stats(self, idle: bool = False) -> None:
+        """Mirror the statistics of the models touched since the last export, at most every
+        ``metrics.stats_interval_seconds`` while batches flow and at once when ``idle``: one
+        ``ModelMonitor.stats`` costs about what detecting a dozen events does, per model and batch."""
+        now = time.monotonic()
+        if not self._stats_pending or (not idle and now - self._stats_exported < self._stats_interval):
+            return
+        for name in sorted(self._stats_pending):
+            monitor = self._monitors.get(name)
+            if monitor is not None:
+                self.metrics.export_model_stats(name, monitor.stats)
+        self._stats_pending.clear()
+        self._stats_exported = now
 
     def _mark_saved(self, partition: int, offset: int | None) -> None:
         """Redis now holds the partition's state as of ``offset`` (the in-memory state)."""
