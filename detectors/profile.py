@@ -220,13 +220,51 @@ def rank_grid(x: np.ndarray, bins: int = RANK_GRID) -> tuple[np.ndarray, np.ndar
     >>> int(c[np.searchsorted(e, 0.0, side="right")])
     50
     """
-    q = np.quantile(x, np.linspace(0.0, 1.0, bins + 1)[1:-1])
-    vals, cnt = np.unique(x, return_counts=True)
-    heavy = vals[cnt * bins >= x.size]
+    return _grid_of_sorted(np.sort(x), np.quantile(x, np.linspace(0.0, 1.0, bins + 1)[1:-1]), bins)
+
+
+def _bin_counts(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.bincount(np.searchsorted(edges, xs, side="right"), minlength=edges.size + 1)`` for sorted
+    ``xs`` and sorted distinct ``edges``: values below each edge, differenced."""
+    return np.diff(np.concatenate(([0], np.searchsorted(xs, edges, side="left"), [xs.size])))
+
+
+def _grid_of_sorted(xs: np.ndarray, q: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_grid` of the sorted values ``xs`` whose ``bins``-quantiles are ``q``."""
+    starts = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1])))
+    heavy = xs[starts[np.diff(np.append(starts, xs.size)) * bins >= xs.size]]
     edges = np.unique(np.concatenate((q, heavy, np.nextafter(heavy, np.inf))))
     edges = edges[np.isfinite(edges)]
-    counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
-    return edges, counts
+    return edges, _bin_counts(xs, edges)
+
+
+def numeric_summaries(feats: Sequence[Any], values: dict[str, list[float]]
+                      ) -> dict[str, tuple[np.ndarray, np.ndarray, float, float, np.ndarray, np.ndarray]]:
+    """Per numeric feature of a reference: quantile-bin edges and counts, mean, standard deviation,
+    and the rank grid (:func:`rank_grid`). Features with as many values are summarized together
+    (one matrix, one sort, one quantile call per bin count): arming costs per model, not per feature.
+    """
+    out = {}
+    by_size: dict[int, list[Any]] = {}
+    for f in feats:
+        by_size.setdefault(len(values[f.name]), []).append(f)
+    for n, group in by_size.items():
+        if not n:
+            for f in group:
+                out[f.name] = (np.empty(0), np.zeros(1, dtype=np.int64), 0.0, 0.0, np.empty(0),
+                               np.zeros(1, dtype=np.int64))
+            continue
+        X = np.array([values[f.name] for f in group], dtype=np.float64)
+        mean = X.mean(axis=1)
+        std = X.std(axis=1, ddof=1) if n > 1 else np.zeros(len(group))
+        X.sort(axis=1)
+        grid_q = np.quantile(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1], axis=1)
+        bin_q = {b: np.quantile(X, np.linspace(0, 1, b + 1)[1:-1], axis=1) for b in {f.bins for f in group}}
+        for j, f in enumerate(group):
+            edges = np.unique(bin_q[f.bins][:, j])
+            grid, gcounts = _grid_of_sorted(X[j], grid_q[:, j], RANK_GRID)
+            out[f.name] = (edges, _bin_counts(X[j], edges), float(mean[j]), float(std[j]), grid, gcounts)
+    return out
 
 
 class ProfileBuilder:
@@ -261,18 +299,12 @@ class ProfileBuilder:
         spec = self.spec
         ncls = len(spec.classes) + 1
         prof = ReferenceProfile(n=self.n)
+        summaries = numeric_summaries([f for f in spec.features if f.type == "numeric"], self.numeric)
         for f in spec.features:
             if f.type == "numeric":
-                x = np.asarray(self.numeric[f.name], dtype=np.float64)
-                if x.size:
-                    edges = np.unique(np.quantile(x, np.linspace(0, 1, f.bins + 1)[1:-1]))
-                    counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
-                    mean, std = float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0
-                    grid, gcounts = rank_grid(x)
-                else:
-                    edges, counts, mean, std = np.empty(0), np.zeros(1, dtype=np.int64), 0.0, 0.0
-                    grid, gcounts = edges, counts
-                prof.numeric[f.name] = NumericProfile(edges.tolist(), counts.tolist(), mean, std, int(x.size),
+                edges, counts, mean, std, grid, gcounts = summaries[f.name]
+                prof.numeric[f.name] = NumericProfile(edges.tolist(), counts.tolist(), mean, std,
+                                                      len(self.numeric[f.name]),
                                                       self.invalid[f.name], grid.tolist(), gcounts.tolist())
             else:
                 vals = self.categorical[f.name]

@@ -1,10 +1,13 @@
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from detectors.engine import ModelMonitor
 from detectors.errors import ProfileFormatError
-from detectors.profile import ReferenceProfile, build_profile
+from detectors.profile import RANK_GRID, ReferenceProfile, build_profile, numeric_summaries
 from detectors.simulate import demo_model, make_events
-from detectors.spec import AlertPolicySpec, CalibrationSpec
+from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec
 
 SPEC = demo_model(n_numeric=3, n_categorical=2, reference_size=500)
 
@@ -64,3 +67,41 @@ def test_file_profile_arms_streams_immediately():
     assert mon.detections["numeric_drift"] > 0
     restored = ModelMonitor.from_bytes(SPEC, CalibrationSpec(window=500), AlertPolicySpec(), mon.to_bytes())
     assert restored.reference is not None and restored.reference.to_dict() == prof.to_dict()
+
+
+def _one_feature(x: np.ndarray, bins: int) -> tuple:
+    """One feature's summary computed on its own, value by value (the definition numeric_summaries keeps)."""
+    if not x.size:
+        return [], [0], 0.0, 0.0, [], [0]
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)[1:-1]))
+    counts = np.bincount(np.searchsorted(edges, x, side="right"), minlength=edges.size + 1)
+    q = np.quantile(x, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1])
+    vals, cnt = np.unique(x, return_counts=True)
+    heavy = vals[cnt * RANK_GRID >= x.size]
+    grid = np.unique(np.concatenate((q, heavy, np.nextafter(heavy, np.inf))))
+    grid = grid[np.isfinite(grid)]
+    gcounts = np.bincount(np.searchsorted(grid, x, side="right"), minlength=grid.size + 1)
+    return (edges.tolist(), counts.tolist(), float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else 0.0,
+            grid.tolist(), gcounts.tolist())
+
+
+_values = st.lists(st.one_of(st.integers(-3, 3).map(float), st.floats(-1e9, 1e9, allow_nan=False)),
+                   max_size=300)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(_values, st.integers(2, 64)), min_size=1, max_size=5), st.integers(0, 4))
+def test_numeric_summaries_equal_each_feature_summarized_alone(columns, same):
+    """Grouped by size into one matrix, every feature's summary is bit for bit its own (ties, heavy
+    values, empty and unequal columns, mixed bin counts)."""
+    columns = [(columns[0][0] if i < same else x, b) for i, (x, b) in enumerate(columns)]
+    feats = [FeatureSpec(name=f"x{i}", type="numeric", bins=b) for i, (_, b) in enumerate(columns)]
+    values = {f"x{i}": x for i, (x, _) in enumerate(columns)}
+    got = numeric_summaries(feats, values)
+    for f in feats:
+        want = _one_feature(np.asarray(values[f.name], dtype=np.float64), f.bins)
+        edges, counts, mean, std, grid, gcounts = got[f.name]
+        assert (edges.tolist(), counts.tolist(), grid.tolist(), gcounts.tolist()) == \
+            (want[0], want[1], want[4], want[5])
+        assert np.float64(mean).tobytes() == np.float64(want[2]).tobytes()
+        assert np.float64(std).tobytes() == np.float64(want[3]).tobytes()
