@@ -12,6 +12,12 @@ over ``M`` monitors (each with its own reference), every micro-batch handing eac
 ``batch / M`` events, against one monitor taking whole batches (``models_ratio``, median of
 per-repeat ratios): the engine's fixed cost per call.
 
+``--arm M`` times what a worker pays once per model before it detects anything: ``M`` new monitors
+(10 numeric features) each taking its ``--reference``-event reference and 25 more events (profile
+build, threshold calibration, first batch), against the same events through monitors already armed
+(``arm_ratio``: milliseconds per model of the first over the second, median of per-repeat ratios;
+the threshold memo is cleared before each repeat, so repeats do not serve each other).
+
 Prints one JSON object: events/s of both (median of ``--repeats``), the ratio of the medians,
 and the median of per-repeat ratios (each repeat runs both back to back, so this one is the
 more robust figure on a shared machine). ``--clock cpu`` times both with the process's CPU time
@@ -19,6 +25,7 @@ instead of wall time (for a machine whose cores are shared with other jobs).
 
     .venv/bin/python loadtest/bench_detectors.py [--events 40000] [--batch 1000] [--repeats 7] [--clock cpu]
     .venv/bin/python loadtest/bench_detectors.py --models 200 --batch 5000 --clock cpu --repeats 3
+    .venv/bin/python loadtest/bench_detectors.py --arm 100 --reference 2000 --clock cpu --repeats 3
 """
 from __future__ import annotations
 
@@ -33,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from river.drift import ADWIN, PageHinkley  # noqa: E402
 
+from detectors import calibration  # noqa: E402
 from detectors.engine import ModelMonitor  # noqa: E402
 from detectors.simulate import demo_model, make_events  # noqa: E402
 from detectors.spec import AlertPolicySpec, CalibrationSpec  # noqa: E402
@@ -92,6 +100,26 @@ def run_models(models: int, events: int, batch: int) -> tuple[float, float]:
     return one_rate, per * rounds * models / (clock() - t)
 
 
+def run_arming(models: int, reference: int) -> tuple[float, float]:
+    """Milliseconds per model: new monitors taking their reference and 25 events, then monitors
+    already armed taking the same events again (the steady cost of those events)."""
+    specs = [demo_model(name=f"m{i:03d}", n_numeric=10, n_categorical=0, triggers=False, reference_size=reference)
+             for i in range(models)]
+    streams = [make_events(s, reference + 25, seed=i) for i, s in enumerate(specs)]
+    calibration._thresholds.cache_clear()
+    t = clock()
+    mons = [ModelMonitor(s, CalibrationSpec(), AlertPolicySpec()) for s in specs]
+    for m, ev in zip(mons, streams):
+        m.process_inference(ev[:reference])
+        m.process_inference(ev[reference:])
+    arming = (clock() - t) / models * 1e3
+    t = clock()
+    for m, ev in zip(mons, streams):
+        m.process_inference(ev[:reference])
+        m.process_inference(ev[reference:])
+    return arming, (clock() - t) / models * 1e3
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=40_000)
@@ -99,9 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--clock", choices=sorted(CLOCK), default="wall")
     ap.add_argument("--models", type=int, default=0, help="many-model run over this many monitors (0: off)")
+    ap.add_argument("--arm", type=int, default=0, help="arming run over this many new monitors (0: off)")
+    ap.add_argument("--reference", type=int, default=2000, help="reference events per monitor (--arm)")
     args = ap.parse_args(argv)
     global clock
     clock = CLOCK[args.clock]
+    if args.arm:
+        runs = [run_arming(args.arm, args.reference) for _ in range(args.repeats)]
+        print(json.dumps({
+            "benchmark": "detectors", "mode": "arm", "clock": args.clock, "features": 10, "models": args.arm,
+            "reference": args.reference, "repeats": args.repeats,
+            "baseline": "the same events through armed monitors",
+            "arm_ms_per_model": round(statistics.median(r[0] for r in runs), 3),
+            "armed_ms_per_model": round(statistics.median(r[1] for r in runs), 3),
+            "arm_ratio": round(statistics.median(a / b for a, b in runs), 3),
+            "arm_runs": [round(r[0], 3) for r in runs], "armed_runs": [round(r[1], 3) for r in runs]}))
+        return 0
     if args.models:
         runs = [run_models(args.models, args.events, args.batch) for _ in range(args.repeats)]
         one, many = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)

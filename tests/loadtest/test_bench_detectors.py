@@ -19,3 +19,13 @@ def test_default_mode_compares_the_engine_with_the_naive_loop(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["engine_events_per_s"] > 0 and out["naive_events_per_s"] > 0
     assert out["ratio"] == round(out["engine_events_per_s"] / out["naive_events_per_s"], 2)
+
+
+def test_arm_mode_times_new_monitors_against_armed_ones(capsys):
+    assert bench_detectors.main(["--arm", "3", "--reference", "100", "--repeats", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["mode"] == "arm" and out["models"] == 3 and out["reference"] == 100
+    arms, armed = out["arm_runs"], out["armed_runs"]
+    assert len(arms) == len(armed) == 3 and min(arms + armed) > 0
+    assert out["arm_ms_per_model"] == statistics.median(arms)
+    assert abs(out["arm_ratio"] - statistics.median(a / b for a, b in zip(arms, armed))) < 0.01
