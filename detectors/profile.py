@@ -220,7 +220,23 @@ def rank_grid(x: np.ndarray, bins: int = RANK_GRID) -> tuple[np.ndarray, np.ndar
     >>> int(c[np.searchsorted(e, 0.0, side="right")])
     50
     """
-    return _grid_of_sorted(np.sort(x), np.quantile(x, np.linspace(0.0, 1.0, bins + 1)[1:-1]), bins)
+    xs = np.sort(x)
+    return _grid_of_sorted(xs, sorted_quantiles(xs[None, :], np.linspace(0.0, 1.0, bins + 1)[1:-1])[0], bins)
+
+
+def sorted_quantiles(XS: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``np.quantile(row, q)`` (its default linear method, bit for bit) of every row of ``XS``, whose
+    rows are sorted and hold at least one value: the order statistics are read, not selected again."""
+    n = XS.shape[1]
+    virtual = (n - 1) * q
+    prev = np.floor(virtual)
+    top = virtual >= n - 1
+    lo = np.where(top, n - 1, prev).astype(np.intp)
+    hi = np.where(top, n - 1, prev + 1).astype(np.intp)
+    gamma = virtual - np.where(top, -1.0, prev)  # numpy's, with its index -1 for the top
+    a, b = XS[:, lo], XS[:, hi]
+    diff = b - a
+    return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
 
 
 def _bin_counts(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -242,7 +258,7 @@ def numeric_summaries(feats: Sequence[Any], values: dict[str, list[float]]
                       ) -> dict[str, tuple[np.ndarray, np.ndarray, float, float, np.ndarray, np.ndarray]]:
     """Per numeric feature of a reference: quantile-bin edges and counts, mean, standard deviation,
     and the rank grid (:func:`rank_grid`). Features with as many values are summarized together
-    (one matrix, one sort, one quantile call per bin count): arming costs per model, not per feature.
+    (one matrix, one sort, quantiles read off the sorted rows): arming costs per model, not per feature.
     """
     out = {}
     by_size: dict[int, list[Any]] = {}
@@ -258,11 +274,11 @@ def numeric_summaries(feats: Sequence[Any], values: dict[str, list[float]]
         mean = X.mean(axis=1)
         std = X.std(axis=1, ddof=1) if n > 1 else np.zeros(len(group))
         X.sort(axis=1)
-        grid_q = np.quantile(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1], axis=1)
-        bin_q = {b: np.quantile(X, np.linspace(0, 1, b + 1)[1:-1], axis=1) for b in {f.bins for f in group}}
+        grid_q = sorted_quantiles(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1])
+        bin_q = {b: sorted_quantiles(X, np.linspace(0, 1, b + 1)[1:-1]) for b in {f.bins for f in group}}
         for j, f in enumerate(group):
-            edges = np.unique(bin_q[f.bins][:, j])
-            grid, gcounts = _grid_of_sorted(X[j], grid_q[:, j], RANK_GRID)
+            edges = np.unique(bin_q[f.bins][j])
+            grid, gcounts = _grid_of_sorted(X[j], grid_q[j], RANK_GRID)
             out[f.name] = (edges, _bin_counts(X[j], edges), float(mean[j]), float(std[j]), grid, gcounts)
     return out
 

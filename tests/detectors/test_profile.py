@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from detectors.engine import ModelMonitor
 from detectors.errors import ProfileFormatError
-from detectors.profile import RANK_GRID, ReferenceProfile, build_profile, numeric_summaries
+from detectors.profile import RANK_GRID, ReferenceProfile, build_profile, numeric_summaries, sorted_quantiles
 from detectors.simulate import demo_model, make_events
 from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec
 
@@ -105,3 +105,14 @@ def test_numeric_summaries_equal_each_feature_summarized_alone(columns, same):
             (want[0], want[1], want[4], want[5])
         assert np.float64(mean).tobytes() == np.float64(want[2]).tobytes()
         assert np.float64(std).tobytes() == np.float64(want[3]).tobytes()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(_values.filter(bool), min_size=1, max_size=3).map(lambda rows: [r[:min(map(len, rows))] for r in rows]),
+       st.lists(st.one_of(st.sampled_from([0.0, 0.5, 1.0]), st.floats(0.0, 1.0)), min_size=1, max_size=70))
+def test_sorted_quantiles_are_numpy_quantiles_bit_for_bit(rows, q):
+    X = np.sort(np.asarray(rows, dtype=np.float64), axis=1)
+    qs = np.asarray(q)
+    got = sorted_quantiles(X, qs)
+    for j, row in enumerate(rows):
+        assert got[j].tobytes() == np.quantile(np.asarray(row, dtype=np.float64), qs).tobytes()
