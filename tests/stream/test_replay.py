@@ -246,3 +246,25 @@ def test_inference_alone_takes_whole_batches_with_the_same_results(tmp_path, bat
     assert alone.events == merged.events == 598 and alone.rejected["inference"] == merged.rejected["inference"]
     assert alone.rejected["inference"]["blank_line"] == 1 and alone.collected == merged.collected
     assert alone.collected and {d["replay"]["stream"] for d in alone.collected} == {"inference"}
+
+
+def test_the_collector_runs_less_often_during_a_replay_and_as_before_after_it(shifted, tmp_path) -> None:
+    """The first-generation threshold is raised while the replay runs and restored when it ends,
+    also when it ends with an error."""
+    import gc
+
+    from stream.replay import GC_THRESHOLD
+
+    inf, lab = shifted
+    before = gc.get_threshold()
+    seen = []
+    run_replay(SPEC, inf, lab, None, on_batch=lambda engine, now: seen.append(gc.get_threshold()))
+    assert seen and all(t == (max(before[0], GC_THRESHOLD), *before[1:]) for t in seen)
+    assert gc.get_threshold() == before
+
+    def fail(engine, now):
+        raise RuntimeError("observer failed")
+
+    with pytest.raises(RuntimeError, match="observer failed"):
+        run_replay(SPEC, inf, lab, None, on_batch=fail)
+    assert gc.get_threshold() == before
