@@ -67,6 +67,7 @@ from faust.exceptions import ConsumerNotStarted
 from faust.types import TP
 
 from stream import preflight
+from stream.collector import fewer_collections
 from stream.config import ConfigError, DriftlineConfig, aiokafka_fetch_settings, aiokafka_settings
 from stream.metrics import serve_metrics
 from stream.records import partition_for
@@ -552,7 +553,8 @@ def run(config: DriftlineConfig, worker_id: str = "0", log_level: str = "INFO") 
         worker = faust.Worker(app, loglevel=log_level.lower(), redirect_stdouts=False, quiet=True,
                               override_logging=False)
         try:
-            worker.execute_from_commandline()
+            with fewer_collections():
+                worker.execute_from_commandline()
         except SystemExit as exc:
             return int(exc.code or 0) if not app.driftline._failed else 1
         finally:

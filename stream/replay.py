@@ -18,7 +18,6 @@ each registry event, so the allow-list changes exactly there, whatever ``batch_s
 from __future__ import annotations
 
 import argparse
-import gc
 import gzip
 import zlib
 import json
@@ -37,6 +36,7 @@ from detectors.engine import Engine
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.profile import ReferenceProfile
 from detectors.spec import MonitorSpec
+from stream.collector import fewer_collections
 from stream.decoding import DecodeError, Decoder, JsonDecoder, decoder_for_topic
 from stream.records import source_position
 
@@ -45,11 +45,6 @@ STREAM_NAMES = ("inference", "labels", "registry")
 DEFAULT_HORIZON_S = 86_400.0
 EXPIRED_MEMORY = 1_000_000        # expired event ids remembered to tell "too late" from "unknown"
 DEFAULT_BATCH = 4096
-#: First-generation threshold of the cyclic garbage collector during a replay (Python's default: 700).
-#: A replay allocates a few objects per line and frees them by reference counting; with the
-#: label join holding a horizon of predictions, collections every 700 allocations took about a
-#: quarter of a replay with labels.
-GC_THRESHOLD = 50_000
 
 
 @dataclass
@@ -397,90 +392,88 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     lab_fh = open_lines(labels_path) if labels_path is not None else None
     reg_fh = open_lines(registry_path) if registry_path is not None else None
     registry_entries: list[Any] = []
-    gc_saved = gc.get_threshold()
-    gc.set_threshold(max(gc_saved[0], GC_THRESHOLD), *gc_saved[1:])
-    try:
-        inf_it = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
-        lab_it = (_items(lab_fh, LABELS, config.label_decoder, report.rejected["labels"])
-                  if lab_fh is not None else iter(()))
-        merged = _merge(inf_it, lab_it) if lab_fh is not None else inf_it
-        if reg_fh is not None:
-            reg_rejected = report.rejected.setdefault("registry", Counter())
-            merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
-        lab_rejected = report.rejected["labels"]
-        # inference alone: whole batches straight from the lines, without the merge's per-line tuples
-        alone = (_inference_batches(inf_fh, config.inference_decoder, report.rejected["inference"], batch_size)
-                 if lab_fh is None and reg_fh is None else None)
-        while True:
-            events: list[InferenceEvent] = []
-            joined: list[JoinedLabel] = []
-            n = 0
-            now = None
-            if alone is not None:
-                events = next(alone, events)
-                n = len(events)
-                now = events[-1].ts if n else None
-            for ts, stream, _, item in (merged if alone is None else ()):
-                n += 1
-                now = ts
-                if stream == INFERENCE:
-                    events.append(item)  # type: ignore[arg-type]
-                    if item.model in models:  # type: ignore[union-attr]
-                        join.remember(item)  # type: ignore[arg-type]
-                elif stream == REGISTRY:
-                    registry_entries.append(item)
-                    break  # the batch ends here: what came before sees the old manifest
-                else:
-                    j = join.join(item)  # type: ignore[arg-type]
-                    if isinstance(j, str):
-                        lab_rejected[j] += 1
+    with fewer_collections():  # stream.collector: collections took a quarter of a replay with labels
+        try:
+            inf_it = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
+            lab_it = (_items(lab_fh, LABELS, config.label_decoder, report.rejected["labels"])
+                      if lab_fh is not None else iter(()))
+            merged = _merge(inf_it, lab_it) if lab_fh is not None else inf_it
+            if reg_fh is not None:
+                reg_rejected = report.rejected.setdefault("registry", Counter())
+                merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
+            lab_rejected = report.rejected["labels"]
+            # inference alone: whole batches straight from the lines, without the merge's per-line tuples
+            alone = (_inference_batches(inf_fh, config.inference_decoder, report.rejected["inference"], batch_size)
+                     if lab_fh is None and reg_fh is None else None)
+            while True:
+                events: list[InferenceEvent] = []
+                joined: list[JoinedLabel] = []
+                n = 0
+                now = None
+                if alone is not None:
+                    events = next(alone, events)
+                    n = len(events)
+                    now = events[-1].ts if n else None
+                for ts, stream, _, item in (merged if alone is None else ()):
+                    n += 1
+                    now = ts
+                    if stream == INFERENCE:
+                        events.append(item)  # type: ignore[arg-type]
+                        if item.model in models:  # type: ignore[union-attr]
+                            join.remember(item)  # type: ignore[arg-type]
+                    elif stream == REGISTRY:
+                        registry_entries.append(item)
+                        break  # the batch ends here: what came before sees the old manifest
                     else:
-                        joined.extend(j)
-                if n >= batch_size:
+                        j = join.join(item)  # type: ignore[arg-type]
+                        if isinstance(j, str):
+                            lab_rejected[j] += 1
+                        else:
+                            joined.extend(j)
+                    if n >= batch_size:
+                        break
+                if n == 0:
                     break
-            if n == 0:
-                break
-            msgs = engine.process_inference(events) if events else []
-            if joined:
-                msgs += engine.process_labels(joined)
-            if registry_entries:
-                for entry, reason in zip(registry_entries, engine.apply_registry(registry_entries,
-                                                                                 config.registry_max_age)):
-                    if reason is None:
-                        report.registry_accepted += 1
-                    else:
-                        reg_rejected[reason] += 1
-                registry_entries = []
-            report.events += len(events)
-            report.labels_joined += len(joined)
-            for m in msgs:
-                doc = m.to_dict()
-                pos = doc.get("position", -1)
-                doc["replay"] = {"stream": STREAM_NAMES[pos >> 56] if pos >= 0 else None,
-                                 "line": pos & ((1 << 40) - 1) if pos >= 0 else None}
-                report.messages[doc.get("kind", "?")] += 1
-                if out is not None:
-                    out.write(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str) + b"\n")
-                if collect:
-                    report.collected.append(doc)
-                if on_message is not None:
-                    on_message(doc)
-            if now is not None and join.pending:
-                join.expire(now)
-            if on_batch is not None and now is not None:
-                clock = now if clock is None else max(clock, now)
-                on_batch(engine, clock)
-    finally:
-        gc.set_threshold(*gc_saved)
-        inf_fh.close()
-        if lab_fh is not None:
-            lab_fh.close()
-        if reg_fh is not None:
-            reg_fh.close()
-        if close_out and out is not None:
-            out.close()
-        elif out is not None:
-            out.flush()
+                msgs = engine.process_inference(events) if events else []
+                if joined:
+                    msgs += engine.process_labels(joined)
+                if registry_entries:
+                    for entry, reason in zip(registry_entries, engine.apply_registry(registry_entries,
+                                                                                     config.registry_max_age)):
+                        if reason is None:
+                            report.registry_accepted += 1
+                        else:
+                            reg_rejected[reason] += 1
+                    registry_entries = []
+                report.events += len(events)
+                report.labels_joined += len(joined)
+                for m in msgs:
+                    doc = m.to_dict()
+                    pos = doc.get("position", -1)
+                    doc["replay"] = {"stream": STREAM_NAMES[pos >> 56] if pos >= 0 else None,
+                                     "line": pos & ((1 << 40) - 1) if pos >= 0 else None}
+                    report.messages[doc.get("kind", "?")] += 1
+                    if out is not None:
+                        out.write(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY, default=str) + b"\n")
+                    if collect:
+                        report.collected.append(doc)
+                    if on_message is not None:
+                        on_message(doc)
+                if now is not None and join.pending:
+                    join.expire(now)
+                if on_batch is not None and now is not None:
+                    clock = now if clock is None else max(clock, now)
+                    on_batch(engine, clock)
+        finally:
+            inf_fh.close()
+            if lab_fh is not None:
+                lab_fh.close()
+            if reg_fh is not None:
+                reg_fh.close()
+            if close_out and out is not None:
+                out.close()
+            elif out is not None:
+                out.flush()
     report.seconds = time.perf_counter() - started
     report.inference_lines = sum(report.rejected["inference"].values()) + report.events
     report.label_lines = sum(report.rejected["labels"].values()) + report.labels_joined

@@ -50,6 +50,7 @@ from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
 from stream.batching import gather, model_runs
+from stream.collector import fewer_collections
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
 from stream.decoding import DecodeError, artifact_digest, build_decoders
@@ -1115,7 +1116,8 @@ def run(config: DriftlineConfig, worker_id: str = "0") -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     try:
-        worker.run()
+        with fewer_collections():
+            worker.run()
     finally:
         server.shutdown()
     return 0

@@ -253,7 +253,7 @@ def test_the_collector_runs_less_often_during_a_replay_and_as_before_after_it(sh
     also when it ends with an error."""
     import gc
 
-    from stream.replay import GC_THRESHOLD
+    from stream.collector import GC_THRESHOLD
 
     inf, lab = shifted
     before = gc.get_threshold()
