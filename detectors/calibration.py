@@ -280,10 +280,10 @@ def _threshold_flat(theta, drift, over, rate, out):  # pragma: no cover - compil
         y = max(la + math.log1p(la / max(a, 1e-300)), 1e-6)
         for _ in range(60):
             e = math.expm1(y)
-            step = max(y - (e - y - a) / e, 1e-9)
-            if step == y:  # a fixed point: further steps change nothing
+            y_next = max(y - (e - y - a) / e, 1e-9)
+            if y_next == y:  # a fixed point: further steps change nothing
                 break
-            y = step
+            y = y_next
         h = y / th - over[i]
         out[i] = h if h > 0 or h != h else 0.0
 
