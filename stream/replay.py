@@ -23,6 +23,7 @@ import zlib
 import json
 import sys
 import time
+from sys import intern
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -212,15 +213,19 @@ def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> I
         yield item.ts, stream, line_no, item
 
 
-def _inference_batches(fh: IO[bytes], decoder: Decoder, rejected: Counter,
-                       batch_size: int) -> Iterator[list[InferenceEvent]]:
-    """Lists of ``batch_size`` decodable inference lines (what :func:`_items` yields, without the tuples)."""
-    decode = decoder.decode_inference
-    base = source_position(INFERENCE, 0, 0)
+def _decoded_batches(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter,
+                     batch_size: int) -> Iterator[list[Any]]:
+    """Lists of up to ``batch_size`` decoded lines of one stream, positions set; rejects counted by reason.
+
+    What :func:`_items` yields, without a tuple per line: the batched paths of :func:`run_replay`
+    read whole lists and merge them by index.
+    """
+    decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
+    base = source_position(stream, 0, 0)
     line_no = 0
     lines = iter(fh)
     while True:
-        events: list[InferenceEvent] = []
+        items: list[Any] = []
         try:
             for line in lines:
                 line_no += 1
@@ -233,19 +238,67 @@ def _inference_batches(fh: IO[bytes], decoder: Decoder, rejected: Counter,
                     rejected[err.reason] += 1
                     continue
                 item.position = base | line_no
-                events.append(item)
-                if len(events) >= batch_size:
+                items.append(item)
+                if len(items) >= batch_size:
                     break
             else:
-                if events:
-                    yield events
+                if items:
+                    yield items
                 return
         except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
             rejected["unreadable_input"] += 1
-            if events:
-                yield events
+            if items:
+                yield items
             return
-        yield events
+        yield items
+
+
+def _merged_batches(inference: Iterator[list[InferenceEvent]], labels: Iterator[list[LabelEvent]],
+                    batch_size: int) -> Iterator[list[InferenceEvent | LabelEvent]]:
+    """The merge of two decoded streams (as :func:`_merge`: by ts, each stream's order kept, ties to
+    inference) cut into lists of ``batch_size`` items."""
+    a: list[Any] = next(inference, [])
+    b: list[Any] = next(labels, [])
+    i = j = 0
+    while True:
+        out: list[Any] = []
+        room = batch_size
+        while room:
+            if i == len(a):
+                a, i = next(inference, []), 0
+                if not a:
+                    break
+            if j == len(b):
+                b, j = next(labels, []), 0
+                if not b:
+                    break
+            x, y = a[i], b[j]
+            if y.ts < x.ts:
+                out.append(y)
+                j += 1
+            else:
+                out.append(x)
+                i += 1
+            room -= 1
+        # one stream is exhausted (or the batch is full): the other's items follow in order
+        while room and (a or b):
+            if a and i < len(a):
+                take = a[i:i + room]
+                i += len(take)
+            elif b and j < len(b):
+                take = b[j:j + room]
+                j += len(take)
+            elif a:
+                a, i = next(inference, []), 0
+                continue
+            else:
+                b, j = next(labels, []), 0
+                continue
+            out.extend(take)
+            room -= len(take)
+        if not out:
+            return
+        yield out
 
 
 def _registry_items(fh: IO[bytes], config: ReplayConfig, rejected: Counter,
@@ -291,58 +344,66 @@ class LabelJoin:
     As in the worker, models that share request ids each keep their own prediction, and a label
     joins every model that predicted its event (within the label topic's scope). Predictions are
     forgotten in the order they were remembered (a prediction remembered again moves to the end):
-    ``order`` holds (key, stamp) per remembering, and an entry whose stamp is no longer its
-    key's is skipped.
+    ``order`` holds (key, held value) per remembering, and an entry whose value is no longer its
+    key's is skipped. The few distinct names (models, versions, deployments, classes) are interned,
+    so a remembered prediction keeps none of its event's strings but the id alive.
     """
 
     def __init__(self, horizon: float, scope: frozenset[str] | None = None) -> None:
         self.horizon = horizon
         self.scope = scope
-        # (event id, model) -> (version, deployment, prediction, ts, stamp): flat tuples the collector skips
-        self.pending: dict[tuple[str, str], tuple[str, str, str, float, int]] = {}
-        self.order: deque[tuple[tuple[str, str], int]] = deque()
-        self.models: dict[str, list[str]] = {}  # event id -> models with a pending prediction, sorted
+        # (event id, model) -> (version, deployment, prediction, ts): flat tuples the collector skips
+        self.pending: dict[tuple[str, str], tuple[str, str, str, float]] = {}
+        self.order: deque[tuple[tuple[str, str], tuple[str, str, str, float]]] = deque()
+        # event id -> the model with a pending prediction, or the sorted models when several have one
+        self.models: dict[str, str | list[str]] = {}
         self.expired: OrderedDict[str, None] = OrderedDict()
-        self._stamp = 0
 
     def remember(self, e: InferenceEvent) -> None:
-        key = (e.event_id, e.model)
-        if key not in self.pending:
-            models = self.models.get(e.event_id)
-            if models is None:
-                self.models[e.event_id] = [e.model]
+        eid, model = e.event_id, intern(e.model)
+        key = (eid, model)
+        pending = self.pending
+        if key not in pending:
+            held = self.models.get(eid)
+            if held is None:
+                self.models[eid] = model
+            elif type(held) is str:
+                self.models[eid] = sorted((held, model))
             else:
-                models.append(e.model)
-                models.sort()
-        self._stamp = stamp = self._stamp + 1
-        self.pending[key] = (e.model_version, e.deployment, e.prediction, e.ts, stamp)
-        self.order.append((key, stamp))
+                held.append(model)
+                held.sort()
+        pending[key] = value = (intern(e.model_version), intern(e.deployment), intern(e.prediction), e.ts)
+        self.order.append((key, value))
 
     def expire(self, now: float) -> None:
         limit = now - self.horizon
         pending, expired, models, order = self.pending, self.expired, self.models, self.order
         while order:
-            key, stamp = order[0]
+            key, value = order[0]
             held = pending.get(key)
-            if held is None or held[4] != stamp:
+            if held is not value:
                 order.popleft()  # remembered again later: that entry counts
                 continue
-            if held[3] >= limit:
+            if value[3] >= limit:
                 break
             order.popleft()
             del pending[key]
             eid = key[0]
             left = models[eid]
-            left.remove(key[1])
-            if not left:
+            if type(left) is str:
                 del models[eid]
+            else:
+                left.remove(key[1])
+                if len(left) == 1:
+                    models[eid] = left[0]
             expired[eid] = None
             if len(expired) > EXPIRED_MEMORY:
                 expired.popitem(last=False)
 
     def join(self, lab: LabelEvent) -> list[JoinedLabel] | str:
         """The label joined with each model's prediction of its event, or why it cannot be joined."""
-        names = self.models.get(lab.event_id)
+        held = self.models.get(lab.event_id)
+        names: list[str] | tuple[str, ...] = (held,) if type(held) is str else (held or ())
         if names and self.scope is not None:
             names = [m for m in names if m in self.scope]
         if not names:
@@ -350,7 +411,7 @@ class LabelJoin:
         out = []
         pending, eid = self.pending, lab.event_id
         for m in names:
-            version, deployment, prediction, ts, _ = pending[(eid, m)]
+            version, deployment, prediction, ts = pending[(eid, m)]
             if lab.ts - ts <= self.horizon:
                 out.append(JoinedLabel(lab, m, version, deployment, prediction, ts))
         return out or "label_too_late"
@@ -394,17 +455,23 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     registry_entries: list[Any] = []
     with fewer_collections():  # stream.collector: collections took a quarter of a replay with labels
         try:
-            inf_it = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
-            lab_it = (_items(lab_fh, LABELS, config.label_decoder, report.rejected["labels"])
-                      if lab_fh is not None else iter(()))
-            merged = _merge(inf_it, lab_it) if lab_fh is not None else inf_it
-            if reg_fh is not None:
+            lab_rejected = report.rejected["labels"]
+            alone = batches = merged = None
+            if reg_fh is None:  # whole decoded lists, merged by index, without a tuple per line
+                inf_lists = _decoded_batches(inf_fh, INFERENCE, config.inference_decoder,
+                                             report.rejected["inference"], batch_size)
+                if lab_fh is None:
+                    alone = inf_lists
+                else:
+                    batches = _merged_batches(inf_lists, _decoded_batches(lab_fh, LABELS, config.label_decoder,
+                                                                          lab_rejected, batch_size), batch_size)
+            else:  # registry events end batches where they fall: merged line by line
+                merged = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
+                if lab_fh is not None:
+                    merged = _merge(merged, _items(lab_fh, LABELS, config.label_decoder, lab_rejected))
                 reg_rejected = report.rejected.setdefault("registry", Counter())
                 merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
-            lab_rejected = report.rejected["labels"]
-            # inference alone: whole batches straight from the lines, without the merge's per-line tuples
-            alone = (_inference_batches(inf_fh, config.inference_decoder, report.rejected["inference"], batch_size)
-                     if lab_fh is None and reg_fh is None else None)
+            remember, join_label = join.remember, join.join
             while True:
                 events: list[InferenceEvent] = []
                 joined: list[JoinedLabel] = []
@@ -414,7 +481,22 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     events = next(alone, events)
                     n = len(events)
                     now = events[-1].ts if n else None
-                for ts, stream, _, item in (merged if alone is None else ()):
+                elif batches is not None:
+                    order = next(batches, ())
+                    n = len(order)
+                    now = order[-1].ts if n else None
+                    for item in order:
+                        if isinstance(item, LabelEvent):
+                            j = join_label(item)
+                            if isinstance(j, str):
+                                lab_rejected[j] += 1
+                            else:
+                                joined.extend(j)
+                        else:
+                            events.append(item)
+                            if item.model in models:
+                                remember(item)
+                for ts, stream, _, item in (merged if merged is not None else ()):
                     n += 1
                     now = ts
                     if stream == INFERENCE:

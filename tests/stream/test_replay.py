@@ -268,3 +268,43 @@ def test_the_collector_runs_less_often_during_a_replay_and_as_before_after_it(sh
     with pytest.raises(RuntimeError, match="observer failed"):
         run_replay(SPEC, inf, lab, None, on_batch=fail)
     assert gc.get_threshold() == before
+
+
+def _chunks(items: list, sizes: list[int]):
+    """``items`` as lists cut at the given sizes (cycled), as the decoded-line reader yields them."""
+    i, k = 0, 0
+    while i < len(items):
+        size = sizes[k % len(sizes)]
+        yield items[i:i + size]
+        i, k = i + size, k + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(inf_ts=st.lists(st.integers(0, 6), max_size=40), lab_ts=st.lists(st.integers(0, 6), max_size=40),
+       inf_cuts=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+       lab_cuts=st.lists(st.integers(1, 7), min_size=1, max_size=4), batch_size=st.integers(1, 9))
+def test_merged_batches_cut_the_line_by_line_merge(inf_ts, lab_ts, inf_cuts, lab_cuts, batch_size) -> None:
+    """The batched merge gives the line-by-line merge's order (ties to inference, each stream's own
+    order even where its times go back), cut into full batches, whatever the reader's list sizes."""
+    from stream.replay import INFERENCE, LABELS, _merge, _merged_batches
+
+    infs = [InferenceEvent(f"i{k}", float(t), "m", "v1", "stable", {}, "a") for k, t in enumerate(inf_ts)]
+    labs = [LabelEvent(f"l{k}", float(t), "a", "s") for k, t in enumerate(lab_ts)]
+    expected = [item for _, _, _, item in _merge(iter([(e.ts, INFERENCE, k, e) for k, e in enumerate(infs)]),
+                                                   iter([(x.ts, LABELS, k, x) for k, x in enumerate(labs)]))]
+    batches = list(_merged_batches(_chunks(infs, inf_cuts), _chunks(labs, lab_cuts), batch_size))
+    assert [item for batch in batches for item in batch] == expected
+    assert all(len(b) == batch_size for b in batches[:-1]) and all(batches)
+
+
+def test_label_join_forgets_a_prediction_remembered_again_only_at_its_last_time() -> None:
+    """A prediction remembered twice expires by its second timestamp; a third model's joins it and leaves."""
+    j = LabelJoin(horizon=10.0)
+    j.remember(InferenceEvent("r", 0.0, "m", "v1", "stable", {}, "a"))
+    j.remember(InferenceEvent("r", 5.0, "m", "v2", "canary", {}, "b"))
+    j.remember(InferenceEvent("r", 1.0, "n", "v1", "stable", {}, "a"))
+    j.expire(12.0)  # n's prediction (ts 1) leaves; m's first remembering is superseded, its second (ts 5) stays
+    got = j.join(LabelEvent("r", 12.5, "b", "s"))
+    assert [(x.model, x.model_version, x.prediction) for x in got] == [("m", "v2", "b")]
+    j.expire(16.0)
+    assert j.join(LabelEvent("r", 16.0, "b", "s")) == "label_too_late" and not j.pending and not j.models
