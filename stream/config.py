@@ -732,6 +732,10 @@ def client_settings(config: DriftlineConfig, environ: Mapping[str, str] | None =
 # partition would be stuck on it
 _RESPONSE_OVERHEAD = 512
 _RECEIVE_DEFAULT = 100_000_000
+# librdkafka waits this long before fetching again for a partition once the prefetched messages
+# reached queued.max.messages.kbytes (its default, 1,000 ms, let a busy worker drain its queue and
+# stall for the next fetch); the memory bound is the same, it is only checked more often
+FETCH_QUEUE_BACKOFF_MS = 20
 
 
 def fetch_settings(config: DriftlineConfig) -> dict[str, int]:
@@ -741,7 +745,8 @@ def fetch_settings(config: DriftlineConfig) -> dict[str, int]:
     partition: the largest ``max_message_bytes``, at most ``fetch.max.bytes``; a larger record batch,
     e.g. of the internal topic, is still returned whole, first in its fetch) and ``queued.max.messages.kbytes`` (messages fetched
     ahead, counted by payload after decompression; librdkafka stops fetching above it, which one
-    fetch may overshoot). The bound is documented in the README (Operating notes).
+    fetch may overshoot, and looks again every ``fetch.queue.backoff.ms``). The bound is documented
+    in the README (Operating notes).
     """
     k = config.kafka
     partition = min(k.fetch_max_bytes, k.largest_message_bytes)
@@ -750,6 +755,7 @@ def fetch_settings(config: DriftlineConfig) -> dict[str, int]:
     return {"fetch.max.bytes": k.fetch_max_bytes, "max.partition.fetch.bytes": partition,
             "message.max.bytes": min(k.fetch_max_bytes, int(k.client_options.get("message.max.bytes", 1_000_000))),
             "queued.max.messages.kbytes": max(1, k.prefetch_max_bytes // 1024),
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "receive.message.max.bytes": max(k.fetch_max_bytes + _RESPONSE_OVERHEAD, _RECEIVE_DEFAULT)}
 
 

@@ -241,6 +241,10 @@ def test_fetch_settings_derive_from_the_config():
     assert c["fetch.max.bytes"] == MiB and c["max.partition.fetch.bytes"] == 256 * 1024
     assert c["queued.max.messages.kbytes"] == 32 * 1024 and c["receive.message.max.bytes"] == 100_000_000
     assert c["message.max.bytes"] == 1_000_000
+    # a drained queue is refilled after 20 ms, not librdkafka's 1,000 ms; client_options may change it
+    assert c["fetch.queue.backoff.ms"] == 20
+    assert consumer_settings(parse_config(doc(kafka__client_options={"fetch.queue.backoff.ms": 100})),
+                             environ=ENV)["fetch.queue.backoff.ms"] == 100
     cfg = parse_config(doc(kafka__max_message_bytes=4 * MiB, kafka__fetch_max_bytes=128 * MiB,
                            kafka__prefetch_max_bytes=256 * MiB,
                            kafka__label_topics=[{"name": "labels", "max_message_bytes": 6 * MiB}]))
