@@ -298,13 +298,14 @@ def test_merged_batches_cut_the_line_by_line_merge(inf_ts, lab_ts, inf_cuts, lab
 
 
 def test_label_join_forgets_a_prediction_remembered_again_only_at_its_last_time() -> None:
-    """A prediction remembered twice expires by its second timestamp; a third model's joins it and leaves."""
+    """A prediction remembered twice expires by its second timestamp; another model's prediction of
+    the same event, remembered after it, expires behind it (expiry follows the remembering order)."""
     j = LabelJoin(horizon=10.0)
     j.remember(InferenceEvent("r", 0.0, "m", "v1", "stable", {}, "a"))
     j.remember(InferenceEvent("r", 5.0, "m", "v2", "canary", {}, "b"))
     j.remember(InferenceEvent("r", 1.0, "n", "v1", "stable", {}, "a"))
-    j.expire(12.0)  # n's prediction (ts 1) leaves; m's first remembering is superseded, its second (ts 5) stays
-    got = j.join(LabelEvent("r", 12.5, "b", "s"))
+    j.expire(12.0)  # m's first remembering is skipped; its second (ts 5) stays, and n's (ts 1) waits behind it
+    got = j.join(LabelEvent("r", 12.5, "b", "s"))  # n's prediction is past the horizon for this label
     assert [(x.model, x.model_version, x.prediction) for x in got] == [("m", "v2", "b")]
     j.expire(16.0)
     assert j.join(LabelEvent("r", 16.0, "b", "s")) == "label_too_late" and not j.pending and not j.models
