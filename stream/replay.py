@@ -301,6 +301,28 @@ def _merged_batches(inference: Iterator[list[InferenceEvent]], labels: Iterator[
         yield out
 
 
+def _registry_batches(merged: Iterator[tuple], batch_size: int
+                      ) -> Iterator[tuple[list[Any], list[Any], float | None]]:
+    """The line-by-line merge with registry events cut into batches of ``batch_size`` lines; a batch
+    also ends at a registry event (what came before it sees the old manifest). Yields (events and
+    labels in order, the registry entry ending the batch if any, the last line's time)."""
+    while True:
+        order: list[Any] = []
+        entries: list[Any] = []
+        now = None
+        for ts, stream, _, item in merged:
+            now = ts
+            if stream == REGISTRY:
+                entries.append(item)
+                break
+            order.append(item)
+            if len(order) >= batch_size:
+                break
+        if now is None:
+            return
+        yield order, entries, now
+
+
 def _registry_items(fh: IO[bytes], config: ReplayConfig, rejected: Counter,
                     models: frozenset[str]) -> Iterator[tuple[float, int, int, Any]]:
     """(issued_at, REGISTRY, line, entry) for every registry line that verifies; rejects counted by reason."""
@@ -456,21 +478,25 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     with fewer_collections():  # stream.collector: collections took a quarter of a replay with labels
         try:
             lab_rejected = report.rejected["labels"]
-            alone = batches = merged = None
+            # each batch: (inference events and labels in merged order, registry entries, event time)
+            alone = None
+            batches: Iterator[tuple[list[Any], list[Any], float | None]]
             if reg_fh is None:  # whole decoded lists, merged by index, without a tuple per line
                 inf_lists = _decoded_batches(inf_fh, INFERENCE, config.inference_decoder,
                                              report.rejected["inference"], batch_size)
                 if lab_fh is None:
                     alone = inf_lists
                 else:
-                    batches = _merged_batches(inf_lists, _decoded_batches(lab_fh, LABELS, config.label_decoder,
-                                                                          lab_rejected, batch_size), batch_size)
+                    batches = ((order, [], order[-1].ts) for order in _merged_batches(
+                        inf_lists, _decoded_batches(lab_fh, LABELS, config.label_decoder, lab_rejected, batch_size),
+                        batch_size))
             else:  # registry events end batches where they fall: merged line by line
                 merged = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
                 if lab_fh is not None:
                     merged = _merge(merged, _items(lab_fh, LABELS, config.label_decoder, lab_rejected))
                 reg_rejected = report.rejected.setdefault("registry", Counter())
-                merged = _merge(_registry_items(reg_fh, config, reg_rejected, frozenset(engine.monitors)), merged)
+                batches = _registry_batches(_merge(_registry_items(reg_fh, config, reg_rejected,
+                                                                   frozenset(engine.monitors)), merged), batch_size)
             remember, join_label = join.remember, join.join
             while True:
                 events: list[InferenceEvent] = []
@@ -481,10 +507,9 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     events = next(alone, events)
                     n = len(events)
                     now = events[-1].ts if n else None
-                elif batches is not None:
-                    order = next(batches, ())
-                    n = len(order)
-                    now = order[-1].ts if n else None
+                else:
+                    order, registry_entries, now = next(batches, ((), [], None))
+                    n = len(order) + len(registry_entries)
                     for item in order:
                         if isinstance(item, LabelEvent):
                             j = join_label(item)
@@ -496,24 +521,6 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                             events.append(item)
                             if item.model in models:
                                 remember(item)
-                for ts, stream, _, item in (merged if merged is not None else ()):
-                    n += 1
-                    now = ts
-                    if stream == INFERENCE:
-                        events.append(item)  # type: ignore[arg-type]
-                        if item.model in models:  # type: ignore[union-attr]
-                            join.remember(item)  # type: ignore[arg-type]
-                    elif stream == REGISTRY:
-                        registry_entries.append(item)
-                        break  # the batch ends here: what came before sees the old manifest
-                    else:
-                        j = join.join(item)  # type: ignore[arg-type]
-                        if isinstance(j, str):
-                            lab_rejected[j] += 1
-                        else:
-                            joined.extend(j)
-                    if n >= batch_size:
-                        break
                 if n == 0:
                     break
                 msgs = engine.process_inference(events) if events else []
@@ -526,7 +533,6 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                             report.registry_accepted += 1
                         else:
                             reg_rejected[reason] += 1
-                    registry_entries = []
                 report.events += len(events)
                 report.labels_joined += len(joined)
                 for m in msgs:
