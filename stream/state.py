@@ -355,7 +355,12 @@ class StateStore:
 
     def remember_lines(self, lines: list[tuple[str, bytes]], ttl_seconds: int | None = None) -> int:
         """:meth:`remember_predictions` for predictions already encoded by :func:`pending_lines`."""
-        if not lines:
+        return self.remember_batch(encode_pending(lines), ttl_seconds)
+
+    def remember_batch(self, batch: PendingBatch, ttl_seconds: int | None = None) -> int:
+        """:meth:`remember_predictions` for predictions already encoded by :func:`encode_pending`
+        (a batch may be remembered again: the script is idempotent)."""
+        if not batch.count:
             return 0
         ttl_seconds = self._pending_ttl if ttl_seconds is None else ttl_seconds
         width = pending_bucket_seconds(ttl_seconds)
@@ -363,16 +368,9 @@ class StateStore:
         # the bound counts every bucket a lookup would search (see pending_for)
         others = [self.pending_key(b) for b in range(int((self._clock() - ttl_seconds) // width) - 3, current + 2)
                   if b != current] if self._max_pending else []
-        dropped = 0
-        for i in range(0, len(lines), 10_000):  # bounded script arguments
-            pairs: list[str] = []
-            for event_id, line in lines[i:i + 10_000]:
-                pairs.append(event_id)
-                pairs.append(line.decode())  # MessagePack str: Redis' cmsgpack reads no bin type
-            dropped += int(self._remember_script(keys=[self.pending_key(current)] + others,
-                                                 args=[ttl_seconds + 3 * width, self._max_pending or 0,
-                                                       msgspec.msgpack.encode(pairs)]))
-        return dropped
+        keys = [self.pending_key(current)] + others
+        return sum(int(self._remember_script(keys=keys, args=[ttl_seconds + 3 * width, self._max_pending or 0, chunk]))
+                   for chunk in batch.chunks)
 
     @property
     def inference_clock_key(self) -> str:
@@ -433,6 +431,34 @@ def pending_lines(items: Iterable[tuple[str, Prediction]]) -> list[tuple[str, by
     """(event id, stored line) per prediction: compact enough to keep the last seconds in memory."""
     dumps, fields = orjson.dumps, _LINE_FIELDS
     return [(event_id, dumps(fields(p)) + b"\n") for event_id, p in items]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """Predictions awaiting labels, encoded once as the remember script's arguments.
+
+    A routed batch is kept this way for a few seconds (to remember it again after a Redis restart):
+    one bytes object per :data:`_REMEMBER_CHUNK` predictions instead of three Python objects each.
+    """
+
+    chunks: tuple[bytes, ...]
+    count: int
+
+
+_REMEMBER_CHUNK = 10_000  # predictions per script call (bounded script arguments)
+
+
+def encode_pending(lines: list[tuple[str, bytes]]) -> PendingBatch:
+    """The script arguments of :func:`pending_lines`: per chunk one MessagePack array of pairs
+    (event id, line), lines as str (Redis' cmsgpack reads no bin type)."""
+    chunks = []
+    for i in range(0, len(lines), _REMEMBER_CHUNK):
+        pairs: list[str] = []
+        for event_id, line in lines[i:i + _REMEMBER_CHUNK]:
+            pairs.append(event_id)
+            pairs.append(line.decode())
+        chunks.append(msgspec.msgpack.encode(pairs))
+    return PendingBatch(tuple(chunks), len(lines))
 
 
 def event_lines(events: Iterable[Any]) -> list[tuple[str, bytes]]:

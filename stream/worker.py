@@ -59,7 +59,8 @@ from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_
                             encode_label, encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
 from stream.signing import sign
-from stream.state import ANY_OFFSET, OwnershipLost, PartitionKey, StateLostError, StateStore, event_lines
+from stream.state import (ANY_OFFSET, OwnershipLost, PartitionKey, PendingBatch, StateLostError, StateStore,
+                          encode_pending, event_lines)
 
 log = logging.getLogger("driftline.worker")
 
@@ -147,7 +148,7 @@ class Worker:
         self._last_snapshot: dict[int, float] = {}
         self._redis_id = ""  # Redis run_id when state was last known complete there
         self._last_redis_check = 0.0
-        self._recent: deque[tuple[float, list[tuple[str, bytes]]]] = deque()  # (time, pending lines)
+        self._recent: deque[tuple[float, PendingBatch]] = deque()  # (time, a routed batch's predictions)
         # blocking client calls return (and are repeated, see _complete) well before the watchdog
         # judges the batch stalled: a broker restart is waited out, not taken for a hang
         self._call_timeout = min(30.0, k.stall_timeout_seconds / 3)
@@ -446,9 +447,9 @@ class Worker:
 
     def _remember_recent(self) -> int:
         """Write the predictions routed in the last seconds again (Redis may have lost them)."""
-        lines = [line for _, batch in self._recent for line in batch]
-        self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
-        return len(lines)
+        ttl = self.config.redis.pending_ttl_seconds
+        self.metrics.pending_dropped(sum(self._store.remember_batch(batch, ttl) for _, batch in self._recent))
+        return sum(batch.count for _, batch in self._recent)
 
     def _remembers(self, model: str) -> bool:
         """Whether the label join needs this model's predictions (some label topic joins it)."""
@@ -656,9 +657,11 @@ class Worker:
             outcome.events += len(events)
             if self._remembers(model):
                 lines.extend(event_lines(events))
-        self.metrics.pending_dropped(self._store.remember_lines(lines, self.config.redis.pending_ttl_seconds))
+        pending = encode_pending(lines)
+        self.metrics.pending_dropped(self._store.remember_batch(pending, self.config.redis.pending_ttl_seconds))
         now = time.monotonic()
-        self._recent.append((now, lines))
+        if pending.count:
+            self._recent.append((now, pending))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
             self._recent.popleft()
 

@@ -26,7 +26,7 @@ from loadtest.eos_verify import verify_run
 from stream.config import parse_config
 from stream.decoding import build_decoders
 from stream.signing import SigningKey
-from stream.state import pending_lines
+from stream.state import encode_pending, pending_lines
 from stream.worker import Worker
 from tests.stream.worker_harness import (SIGNING_KEY, committed_offsets, drain, inference_events, make_scenario,
                                          model_spec, produce, start_worker, stop_worker, wait_until)
@@ -181,9 +181,9 @@ def test_a_rewind_after_a_redis_restart_remembers_recent_predictions_again(tmp_p
             decoder = build_decoders(cfg)["t"]
             events = [decoder.decode_inference(orjson.dumps(e)) for e in inference_events("m", 20, seed=1)]
             ids = [e.event_id for e in events]
-            lines = pending_lines([(e.event_id, e) for e in events])
-            worker._store.remember_lines(lines, cfg.redis.pending_ttl_seconds)
-            worker._recent.append((time.monotonic(), lines))  # as routing keeps them
+            pending = encode_pending(pending_lines([(e.event_id, e) for e in events]))
+            worker._store.remember_batch(pending, cfg.redis.pending_ttl_seconds)
+            worker._recent.append((time.monotonic(), pending))  # as routing keeps them
             assert private.crash_back_to(0) > 0  # the predictions were in the lost stretch
             assert worker._store.lookup_predictions(ids) == [[]] * len(ids)
             worker._settle(consumer, [], claim=False)  # the failed batch's rewind

@@ -7,8 +7,8 @@ import pytest
 import redis
 
 from detectors.events import InferenceEvent
-from stream.state import (OwnershipLost, PartitionKey, PendingPrediction, StateStore, event_lines, pending_bucket_seconds,
-                          pending_lines)
+from stream.state import (OwnershipLost, PartitionKey, PendingPrediction, StateStore, encode_pending, event_lines,
+                          pending_bucket_seconds, pending_lines)
 
 pytestmark = pytest.mark.integration
 
@@ -129,6 +129,28 @@ def test_one_call_across_several_slices_keeps_every_model_of_every_id(client, pr
     assert sorted(p.model for p in found[2100]) == ["a", "b"] and [p.model for p in found[2101]] == ["a"]
     raw = b"".join(v for k in client.scan_iter(f"{prefix}:@pending:*") for v in client.hvals(k))
     assert raw.count(b'"x"') == 2  # "twice" and the odd id: the repeated line of "twice" is stored once
+
+
+def test_an_encoded_batch_remembered_again_stores_what_its_lines_store(client, prefix):
+    """A routed batch kept encoded (for a Redis restart) is cut into script-sized chunks, counts every
+    prediction, and remembering it again, once more lines came, changes nothing."""
+    store = StateStore(client, prefix, "g", pending_ttl_seconds=600)
+    lines = pending_lines((f"e{i}", PendingPrediction(f"m{i % 3}", "v1", "stable", "ok", float(i)))
+                          for i in range(12_001))
+    batch = encode_pending(lines)
+    assert batch.count == 12_001 and len(batch.chunks) == 2
+    assert store.remember_batch(batch, 600) == 0
+    extra = pending_lines([("e5", PendingPrediction("other", "v2", "canary", "no", 9.0))])
+    assert store.remember_lines(extra, 600) == 0
+    def stored() -> dict:
+        return {f: v for k in client.scan_iter(f"{prefix}:@pending:*") for f, v in client.hgetall(k).items()}
+    before = stored()
+    assert store.remember_batch(batch, 600) == 0
+    after = stored()
+    assert len(after) == 12_001 and after[b"e7"] == lines[7][1]
+    assert sorted(after[b"e5"].splitlines()) == sorted(before[b"e5"].splitlines())
+    assert sorted(p.model for p in store.lookup_predictions(["e5"])[0]) == ["m2", "other"]
+    assert encode_pending([]).count == 0 and store.remember_batch(encode_pending([]), 600) == 0
 
 
 def test_damaged_pending_lines_are_ignored(client, prefix):
