@@ -23,6 +23,9 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   it); ``rss_growth`` = last / first (the first mark is the baseline).
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
+``--snapshot-interval`` and ``--prefetch-max-bytes`` set the workers' ``redis.snapshot_interval_seconds``
+and ``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a
+worker's RSS includes).
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -100,6 +103,7 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
 
 
 SNAPSHOT_INTERVAL: list[float | None] = [None]  # --snapshot-interval (None: the configuration's default)
+PREFETCH_MAX_BYTES: list[int | None] = [None]  # --prefetch-max-bytes (None: the configuration's default)
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
@@ -111,7 +115,8 @@ def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[d
                   "inference_topics": [{"name": topic}], "label_topics": [{"name": f"{topic}-labels"}],
                   "control_topic": f"{topic}-control", "dead_letter_topic": f"{topic}-dead",
                   "internal_topic": f"{topic}-internal", "internal_partitions": PARTITIONS,
-                  "batch_size": 5000, "batch_timeout_ms": 50},
+                  "batch_size": 5000, "batch_timeout_ms": 50,
+                  **({} if PREFETCH_MAX_BYTES[0] is None else {"prefetch_max_bytes": PREFETCH_MAX_BYTES[0]})},
         "redis": redis_doc,
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
         "metrics": {"host": "127.0.0.1", "port": 0},
@@ -551,10 +556,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-events", default="1000000,10000000", help="RSS marks in events (--mode rss)")
     ap.add_argument("--snapshot-interval", type=float, default=None,
                     help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")
+    ap.add_argument("--prefetch-max-bytes", type=int, default=None,
+                    help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
     args = ap.parse_args(argv)
     SNAPSHOT_INTERVAL[0] = args.snapshot_interval
+    PREFETCH_MAX_BYTES[0] = args.prefetch_max_bytes
     result = MODES[args.mode](args)
     result["snapshot_interval_seconds"] = args.snapshot_interval
+    result["prefetch_max_bytes"] = args.prefetch_max_bytes
     print(json.dumps(result))
     return 0
 
