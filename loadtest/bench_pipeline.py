@@ -52,8 +52,9 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import redis
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 N_FEATURES = 20
@@ -152,6 +153,16 @@ def _create(bootstrap: str, topics: list[str], partitions: int = PARTITIONS) -> 
         f.result(timeout=30)
 
 
+def _drop(bootstrap: str, topics: list[str]) -> None:
+    """Delete a run's topics: a run of ten million events leaves gigabytes on the broker's disk."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.delete_topics(topics, operation_timeout=30).values():
+        try:
+            f.result(timeout=60)
+        except KafkaException:
+            pass  # never created (the worker had not started) or already gone
+
+
 def _committed_map(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
@@ -207,7 +218,7 @@ class Workers:
 
     def __init__(self, bootstrap: str, redis_url: str, models: list[dict] | None = None, count: int = 1,
                  runtime: str = "confluent") -> None:
-        self.bootstrap, self.tag = bootstrap, uuid.uuid4().hex[:8]
+        self.bootstrap, self.redis_url, self.tag = bootstrap, redis_url, uuid.uuid4().hex[:8]
         self.topic = f"bench-{self.tag}"
         self.group = f"bench-{self.tag}"
         self.internal = f"{self.topic}-internal"
@@ -237,6 +248,11 @@ class Workers:
             except subprocess.TimeoutExpired:
                 p.kill()
         self._tmp.cleanup()
+        _drop(self.bootstrap, [self.topic] + [f"{self.topic}-{s}" for s in ("labels", "internal", "control", "dead")])
+        r = redis.Redis.from_url(self.redis_url)
+        keys = list(r.scan_iter(f"bench-{self.tag}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            r.delete(*keys[i:i + 1000])
 
     def wait_stable(self, timeout: float = 120.0) -> None:
         """Block until every worker is a member of the group with partitions assigned: a run then
@@ -347,6 +363,7 @@ def mode_throughput(args: argparse.Namespace) -> dict:
         _create(args.bootstrap, [topic])
         _produce(args.bootstrap, topic, _events(args.events, r, 1_750_000_000.0))
         base_rates.append(baseline(args.bootstrap, topic, args.events))
+        _drop(args.bootstrap, [topic])
         for runtime in runtimes:
             rate, latency = worker_run(args.bootstrap, args.redis, args.events, r, runtime, args.label_fraction)
             rates[runtime].append(rate)
