@@ -23,9 +23,9 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   it); ``rss_growth`` = last / first (the first mark is the baseline).
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
-``--snapshot-interval`` and ``--prefetch-max-bytes`` set the workers' ``redis.snapshot_interval_seconds``
-and ``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a
-worker's RSS includes).
+``--snapshot-interval``, ``--prefetch-max-bytes`` and ``--batch-size`` (default 5,000) set the
+workers' ``redis.snapshot_interval_seconds``, ``kafka.prefetch_max_bytes`` (the Kafka client's queue
+of messages fetched ahead, which a worker's RSS includes) and ``kafka.batch_size``.
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -105,6 +105,7 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
 
 SNAPSHOT_INTERVAL: list[float | None] = [None]  # --snapshot-interval (None: the configuration's default)
 PREFETCH_MAX_BYTES: list[int | None] = [None]  # --prefetch-max-bytes (None: the configuration's default)
+BATCH_SIZE = [5000]  # --batch-size: kafka.batch_size of the workers
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
@@ -116,7 +117,7 @@ def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[d
                   "inference_topics": [{"name": topic}], "label_topics": [{"name": f"{topic}-labels"}],
                   "control_topic": f"{topic}-control", "dead_letter_topic": f"{topic}-dead",
                   "internal_topic": f"{topic}-internal", "internal_partitions": PARTITIONS,
-                  "batch_size": 5000, "batch_timeout_ms": 50,
+                  "batch_size": BATCH_SIZE[0], "batch_timeout_ms": 50,
                   **({} if PREFETCH_MAX_BYTES[0] is None else {"prefetch_max_bytes": PREFETCH_MAX_BYTES[0]})},
         "redis": redis_doc,
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
@@ -575,12 +576,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")
     ap.add_argument("--prefetch-max-bytes", type=int, default=None,
                     help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
+    ap.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the workers")
     args = ap.parse_args(argv)
     SNAPSHOT_INTERVAL[0] = args.snapshot_interval
     PREFETCH_MAX_BYTES[0] = args.prefetch_max_bytes
+    BATCH_SIZE[0] = args.batch_size
     result = MODES[args.mode](args)
     result["snapshot_interval_seconds"] = args.snapshot_interval
     result["prefetch_max_bytes"] = args.prefetch_max_bytes
+    result["batch_size"] = args.batch_size
     print(json.dumps(result))
     return 0
 
