@@ -103,23 +103,21 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
             "reference_size": reference_size}
 
 
-SNAPSHOT_INTERVAL: list[float | None] = [None]  # --snapshot-interval (None: the configuration's default)
-PREFETCH_MAX_BYTES: list[int | None] = [None]  # --prefetch-max-bytes (None: the configuration's default)
-BATCH_SIZE = [5000]  # --batch-size: kafka.batch_size of the workers
+#: Worker settings given on the command line: option -> (config section, key); set by ``main``
+SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds"),
+                   "prefetch_max_bytes": ("kafka", "prefetch_max_bytes"),
+                   "batch_size": ("kafka", "batch_size")}
+SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {"batch_size": 5000}, "redis": {}}
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
-    redis_doc = {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600}
-    if SNAPSHOT_INTERVAL[0] is not None:
-        redis_doc["snapshot_interval_seconds"] = SNAPSHOT_INTERVAL[0]
     return {
         "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{tag}",
                   "inference_topics": [{"name": topic}], "label_topics": [{"name": f"{topic}-labels"}],
                   "control_topic": f"{topic}-control", "dead_letter_topic": f"{topic}-dead",
                   "internal_topic": f"{topic}-internal", "internal_partitions": PARTITIONS,
-                  "batch_size": BATCH_SIZE[0], "batch_timeout_ms": 50,
-                  **({} if PREFETCH_MAX_BYTES[0] is None else {"prefetch_max_bytes": PREFETCH_MAX_BYTES[0]})},
-        "redis": redis_doc,
+                  "batch_timeout_ms": 50, **SETTINGS["kafka"]},
+        "redis": {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600, **SETTINGS["redis"]},
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
         "metrics": {"host": "127.0.0.1", "port": 0},
         "monitor": {"models": models or [_model_doc(MODEL)]},
@@ -578,13 +576,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
     ap.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the workers")
     args = ap.parse_args(argv)
-    SNAPSHOT_INTERVAL[0] = args.snapshot_interval
-    PREFETCH_MAX_BYTES[0] = args.prefetch_max_bytes
-    BATCH_SIZE[0] = args.batch_size
+    for option, (section, key) in SETTING_OPTIONS.items():
+        if getattr(args, option) is not None:
+            SETTINGS[section][key] = getattr(args, option)
     result = MODES[args.mode](args)
-    result["snapshot_interval_seconds"] = args.snapshot_interval
-    result["prefetch_max_bytes"] = args.prefetch_max_bytes
-    result["batch_size"] = args.batch_size
+    result.update({key: getattr(args, option) for option, (_, key) in SETTING_OPTIONS.items()})
     print(json.dumps(result))
     return 0
 
