@@ -262,6 +262,8 @@ class JsonDecoder:
         """An id, name or class: a string, or an integer (class indices, numeric versions)."""
         v = self._get[field](obj)
         t = type(v)
+        if t is int:
+            v, t = str(v), str  # as text it obeys the same length bound (a 70-bit integer has 22 digits)
         if t is str:
             if not v:
                 raise DecodeError(f"empty_field:{field}", f"field {field!r} is empty")
@@ -269,8 +271,6 @@ class JsonDecoder:
                 raise DecodeError(f"string_too_long:{field}", f"field {field!r} is longer than "
                                                              f"{self.limits.max_string} characters")
             return v
-        if t is int:
-            return str(v)
         raise self._absent_or_wrong(field, v, "a string")
 
     def _check_future(self, ts: float) -> float:

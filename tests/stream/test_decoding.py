@@ -113,6 +113,11 @@ def test_hostile_cardinality() -> None:
     assert reason(d, enc({**BASE, "features": {"n": [[1] * 40]}})) == "nested_too_large:features"
     assert reason(d, enc({**BASE, "scores": {f"c{i}": 0.1 for i in range(5)}})) == "too_many_scores"
     assert reason(d, enc({**BASE, "model": "m" * 33})) == "string_too_long:model"
+    # an integer id or version is text once decoded, under the same bound (17 characters here)
+    short = JsonDecoder(limits=Limits(max_bytes=10_000, max_string=16))
+    assert reason(short, enc({**BASE, "event_id": -(10 ** 15)})) == "string_too_long:event_id"
+    assert reason(short, enc({**BASE, "model_version": 10 ** 16})) == "string_too_long:model_version"
+    assert short.decode_inference(enc({**BASE, "event_id": -(10 ** 14)})).event_id == str(-(10 ** 14))
 
 
 def test_deep_nesting_is_rejected_not_crashing() -> None:
