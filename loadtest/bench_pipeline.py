@@ -520,7 +520,7 @@ def mode_rss(args: argparse.Namespace) -> dict:
     results = []
     for r in range(args.repeats):
         with Workers(args.bootstrap, args.redis) as w:
-            samples: list[tuple[int, int]] = []  # (raw events committed, RSS kB), about twice a second
+            samples: list[tuple[int, int]] = []  # (raw events committed, RSS kB), about ten times a second
             last = [0.0]
 
             def produce() -> None:
@@ -533,7 +533,7 @@ def mode_rss(args: argparse.Namespace) -> dict:
             t.start()
 
             def progress(raw: int) -> None:
-                if time.monotonic() - last[0] >= 0.5:
+                if time.monotonic() - last[0] >= 0.1:
                     last[0] = time.monotonic()
                     samples.append((raw, _rss_kb(w.procs[0].pid)))
 
@@ -541,11 +541,11 @@ def mode_rss(args: argparse.Namespace) -> dict:
             t.join()
             # the RSS around a mark: median of the samples over the last tenth of events before it
             # (one reading moves with the consumer's prefetch queue and the batch in flight)
-            readings = {m: round(statistics.median([kb for raw, kb in samples if 0.9 * m <= raw <= m]
-                                                   or [kb for raw, kb in samples if raw <= m][-1:]))
+            near = {m: [kb for raw, kb in samples if 0.9 * m <= raw <= m] for m in marks}
+            readings = {m: round(statistics.median(near[m] or [kb for raw, kb in samples if raw <= m][-1:]))
                         for m in marks}
-            results.append({"rss_kb": readings, "rss_kb_max": max(kb for _, kb in samples),
-                            "events_per_s": round(marks[-1] / elapsed)})
+            results.append({"rss_kb": readings, "rss_samples": {m: len(near[m]) for m in marks},
+                            "rss_kb_max": max(kb for _, kb in samples), "events_per_s": round(marks[-1] / elapsed)})
     growth = [res["rss_kb"][marks[-1]] / res["rss_kb"][marks[0]] for res in results]
     return {"benchmark": "pipeline", "mode": "rss", "marks": marks, "repeats": args.repeats,
             "baseline": f"RSS at {marks[0]} events", "rss_growth": round(statistics.median(growth), 4),
