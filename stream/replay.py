@@ -364,78 +364,78 @@ class LabelJoin:
     """Predictions awaiting labels, by event id and model, forgotten ``horizon`` seconds after their ts.
 
     As in the worker, models that share request ids each keep their own prediction, and a label
-    joins every model that predicted its event (within the label topic's scope). Predictions are
-    forgotten in the order they were remembered (a prediction remembered again moves to the end):
-    ``order`` holds (key, held value) per remembering, and an entry whose value is no longer its
-    key's is skipped. The few distinct names (models, versions, deployments, classes) are interned,
-    so a remembered prediction keeps none of its event's strings but the id alive.
+    joins every model that predicted its event (within the label topic's scope). ``pending`` maps
+    an event id to its one prediction ``(model, version, deployment, prediction, ts)``, or to
+    ``{model: prediction}`` when several models predicted it (the rare case pays for the dict).
+    Predictions are forgotten in the order they were remembered (a prediction remembered again
+    moves to the end): ``order`` holds (event id, prediction) per remembering, and an entry that is
+    no longer its model's held prediction is skipped. The few distinct names (models, versions,
+    deployments, classes) are interned, so a remembered prediction keeps none of its event's
+    strings but the id alive.
     """
 
     def __init__(self, horizon: float, scope: frozenset[str] | None = None) -> None:
         self.horizon = horizon
         self.scope = scope
-        # (event id, model) -> (version, deployment, prediction, ts): flat tuples the collector skips
-        self.pending: dict[tuple[str, str], tuple[str, str, str, float]] = {}
-        self.order: deque[tuple[tuple[str, str], tuple[str, str, str, float]]] = deque()
-        # event id -> the model with a pending prediction, or the sorted models when several have one
-        self.models: dict[str, str | list[str]] = {}
+        # event id -> (model, version, deployment, prediction, ts), or model -> that tuple
+        self.pending: dict[str, tuple[str, str, str, str, float] | dict[str, tuple[str, str, str, str, float]]] = {}
+        self.order: deque[tuple[str, tuple[str, str, str, str, float]]] = deque()
         self.expired: OrderedDict[str, None] = OrderedDict()
 
     def remember(self, e: InferenceEvent) -> None:
-        eid, model = e.event_id, intern(e.model)
-        key = (eid, model)
+        eid = e.event_id
+        value = (intern(e.model), intern(e.model_version), intern(e.deployment), intern(e.prediction), e.ts)
         pending = self.pending
-        if key not in pending:
-            held = self.models.get(eid)
-            if held is None:
-                self.models[eid] = model
-            elif type(held) is str:
-                self.models[eid] = sorted((held, model))
-            else:
-                held.append(model)
-                held.sort()
-        pending[key] = value = (intern(e.model_version), intern(e.deployment), intern(e.prediction), e.ts)
-        self.order.append((key, value))
+        held = pending.get(eid)
+        if held is None or (type(held) is tuple and held[0] == value[0]):
+            pending[eid] = value
+        elif type(held) is tuple:
+            pending[eid] = {held[0]: held, value[0]: value}
+        else:
+            held[value[0]] = value
+        self.order.append((eid, value))
 
     def expire(self, now: float) -> None:
         limit = now - self.horizon
-        pending, expired, models, order = self.pending, self.expired, self.models, self.order
+        pending, expired, order = self.pending, self.expired, self.order
         while order:
-            key, value = order[0]
-            held = pending.get(key)
-            if held is not value:
+            eid, value = order[0]
+            held = pending.get(eid)
+            if held is value:
+                if value[4] >= limit:
+                    break
+                del pending[eid]
+            elif type(held) is dict and held.get(value[0]) is value:
+                if value[4] >= limit:
+                    break
+                del held[value[0]]
+                if len(held) == 1:
+                    pending[eid] = next(iter(held.values()))
+            else:
                 order.popleft()  # remembered again later: that entry counts
                 continue
-            if value[3] >= limit:
-                break
             order.popleft()
-            del pending[key]
-            eid = key[0]
-            left = models[eid]
-            if type(left) is str:
-                del models[eid]
-            else:
-                left.remove(key[1])
-                if len(left) == 1:
-                    models[eid] = left[0]
             expired[eid] = None
             if len(expired) > EXPIRED_MEMORY:
                 expired.popitem(last=False)
 
     def join(self, lab: LabelEvent) -> list[JoinedLabel] | str:
         """The label joined with each model's prediction of its event, or why it cannot be joined."""
-        held = self.models.get(lab.event_id)
-        names: list[str] | tuple[str, ...] = (held,) if type(held) is str else (held or ())
-        if names and self.scope is not None:
-            names = [m for m in names if m in self.scope]
-        if not names:
+        held = self.pending.get(lab.event_id)
+        preds: list[tuple[str, str, str, str, float]] | tuple[tuple[str, str, str, str, float], ...]
+        if held is None:
+            preds = ()
+        elif type(held) is tuple:
+            preds = (held,)
+        else:
+            preds = [held[m] for m in sorted(held)]
+        if preds and self.scope is not None:
+            preds = [p for p in preds if p[0] in self.scope]
+        if not preds:
             return "label_too_late" if lab.event_id in self.expired else "label_unknown_event"
-        out = []
-        pending, eid = self.pending, lab.event_id
-        for m in names:
-            version, deployment, prediction, ts = pending[(eid, m)]
-            if lab.ts - ts <= self.horizon:
-                out.append(JoinedLabel(lab, m, version, deployment, prediction, ts))
+        horizon, ts = self.horizon, lab.ts
+        out = [JoinedLabel(lab, m, version, deployment, prediction, pts)
+               for m, version, deployment, prediction, pts in preds if ts - pts <= horizon]
         return out or "label_too_late"
 
 

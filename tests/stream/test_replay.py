@@ -107,7 +107,7 @@ def test_label_join_horizon() -> None:
     assert not isinstance(ok, str) and len(ok) == 1 and ok[0].deployment == "canary" and ok[0].predicted_ts == 5.0
     assert j.join(LabelEvent("a", 11.0, "x", "s")) == "label_too_late"
     j.expire(12.0)
-    assert ("a", "m") not in j.pending and j.join(LabelEvent("a", 12.0, "x", "s")) == "label_too_late"
+    assert "a" not in j.pending and j.join(LabelEvent("a", 12.0, "x", "s")) == "label_too_late"
     assert j.join(LabelEvent("zzz", 12.0, "x", "s")) == "label_unknown_event"
 
 
@@ -308,4 +308,76 @@ def test_label_join_forgets_a_prediction_remembered_again_only_at_its_last_time(
     got = j.join(LabelEvent("r", 12.5, "b", "s"))  # n's prediction is past the horizon for this label
     assert [(x.model, x.model_version, x.prediction) for x in got] == [("m", "v2", "b")]
     j.expire(16.0)
-    assert j.join(LabelEvent("r", 16.0, "b", "s")) == "label_too_late" and not j.pending and not j.models
+    assert j.join(LabelEvent("r", 16.0, "b", "s")) == "label_too_late" and not j.pending and not j.order
+
+
+class _ReferenceJoin:
+    """The label join spelled out: every remembering in a list, the latest per (event id, model) counts."""
+
+    def __init__(self, horizon: float, scope: frozenset[str] | None) -> None:
+        self.horizon, self.scope = horizon, scope
+        self.log: list[tuple[int, str, str, tuple]] = []  # (sequence, event id, model, (version, ..., ts))
+        self.latest: dict[tuple[str, str], int] = {}
+        self.expired: set[str] = set()
+        self.count = 0
+
+    def remember(self, e: InferenceEvent) -> None:
+        self.count += 1
+        seq = self.count
+        self.log.append((seq, e.event_id, e.model, (e.model_version, e.deployment, e.prediction, e.ts)))
+        self.latest[(e.event_id, e.model)] = seq
+
+    def expire(self, now: float) -> None:
+        while self.log:
+            seq, eid, model, value = self.log[0]
+            if self.latest.get((eid, model)) != seq:
+                self.log.pop(0)
+                continue
+            if value[3] >= now - self.horizon:
+                break
+            self.log.pop(0)
+            del self.latest[(eid, model)]
+            self.expired.add(eid)
+
+    def join(self, lab: LabelEvent) -> list[tuple] | str:
+        held = {m: v for seq, eid, m, v in self.log if eid == lab.event_id and self.latest.get((eid, m)) == seq}
+        names = [m for m in sorted(held) if self.scope is None or m in self.scope]
+        if not names:
+            return "label_too_late" if lab.event_id in self.expired else "label_unknown_event"
+        out = [(m, *held[m]) for m in names if lab.ts - held[m][3] <= self.horizon]
+        return out or "label_too_late"
+
+
+_JOIN_OPS = st.lists(st.tuples(st.sampled_from(["remember", "label", "expire"]), st.sampled_from(["r1", "r2", "r3"]),
+                               st.sampled_from(["fraud", "abuse", "spam"]), st.integers(0, 30)), max_size=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_JOIN_OPS, scoped=st.booleans())
+def test_label_join_matches_the_join_spelled_out(ops: list[tuple[str, str, str, int]], scoped: bool) -> None:
+    """Remember, join and expire in any order, with ids shared by up to three models: the compact
+    join answers every label as the list of every remembering does."""
+    scope = frozenset({"fraud", "spam"}) if scoped else None
+    join, ref = LabelJoin(horizon=10.0, scope=scope), _ReferenceJoin(10.0, scope)
+    for op, eid, model, t in ops:
+        if op == "remember":
+            e = InferenceEvent(eid, float(t), model, f"v{t % 2}", "stable", {}, f"p{t}")
+            join.remember(e)
+            ref.remember(e)
+        elif op == "label":
+            lab = LabelEvent(eid, float(t), "x", "s")
+            got = join.join(lab)
+            want = ref.join(lab)
+            if isinstance(want, str):
+                assert got == want
+            else:
+                assert [(j.model, j.model_version, j.deployment, j.prediction, j.predicted_ts) for j in got] == want
+        else:
+            join.expire(float(t))
+            ref.expire(float(t))
+    join.expire(100.0)
+    ref.expire(100.0)
+    assert not join.pending and not join.order
+    for eid in ("r1", "r2", "r3"):
+        lab = LabelEvent(eid, 100.0, "x", "s")
+        assert join.join(lab) == ref.join(lab)
