@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -75,6 +75,10 @@ class Decoder(Protocol):
     def decode_inference(self, raw: bytes) -> InferenceEvent: ...
 
     def decode_label(self, raw: bytes) -> LabelEvent: ...
+
+    def decode_inference_many(self, raws: Sequence[bytes | None]) -> list[InferenceEvent | Exception]: ...
+
+    def decode_label_many(self, raws: Sequence[bytes | None]) -> list[LabelEvent | Exception]: ...
 
 
 def parse_json(raw: bytes | bytearray | memoryview | str | None, max_bytes: int) -> Any:
@@ -209,6 +213,36 @@ class JsonDecoder:
                     self._check_future(label.ts)
                 return label
         return self.label_from_obj(parse_json(raw, self.limits.max_bytes))
+
+    def decode_inference_many(self, raws: Sequence[bytes | None]) -> list[InferenceEvent | Exception]:
+        """:meth:`decode_inference` over a batch, in order: each message's event, or the exception it raised.
+
+        The results are those of one call per message, without the per-call overhead: one clock
+        reading bounds the batch's timestamps, and a message beyond it is decoded again alone.
+        """
+        return self._many(raws, self._read_inference, self.decode_inference)
+
+    def decode_label_many(self, raws: Sequence[bytes | None]) -> list[LabelEvent | Exception]:
+        """:meth:`decode_label` over a batch, in order: each message's label, or the exception it raised."""
+        return self._many(raws, self._read_label, self.decode_label)
+
+    def _many(self, raws: Sequence[bytes | None], read: Callable[[bytes], Any] | None,
+              decode: Callable[[bytes], Any]) -> list[Any]:
+        out: list[Any] = []
+        append = out.append
+        max_bytes = self.limits.max_bytes
+        limit = math.inf if self.max_future is None else self.clock() + self.max_future
+        for raw in raws:
+            try:
+                if read is not None and raw is not None and len(raw) <= max_bytes:
+                    item = read(raw)
+                    if item is not None and item.ts <= limit:
+                        append(item)
+                        continue
+                append(decode(raw))  # the general path, or a time past the batch's bound checked afresh
+            except Exception as exc:  # noqa: BLE001 - handed back in order; the caller decides by its kind
+                append(exc)
+        return out
 
     def inference_from_obj(self, obj: Any, size: int | None = None) -> InferenceEvent:
         """Validate an already parsed message; ``size`` (its length in bytes) lets short ones skip length checks."""

@@ -218,39 +218,51 @@ def _decoded_batches(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Cou
     """Lists of up to ``batch_size`` decoded lines of one stream, positions set; rejects counted by reason.
 
     What :func:`_items` yields, without a tuple per line: the batched paths of :func:`run_replay`
-    read whole lists and merge them by index.
+    read whole lists and merge them by index. Lines are decoded a chunk at a time
+    (``decode_inference_many``), each chunk as many lines as the list still has room for.
     """
-    decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
+    decode_many = decoder.decode_inference_many if stream == INFERENCE else decoder.decode_label_many
     base = source_position(stream, 0, 0)
     line_no = 0
     lines = iter(fh)
+    items: list[Any] = []
     while True:
-        items: list[Any] = []
+        want = batch_size - len(items)
+        chunk: list[bytes] = []
+        broken = False
         try:
             for line in lines:
-                line_no += 1
-                if not line or line.isspace():
-                    rejected["blank_line"] += 1
-                    continue
-                try:
-                    item = decode(line)
-                except DecodeError as err:
-                    rejected[err.reason] += 1
-                    continue
-                item.position = base | line_no
-                items.append(item)
-                if len(items) >= batch_size:
+                chunk.append(line)
+                if len(chunk) >= want:
                     break
-            else:
-                if items:
-                    yield items
-                return
         except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
+            broken = True
+        numbers: list[int] = []
+        raws: list[bytes] = []
+        for line in chunk:
+            line_no += 1
+            if not line or line.isspace():
+                rejected["blank_line"] += 1
+                continue
+            numbers.append(line_no)
+            raws.append(line)  # orjson and msgspec ignore the trailing newline
+        for no, item in zip(numbers, decode_many(raws)):
+            if isinstance(item, Exception):
+                if not isinstance(item, DecodeError):
+                    raise item
+                rejected[item.reason] += 1
+                continue
+            item.position = base | no
+            items.append(item)
+        if broken:
             rejected["unreadable_input"] += 1
+        if broken or len(chunk) < want:  # the end of the input
             if items:
                 yield items
             return
-        yield items
+        if len(items) >= batch_size:
+            yield items
+            items = []
 
 
 def _merged_batches(inference: Iterator[list[InferenceEvent]], labels: Iterator[list[LabelEvent]],

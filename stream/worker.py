@@ -37,6 +37,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -53,7 +54,7 @@ from stream.batching import gather, model_runs
 from stream.collector import fewer_collections
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
-from stream.decoding import DecodeError, artifact_digest, build_decoders
+from stream.decoding import DecodeError, Decoder, artifact_digest, build_decoders
 from stream.metrics import WorkerMetrics, serve_metrics
 from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
                             encode_label, encode_label_batch, encode_registry, partition_for, source_position)
@@ -628,10 +629,11 @@ class Worker:
         by_model: dict[str, list[tuple[InferenceEvent, Message]]] = defaultdict(list)
         decoders, index, models = self._decoders, self._topic_index, self._models
         routed = self._routed_until
-        for msg in msgs:
+        for msg, event in zip(msgs, _decode_runs(msgs, decoders)):
             topic = msg.topic()
             try:
-                event = decoders[topic].decode_inference(msg.value())
+                if isinstance(event, Exception):
+                    raise event
                 if headers and topic in headers:
                     event.artifact_digest = _header_digest(msg, headers[topic])
                 if event.model not in models:
@@ -765,9 +767,10 @@ class Worker:
         wait costs no exactly-once bookkeeping.
         """
         labels: list[tuple[Message, LabelEvent | None]] = []
-        for msg in msgs:
+        for msg, lab in zip(msgs, _decode_runs(msgs, self._decoders, labels=True)):
             try:
-                lab = self._decoders[msg.topic()].decode_label(msg.value())
+                if isinstance(lab, Exception):
+                    raise lab
                 lab.position = source_position(self._topic_index[msg.topic()], msg.partition(), msg.offset())
                 labels.append((msg, lab))
             except DecodeError as err:
@@ -1088,6 +1091,21 @@ class Worker:
             except KafkaException:
                 continue
             self.metrics.consumer_lag(tp.topic, tp.partition, max(0, high - tp.offset))
+
+
+def _decode_runs(msgs: list[Message], decoders: dict[str, Decoder], labels: bool = False) -> list[Any]:
+    """Every message's event or label (or the exception decoding it raised), one batch call per run of a topic."""
+    out: list[Any] = []
+    i, n = 0, len(msgs)
+    while i < n:
+        topic = msgs[i].topic()
+        j = i + 1
+        while j < n and msgs[j].topic() == topic:
+            j += 1
+        dec = decoders[topic]
+        out.extend((dec.decode_label_many if labels else dec.decode_inference_many)([m.value() for m in msgs[i:j]]))
+        i = j
+    return out
 
 
 def _header_digest(msg: Message, name: str) -> str | None:

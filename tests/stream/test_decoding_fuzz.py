@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import tracemalloc
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -373,3 +374,52 @@ def test_mutation_strategy_reaches_valid_events() -> None:
 
     probe()
     assert found["ok"] >= 5 and found["error"] >= 5
+
+
+# -- batches -----------------------------------------------------------------------------------------
+@st.composite
+def topic_batches(draw: st.DrawFn, label: bool) -> tuple[JsonDecoder, list[bytes | None]]:
+    """A decoder (the default layout or any topic configuration) and a batch of its messages, hostile
+    ones among them."""
+    values = label_values() if label else inference_values()
+    if draw(st.booleans()):
+        return JsonDecoder(), draw(st.lists(hostile_bytes(values), max_size=8))
+    decoder, mapping, constants = draw(topic_decoders(LABEL_FIELDS if label else INFERENCE_FIELDS))
+    docs = values.map(lambda v: layout(v, mapping, constants))
+    return decoder, draw(st.lists(hostile_bytes(docs), max_size=8))
+
+
+def assert_same_outcomes(decoder: JsonDecoder, raws: list[bytes | None], label: bool) -> None:
+    """The batch hands back, message by message, what one call per message returns or raises."""
+    many = decoder.decode_label_many(raws) if label else decoder.decode_inference_many(raws)
+    assert len(many) == len(raws)
+    for raw, got in zip(raws, many):
+        try:
+            want: Any = decoder.decode_label(raw) if label else decoder.decode_inference(raw)
+        except Exception as exc:  # noqa: BLE001 - compared with what the batch handed back
+            assert type(got) is type(exc) and getattr(got, "reason", None) == getattr(exc, "reason", None)
+            continue
+        assert type(got) is type(want) and finite_or_nan_equal(asdict(got), asdict(want))
+
+
+@MAPPED
+@given(case=topic_batches(label=False))
+def test_a_batch_of_inference_messages_decodes_as_one_call_per_message(case) -> None:
+    assert_same_outcomes(*case, label=False)
+
+
+@MAPPED
+@given(case=topic_batches(label=True))
+def test_a_batch_of_label_messages_decodes_as_one_call_per_message(case) -> None:
+    assert_same_outcomes(*case, label=True)
+
+
+def test_a_batch_bounds_times_by_one_clock_reading_and_checks_later_times_afresh() -> None:
+    """The batch reads the clock once; a time beyond that bound is decoded alone with a fresh reading,
+    so a batch accepts what one call per message, each reading the clock, would accept."""
+    readings = iter([100.0, 200.0, 300.0])
+    d = JsonDecoder(max_future_seconds=0.0, clock=lambda: next(readings))
+    doc = {"event_id": "e", "model": "m", "model_version": "v1", "features": {"x": 1.0}, "prediction": "a"}
+    got = d.decode_inference_many([orjson.dumps({**doc, "ts": ts}) for ts in (50.0, 150.0, 350.0)])
+    assert [g.ts for g in got[:2]] == [50.0, 150.0]  # 150: beyond the batch's reading (100), within the next (200)
+    assert isinstance(got[2], DecodeError) and got[2].reason == "ts_in_future"  # 350: beyond the third (300)
