@@ -1102,8 +1102,11 @@ def _decode_runs(msgs: list[Message], decoders: dict[str, Decoder], labels: bool
         j = i + 1
         while j < n and msgs[j].topic() == topic:
             j += 1
-        dec = decoders[topic]
-        out.extend((dec.decode_label_many if labels else dec.decode_inference_many)([m.value() for m in msgs[i:j]]))
+        try:
+            dec = decoders[topic]
+            out.extend((dec.decode_label_many if labels else dec.decode_inference_many)([m.value() for m in msgs[i:j]]))
+        except Exception as exc:  # noqa: BLE001 - each message of the run ends as a dead letter, as one call would
+            out.extend([exc] * (j - i))
         i = j
     return out
 
