@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -81,6 +82,19 @@ class Decoder(Protocol):
     def decode_label_many(self, raws: Sequence[bytes | None]) -> list[LabelEvent | Exception]: ...
 
 
+def without_frames(exc: Exception) -> Exception:
+    """``exc`` without its traceback and chained exceptions, to be kept in a list of results.
+
+    Their frames reach the list (and every message of the batch) again: a reference cycle that
+    only the collector frees, which kept batches of oversized messages alive. An error other than
+    :class:`DecodeError` keeps its traceback as text, in a note.
+    """
+    if not isinstance(exc, DecodeError):
+        exc.add_note("".join(traceback.format_exception(exc)).rstrip())
+    exc.__context__ = exc.__cause__ = None
+    return exc.with_traceback(None)
+
+
 def parse_json(raw: bytes | bytearray | memoryview | str | None, max_bytes: int) -> Any:
     """Size check, then orjson; NaN/Infinity literals (written by Python's json) fall back to json.
 
@@ -94,7 +108,7 @@ def parse_json(raw: bytes | bytearray | memoryview | str | None, max_bytes: int)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        first = exc
+        first = str(exc)  # not the exception: its traceback holds this frame, which would hold it (a cycle)
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = bytes(raw)
         if b"NaN" not in raw and b"Infinity" not in raw:
@@ -241,7 +255,7 @@ class JsonDecoder:
                         continue
                 append(decode(raw))  # the general path, or a time past the batch's bound checked afresh
             except Exception as exc:  # noqa: BLE001 - handed back in order; the caller decides by its kind
-                append(exc)
+                append(without_frames(exc))
         return out
 
     def inference_from_obj(self, obj: Any, size: int | None = None) -> InferenceEvent:

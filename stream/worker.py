@@ -54,7 +54,7 @@ from stream.batching import gather, model_runs
 from stream.collector import fewer_collections
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
-from stream.decoding import DecodeError, Decoder, artifact_digest, build_decoders
+from stream.decoding import DecodeError, Decoder, artifact_digest, build_decoders, without_frames
 from stream.metrics import WorkerMetrics, serve_metrics
 from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
                             encode_label, encode_label_batch, encode_registry, partition_for, source_position)
@@ -631,9 +631,10 @@ class Worker:
         routed = self._routed_until
         for msg, event in zip(msgs, _decode_runs(msgs, decoders)):
             topic = msg.topic()
+            if isinstance(event, Exception):
+                self._refuse(msg, event, "inference", outcome)
+                continue
             try:
-                if isinstance(event, Exception):
-                    raise event
                 if headers and topic in headers:
                     event.artifact_digest = _header_digest(msg, headers[topic])
                 if event.model not in models:
@@ -641,12 +642,8 @@ class Worker:
                     self._dead_letter(msg, "unknown_model", f"model {event.model!r} is not configured", outcome)
                     continue
                 event.position = source_position(index[topic], msg.partition(), msg.offset())
-            except DecodeError as err:
-                self._dead_letter(msg, err.reason, str(err), outcome)
-                continue
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the message ends as a dead letter
-                log.exception("inference message %s[%d]@%d could not be decoded", topic, msg.partition(), msg.offset())
-                self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
+                self._refuse(msg, exc, "inference", outcome)
                 continue
             clock_key = f"{topic}:{msg.partition()}"
             sent = _message_time(msg)
@@ -768,18 +765,16 @@ class Worker:
         """
         labels: list[tuple[Message, LabelEvent | None]] = []
         for msg, lab in zip(msgs, _decode_runs(msgs, self._decoders, labels=True)):
+            if isinstance(lab, Exception):
+                labels.append((msg, None))
+                self._refuse(msg, lab, "label", outcome)
+                continue
             try:
-                if isinstance(lab, Exception):
-                    raise lab
                 lab.position = source_position(self._topic_index[msg.topic()], msg.partition(), msg.offset())
                 labels.append((msg, lab))
-            except DecodeError as err:
-                labels.append((msg, None))
-                self._dead_letter(msg, err.reason, str(err), outcome)
             except Exception as exc:  # noqa: BLE001 - whatever the bytes, the message ends as a dead letter
-                log.exception("label message %s[%d]@%d could not be decoded", msg.topic(), msg.partition(), msg.offset())
                 labels.append((msg, None))
-                self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
+                self._refuse(msg, exc, "label", outcome)
         found = self._store.lookup_predictions([lab.event_id for _, lab in labels if lab is not None])
         found_iter = iter(found)
         frontier: float | None = None
@@ -1040,6 +1035,16 @@ class Worker:
             records.append((batch.model, batch.kind, batch.items, [msg] * len(batch.items)))
         return model_runs(records)
 
+    def _refuse(self, msg: Message, exc: Exception, what: str, outcome: BatchOutcome) -> None:
+        """Dead-letter a message that could not become an event: a :class:`DecodeError` under its
+        reason, anything else (logged with its traceback) as ``undecodable``."""
+        if isinstance(exc, DecodeError):
+            self._dead_letter(msg, exc.reason, str(exc), outcome)
+            return
+        log.error("%s message %s[%d]@%d could not be decoded", what, msg.topic(), msg.partition(), msg.offset(),
+                  exc_info=exc)
+        self._dead_letter(msg, "undecodable", f"{type(exc).__name__}: {exc}", outcome)
+
     def _dead_letter(self, msg: Message, reason: str, detail: str, outcome: BatchOutcome,
                      payload: bytes | None = None) -> None:
         """Publish a rejected message (or ``payload``, one event of a batch record) with its reason."""
@@ -1106,7 +1111,7 @@ def _decode_runs(msgs: list[Message], decoders: dict[str, Decoder], labels: bool
             dec = decoders[topic]
             out.extend((dec.decode_label_many if labels else dec.decode_inference_many)([m.value() for m in msgs[i:j]]))
         except Exception as exc:  # noqa: BLE001 - each message of the run ends as a dead letter, as one call would
-            out.extend([exc] * (j - i))
+            out.extend([without_frames(exc)] * (j - i))
         i = j
     return out
 

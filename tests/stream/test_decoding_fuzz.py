@@ -423,3 +423,26 @@ def test_a_batch_bounds_times_by_one_clock_reading_and_checks_later_times_afresh
     got = d.decode_inference_many([orjson.dumps({**doc, "ts": ts}) for ts in (50.0, 150.0, 350.0)])
     assert [g.ts for g in got[:2]] == [50.0, 150.0]  # 150: beyond the batch's reading (100), within the next (200)
     assert isinstance(got[2], DecodeError) and got[2].reason == "ts_in_future"  # 350: beyond the third (300)
+
+
+def test_refusals_in_a_batch_leave_no_reference_cycle() -> None:
+    """Refusals come back without frames: a traceback would reach the batch's list of results (and
+    every message of it) again, a cycle that kept batches of oversized messages alive until the
+    collector ran. Nothing decoded here becomes garbage only the collector can free."""
+    import gc
+
+    d = JsonDecoder(limits=Limits(max_bytes=4096))
+    doc = {"event_id": "e", "ts": 1.0, "model": "m", "model_version": "v1", "features": {"x": 1.0}, "prediction": "a"}
+    raws = [orjson.dumps(doc), b"{not json", b"x" * 10_000, b'{"event_id": NaN}', None, b"[]",
+            orjson.dumps({**doc, "ts": 1e12})]
+    gc.collect()
+    gc.disable()
+    try:
+        got = d.decode_inference_many(raws)
+        labels = d.decode_label_many(raws)
+        assert sum(isinstance(g, DecodeError) for g in got) == 6
+        assert all(g.__traceback__ is None and g.__context__ is None for g in got + labels if isinstance(g, Exception))
+        del got, labels
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

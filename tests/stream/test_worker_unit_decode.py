@@ -64,3 +64,22 @@ def test_labels_take_the_label_decoder() -> None:
     got = _decode_runs(msgs, {"l": JsonDecoder()}, labels=True)
     assert isinstance(got[0], LabelEvent) and got[0].source == "unknown"
     assert isinstance(got[1], DecodeError) and got[1].reason == "not_an_object"
+
+
+def test_a_failed_run_leaves_no_reference_cycle() -> None:
+    """The exception standing for a failed run carries no frames (they would reach the results and
+    the batch's messages again); its traceback survives as text for the log."""
+    import gc
+
+    msgs = [_Fetched("bad", _doc(1)), _Fetched("bad", _doc(2)), _Fetched("unknown", _doc(3))]
+    decoders = {"bad": _Broken()}  # built before: a decoder's schema classes are cycles of their own
+    gc.collect()
+    gc.disable()
+    try:
+        got = _decode_runs(msgs, decoders)
+        assert all(g.__traceback__ is None for g in got)
+        assert "decode_inference_many" in "".join(got[0].__notes__)
+        del got
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
