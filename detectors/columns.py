@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -33,19 +34,56 @@ _MISSING = object()
 
 
 class FeatureBlock:
-    """Float features of a run of events as one matrix (a decoded columnar record): rows are events.
+    """Features of a run of events as columns (a decoded columnar record): rows are events.
 
-    Events decoded from it carry :class:`FeatureRow` views instead of dicts, so the per-event
-    dicts are never built on the hot path and :func:`numeric_matrix` slices the matrix directly.
+    Float features form one matrix; features of other values (strings, integers, booleans,
+    nulls, or floats mixed with those) keep one list each in ``other``. Events decoded from it
+    carry :class:`FeatureRow` views instead of dicts, so the per-event dicts are never built on
+    the hot path: :func:`numeric_matrix` slices the matrix and :func:`block_columns` the lists.
     """
 
-    __slots__ = ("names", "index", "matrix", "_rows")
+    __slots__ = ("names", "index", "matrix", "other", "_rows", "_numbers")
 
-    def __init__(self, names: list[str], matrix: np.ndarray) -> None:
-        self.names = names
-        self.index = {name: j for j, name in enumerate(names)}
+    def __init__(self, names: list[str], matrix: np.ndarray, other: dict[str, list] | None = None) -> None:
+        self.names = names  # every feature, in the events' order
+        self.other = other or {}
+        floats = [name for name in names if name not in other] if other else names
+        self.index = {name: j for j, name in enumerate(floats)}
         self.matrix = matrix
         self._rows: list[list[float]] | None = None
+        self._numbers: dict[tuple[str, ...], np.ndarray | None] | None = None
+
+    def numbers(self, names: tuple[str, ...]) -> np.ndarray | None:
+        """All rows of ``names`` as one float64 matrix, when every value is an integer or a float
+        (read as numpy reads such values in a matrix of dicts' values); None otherwise. Cached."""
+        if self._numbers is None:
+            self._numbers = {}
+        if names not in self._numbers:
+            self._numbers[names] = self._numeric(names)
+        return self._numbers[names]
+
+    def _numeric(self, names: tuple[str, ...]) -> np.ndarray | None:
+        idx = [self.index.get(name) for name in names]
+        if idx == list(range(self.matrix.shape[1])):
+            return self.matrix
+        if None not in idx:
+            return self.matrix[:, idx]
+        cols: list[np.ndarray] = []
+        for name, j in zip(names, idx):
+            if j is not None:
+                cols.append(self.matrix[:, j])
+                continue
+            col = self.other.get(name)
+            if col is None or not set(map(type, col)) <= _NUMERIC_TYPES:
+                return None
+            try:
+                arr = np.array(col)
+            except (ValueError, OverflowError):
+                return None
+            if arr.dtype.kind not in "fi":  # beyond int64
+                return None
+            cols.append(arr.astype(np.float64))
+        return np.column_stack(cols)
 
     def rows(self) -> list[list[float]]:
         """The matrix as Python floats (made once, for per-event access)."""
@@ -62,8 +100,12 @@ class FeatureRow(Mapping):
     def __init__(self, block: FeatureBlock, i: int) -> None:
         self.block, self.i = block, i
 
-    def __getitem__(self, name: str) -> float:
-        return self.block.rows()[self.i][self.block.index[name]]
+    def __getitem__(self, name: str) -> object:
+        block = self.block
+        j = block.index.get(name)
+        if j is None:
+            return block.other[name][self.i]
+        return block.rows()[self.i][j]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.block.names)
@@ -72,31 +114,64 @@ class FeatureRow(Mapping):
         return len(self.block.names)
 
     def __contains__(self, name: object) -> bool:
-        return name in self.block.index
+        return name in self.block.index or name in self.block.other
 
     def __repr__(self) -> str:
         return repr(dict(self))
 
 
-def _block_matrix(feature_dicts: list, names: list[str]) -> np.ndarray | None:
-    """The rows of ``names`` when every event's features are :class:`FeatureRow` views naming them
-    all (consecutive rows of a block are sliced at once); None otherwise."""
-    if not all(type(d) is FeatureRow for d in feature_dicts):
+def _block_segments(feature_dicts: list) -> list[tuple[FeatureBlock, list[int]]] | None:
+    """``(block, rows)`` per stretch of events viewing one block when every event's features are
+    :class:`FeatureRow` views; None otherwise."""
+    if not feature_dicts or not all(type(d) is FeatureRow for d in feature_dicts):
         return None
+    blocks, rows = list(map(_BLOCK, feature_dicts)), list(map(_ROW, feature_dicts))
+    n = len(blocks)
+    if blocks.count(blocks[0]) == n:
+        return [(blocks[0], rows)]
+    segments: list[tuple[FeatureBlock, list[int]]] = []
+    start = 0
+    for k in range(1, n + 1):
+        if k == n or blocks[k] is not blocks[start]:
+            segments.append((blocks[start], rows[start:k]))
+            start = k
+    return segments
+
+
+def _block_matrix(feature_dicts: list, names: list[str]) -> np.ndarray | None:
+    """A fresh matrix of ``names`` when every event's features are :class:`FeatureRow` views
+    holding them all as numbers (taken from the blocks' matrices); None otherwise."""
+    segments = _block_segments(feature_dicts)
+    if segments is None:
+        return None
+    key = tuple(names)
     parts: list[np.ndarray] = []
-    n, k = len(feature_dicts), 0
-    while k < n:
-        blk, i0 = feature_dicts[k].block, feature_dicts[k].i
-        j = k + 1
-        while j < n and feature_dicts[j].block is blk and feature_dicts[j].i == i0 + (j - k):
-            j += 1
+    for blk, rows in segments:
+        numbers = blk.numbers(key)
+        if numbers is None:
+            return None
+        parts.append(numbers[rows])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def block_columns(feature_dicts: list, names: list[str]) -> list[list] | None:
+    """Per name, its values across the batch when every event's features are :class:`FeatureRow`
+    views holding it as a non-float column (taken from the blocks' lists); None otherwise."""
+    segments = _block_segments(feature_dicts)
+    if segments is None:
+        return None
+    out: list[list] = [[] for _ in names]
+    for blk, rows in segments:
         try:
-            cidx = [blk.index[name] for name in names]
+            cols = [blk.other[name] for name in names]
         except KeyError:
             return None
-        parts.append(blk.matrix[i0:i0 + (j - k), cidx])
-        k = j
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        for acc, col in zip(out, cols):
+            acc.extend(map(col.__getitem__, rows))
+    return out
+
+
+_BLOCK, _ROW = attrgetter("block"), attrgetter("i")
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from detectors.columns import (CategoricalColumn, NumericColumn, NumericMatrix, categorical_column,
+from detectors.columns import (CategoricalColumn, NumericColumn, NumericMatrix, block_columns, categorical_column,
                                confidence_column, feature_values, numeric_matrix)
 from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent
@@ -389,8 +389,8 @@ def extract_features(spec: ModelSpec, events: Sequence[InferenceEvent]
     cols: dict[str, NumericColumn | CategoricalColumn] = {f.name: mat.column(j) for j, f in enumerate(num)}
     if cat:
         names = [f.name for f in cat]
-        raw_cols: list[Sequence[object]] | None = None
-        if len(names) > 1 and fd:
+        raw_cols: list[Sequence[object]] | None = block_columns(fd, names)
+        if raw_cols is None and len(names) > 1 and fd:
             try:
                 raw_cols = list(zip(*map(itemgetter(*names), fd)))
             except (KeyError, TypeError, AttributeError):

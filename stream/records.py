@@ -31,6 +31,7 @@ from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 RECORD_VERSION = 1
 BATCH_MAGIC = b"DLB"
 BATCH_VERSION = 2
+MIXED_BATCH_VERSION = 3  # format 2 plus non-float feature columns (an older reader refuses it, never misreads it)
 MAX_BATCH_EVENTS = 4096        # events per batch record
 MAX_RECORD_BYTES = 768 * 1024  # a batch record above this is split (the broker's default limit is 1 MiB)
 _HEAD = struct.Struct("<3sBcI")  # magic, version, kind (b"i" | b"l"), header length
@@ -239,8 +240,11 @@ def encode_inference_batch(events: list[InferenceEvent]) -> list[bytes]:
     Layout: ``DLB``, version byte, kind byte, header length (uint32 LE), an orjson header (model,
     count, string columns, confidences, scores, and either the names of the float feature
     columns or the per-event feature objects), then little-endian arrays: positions (uint64),
-    timestamps (float64) and, when every event has the same float features in the same order,
-    the feature matrix (float64, events x features; NaN and infinities carried as such).
+    timestamps (float64) and, when every event has the same features in the same order, the
+    matrix of the float ones (float64, events x features; NaN and infinities carried as such).
+    When some of those features hold other values (strings, integers, booleans, nulls, finite
+    floats among them), the record has version 3 and its header also carries every feature's
+    name in order (``names``) and one list per such feature (``x``).
     """
     out: list[bytes] = []
     if not events:
@@ -268,10 +272,35 @@ def _split_encode(items: list, encode) -> list[bytes]:
     return _split_encode(items[:half], encode) + _split_encode(items[half:], encode)
 
 
-def _frame(kind: bytes, header: dict, arrays: list[np.ndarray]) -> bytes:
+def _frame(kind: bytes, header: dict, arrays: list[np.ndarray], version: int = BATCH_VERSION) -> bytes:
     head = orjson.dumps(header)
-    return b"".join([_HEAD.pack(BATCH_MAGIC, BATCH_VERSION, kind, len(head)), head]
+    return b"".join([_HEAD.pack(BATCH_MAGIC, version, kind, len(head)), head]
                     + [a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays])
+
+
+def _mixed_columns(feats: list[dict], flat: list, names: list[str]
+                   ) -> tuple[list[str], list[list], dict[str, list]] | None:
+    """Features that all events hold in the same order (``flat``: their values event by event),
+    split into float columns and lists of other JSON values (version 3); None when the events
+    differ in names or a column holds values only per-event objects carry (non-finite floats
+    beside other values, lists, objects)."""
+    if not all(map(names.__eq__, map(list, feats))):
+        return None
+    width = len(names)
+    float_names: list[str] = []
+    float_cols: list[list] = []
+    other: dict[str, list] = {}
+    for j, name in enumerate(names):
+        col = flat[j::width]
+        types = set(map(type, col))
+        if types == _FLOAT_TYPE:
+            float_names.append(name)
+            float_cols.append(col)
+        elif types <= _PLAIN_VALUES and (float not in types or all(map(math.isfinite, filter(_is_float, col)))):
+            other[name] = col
+        else:
+            return None
+    return float_names, float_cols, other
 
 
 def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
@@ -283,12 +312,16 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     arrays = [np.fromiter((e.position for e in events), dtype=np.uint64, count=n),
               np.fromiter((e.ts for e in events), dtype=np.float64, count=n)]
     columnar = False
+    mixed = None
     width = len(names)
     if names and all(map(width.__eq__, map(len, feats))):
         flat = list(chain.from_iterable(map(dict.values, feats)))  # one list, checked and converted at once
-        if set(map(type, flat)) == _FLOAT_TYPE and all(map(names.__eq__, map(list, feats))):
-            arrays.append(np.array(flat, dtype=np.float64).reshape(n, width))
-            columnar = True
+        if set(map(type, flat)) == _FLOAT_TYPE:
+            if all(map(names.__eq__, map(list, feats))):
+                arrays.append(np.array(flat, dtype=np.float64).reshape(n, width))
+                columnar = True
+        else:
+            mixed = _mixed_columns(feats, flat, names)
     scores = [e.scores for e in events]
     header = {"m": events[0].model, "n": n, "id": [e.event_id for e in events],
               "mv": [e.model_version for e in events], "d": [e.deployment for e in events],
@@ -299,6 +332,15 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     digests = [e.artifact_digest for e in events]
     if any(d is not None for d in digests):
         header["ad"] = digests
+    if mixed is not None:
+        float_names, float_cols, other = mixed
+        header.update({"names": names, "cols": float_names, "x": other, "f": None})
+        arrays.append(np.array(float_cols, dtype=np.float64).T if float_cols else np.empty((n, 0)))
+        try:
+            return _frame(b"i", header, arrays, MIXED_BATCH_VERSION)
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the per-event form decides
+            del header["names"], header["x"], arrays[-1]
+            header.update({"cols": None, "f": [_mark_non_finite(f) for f in feats]})
     return _frame(b"i", header, arrays)
 
 
@@ -347,7 +389,7 @@ def _decode_batch(raw: bytes) -> RecordBatch:
     if len(raw) < _HEAD.size:
         raise RecordError("batch record is truncated")
     _, version, kind, hlen = _HEAD.unpack_from(raw)
-    if version != BATCH_VERSION:
+    if version != BATCH_VERSION and version != MIXED_BATCH_VERSION:
         raise RecordError(f"batch record has an unknown version {version}")
     if _HEAD.size + hlen > len(raw):
         raise RecordError("batch record header is truncated")
@@ -364,6 +406,8 @@ def _decode_batch(raw: bytes) -> RecordBatch:
     ids = _strings(header, "id", n)
     versions, deployments, preds = _strings(header, "mv", n), _strings(header, "d", n), _strings(header, "p", n)
     if kind == b"l":
+        if version != BATCH_VERSION:
+            raise RecordError("a label batch record has version 2")
         if len(body) != 24 * n:
             raise RecordError("label batch body has the wrong length")
         pos = np.frombuffer(body, dtype="<u8", count=n).tolist()
@@ -388,16 +432,26 @@ def _decode_batch(raw: bytes) -> RecordBatch:
     if pos is None:
         raise RecordError("inference batch body is truncated")
     ts = np.frombuffer(body, dtype="<f8", count=n, offset=8 * n).tolist()
+    mixed = version == MIXED_BATCH_VERSION
+    if mixed != ("x" in header or "names" in header):
+        raise RecordError("only a version 3 batch record carries fields 'names' and 'x'")
     if cols is not None:
         if (type(cols) is not list or not set(map(type, cols)) <= _STRS or len(set(cols)) != len(cols)
-                or not cols or objs is not None):
+                or not (cols or mixed) or objs is not None):
             raise RecordError("batch field 'cols' must be a list of distinct feature names")
         width = len(cols)
         if len(body) != 8 * n * (2 + width):
             raise RecordError("inference batch body has the wrong length")
-        block = FeatureBlock(cols, np.frombuffer(body, dtype="<f8", count=n * width, offset=16 * n).reshape(n, width))
+        matrix = np.frombuffer(body, dtype="<f8", count=n * width, offset=16 * n).reshape(n, width)
+        if mixed:
+            names, other = _mixed_layout(header, cols, n)
+            block = FeatureBlock(names, matrix, other)
+        else:
+            block = FeatureBlock(cols, matrix)
         feats = list(map(FeatureRow, repeat(block, n), range(n)))  # views: no per-event dicts
     else:
+        if mixed:
+            raise RecordError("a version 3 batch record needs field 'cols'")
         if type(objs) is not list or len(objs) != n or not set(map(type, objs)) <= _DICTS or len(body) != 16 * n:
             raise RecordError("batch field 'f' must be a list of feature objects")
         feats = [{k: _restore_non_finite(v) for k, v in f.items()} for f in objs]
@@ -411,6 +465,28 @@ def _decode_batch(raw: bytes) -> RecordBatch:
     return RecordBatch(model, "i", items)
 
 
+def _mixed_layout(header: dict, cols: list[str], n: int) -> tuple[list[str], dict[str, list]]:
+    """Feature order and non-float columns of a version 3 record, checked against its float columns."""
+    names, other = header.get("names"), header.get("x")
+    if (type(names) is not list or not names or not set(map(type, names)) <= _STRS
+            or len(set(names)) != len(names)):
+        raise RecordError("batch field 'names' must be a list of distinct feature names")
+    if type(other) is not dict or not other or not set(other) <= set(names):
+        raise RecordError("batch field 'x' must map some of 'names' to their values")
+    if [name for name in names if name not in other] != cols:
+        raise RecordError("batch fields 'cols' and 'x' must split 'names' between them in order")
+    for name, values in other.items():
+        if type(values) is not list or len(values) != n or not set(map(type, values)) <= _PLAIN_VALUES:
+            raise RecordError(f"batch field 'x' must hold {n} strings, numbers, booleans or nulls per feature")
+    # JSON floats are finite, so the values are what the writer's events held
+    return names, other
+
+
+def _is_float(value: object) -> bool:
+    return type(value) is float
+
+
+_PLAIN_VALUES = frozenset((str, int, bool, float, type(None)))
 _CONFIDENCE = frozenset((float, int, type(None)))
 _SCORES = frozenset((dict, type(None)))
 _DICTS = frozenset((dict,))

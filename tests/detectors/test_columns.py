@@ -76,3 +76,50 @@ def test_feature_rows_give_the_matrix_of_their_dicts(rows, picks, names, missing
     for a, b in ((got.values, want.values), (got.kinds, want.kinds), (got.valid, want.valid)):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
     assert views[0] == dict(views[0]) and list(views[0]) == ["a", "b", "c"] and "absent" not in views[0]
+
+
+CATEGORY = st.one_of(st.sampled_from(["a", "b", "z"]), st.integers(-3, 3), st.none(), st.booleans(),
+                     st.floats(-5, 5), st.just(math.nan))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True, width=64), CATEGORY, CATEGORY,
+                          st.integers(-10**6, 10**6)), min_size=1, max_size=40),
+       st.lists(st.integers(0, 39), max_size=12))
+def test_feature_rows_with_other_columns_extract_as_their_dicts(rows, picks):
+    """Blocks holding strings, integers and nulls beside floats (version 3 records) give every
+    feature column, trigger mask and the numeric matrix exactly as the events' dicts would."""
+    from detectors.columns import FeatureBlock, FeatureRow, block_columns
+    from detectors.profile import extract_features
+    from detectors.simulate import demo_model
+
+    spec = demo_model(name="m", n_numeric=1, n_categorical=2, reference_size=100)
+    num, cat = [f.name for f in spec.features if f.type == "numeric"], [f.name for f in spec.features
+                                                                          if f.type == "categorical"]
+    names = [num[0], cat[0], "count", cat[1]]
+    half = len(rows) // 2
+    blocks = []
+    for part in (rows[:half], rows[half:]):
+        if part:
+            other = {cat[0]: [r[1] for r in part], "count": [r[3] for r in part], cat[1]: [r[2] for r in part]}
+            blocks.append(FeatureBlock(names, np.array([[r[0]] for r in part], dtype=np.float64), other))
+    views = [FeatureRow(b, i) for b in blocks for i in range(b.matrix.shape[0])]
+    views += [views[p % len(views)] for p in picks]
+    dicts = [dict(v) for v in views]
+    assert [list(d) for d in dicts] == [names] * len(views)
+    assert block_columns(views, cat) == [[d[c] for d in dicts] for c in cat]
+    assert block_columns(views, [num[0]]) is None and block_columns(dicts, cat) is None
+
+    def events(feats):
+        from detectors.events import InferenceEvent
+        return [InferenceEvent(f"e{i}", float(i), "m", "v1", "stable", f, "safe", 0.9) for i, f in enumerate(feats)]
+
+    (cols_v, trig_v, mat_v), (cols_d, trig_d, mat_d) = extract_features(spec, events(views)), extract_features(
+        spec, events(dicts))
+    assert set(cols_v) == set(cols_d) and set(trig_v) == set(trig_d)
+    for k in cols_d:
+        a, b = cols_v[k], cols_d[k]
+        assert list(map(repr, a.values)) == list(map(repr, b.values)) and a.kinds.tobytes() == b.kinds.tobytes()
+    for k in trig_d:
+        assert trig_v[k].tobytes() == trig_d[k].tobytes()
+    assert mat_v.values.tobytes() == mat_d.values.tobytes() and mat_v.kinds.tobytes() == mat_d.kinds.tobytes()
