@@ -19,8 +19,13 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   (raw inference, summed over partitions) sampled every second, and the achieved input rate
   against the target (the baseline).
 - ``rss``: one worker over ``--rss-events`` (e.g. ``1000000,10000000``): its resident set size at
-  each mark (median of the readings, taken twice a second, over the last tenth of events before
+  each mark (median of the readings, taken ten times a second, over the last tenth of events before
   it); ``rss_growth`` = last / first (the first mark is the baseline).
+
+``--integer-features K`` and ``--categorical-features K`` turn the last features of every model
+into categorical ones (strings from eight categories) and the K before them into integer-valued
+numeric ones (the rest stay floats), as a platform's models mix them; every mode but
+``sustained`` takes them. A shift moves all three kinds.
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
 ``--snapshot-interval``, ``--prefetch-max-bytes`` and ``--batch-size`` (default 5,000) set the
@@ -33,6 +38,7 @@ of messages fetched ahead, which a worker's RSS includes) and ``kafka.batch_size
     python loadtest/bench_pipeline.py --mode models --events 200000 --models 200 --repeats 3
     python loadtest/bench_pipeline.py --mode sustained --rate 20000 --duration 300 --repeats 1
     python loadtest/bench_pipeline.py --mode rss --rss-events 1000000,10000000 --repeats 1
+    python loadtest/bench_pipeline.py --events 60000 --label-fraction 0.2 --integer-features 3 --categorical-features 4
 """
 from __future__ import annotations
 
@@ -63,7 +69,25 @@ PARTITIONS = 4  # raw and internal topics
 RUNTIME_COMMANDS = {"confluent": "run", "faust": "faust-worker"}  # runtime -> driftline subcommand
 
 
+#: How many of a model's features carry integers and strings; set by ``main``
+MIX = {"integer": 0, "categorical": 0}
+CATEGORIES = [f"k{j}" for j in range(8)]
+
+
 # -- traffic ---------------------------------------------------------------------------------
+def _kinds(features: int) -> list[str]:
+    """Per feature: ``float``, ``integer`` or ``categorical`` (the categorical ones last)."""
+    c = min(MIX["categorical"], features)
+    i = min(MIX["integer"], features - c)
+    return ["float"] * (features - c - i) + ["integer"] * i + ["categorical"] * c
+
+
+def _typed(row: list[float], kinds: list[str]) -> list[object]:
+    """One event's values as its features' kinds carry them (a shift moves every kind)."""
+    return [v if k == "float" else round(v * 100) if k == "integer" else CATEGORIES[min(7, int(abs(v) * 2))]
+            for v, k in zip(row, kinds)]
+
+
 def _events(n: int, seed: int, t0: float, shift_from: int | None = None, models: list[str] | None = None,
             features: int = N_FEATURES, prefix: str = "") -> list[bytes]:
     """``n`` inference events, round robin over ``models``; shifted by +3 sd from ``shift_from``."""
@@ -77,6 +101,9 @@ def _events(n: int, seed: int, t0: float, shift_from: int | None = None, models:
     names = [f"f{j}" for j in range(features)]
     out = []
     rows = values.tolist()
+    kinds = _kinds(features)
+    if kinds.count("float") < features:
+        rows = [_typed(row, kinds) for row in rows]
     for i in range(n):
         out.append(orjson.dumps({
             "event_id": f"{prefix}b{seed}-{i}", "ts": t0 + i * 0.001, "model": models[i % len(models)],
@@ -99,7 +126,8 @@ def _labels(n: int, fraction: float, seed: int, t0: float, prefix: str = "") -> 
 
 def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000) -> dict:
     return {"name": name, "classes": ["safe", "nsfw", "violence"], "versions": ["v1"], "stable_version": "v1",
-            "features": [{"name": f"f{j}", "type": "numeric"} for j in range(features)],
+            "features": [{"name": f"f{j}", "type": "categorical" if kind == "categorical" else "numeric"}
+                         for j, kind in enumerate(_kinds(features))],
             "reference_size": reference_size}
 
 
@@ -575,12 +603,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefetch-max-bytes", type=int, default=None,
                     help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
     ap.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the workers")
+    ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")
+    ap.add_argument("--categorical-features", type=int, default=0, help="categorical features per model")
     args = ap.parse_args(argv)
+    if args.mode == "sustained" and (args.integer_features or args.categorical_features):
+        ap.error("--mode sustained sends float features only")
+    MIX.update(integer=args.integer_features, categorical=args.categorical_features)
     for option, (section, key) in SETTING_OPTIONS.items():
         if getattr(args, option) is not None:
             SETTINGS[section][key] = getattr(args, option)
     result = MODES[args.mode](args)
     result.update({key: getattr(args, option) for option, (_, key) in SETTING_OPTIONS.items()})
+    result.update(integer_features=args.integer_features, categorical_features=args.categorical_features)
     print(json.dumps(result))
     return 0
 

@@ -1,0 +1,42 @@
+"""The pipeline benchmark's traffic: the feature mix a model declares is the one its events carry."""
+import orjson
+import pytest
+
+from detectors.spec import MonitorSpec
+from loadtest import bench_pipeline
+
+
+@pytest.fixture
+def mix():
+    saved = dict(bench_pipeline.MIX)
+    yield bench_pipeline.MIX
+    bench_pipeline.MIX.update(saved)
+
+
+def test_mixed_events_carry_the_kinds_their_model_declares(mix):
+    mix.update(integer=3, categorical=4)
+    doc = bench_pipeline._model_doc("m", features=10, reference_size=100)
+    MonitorSpec.model_validate({"models": [doc]})
+    types = [f["type"] for f in doc["features"]]
+    assert types == ["numeric"] * 6 + ["categorical"] * 4
+    events = [orjson.loads(e) for e in bench_pipeline._events(400, 0, 1.0, shift_from=200, features=10)]
+    for e in events:
+        values = list(e["features"].values())
+        assert [type(v) for v in values] == [float] * 3 + [int] * 3 + [str] * 4
+        assert set(values[6:]) <= set(bench_pipeline.CATEGORIES)
+    before = [v for e in events[:200] for v in list(e["features"].values())[6:]]
+    after = [v for e in events[200:] for v in list(e["features"].values())[6:]]
+    assert before.count("k7") < after.count("k7")  # the shift moves the categories too
+
+
+def test_without_a_mix_every_feature_is_a_float(mix):
+    mix.update(integer=0, categorical=0)
+    events = [orjson.loads(e) for e in bench_pipeline._events(5, 1, 1.0)]
+    assert all(type(v) is float for e in events for v in e["features"].values())
+    assert {f["type"] for f in bench_pipeline._model_doc("m")["features"]} == {"numeric"}
+
+
+def test_sustained_mode_refuses_a_mix(mix, capsys):
+    with pytest.raises(SystemExit):
+        bench_pipeline.main(["--mode", "sustained", "--categorical-features", "2"])
+    assert "float features only" in capsys.readouterr().err
