@@ -328,7 +328,7 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
               "p": [e.prediction for e in events], "c": [e.confidence for e in events],
               "s": scores if any(s is not None for s in scores) else None,
               "cols": names if columnar else None,
-              "f": None if columnar else [_mark_non_finite(f) for f in feats]}
+              "f": None if columnar or mixed is not None else [_mark_non_finite(f) for f in feats]}
     digests = [e.artifact_digest for e in events]
     if any(d is not None for d in digests):
         header["ad"] = digests
