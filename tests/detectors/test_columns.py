@@ -80,28 +80,35 @@ def test_feature_rows_give_the_matrix_of_their_dicts(rows, picks, names, missing
 
 CATEGORY = st.one_of(st.sampled_from(["a", "b", "z"]), st.integers(-3, 3), st.none(), st.booleans(),
                      st.floats(-5, 5), st.just(math.nan))
+COUNT = st.one_of(st.integers(-10**6, 10**6), st.integers(-10**6, 10**6), st.floats(-100, 100),
+                  st.none(), st.booleans(), st.integers(2**62, 2**66), st.just("7"))
 
 
-@settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True, width=64), CATEGORY, CATEGORY,
-                          st.integers(-10**6, 10**6)), min_size=1, max_size=40),
+CLEAN_COUNT = st.one_of(st.integers(-60, 60), st.floats(-60, 60))  # within the demo model's range, mostly
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.booleans().flatmap(lambda clean: st.lists(
+           st.tuples(st.floats(allow_nan=True, allow_infinity=True, width=64), CATEGORY, CATEGORY,
+                     CLEAN_COUNT if clean else COUNT), min_size=1, max_size=40)),
        st.lists(st.integers(0, 39), max_size=12))
 def test_feature_rows_with_other_columns_extract_as_their_dicts(rows, picks):
     """Blocks holding strings, integers and nulls beside floats (version 3 records) give every
-    feature column, trigger mask and the numeric matrix exactly as the events' dicts would."""
+    feature column, trigger mask and the numeric matrix exactly as the events' dicts would, also
+    for a numeric feature carried as such a list (integers, floats, and odd values among them)."""
     from detectors.columns import FeatureBlock, FeatureRow, block_columns
     from detectors.profile import extract_features
     from detectors.simulate import demo_model
 
-    spec = demo_model(name="m", n_numeric=1, n_categorical=2, reference_size=100)
+    spec = demo_model(name="m", n_numeric=2, n_categorical=2, reference_size=100)
     num, cat = [f.name for f in spec.features if f.type == "numeric"], [f.name for f in spec.features
                                                                           if f.type == "categorical"]
-    names = [num[0], cat[0], "count", cat[1]]
+    names = [num[0], cat[0], num[1], cat[1]]
     half = len(rows) // 2
     blocks = []
     for part in (rows[:half], rows[half:]):
         if part:
-            other = {cat[0]: [r[1] for r in part], "count": [r[3] for r in part], cat[1]: [r[2] for r in part]}
+            other = {cat[0]: [r[1] for r in part], num[1]: [r[3] for r in part], cat[1]: [r[2] for r in part]}
             blocks.append(FeatureBlock(names, np.array([[r[0]] for r in part], dtype=np.float64), other))
     views = [FeatureRow(b, i) for b in blocks for i in range(b.matrix.shape[0])]
     views += [views[p % len(views)] for p in picks]
