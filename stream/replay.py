@@ -413,20 +413,19 @@ class LabelJoin:
         while order:
             eid, value = order[0]
             held = pending.get(eid)
-            if held is value:
-                if value[4] >= limit:
-                    break
+            shared = type(held) is dict
+            if not (held is value or shared and held.get(value[0]) is value):
+                order.popleft()  # remembered again later: that entry counts
+                continue
+            if value[4] >= limit:
+                break
+            order.popleft()
+            if not shared:
                 del pending[eid]
-            elif type(held) is dict and held.get(value[0]) is value:
-                if value[4] >= limit:
-                    break
+            else:
                 del held[value[0]]
                 if len(held) == 1:
                     pending[eid] = next(iter(held.values()))
-            else:
-                order.popleft()  # remembered again later: that entry counts
-                continue
-            order.popleft()
             expired[eid] = None
             if len(expired) > EXPIRED_MEMORY:
                 expired.popitem(last=False)
