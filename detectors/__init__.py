@@ -33,15 +33,46 @@ sketches combine into the sketch of the union). The CUSUMs and the sequence of w
 order dependent and do not merge: the worker rekeys events by model into
 an internal topic so each model's detectors see one ordered stream owned by one worker.
 """
-from detectors.alerts import Alert, Resolution
-from detectors.canary import RollbackDecision
-from detectors.detection import SIGNALS, Detection
-from detectors.engine import ControlMessage, Engine, ModelMonitor
-from detectors.errors import ProfileFormatError, StateFormatError
-from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
-from detectors.profile import ReferenceProfile, build_profile
-from detectors.spec import (AlertPolicySpec, CalibrationSpec, CanaryPolicy, FeatureSpec, ModelSpec, MonitorSpec,
-                            TriggerSpec)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from detectors.alerts import Alert, Resolution
+    from detectors.canary import RollbackDecision
+    from detectors.detection import SIGNALS, Detection
+    from detectors.engine import ControlMessage, Engine, ModelMonitor
+    from detectors.errors import ProfileFormatError, StateFormatError
+    from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
+    from detectors.profile import ReferenceProfile, build_profile
+    from detectors.spec import (AlertPolicySpec, CalibrationSpec, CanaryPolicy, FeatureSpec, ModelSpec, MonitorSpec,
+                                TriggerSpec)
+
+# Public names and their modules, imported on first use: a process that only decodes events
+# (stream.decode_process) need not load the statistics stack (scipy, numba) the engine uses.
+_EXPORTS = {
+    "Alert": "alerts", "Resolution": "alerts", "RollbackDecision": "canary", "SIGNALS": "detection",
+    "Detection": "detection", "ControlMessage": "engine", "Engine": "engine", "ModelMonitor": "engine",
+    "ProfileFormatError": "errors", "StateFormatError": "errors", "InferenceEvent": "events",
+    "JoinedLabel": "events", "LabelEvent": "events", "ReferenceProfile": "profile", "build_profile": "profile",
+    "AlertPolicySpec": "spec", "CalibrationSpec": "spec", "CanaryPolicy": "spec", "FeatureSpec": "spec",
+    "ModelSpec": "spec", "MonitorSpec": "spec", "TriggerSpec": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'detectors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"detectors.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "Alert", "AlertPolicySpec", "CalibrationSpec", "CanaryPolicy", "ControlMessage", "Detection", "Engine",

@@ -183,6 +183,8 @@ class JsonDecoder:
             if not isinstance(path, str) or not path:
                 raise ValueError(f"mapping for {name!r} must be a non-empty path string")
         self.limits = limits or Limits()
+        self._settings = {"fields": fields, "constants": constants, "ts_unit": ts_unit,
+                          "max_future_seconds": max_future_seconds}
         self.ts_scale = _TS_SCALE[ts_unit]
         if max_future_seconds is not None and not max_future_seconds >= 0:
             raise ValueError("max_future_seconds must be a non-negative number or None")
@@ -199,6 +201,35 @@ class JsonDecoder:
         self._read_label = label_reader(self.limits) if self._plain else None
 
     # -- public ---------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any] | None:
+        """The constructor's arguments as plain JSON values, to build the same decoder in another
+        process (:meth:`from_settings`); None when its clock is not the wall clock."""
+        if self.clock is not time.time:
+            return None
+        lim = self.limits
+        return {**self._settings, "limits": {"max_bytes": lim.max_bytes, "max_features": lim.max_features,
+                                             "max_string": lim.max_string, "max_scores": lim.max_scores}}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> JsonDecoder:
+        """The decoder :meth:`settings` describes; ValueError names what does not fit."""
+        known = {"fields", "constants", "ts_unit", "max_future_seconds", "limits"}
+        if not isinstance(settings, Mapping) or set(settings) != known:
+            raise ValueError(f"decoder settings need exactly the keys {sorted(known)}")
+        limits = settings["limits"]
+        if not isinstance(limits, Mapping) or set(limits) != {"max_bytes", "max_features", "max_string",
+                                                               "max_scores"}:
+            raise ValueError("decoder settings: 'limits' needs max_bytes, max_features, max_string, max_scores")
+        if not all(type(v) is int and v > 0 for v in limits.values()):
+            raise ValueError("decoder settings: every limit must be a positive integer")
+        future = settings["max_future_seconds"]
+        if future is not None and type(future) not in (int, float):
+            raise ValueError("decoder settings: 'max_future_seconds' must be a number or null")
+        if not isinstance(settings["fields"], Mapping) or not isinstance(settings["constants"], Mapping):
+            raise ValueError("decoder settings: 'fields' and 'constants' must be objects")
+        return cls(fields=settings["fields"], constants=settings["constants"], limits=Limits(**limits),
+                   ts_unit=settings["ts_unit"], max_future_seconds=future)
+
     def decode_inference(self, raw: bytes) -> InferenceEvent:
         """Parse and validate one inference message."""
         read = self._read_inference

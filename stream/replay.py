@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import zlib
 import json
 import sys
 import time
@@ -38,11 +37,10 @@ from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.profile import ReferenceProfile
 from detectors.spec import MonitorSpec
 from stream.collector import fewer_collections
-from stream.decoding import DecodeError, Decoder, JsonDecoder, decoder_for_topic
-from stream.records import source_position
+from stream.decode_process import MAX_PROCESSES, DecodeProcesses, DecodeProcessError, auto_processes
+from stream.decoding import Decoder, JsonDecoder, decoder_for_topic
+from stream.lines import INFERENCE, LABELS, REGISTRY, STREAM_NAMES, decoded_batches, decoded_items, open_lines
 
-INFERENCE, LABELS, REGISTRY = 0, 1, 2  # topic indices used in positions (as the worker numbers its topics)
-STREAM_NAMES = ("inference", "labels", "registry")
 DEFAULT_HORIZON_S = 86_400.0
 EXPIRED_MEMORY = 1_000_000        # expired event ids remembered to tell "too late" from "unknown"
 DEFAULT_BATCH = 4096
@@ -169,102 +167,6 @@ def _pick_topic(topics: list[Any], name: str | None, what: str) -> Any:
 
 
 # -- input --------------------------------------------------------------------------------------
-def open_lines(path: str | Path) -> IO[bytes]:
-    """A binary line source: ``-`` is stdin; gzip is recognized by its magic bytes."""
-    if str(path) == "-":
-        raw: Any = sys.stdin.buffer
-    else:
-        raw = open(path, "rb")
-    head = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-    if head != b"\x1f\x8b":
-        return raw
-    unzipped = gzip.open(raw, "rb")
-    if raw.seekable():  # a plain text file that merely starts with the magic bytes is read as lines
-        try:
-            unzipped.peek(1)
-        except (OSError, EOFError, zlib.error):
-            raw.seek(0)
-            return raw
-    return unzipped  # type: ignore[return-value]
-
-
-def _items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> Iterator[tuple[float, int, int, InferenceEvent | LabelEvent]]:
-    """(ts, stream, line, event) for every decodable line; rejects are counted by reason."""
-    decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
-    base = source_position(stream, 0, 0)
-    lines = enumerate(fh, 1)
-    while True:
-        try:
-            line_no, line = next(lines)
-        except StopIteration:
-            return
-        except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
-            rejected["unreadable_input"] += 1
-            return
-        if not line or line.isspace():
-            rejected["blank_line"] += 1
-            continue
-        try:
-            item = decode(line)  # orjson ignores the trailing newline
-        except DecodeError as err:
-            rejected[err.reason] += 1
-            continue
-        item.position = base | line_no
-        yield item.ts, stream, line_no, item
-
-
-def _decoded_batches(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter,
-                     batch_size: int) -> Iterator[list[Any]]:
-    """Lists of up to ``batch_size`` decoded lines of one stream, positions set; rejects counted by reason.
-
-    What :func:`_items` yields, without a tuple per line: the batched paths of :func:`run_replay`
-    read whole lists and merge them by index. Lines are decoded a chunk at a time
-    (``decode_inference_many``), each chunk as many lines as the list still has room for.
-    """
-    decode_many = decoder.decode_inference_many if stream == INFERENCE else decoder.decode_label_many
-    base = source_position(stream, 0, 0)
-    line_no = 0
-    lines = iter(fh)
-    items: list[Any] = []
-    while True:
-        want = batch_size - len(items)
-        chunk: list[bytes] = []
-        broken = False
-        try:
-            for line in lines:
-                chunk.append(line)
-                if len(chunk) >= want:
-                    break
-        except (OSError, EOFError, zlib.error):  # a truncated or corrupt gzip member: keep what was read
-            broken = True
-        numbers: list[int] = []
-        raws: list[bytes] = []
-        for line in chunk:
-            line_no += 1
-            if not line or line.isspace():
-                rejected["blank_line"] += 1
-                continue
-            numbers.append(line_no)
-            raws.append(line)  # orjson and msgspec ignore the trailing newline
-        for no, item in zip(numbers, decode_many(raws)):
-            if isinstance(item, Exception):
-                if not isinstance(item, DecodeError):
-                    raise item
-                rejected[item.reason] += 1
-                continue
-            item.position = base | no
-            items.append(item)
-        if broken:
-            rejected["unreadable_input"] += 1
-        if broken or len(chunk) < want:  # the end of the input
-            if items:
-                yield items
-            return
-        if len(items) >= batch_size:
-            yield items
-            items = []
-
-
 def _merged_batches(inference: Iterator[list[InferenceEvent]], labels: Iterator[list[LabelEvent]],
                     batch_size: int) -> Iterator[list[InferenceEvent | LabelEvent]]:
     """The merge of two decoded streams (as :func:`_merge`: by ts, each stream's order kept, ties to
@@ -457,12 +359,14 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                collect: bool = False, on_message: Callable[[dict[str, Any]], None] | None = None,
                engine: Engine | None = None,
                on_batch: Callable[[Engine, float], None] | None = None,
-               registry_path: str | Path | None = None) -> ReplayReport:
+               registry_path: str | Path | None = None, decode_processes: int | None = None) -> ReplayReport:
     """Replay the logs through a fresh :class:`~detectors.engine.Engine` (or ``engine``); write control messages.
 
     ``on_batch(engine, now)`` runs after every micro-batch with its event time (read-only
     observers such as :class:`stream.trace.StatsTrace`). ``registry_path``: signed registry events
-    (JSONL) merged in by ``issued_at``; needs ``config.registry_keys``.
+    (JSONL) merged in by ``issued_at``; needs ``config.registry_keys``. ``decode_processes``: how
+    many other processes decode the inference file (:mod:`stream.decode_process`; 0: this one);
+    None decides by the file's size and the spare cores. The results are the same either way.
     """
     if isinstance(config, (str, Path)):
         config = load_replay_config(config)
@@ -473,6 +377,16 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
         raise ValueError("batch_size must be at least 1")
     if registry_path is not None and config.registry_keys is None:
         raise ValueError("a registry log needs the registry section (public_keys) in the configuration")
+    if decode_processes is None:
+        decode_processes = 0 if registry_path is not None else auto_processes(inference_path,
+                                                                              config.inference_decoder)
+    elif decode_processes and (registry_path is not None or str(inference_path) == "-"
+                               or not isinstance(config.inference_decoder, JsonDecoder)
+                               or config.inference_decoder.settings() is None):
+        raise ValueError("decoding processes need an inference file (not stdin), the JSON decoder and no "
+                         "registry log")
+    elif not 0 <= decode_processes <= MAX_PROCESSES:
+        raise ValueError(f"decoding processes must be between 0 and {MAX_PROCESSES}")
     engine = engine or Engine(config.monitor, registry=config.registry_keys is not None)
     for name, ref in config.references.items():
         engine.monitors[name].set_reference(ref)
@@ -482,6 +396,7 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
     clock: float | None = None
     out, close_out = _open_out(alerts_out)
     started = time.perf_counter()
+    children: DecodeProcesses | None = None
     inf_fh = open_lines(inference_path)
     lab_fh = open_lines(labels_path) if labels_path is not None else None
     reg_fh = open_lines(registry_path) if registry_path is not None else None
@@ -493,18 +408,24 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
             alone = None
             batches: Iterator[tuple[list[Any], list[Any], float | None]]
             if reg_fh is None:  # whole decoded lists, merged by index, without a tuple per line
-                inf_lists = _decoded_batches(inf_fh, INFERENCE, config.inference_decoder,
-                                             report.rejected["inference"], batch_size)
+                if decode_processes:
+                    inf_fh.close()
+                    children = DecodeProcesses(inference_path, config.inference_decoder, batch_size,
+                                               report.rejected["inference"], decode_processes)
+                    inf_lists = children.batches()
+                else:
+                    inf_lists = decoded_batches(inf_fh, INFERENCE, config.inference_decoder,
+                                                report.rejected["inference"], batch_size)
                 if lab_fh is None:
                     alone = inf_lists
                 else:
                     batches = ((order, [], order[-1].ts) for order in _merged_batches(
-                        inf_lists, _decoded_batches(lab_fh, LABELS, config.label_decoder, lab_rejected, batch_size),
+                        inf_lists, decoded_batches(lab_fh, LABELS, config.label_decoder, lab_rejected, batch_size),
                         batch_size))
             else:  # registry events end batches where they fall: merged line by line
-                merged = _items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
+                merged = decoded_items(inf_fh, INFERENCE, config.inference_decoder, report.rejected["inference"])
                 if lab_fh is not None:
-                    merged = _merge(merged, _items(lab_fh, LABELS, config.label_decoder, lab_rejected))
+                    merged = _merge(merged, decoded_items(lab_fh, LABELS, config.label_decoder, lab_rejected))
                 reg_rejected = report.rejected.setdefault("registry", Counter())
                 batches = _registry_batches(_merge(_registry_items(reg_fh, config, reg_rejected,
                                                                    frozenset(engine.monitors)), merged), batch_size)
@@ -565,6 +486,8 @@ def run_replay(config: ReplayConfig | MonitorSpec | str | Path, inference_path: 
                     on_batch(engine, clock)
         finally:
             inf_fh.close()
+            if children is not None:
+                children.close()
             if lab_fh is not None:
                 lab_fh.close()
             if reg_fh is not None:
@@ -616,6 +539,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label-join horizon in seconds (default: redis.pending_ttl_seconds of the config)")
     parser.add_argument("--inference-topic", help="take the field mapping of this inference topic of the config")
     parser.add_argument("--label-topic", help="take the field mapping of this label topic of the config")
+    parser.add_argument("--decode-processes", type=int, default=None, metavar="N",
+                        help="other processes decoding the inference file (0: none; default: one per spare core "
+                             "for files of 8 MiB or more); the results are the same either way")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     parser.add_argument("--html", metavar="OUT.html",
                         help="also write a self-contained HTML backtest report (statistics against thresholds "
@@ -652,11 +578,12 @@ def run(args: argparse.Namespace) -> int:
         report = run_replay(cfg, args.inference, args.labels, args.alerts, batch_size=args.batch_size,
                             horizon_seconds=args.horizon, engine=engine,
                             on_message=messages.append if trace is not None else None,
-                            on_batch=trace.sample if trace is not None else None, registry_path=args.registry)
+                            on_batch=trace.sample if trace is not None else None, registry_path=args.registry,
+                            decode_processes=args.decode_processes)
     except ValueError as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, DecodeProcessError) as exc:
         print(f"driftline replay: {exc}", file=sys.stderr)
         return 2
     if trace is not None:

@@ -1,0 +1,322 @@
+"""Inference lines decoded in other processes and handed back as validated batch records.
+
+Decoding JSON is about half of a replay's time. With spare cores, ``N`` child processes
+(``python -m stream.decode_process``) each open the inference file, cut it into chunks of
+``chunk`` lines and decode every ``N``-th chunk exactly as the replay would
+(:func:`stream.lines.decode_lines`); each decoded chunk travels back as the worker's internal batch
+records (:mod:`stream.records`), one per model. Only bytes cross the pipes: no pickle, and the
+parent reads every record with the validating reader the worker uses on its internal topic. The
+parent takes the chunks in order, one child after the other, and cuts the events into the same
+batches an in-process replay makes, so the results do not depend on how many processes decoded.
+
+Frames go on a pipe of their own (the child's stdout and stderr stay free): a header length
+(uint32 LE), an orjson header (``{"v": 1, "sizes": [record lengths], "rejected": {reason: count},
+"end": bool}``), then the records. A child writes one frame per chunk it owns and a last frame
+with ``"end": true`` at the first chunk it owns that the input does not reach; a child that stops
+before that frame is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import struct
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from operator import attrgetter
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from detectors.events import InferenceEvent
+from stream.collector import fewer_collections
+from stream.decoding import JsonDecoder
+from stream.lines import INFERENCE, INPUT_BROKEN, decode_lines, open_lines, read_chunk
+from stream.records import RecordError, decode_batch, encode_inference_batch, source_position
+
+FRAME_VERSION = 1
+MAX_PROCESSES = 8
+#: Inputs at least this large are decoded in other processes when the machine has a spare core.
+AUTO_MIN_BYTES = 8 * 1024 * 1024
+_LENGTH = struct.Struct("<I")
+_MAX_HEADER_BYTES = 64 * 1024 * 1024
+_POSITION = attrgetter("position")
+
+
+class DecodeProcessError(RuntimeError):
+    """A decoding process stopped early or sent something other than its frames."""
+
+
+def usable_cores() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # platforms without affinity
+        return os.cpu_count() or 1
+
+
+def auto_processes(path: str | Path, decoder: Any) -> int:
+    """How many decoding processes ``auto`` starts: none for stdin, small files (under
+    :data:`AUTO_MIN_BYTES`), decoders another process cannot rebuild, or a single core; otherwise
+    one per spare core, at most :data:`MAX_PROCESSES`."""
+    if str(path) == "-" or not isinstance(decoder, JsonDecoder) or decoder.settings() is None:
+        return 0
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return 0
+    if size < AUTO_MIN_BYTES:
+        return 0
+    return max(0, min(MAX_PROCESSES, usable_cores() - 1))
+
+
+# -- child -------------------------------------------------------------------------------------
+def serve(path: str | Path, decoder: JsonDecoder, chunk: int, share: int, of: int, out: IO[bytes]) -> None:
+    """Decode the chunks ``share``, ``share + of``, ... of ``chunk`` lines of ``path`` onto ``out``."""
+    decode_many = decoder.decode_inference_many
+    base = source_position(INFERENCE, 0, 0)
+    rejected: Counter = Counter()
+    with fewer_collections(), open_lines(path) as fh:
+        lines = iter(fh)
+        before = 0
+        index = 0
+        while True:
+            if index % of != share:
+                lines_read, broken = _skip(lines, chunk)
+                before += lines_read
+                if broken or lines_read < chunk:
+                    break
+                index += 1
+                continue
+            lines_chunk, broken = read_chunk(lines, chunk)
+            if not lines_chunk and not broken:
+                break
+            items = decode_lines(decode_many, base, before, lines_chunk, rejected)
+            before += len(lines_chunk)
+            _write_frame(out, _records(items), rejected, end=False)
+            rejected.clear()
+            if broken or len(lines_chunk) < chunk:
+                break
+            index += 1
+        if broken and share == 0:
+            rejected["unreadable_input"] += 1
+    _write_frame(out, [], rejected, end=True)
+    out.flush()
+
+
+def _skip(lines: Iterator[bytes], n: int) -> tuple[int, bool]:
+    """Pass over up to ``n`` lines: how many there were, and whether the input broke off."""
+    count = 0
+    try:
+        for _ in lines:
+            count += 1
+            if count >= n:
+                break
+    except INPUT_BROKEN:
+        return count, True
+    return count, False
+
+
+def _records(items: list[InferenceEvent]) -> list[bytes]:
+    """One model's events per record list (in their order), models in order of first appearance."""
+    if not items:
+        return []
+    first = items[0].model
+    if all(e.model == first for e in items):
+        return encode_inference_batch(items)
+    by_model: dict[str, list[InferenceEvent]] = {}
+    for e in items:
+        group = by_model.get(e.model)
+        if group is None:
+            by_model[e.model] = [e]
+        else:
+            group.append(e)
+    return [r for events in by_model.values() for r in encode_inference_batch(events)]
+
+
+def _write_frame(out: IO[bytes], records: list[bytes], rejected: Counter, end: bool) -> None:
+    head = orjson.dumps({"v": FRAME_VERSION, "sizes": [len(r) for r in records], "rejected": dict(rejected),
+                         "end": end})
+    out.write(b"".join([_LENGTH.pack(len(head)), head, *records]))
+
+
+# -- parent ------------------------------------------------------------------------------------
+class _Child:
+    """One decoding process and the read end of its frame pipe."""
+
+    def __init__(self, path: str | Path, settings: dict[str, Any], chunk: int, share: int, of: int) -> None:
+        root = str(Path(__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        read_fd, write_fd = os.pipe()  # a pipe of its own: nothing the child prints can reach it
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stream.decode_process", "--chunk", str(chunk), "--share", str(share),
+                 "--of", str(of), "--decoder", orjson.dumps(settings).decode(), "--out-fd", str(write_fd),
+                 str(Path(path).resolve())],
+                stdin=subprocess.DEVNULL, pass_fds=(write_fd,), env=env)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        self.stream = os.fdopen(read_fd, "rb")
+        self.share = share
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.stream.close()
+
+    def frame(self) -> tuple[list[bytes], dict[str, int], bool]:
+        """The next frame: its records, its rejects by reason, whether it is the last."""
+        head = self._read(_LENGTH.size)
+        if head is None:
+            raise self.failed("stopped before its last frame")
+        (length,) = _LENGTH.unpack(head)
+        body = self._read(length) if length <= _MAX_HEADER_BYTES else None
+        try:
+            header = orjson.loads(body) if body is not None else None
+        except orjson.JSONDecodeError:
+            header = None
+        if (type(header) is not dict or header.get("v") != FRAME_VERSION or type(header.get("end")) is not bool
+                or type(header.get("sizes")) is not list or type(header.get("rejected")) is not dict
+                or not all(type(n) is int and n > 0 for n in header["sizes"])
+                or not all(type(n) is int and n > 0 for n in header["rejected"].values())):
+            raise self.failed("sent a malformed frame header")
+        records = []
+        for size in header["sizes"]:
+            raw = self._read(size)
+            if raw is None:
+                raise self.failed("stopped inside a frame")
+            records.append(raw)
+        return records, header["rejected"], header["end"]
+
+    def _read(self, n: int) -> bytes | None:
+        data = self.stream.read(n)
+        return data if len(data) == n else None
+
+    def failed(self, what: str) -> DecodeProcessError:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        state = f" (exit code {code})" if code is not None else ""
+        return DecodeProcessError(f"inference decoding process {self.share} {what}{state}")
+
+
+class DecodeProcesses:
+    """``processes`` children decoding one inference file; :meth:`batches` yields its events.
+
+    Use as a context manager: leaving it stops the children still running.
+    """
+
+    def __init__(self, path: str | Path, decoder: JsonDecoder, batch_size: int, rejected: Counter,
+                 processes: int = 1, chunk: int | None = None) -> None:
+        settings = decoder.settings()
+        if settings is None:
+            raise ValueError("this decoder cannot be rebuilt in another process (it has its own clock)")
+        if not 1 <= processes <= MAX_PROCESSES:
+            raise ValueError(f"decoding processes must be between 1 and {MAX_PROCESSES}")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.rejected = rejected
+        chunk = chunk or max(batch_size, 1024)
+        self.children: list[_Child] = []
+        try:
+            for share in range(processes):
+                self.children.append(_Child(path, settings, chunk, share, processes))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> DecodeProcesses:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the children that still run and release their pipes."""
+        for child in self.children:
+            child.close()
+
+    def batches(self) -> Iterator[list[InferenceEvent]]:
+        """The events in line order, in lists of ``batch_size`` (the last one shorter), as
+        :func:`stream.lines.decoded_batches` cuts them; rejected lines counted into ``rejected``."""
+        children, size = self.children, self.batch_size
+        pending: list[InferenceEvent] = []
+        turn = 0
+        while True:
+            child = children[turn % len(children)]
+            records, rejected, end = child.frame()
+            self.rejected.update(rejected)
+            if end:
+                break
+            events: list[InferenceEvent] = []
+            for raw in records:
+                try:
+                    batch = decode_batch(raw)
+                except RecordError as exc:
+                    raise child.failed(f"sent an invalid record: {exc}") from None
+                if batch.kind != "i":
+                    raise child.failed(f"sent a record of kind {batch.kind!r}")
+                events.extend(batch.items)
+            if len(records) > 1:
+                events.sort(key=_POSITION)  # the models' records back into line order
+            pending.extend(events)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+            turn += 1
+        for other in children:  # the input ended: every other child's next frame is its last
+            if other is not child:
+                records, rejected, end = other.frame()
+                if not end or records:
+                    raise other.failed("sent a chunk past the end of the input")
+                self.rejected.update(rejected)
+        for other in children:
+            if other.proc.wait() != 0:
+                raise other.failed("exited with an error after its last frame")
+        if pending:
+            yield pending
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Child entry point: decode this process's share of one inference file."""
+    p = argparse.ArgumentParser(prog="python -m stream.decode_process", description=__doc__.splitlines()[0])
+    p.add_argument("--chunk", type=int, required=True, help="lines per chunk")
+    p.add_argument("--share", type=int, default=0, help="this process's index")
+    p.add_argument("--of", type=int, default=1, help="decoding processes in all")
+    p.add_argument("--decoder", required=True, help="the decoder's settings (JSON)")
+    p.add_argument("--out-fd", type=int, default=None, help="write the frames to this file descriptor "
+                                                              "(default: stdout)")
+    p.add_argument("path")
+    args = p.parse_args(argv)
+    if args.chunk < 1 or args.of < 1 or not 0 <= args.share < args.of:
+        print("decode_process: needs --chunk >= 1 and 0 <= --share < --of", file=sys.stderr)
+        return 2
+    try:
+        decoder = JsonDecoder.from_settings(orjson.loads(args.decoder))
+    except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        print(f"decode_process: bad decoder settings: {exc}", file=sys.stderr)
+        return 2
+    try:
+        out = sys.stdout.buffer if args.out_fd is None else os.fdopen(args.out_fd, "wb")
+    except OSError as exc:
+        print(f"decode_process: --out-fd: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with out:
+            serve(args.path, decoder, args.chunk, args.share, args.of, out)
+    except BrokenPipeError:  # the parent stopped reading (it ended the replay early)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
