@@ -22,10 +22,12 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from detectors.spec import FeatureSpec
+if TYPE_CHECKING:  # annotations only: decoding processes import this module without pydantic
+    from detectors.spec import FeatureSpec
 
 VALID, NAN, INF, NULL, WRONG_TYPE, OUT_OF_RANGE = range(6)
 INVALID_KINDS: tuple[str, ...] = ("nan", "inf", "null", "wrong_type", "out_of_range")

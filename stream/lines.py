@@ -42,7 +42,8 @@ def open_lines(path: str | Path) -> IO[bytes]:
     return unzipped  # type: ignore[return-value]
 
 
-def decoded_items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter) -> Iterator[tuple[float, int, int, InferenceEvent | LabelEvent]]:
+def decoded_items(fh: IO[bytes], stream: int, decoder: Decoder, rejected: Counter
+                  ) -> Iterator[tuple[float, int, int, InferenceEvent | LabelEvent]]:
     """(ts, stream, line, event) for every decodable line; rejects are counted by reason."""
     decode = decoder.decode_inference if stream == INFERENCE else decoder.decode_label
     base = source_position(stream, 0, 0)

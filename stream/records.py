@@ -316,7 +316,8 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     width = len(names)
     if names and all(map(width.__eq__, map(len, feats))):
         flat = list(chain.from_iterable(map(dict.values, feats)))  # one list, checked and converted at once
-        if set(map(type, flat)) == _FLOAT_TYPE:
+        # a first event with a value other than a float rules the float matrix out: no pass over all values
+        if set(map(type, feats[0].values())) == _FLOAT_TYPE and set(map(type, flat)) == _FLOAT_TYPE:
             if all(map(names.__eq__, map(list, feats))):
                 arrays.append(np.array(flat, dtype=np.float64).reshape(n, width))
                 columnar = True
@@ -326,11 +327,11 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     header = {"m": events[0].model, "n": n, "id": [e.event_id for e in events],
               "mv": [e.model_version for e in events], "d": [e.deployment for e in events],
               "p": [e.prediction for e in events], "c": [e.confidence for e in events],
-              "s": scores if any(s is not None for s in scores) else None,
+              "s": scores if scores.count(None) != n else None,
               "cols": names if columnar else None,
               "f": None if columnar or mixed is not None else [_mark_non_finite(f) for f in feats]}
     digests = [e.artifact_digest for e in events]
-    if any(d is not None for d in digests):
+    if digests.count(None) != n:
         header["ad"] = digests
     if mixed is not None:
         float_names, float_cols, other = mixed

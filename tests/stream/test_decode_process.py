@@ -247,9 +247,9 @@ def test_cli_takes_the_number_of_decoding_processes(logs, tmp_path, capsys) -> N
     assert "not stdin" in capsys.readouterr().err
 
 
-def test_the_decoding_process_does_not_load_the_statistics_stack() -> None:
-    code = "import sys, stream.decode_process; print(sorted(m for m in ('scipy', 'numba', 'detectors.engine') " \
-           "if m in sys.modules))"
+def test_the_decoding_process_does_not_load_the_statistics_stack_or_pydantic() -> None:
+    heavy = "('scipy', 'numba', 'pydantic', 'detectors.engine')"
+    code = f"import sys, stream.decode_process; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.stdout.strip() == "[]"
