@@ -307,16 +307,45 @@ class Workers:
                 text = (Path(self._tmp.name) / f"worker{i}.log").read_text(errors="replace")
                 raise RuntimeError(f"worker {i} exited: {text[-12000:]}")
 
+    def watch_start(self) -> Callable[[], float | None]:
+        """Start watching for the first committed batch in the background (call before producing:
+        the workers may commit while the events are still being sent); returns a function giving
+        the time it was seen (``perf_counter``, 50 ms before the poll that saw it), or None."""
+        seen: list[float] = []
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                if _committed(self.bootstrap, self.group, self.topic) > 0:
+                    seen.append(t - 0.05)
+                    return
+                stop.wait(0.05)
+
+        thread = threading.Thread(target=poll, daemon=True)
+        thread.start()
+
+        def started() -> float | None:
+            stop.set()
+            thread.join(30)
+            return seen[0] if seen else None
+        return started
+
     def wait_done(self, n: int, n_labels: int = 0, on_progress: Callable[[int], None] | None = None,
-                  timeout: float = 3600) -> float:
+                  timeout: float = 3600, started: Callable[[], float | None] | None = None) -> float:
         """Block until ``n`` raw events and ``n_labels`` labels are routed and every internal record is
-        processed; return the wall time since the first committed batch (started 50 ms before)."""
-        started = None
+        processed; return the wall time since the first committed batch (started 50 ms before).
+
+        The first committed batch is the one ``started`` (from :meth:`watch_start`) saw, else the
+        first one this call sees: only right when the events were all produced before the workers
+        started (their first batch commits after this call begins)."""
+        first = started() if started is not None else None
+        started_at = first
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             raw = _committed(self.bootstrap, self.group, self.topic)
-            if started is None and raw > 0:
-                started = time.perf_counter() - 0.05
+            if started_at is None and raw > 0:
+                started_at = time.perf_counter() - 0.05
             if on_progress is not None:
                 on_progress(raw)
             if raw >= n and (n_labels == 0 or _committed(self.bootstrap, self.group, f"{self.topic}-labels") >= n_labels):
@@ -324,7 +353,8 @@ class Workers:
                 done = _committed_map(self.bootstrap, self.group, self.internal)
                 # each committed transaction leaves one marker after its records
                 if all(done.get(p, 0) >= h - 1 for p, h in high.items() if h > 0):
-                    return time.perf_counter() - started
+                    assert started_at is not None
+                    return time.perf_counter() - started_at
             self.check_alive()
             time.sleep(0.05)
         raise RuntimeError("timed out")
@@ -332,12 +362,21 @@ class Workers:
 
 def worker_run(bootstrap: str, redis_url: str, n: int, seed: int, runtime: str = "confluent",
                label_fraction: float = 0.0) -> tuple[float, float | None]:
-    """Events/s of one worker over ``n`` pre-produced events (and labels), then the produce-to-alert latency."""
-    with Workers(bootstrap, redis_url, runtime=runtime) as w:
-        _produce(bootstrap, w.topic, _events(n, seed, 1_750_000_000.0))
-        labels = _labels(n, label_fraction, seed, 1_750_000_000.0)
+    """Events/s of one worker over ``n`` pre-produced events (and labels), then the produce-to-alert latency.
+
+    Everything is produced before the worker starts: the run times the worker from its first
+    committed batch, not the benchmark's producer (which would share the cores with it).
+    """
+    workers = Workers(bootstrap, redis_url, runtime=runtime)
+    labels = _labels(n, label_fraction, seed, 1_750_000_000.0)
+    try:
+        _produce(bootstrap, workers.topic, _events(n, seed, 1_750_000_000.0))
         if labels:
-            _produce(bootstrap, f"{w.topic}-labels", labels)
+            _produce(bootstrap, f"{workers.topic}-labels", labels)
+    except BaseException:
+        _drop(bootstrap, [workers.topic, f"{workers.topic}-labels"])
+        raise
+    with workers as w:
         elapsed = w.wait_done(n, len(labels))
         rate = n / elapsed
         latency = _alert_latency(bootstrap, w.topic, seed)
@@ -374,9 +413,10 @@ def _model_on(partition: int, stem: str) -> str:
 
 def _rate_of(bootstrap: str, redis_url: str, events: list[bytes], models: list[dict], workers: int) -> float:
     with Workers(bootstrap, redis_url, models=models, count=workers) as w:
-        w.wait_stable()
+        w.wait_stable()  # every worker holds partitions before the events arrive (no rebalance in the run)
+        started = w.watch_start()
         _produce(bootstrap, w.topic, events)
-        return len(events) / w.wait_done(len(events))
+        return len(events) / w.wait_done(len(events), started=started)
 
 
 # -- modes -----------------------------------------------------------------------------------
@@ -557,6 +597,7 @@ def mode_rss(args: argparse.Namespace) -> dict:
                     _send(p, w.topic, pool[:min(len(pool), marks[-1] - k)], MODEL.encode())
                 p.flush(300)
 
+            started = w.watch_start()
             t = threading.Thread(target=produce, daemon=True)
             t.start()
 
@@ -565,7 +606,7 @@ def mode_rss(args: argparse.Namespace) -> dict:
                     last[0] = time.monotonic()
                     samples.append((raw, _rss_kb(w.procs[0].pid)))
 
-            elapsed = w.wait_done(marks[-1], on_progress=progress)
+            elapsed = w.wait_done(marks[-1], on_progress=progress, started=started)
             t.join()
             # the RSS around a mark: median of the samples over the last tenth of events before it
             # (one reading moves with the consumer's prefetch queue and the batch in flight)

@@ -736,6 +736,10 @@ _RECEIVE_DEFAULT = 100_000_000
 # reached queued.max.messages.kbytes (its default, 1,000 ms, let a busy worker drain its queue and
 # stall for the next fetch); the memory bound is the same, it is only checked more often
 FETCH_QUEUE_BACKOFF_MS = 20
+# how long the broker may hold a fetch that finds no new data: a label partition resumed after its
+# wait, or a partition seeked back, is only fetched by the next request, so librdkafka's default
+# (500 ms) held them back that long behind a caught-up partition's long poll
+FETCH_WAIT_MAX_MS = 100
 
 
 def fetch_settings(config: DriftlineConfig) -> dict[str, int]:
@@ -755,7 +759,7 @@ def fetch_settings(config: DriftlineConfig) -> dict[str, int]:
     return {"fetch.max.bytes": k.fetch_max_bytes, "max.partition.fetch.bytes": partition,
             "message.max.bytes": min(k.fetch_max_bytes, int(k.client_options.get("message.max.bytes", 1_000_000))),
             "queued.max.messages.kbytes": max(1, k.prefetch_max_bytes // 1024),
-            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS, "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
             "receive.message.max.bytes": max(k.fetch_max_bytes + _RESPONSE_OVERHEAD, _RECEIVE_DEFAULT)}
 
 

@@ -860,11 +860,12 @@ class Worker:
         """Share how far this worker's inference partitions are routed (see :meth:`_route_labels`).
 
         Committed batches report their newest message time; a partition read up to its end
-        reports the current time, at most once a second.
+        reports the current time, at most once a second, or at every call while a label partition
+        waits (so that its label resumes as soon as the inference partitions are caught up).
         """
         clocks, self._routed_until = self._routed_until, {}
         now = time.monotonic()
-        if now - self._last_clock >= 1.0 and self._consumer is not None:
+        if (self._paused or now - self._last_clock >= 1.0) and self._consumer is not None:
             self._last_clock = now
             mine = [tp for tp in self._consumer.assignment() if tp.topic in self._inference_topics]
             for tp in self._consumer.position(mine) if mine else []:

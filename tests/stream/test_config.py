@@ -245,6 +245,10 @@ def test_fetch_settings_derive_from_the_config():
     assert c["fetch.queue.backoff.ms"] == 20
     assert consumer_settings(parse_config(doc(kafka__client_options={"fetch.queue.backoff.ms": 100})),
                              environ=ENV)["fetch.queue.backoff.ms"] == 100
+    # the broker holds an empty fetch 100 ms, not 500: a resumed or seeked partition waits no longer
+    assert c["fetch.wait.max.ms"] == 100
+    assert consumer_settings(parse_config(doc(kafka__client_options={"fetch.wait.max.ms": 500})),
+                             environ=ENV)["fetch.wait.max.ms"] == 500
     cfg = parse_config(doc(kafka__max_message_bytes=4 * MiB, kafka__fetch_max_bytes=128 * MiB,
                            kafka__prefetch_max_bytes=256 * MiB,
                            kafka__label_topics=[{"name": "labels", "max_message_bytes": 6 * MiB}]))
