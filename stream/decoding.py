@@ -203,12 +203,18 @@ class JsonDecoder:
     # -- public ---------------------------------------------------------------------------
     def settings(self) -> dict[str, Any] | None:
         """The constructor's arguments as plain JSON values, to build the same decoder in another
-        process (:meth:`from_settings`); None when its clock is not the wall clock."""
+        process (:meth:`from_settings`); None when its clock is not the wall clock or a value does
+        not survive JSON unchanged (say a tuple among the constants)."""
         if self.clock is not time.time:
             return None
         lim = self.limits
-        return {**self._settings, "limits": {"max_bytes": lim.max_bytes, "max_features": lim.max_features,
-                                             "max_string": lim.max_string, "max_scores": lim.max_scores}}
+        out = {**self._settings, "limits": {"max_bytes": lim.max_bytes, "max_features": lim.max_features,
+                                            "max_string": lim.max_string, "max_scores": lim.max_scores}}
+        try:
+            same = orjson.loads(orjson.dumps(out)) == out
+        except (TypeError, orjson.JSONEncodeError):
+            same = False
+        return out if same else None
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> JsonDecoder:

@@ -196,6 +196,8 @@ def test_decoder_settings_rebuild_the_same_decoder() -> None:
                       "prediction": "a"}).encode()
     assert again.decode_inference(raw) == dec.decode_inference(raw)
     assert JsonDecoder(clock=lambda: 0.0).settings() is None
+    assert JsonDecoder(constants={"model_version": ("v", 1)}).settings() is None  # a tuple comes back a list
+    assert JsonDecoder(constants={"model_version": object()}).settings() is None
     for bad in ({}, {**dec.settings(), "limits": {"max_bytes": -1}}, {**dec.settings(), "extra": 1},
                 {**dec.settings(), "max_future_seconds": "soon"}, {**dec.settings(), "ts_unit": "years"}):
         with pytest.raises(ValueError):
