@@ -28,6 +28,11 @@ from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: pipes keep their default size
+    fcntl = None  # type: ignore[assignment]
+
 import orjson
 
 from detectors.events import InferenceEvent
@@ -41,6 +46,8 @@ MAX_PROCESSES = 8
 #: Inputs at least this large are decoded in other processes when the machine has a spare core.
 AUTO_MIN_BYTES = 8 * 1024 * 1024
 _LENGTH = struct.Struct("<I")
+#: Pipe buffer asked for (Linux; unprivileged processes may ask up to /proc/sys/fs/pipe-max-size, 1 MiB by default).
+PIPE_BYTES = 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
 _POSITION = attrgetter("position")
 
@@ -151,6 +158,10 @@ class _Child:
         env = dict(os.environ)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         read_fd, write_fd = os.pipe()  # a pipe of its own: nothing the child prints can reach it
+        try:  # room for a whole frame, so the child decodes the next chunk while this one is read
+            fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        except (OSError, AttributeError):  # above /proc/sys/fs/pipe-max-size, or not Linux: the default
+            pass
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stream.decode_process", "--chunk", str(chunk), "--share", str(share),

@@ -255,3 +255,19 @@ def test_the_decoding_process_does_not_load_the_statistics_stack_or_pydantic() -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.stdout.strip() == "[]"
+
+
+def test_the_frame_pipe_holds_a_frame(logs) -> None:
+    """The child can write the next chunk's frame while the replaying process works on the last one."""
+    import fcntl
+
+    from stream.decode_process import PIPE_BYTES
+
+    inf, _, _ = logs
+    with DecodeProcesses(inf, JsonDecoder(), 4096, Counter(), 1) as children:
+        size = fcntl.fcntl(children.children[0].stream.fileno(), fcntl.F_GETPIPE_SZ)
+        list(children.batches())
+    if int(Path("/proc/sys/fs/pipe-max-size").read_text()) >= PIPE_BYTES:
+        assert size >= PIPE_BYTES
+    else:  # the system refuses pipes this large: the default size stays
+        assert size >= 4096
