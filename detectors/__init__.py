@@ -74,9 +74,4 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-__all__ = [
-    "Alert", "AlertPolicySpec", "CalibrationSpec", "CanaryPolicy", "ControlMessage", "Detection", "Engine",
-    "FeatureSpec", "InferenceEvent", "JoinedLabel", "LabelEvent", "ModelMonitor", "ModelSpec", "MonitorSpec",
-    "ProfileFormatError", "ReferenceProfile", "Resolution", "RollbackDecision", "SIGNALS", "StateFormatError",
-    "TriggerSpec", "build_profile",
-]
+__all__ = sorted(_EXPORTS)
