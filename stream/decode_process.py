@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -299,6 +300,8 @@ class DecodeProcesses:
 
 def main(argv: list[str] | None = None) -> int:
     """Child entry point: decode this process's share of one inference file."""
+    # Ctrl-C reaches the whole process group: the replaying process stops its children itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     p = argparse.ArgumentParser(prog="python -m stream.decode_process", description=__doc__.splitlines()[0])
     p.add_argument("--chunk", type=int, required=True, help="lines per chunk")
     p.add_argument("--share", type=int, default=0, help="this process's index")
