@@ -39,7 +39,7 @@ def _line(rng: random.Random, i: int) -> bytes:
     if model != "k":
         feats.update({"n": rng.randrange(100), "c": rng.choice("pqr")})
         if rng.random() < 0.02:
-            feats["n"] = rng.choice([None, "7", True])
+            feats["n"] = rng.choice([None, "7", True, 2**70, [1, 2], {"k": 1}])
     doc = {"event_id": f"e{i}", "ts": 1000.0 + i * 0.01, "model": model, "model_version": "v1",
            "features": feats, "prediction": "a" if rng.random() < 0.8 + shift / 20 else "b",
            "scores": {"a": 0.7, "b": 0.3}}
