@@ -39,7 +39,7 @@ import orjson
 from detectors.events import InferenceEvent
 from stream.collector import fewer_collections
 from stream.decoding import JsonDecoder
-from stream.lines import INFERENCE, INPUT_BROKEN, decode_lines, open_lines, read_chunk
+from stream.lines import INFERENCE, decode_lines, open_lines, read_chunk
 from stream.records import RecordError, decode_batch, encode_inference_batch, source_position
 
 FRAME_VERSION = 1
@@ -91,40 +91,19 @@ def serve(path: str | Path, decoder: JsonDecoder, chunk: int, share: int, of: in
         before = 0
         index = 0
         while True:
-            if index % of != share:
-                lines_read, broken = _skip(lines, chunk)
-                before += lines_read
-                if broken or lines_read < chunk:
-                    break
-                index += 1
-                continue
             lines_chunk, broken = read_chunk(lines, chunk)
-            if not lines_chunk and not broken:
-                break
-            items = decode_lines(decode_many, base, before, lines_chunk, rejected)
+            if index % of == share and (lines_chunk or broken):
+                items = decode_lines(decode_many, base, before, lines_chunk, rejected)
+                _write_frame(out, _records(items), rejected, end=False)
+                rejected.clear()
             before += len(lines_chunk)
-            _write_frame(out, _records(items), rejected, end=False)
-            rejected.clear()
-            if broken or len(lines_chunk) < chunk:
+            if broken or len(lines_chunk) < chunk:  # the end of the input (every child stops here)
                 break
             index += 1
         if broken and share == 0:
             rejected["unreadable_input"] += 1
     _write_frame(out, [], rejected, end=True)
     out.flush()
-
-
-def _skip(lines: Iterator[bytes], n: int) -> tuple[int, bool]:
-    """Pass over up to ``n`` lines: how many there were, and whether the input broke off."""
-    count = 0
-    try:
-        for _ in lines:
-            count += 1
-            if count >= n:
-                break
-    except INPUT_BROKEN:
-        return count, True
-    return count, False
 
 
 def _records(items: list[InferenceEvent]) -> list[bytes]:

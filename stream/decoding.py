@@ -30,7 +30,8 @@ import math
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -207,9 +208,7 @@ class JsonDecoder:
         not survive JSON unchanged (say a tuple among the constants)."""
         if self.clock is not time.time:
             return None
-        lim = self.limits
-        out = {**self._settings, "limits": {"max_bytes": lim.max_bytes, "max_features": lim.max_features,
-                                            "max_string": lim.max_string, "max_scores": lim.max_scores}}
+        out = {**self._settings, "limits": asdict(self.limits)}
         try:
             same = orjson.loads(orjson.dumps(out)) == out
         except (TypeError, orjson.JSONEncodeError):
@@ -222,19 +221,17 @@ class JsonDecoder:
         known = {"fields", "constants", "ts_unit", "max_future_seconds", "limits"}
         if not isinstance(settings, Mapping) or set(settings) != known:
             raise ValueError(f"decoder settings need exactly the keys {sorted(known)}")
-        limits = settings["limits"]
-        if not isinstance(limits, Mapping) or set(limits) != {"max_bytes", "max_features", "max_string",
-                                                               "max_scores"}:
-            raise ValueError("decoder settings: 'limits' needs max_bytes, max_features, max_string, max_scores")
-        if not all(type(v) is int and v > 0 for v in limits.values()):
-            raise ValueError("decoder settings: every limit must be a positive integer")
-        future = settings["max_future_seconds"]
+        limits, future = settings["limits"], settings["max_future_seconds"]
+        names = {f.name for f in dataclass_fields(Limits)}
+        if not isinstance(limits, Mapping) or set(limits) != names or not all(
+                type(v) is int and v > 0 for v in limits.values()):
+            raise ValueError(f"decoder settings: 'limits' needs positive integers {sorted(names)}")
         if future is not None and type(future) not in (int, float):
             raise ValueError("decoder settings: 'max_future_seconds' must be a number or null")
         if not isinstance(settings["fields"], Mapping) or not isinstance(settings["constants"], Mapping):
             raise ValueError("decoder settings: 'fields' and 'constants' must be objects")
         return cls(fields=settings["fields"], constants=settings["constants"], limits=Limits(**limits),
-                   ts_unit=settings["ts_unit"], max_future_seconds=future)
+                   ts_unit=settings["ts_unit"], max_future_seconds=future)  # the constructor checks the rest
 
     def decode_inference(self, raw: bytes) -> InferenceEvent:
         """Parse and validate one inference message."""
