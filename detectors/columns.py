@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -140,19 +140,23 @@ def _block_segments(feature_dicts: list) -> list[tuple[FeatureBlock, list[int]]]
     return segments
 
 
-def _block_matrix(feature_dicts: list, names: list[str]) -> np.ndarray | None:
+def _block_matrix(feature_dicts: list, names: Sequence[str]) -> np.ndarray | None:
     """A fresh matrix of ``names`` when every event's features are :class:`FeatureRow` views
     holding them all as numbers (taken from the blocks' matrices); None otherwise."""
     segments = _block_segments(feature_dicts)
     if segments is None:
         return None
-    key = tuple(names)
+    key = names if type(names) is tuple else tuple(names)
     parts: list[np.ndarray] = []
     for blk, rows in segments:
         numbers = blk.numbers(key)
         if numbers is None:
             return None
-        parts.append(numbers[rows])
+        first = rows[0]
+        if rows == list(range(first, first + len(rows))):  # a run of the block: slice, no index array
+            parts.append(numbers[first:first + len(rows)].copy())
+        else:
+            parts.append(numbers[rows])
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -288,10 +292,9 @@ def confidence_column(raw: list) -> np.ndarray:
         arr = np.array(raw, dtype=np.float64)
     else:
         arr = np.fromiter((_classify_numeric(v)[0] for v in raw), dtype=np.float64, count=len(raw))
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(arr) | (arr < 0) | (arr > 1)
-    if bad.any():
-        arr = np.where(bad, np.nan, arr)
+    ok = (arr >= 0) & (arr <= 1)  # False for NaN and infinities too
+    if not ok.all():
+        arr = np.where(ok, arr, np.nan)
     return arr
 
 
@@ -307,23 +310,36 @@ class NumericMatrix:
         return NumericColumn(self.values[:, j], self.kinds[:, j], self.valid[:, j])
 
 
-def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec]) -> NumericMatrix:
+class NumericLayout:
+    """What :func:`numeric_matrix` needs to know of a model's numeric features, worked out once
+    (names, a getter, the bounds as arrays) instead of on every batch."""
+
+    __slots__ = ("feats", "names", "getter", "lo", "hi", "bounded")
+
+    def __init__(self, feats: Sequence[FeatureSpec]) -> None:
+        self.feats = list(feats)
+        self.names = tuple(f.name for f in self.feats)
+        self.getter = itemgetter(*self.names) if self.names else None
+        self.lo = np.array([-np.inf if f.min is None else f.min for f in self.feats], dtype=np.float64)
+        self.hi = np.array([np.inf if f.max is None else f.max for f in self.feats], dtype=np.float64)
+        self.bounded = bool(np.isfinite(self.lo).any() or np.isfinite(self.hi).any())
+
+
+def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec] | NumericLayout) -> NumericMatrix:
     """Extract and classify every numeric feature at once.
 
     Fastest path: events decoded from a columnar record (:class:`FeatureRow`) are sliced from
     their block's matrix. Fast path: one ``itemgetter`` call per event and one ``np.array`` over
     the rows; when numpy infers a float/integer matrix every value is a number. Otherwise each column goes
-    through :func:`numeric_column`.
+    through :func:`numeric_column`. Pass a :class:`NumericLayout` to skip working out the features' layout.
     """
-    from operator import itemgetter
-
-    n, F = len(feature_dicts), len(feats)
-    names = [f.name for f in feats]
-    X = _block_matrix(feature_dicts, names) if n and F else None  # a fresh array (fancy-indexed)
+    layout = feats if isinstance(feats, NumericLayout) else NumericLayout(feats)
+    n, F = len(feature_dicts), len(layout.names)
+    X = _block_matrix(feature_dicts, layout.names) if n and F else None  # a fresh array
     rows = None
     if X is None:
         try:
-            get = itemgetter(*names)
+            get = layout.getter
             rows = list(map(get, feature_dicts)) if F > 1 else [(get(d),) for d in feature_dicts]
         except (KeyError, TypeError, AttributeError):
             rows = None
@@ -341,15 +357,15 @@ def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec]) -> Numeric
         else:
             kinds = np.where(np.isnan(X), NAN, np.where(finite, VALID, INF)).astype(np.int8)
             X = np.where(finite, X, np.nan)
-        lo = np.array([-np.inf if f.min is None else f.min for f in feats])
-        hi = np.array([np.inf if f.max is None else f.max for f in feats])
-        with np.errstate(invalid="ignore"):
-            oor = (X < lo) | (X > hi)
-        if oor.any():
-            kinds = np.where(oor, OUT_OF_RANGE, kinds).astype(np.int8)
-            X = np.where(oor, np.nan, X)
+        if layout.bounded:  # unbounded: no finite value is out of range, and NaN compares False
+            with np.errstate(invalid="ignore"):
+                oor = (X < layout.lo) | (X > layout.hi)
+            if oor.any():
+                kinds = np.where(oor, OUT_OF_RANGE, kinds).astype(np.int8)
+                X = np.where(oor, np.nan, X)
         return NumericMatrix(X, kinds, kinds == VALID)
-    raw_cols = list(zip(*rows)) if rows is not None and n else [feature_values(feature_dicts, nm) for nm in names]
+    feats = layout.feats
+    raw_cols = list(zip(*rows)) if rows is not None and n else [feature_values(feature_dicts, nm) for nm in layout.names]
     cols = [numeric_column(list(r), f) for r, f in zip(raw_cols, feats)]
     if not cols:
         return NumericMatrix(np.empty((n, 0)), np.empty((n, 0), dtype=np.int8), np.empty((n, 0), dtype=bool))

@@ -89,25 +89,29 @@ class ConfidenceDrift:
 
     def accumulate(self, conf: np.ndarray, lo: int = 0) -> list[Hit]:
         """Window sums, and every confidence through the CUSUMs (hit index: ``lo`` + row of ``conf``)."""
-        rows = np.flatnonzero(~np.isnan(conf)) if np.isnan(conf).any() else None
+        missing = np.isnan(conf)
+        rows = np.flatnonzero(~missing) if missing.any() else None
         x = conf if rows is None else conf[rows]
         self.mom.update(x)
         low = x < self.low
-        self.low_count += int(low.sum())
+        self.low_count += int(np.count_nonzero(low))
         if not x.size:
             return []
         out: list[Hit] = []
         at = (lambda r: lo + r) if rows is None else (lambda r: lo + int(rows[r]))
+        score_hits = self.seq_score.update(self.stab[np.searchsorted(self.grid, x, side="right")][:, None]) \
+            if self.score_on else []
+        low_hits = self.seq_low.update(low.astype(np.float64)[:, None])
+        if not score_hits and not low_hits:
+            return out
         ref_s = {"mean": _r(self.ref.mean), "low_rate": _r(self.lowref / max(self.ref.n, 1)), "n": self.ref.n}
-        if self.score_on:
-            z = self.stab[np.searchsorted(self.grid, x, side="right")]
-            for row, _, side, j, stat, thr, run, mean in self.seq_score.update(z[:, None]):
-                out.append((self.signal, "cusum", "", stat / self.score_sd, thr / self.score_sd,
-                            {**ref_s, "score": "normal_score", "score_mean": _r(self.score_mean),
-                             "score_sd": _r(self.score_sd)},
-                            {"score": "normal_score", "direction": side, "drift_sd": self.drifts[j],
-                             "score_mean_since_restart": _r(mean), "values_since_restart": run}, at(row)))
-        for row, _, side, j, stat, thr, run, mean in self.seq_low.update(low[:, None].astype(np.float64)):
+        for row, _, side, j, stat, thr, run, mean in score_hits:
+            out.append((self.signal, "cusum", "", stat / self.score_sd, thr / self.score_sd,
+                        {**ref_s, "score": "normal_score", "score_mean": _r(self.score_mean),
+                         "score_sd": _r(self.score_sd)},
+                        {"score": "normal_score", "direction": side, "drift_sd": self.drifts[j],
+                         "score_mean_since_restart": _r(mean), "values_since_restart": run}, at(row)))
+        for row, _, side, j, stat, thr, run, mean in low_hits:
             sd = self.seq_low.scale(0)
             out.append((self.signal, "cusum", "", stat / sd, thr / sd, {**ref_s, "score": "low_confidence"},
                         {"score": "low_confidence", "direction": side,

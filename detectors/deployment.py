@@ -16,7 +16,7 @@ import numpy as np
 from detectors.columns import NumericColumn
 from detectors.errors import StateFormatError
 from detectors.events import InferenceEvent
-from detectors.profile import ProfileBuilder, ReferenceProfile, extract_features
+from detectors.profile import FeatureLayout, ProfileBuilder, ReferenceProfile, extract_features
 from detectors.numeric import NumericBank
 from detectors.confidence import ConfidenceDrift
 from detectors.signals import CategoricalDrift, Hit, InputIntegrity, PredictionDrift, TriggerWatch
@@ -31,6 +31,7 @@ class DeploymentMonitor:
     def __init__(self, spec: ModelSpec, calibration: CalibrationSpec, profile: ReferenceProfile | None = None) -> None:
         self.spec = spec
         self.cal = calibration
+        self.layout = FeatureLayout(spec)
         self.n = 0            # events seen
         self.fill = 0         # events in the current window
         self.invalid_total = {f.name: np.zeros(5, dtype=np.int64) for f in spec.features}
@@ -68,9 +69,9 @@ class DeploymentMonitor:
         if n == 0:
             return []
         self.n += n
-        cols, trig, mat = extract_features(self.spec, events)
+        cols, trig, mat = extract_features(self.spec, events, self.layout)
         kinds = None
-        if not (mat.valid.all() and all(c.valid.all() for c in cols.values() if not isinstance(c, NumericColumn))):
+        if not (mat.valid.all() and all(c.valid.all() for c in cols.categorical.values())):
             kinds = np.column_stack([cols[f.name].kinds for f in self.spec.features])
             F = len(self.spec.features)
             per = np.bincount((kinds + np.arange(F)[None, :] * 6).ravel(), minlength=6 * F).reshape(F, 6)[:, 1:]
@@ -200,6 +201,7 @@ class DeploymentMonitor:
         st = check_dict(st, "deployment")
         obj = cls.__new__(cls)
         obj.spec, obj.cal = spec, calibration
+        obj.layout = FeatureLayout(spec)
         obj.n = check_int(st.get("n"), "deployment.n")
         obj.from_file = bool(st.get("from_file"))
         inv = check_dict(st.get("invalid"), "deployment.invalid")

@@ -43,7 +43,6 @@ from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.profile import RANK_GRID, NumericProfile
-from detectors.sketches import ordered_sum
 
 REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
 MIN_RANK_SD = 0.01  # mid-rank spread below which a feature counts as constant (no CUSUM)
@@ -116,6 +115,31 @@ def _bins_and_scores(X, E, esize, offs, G, gsize, UT, TT, B, U):  # pragma: no c
             g = _right(G[f], gsize[f], x)
             U[i, f] = UT[f, g]
             U[i, F + f] = TT[f, g]
+
+
+_NO_MASK = np.zeros((0, 0), dtype=np.bool_)
+
+
+# argument types given: compiled (or loaded from the cache) at import, not in the first batch
+@numba.njit((numba.int64[:, :], numba.boolean[:, :], numba.boolean, numba.int64, numba.int64, numba.float64[:, :],
+             numba.int64, numba.int64[:, :], numba.int64[:], numba.float64[:], numba.float64[:]), cache=True, nogil=True)
+def _window_add(B, valid_t, masked, lo, hi, XZ, nb, counts, wn, s1, s2):  # pragma: no cover - compiled
+    """Add rows ``lo:hi`` to the window: bin counts and value counts of valid values, and the
+    sums of values and squares (``XZ`` holds zeros where invalid) added row by row in arrival
+    order, as :func:`~detectors.sketches.ordered_sum` does."""
+    F = B.shape[0]
+    for f in range(F):
+        base = f * nb
+        for i in range(lo, hi):
+            if masked and not valid_t[f, i]:
+                continue
+            counts[f, B[f, i] - base] += 1
+            wn[f] += 1
+    for i in range(lo, hi):
+        for f in range(F):
+            x = XZ[i, f]
+            s1[f] += x
+            s2[f] += x * x
 
 
 class NumericBank:
@@ -210,18 +234,9 @@ class NumericBank:
 
     def accumulate(self, lo: int, hi: int) -> None:
         """Add events ``lo:hi`` of the prepared batch to the window sketches."""
-        b = self._bidx[:, lo:hi]
-        if self._all_valid:
-            codes = b.ravel()
-            self.wn += hi - lo
-        else:
-            v = self._valid_t[:, lo:hi]
-            codes = b[v]
-            self.wn += v.sum(axis=1)
-        self.counts += np.bincount(codes, minlength=self.F * self.nb).reshape(self.F, self.nb)
-        x = self._xz[lo:hi]
-        self.s1 = ordered_sum(self.s1, x)
-        self.s2 = ordered_sum(self.s2, x * x)
+        masked = not self._all_valid
+        _window_add(self._bidx, self._valid_t if masked else _NO_MASK, masked, lo, hi, self._xz, self.nb,
+                    self.counts, self.wn, self.s1, self.s2)
 
     def sequential(self, idx: np.ndarray) -> list[Hit]:
         """Scores of the prepared batch through the per-feature CUSUMs (hits index into ``idx``)."""

@@ -21,14 +21,14 @@ import operator
 from collections import Counter
 from itertools import repeat
 from operator import attrgetter, itemgetter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from detectors.columns import (CategoricalColumn, NumericColumn, NumericMatrix, block_columns, categorical_column,
-                               confidence_column, feature_values, numeric_matrix)
+from detectors.columns import (CategoricalColumn, NumericColumn, NumericLayout, NumericMatrix, block_columns,
+                               categorical_column, confidence_column, feature_values, numeric_matrix)
 from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent
 from detectors.spec import ModelSpec, TriggerSpec
@@ -375,20 +375,65 @@ class ProfileBuilder:
             self.trig[name] = [check_int(c, "builder.trig", 0, ncls - 1) for c in check_list(trig.get(name), name)]
 
 
-def extract_features(spec: ModelSpec, events: Sequence[InferenceEvent]
-                     ) -> tuple[dict[str, NumericColumn | CategoricalColumn], dict[str, np.ndarray], NumericMatrix]:
+class FeatureLayout:
+    """A model's features split by type, worked out once per stream rather than per batch."""
+
+    __slots__ = ("numeric", "categorical", "categorical_names", "triggers")
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.numeric = NumericLayout([f for f in spec.features if f.type == "numeric"])
+        self.categorical = [f for f in spec.features if f.type == "categorical"]
+        self.categorical_names = [f.name for f in self.categorical]
+        self.triggers = list(spec.triggers)
+
+
+class FeatureColumns(Mapping):
+    """A batch's columns by feature name. Numeric columns are views of the batch's
+    :class:`NumericMatrix`, made when first asked for (an armed stream reads the matrix)."""
+
+    __slots__ = ("matrix", "numeric", "categorical", "_made")
+
+    def __init__(self, matrix: NumericMatrix, numeric: Sequence[str],
+                 categorical: dict[str, CategoricalColumn]) -> None:
+        self.matrix = matrix
+        self.numeric = {name: j for j, name in enumerate(numeric)}
+        self.categorical = categorical
+        self._made: dict[str, NumericColumn] = {}
+
+    def __getitem__(self, name: str) -> NumericColumn | CategoricalColumn:
+        col = self.categorical.get(name)
+        if col is not None:
+            return col
+        col = self._made.get(name)
+        if col is None:
+            col = self._made[name] = self.matrix.column(self.numeric[name])
+        return col
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.numeric
+        yield from self.categorical
+
+    def __len__(self) -> int:
+        return len(self.numeric) + len(self.categorical)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.numeric or name in self.categorical
+
+
+def extract_features(spec: ModelSpec, events: Sequence[InferenceEvent], layout: FeatureLayout | None = None
+                     ) -> tuple[FeatureColumns, dict[str, np.ndarray], NumericMatrix]:
     """Feature columns, trigger masks and the numeric matrix of a batch of one stream.
 
     Numeric features are extracted together (:func:`~detectors.columns.numeric_matrix`);
-    categorical ones with one ``itemgetter`` call per event transposed by ``zip``.
+    categorical ones with one ``itemgetter`` call per event transposed by ``zip``. ``layout`` is
+    ``FeatureLayout(spec)``, kept by callers that extract many batches.
     """
+    layout = FeatureLayout(spec) if layout is None else layout
     fd = [e.features for e in events]
-    num = [f for f in spec.features if f.type == "numeric"]
-    cat = [f for f in spec.features if f.type == "categorical"]
-    mat = numeric_matrix(fd, num)
-    cols: dict[str, NumericColumn | CategoricalColumn] = {f.name: mat.column(j) for j, f in enumerate(num)}
-    if cat:
-        names = [f.name for f in cat]
+    mat = numeric_matrix(fd, layout.numeric)
+    cat_cols: dict[str, CategoricalColumn] = {}
+    if layout.categorical:
+        names = layout.categorical_names
         raw_cols: list[Sequence[object]] | None = block_columns(fd, names)
         if raw_cols is None and len(names) > 1 and fd:
             try:
@@ -397,9 +442,10 @@ def extract_features(spec: ModelSpec, events: Sequence[InferenceEvent]
                 raw_cols = None
         if raw_cols is None:
             raw_cols = [feature_values(fd, n) for n in names]
-        for f, raw in zip(cat, raw_cols):
-            cols[f.name] = categorical_column(raw)
-    trig = {t.name: trigger_mask(t, cols[t.feature]) for t in spec.triggers}
+        for f, raw in zip(layout.categorical, raw_cols):
+            cat_cols[f.name] = categorical_column(raw)
+    cols = FeatureColumns(mat, layout.numeric.names, cat_cols)
+    trig = {t.name: trigger_mask(t, cols[t.feature]) for t in layout.triggers}
     return cols, trig, mat
 
 

@@ -18,6 +18,7 @@ from itertools import repeat
 from collections.abc import Sequence
 from typing import Any
 
+import numba
 import numpy as np
 
 from detectors.errors import StateFormatError
@@ -154,9 +155,12 @@ class Moments:
         if values.size:
             if self.n == 0:
                 self.shift = float(values[0])
-            d = values - self.shift
-            self.s1 = float(ordered_sum(self.s1, d))
-            self.s2 = float(ordered_sum(self.s2, d * d))
+            if values.dtype == np.float64 and values.ndim == 1:
+                self.s1, self.s2 = _moment_sums(values, self.shift, self.s1, self.s2)
+            else:
+                d = values - self.shift
+                self.s1 = float(ordered_sum(self.s1, d))
+                self.s2 = float(ordered_sum(self.s2, d * d))
             self.n += int(values.size)
 
     def merge(self, other: "Moments") -> "Moments":
@@ -186,6 +190,19 @@ class Moments:
         self.s2 = check_float(st[3], "moments.s2", finite=True)
         if self.s2 < 0:
             raise StateFormatError("moments.s2 negative")
+
+
+# argument types given: compiled (or loaded from the cache) at import, not in the first batch
+@numba.njit(numba.types.UniTuple(numba.float64, 2)(numba.float64[:], numba.float64, numba.float64, numba.float64),
+            cache=True, nogil=True)
+def _moment_sums(values, shift, s1, s2):  # pragma: no cover - compiled
+    """``Moments`` sums after ``values``: deviations from ``shift`` and their squares, added in
+    arrival order (the additions of :func:`ordered_sum`)."""
+    for i in range(values.shape[0]):
+        d = values[i] - shift
+        s1 += d
+        s2 += d * d
+    return s1, s2
 
 
 def ordered_sum(start: Any, x: np.ndarray) -> Any:

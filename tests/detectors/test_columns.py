@@ -59,22 +59,28 @@ def test_matrix_agrees_with_columns(rows, missing):
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=3, max_size=3),
                 min_size=1, max_size=40),
-       st.lists(st.integers(0, 39), max_size=12), st.permutations(["a", "b", "c"]), st.booleans())
-def test_feature_rows_give_the_matrix_of_their_dicts(rows, picks, names, missing):
-    """Rows viewed from blocks (split, reordered, picked out of order) extract exactly as their dicts do."""
-    from detectors.columns import FeatureBlock, FeatureRow
+       st.lists(st.integers(0, 39), max_size=12), st.permutations(["a", "b", "c"]), st.booleans(), st.booleans())
+def test_feature_rows_give_the_matrix_of_their_dicts(rows, picks, names, missing, bounded):
+    """Rows viewed from blocks (split, reordered, picked out of order) extract exactly as their dicts do,
+    with the features' layout worked out per call or once (:class:`NumericLayout`)."""
+    from detectors.columns import FeatureBlock, FeatureRow, NumericLayout
 
     half = len(rows) // 2
     blocks = [FeatureBlock(["a", "b", "c"], np.array(part, dtype=np.float64).reshape(-1, 3))
               for part in (rows[:half], rows[half:]) if part]
     views = [FeatureRow(b, i) for b in blocks for i in range(b.matrix.shape[0])]
     views += [views[p % len(views)] for p in picks]  # repeated and out-of-order rows
-    spec = [FeatureSpec(name=n, type="numeric", min=-1e300, max=1e300) for n in names]
+    spec = [FeatureSpec(name=n, type="numeric", min=-1e300 if bounded else None, max=1e300 if bounded else None)
+            for n in names]
     if missing:
         spec.append(FeatureSpec(name="absent", type="numeric"))
-    got, want = numeric_matrix(views, spec), numeric_matrix([dict(v) for v in views], spec)
+    got, want = numeric_matrix(views, NumericLayout(spec)), numeric_matrix([dict(v) for v in views], spec)
     for a, b in ((got.values, want.values), (got.kinds, want.kinds), (got.valid, want.valid)):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    if not missing:  # every value is a float: the kinds are those of one column at a time
+        for j, f in enumerate(spec):
+            col = numeric_column([dict(v)[f.name] for v in views], f)
+            assert got.kinds[:, j].tolist() == col.kinds.tolist()
     assert views[0] == dict(views[0]) and list(views[0]) == ["a", "b", "c"] and "absent" not in views[0]
 
 

@@ -140,3 +140,30 @@ def test_bins_and_scores_match_searchsorted_per_feature(seed, n):
         assert b._bidx[j].tolist() == want_bins.tolist()
         assert b._u[:, j].tolist() == score_table(p.grid_counts)[g].tolist()
         assert b._u[:, 4 + j].tolist() == (score_table(p.grid_counts)[g] ** 2).tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.lists(st.integers(1, 199), max_size=5), st.floats(0, 0.5))
+def test_window_sketches_match_a_plain_loop(seed, cuts, p_invalid):
+    """Bin counts, value counts and the sums of values and squares of the open window equal a
+    one-value loop over the valid values in arrival order, any batch cuts."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    X = rng.standard_normal((n, F)) * 3
+    valid = rng.random((n, F)) >= p_invalid
+    X = np.where(valid, X, np.nan)
+    b = bank(window=10_000)
+    feed(b, X, valid, cuts)
+    for j in range(F):
+        edges = np.asarray(b.profs[j].edges)
+        s1 = s2 = 0.0
+        counts = [0] * (len(edges) + 1)
+        for i in range(n):
+            if valid[i, j]:
+                x = float(X[i, j])
+                s1 += x
+                s2 += x * x
+                counts[int(np.searchsorted(edges, x, side="right"))] += 1
+        assert (float(b.s1[j]), float(b.s2[j])) == (s1, s2)
+        assert b.counts[j, : len(counts)].tolist() == counts and b.counts[j, len(counts):].sum() == 0
+        assert int(b.wn[j]) == int(valid[:, j].sum())

@@ -116,3 +116,29 @@ def test_sorted_quantiles_are_numpy_quantiles_bit_for_bit(rows, q):
     got = sorted_quantiles(X, qs)
     for j, row in enumerate(rows):
         assert got[j].tobytes() == np.quantile(np.asarray(row, dtype=np.float64), qs).tobytes()
+
+
+def test_feature_columns_read_like_a_dict_of_columns():
+    """Numeric columns are made on first use from the batch's matrix; the mapping lists every
+    feature (numeric first, as the spec orders them), and an unknown name is a KeyError."""
+    from detectors.columns import CategoricalColumn, NumericColumn
+    from detectors.events import InferenceEvent
+    from detectors.profile import FeatureLayout, extract_features
+
+    spec = demo_model(name="m", n_numeric=3, n_categorical=2, reference_size=100)
+    events = [InferenceEvent(f"e{i}", float(i), "m", "v1", "stable",
+                             {"x0": float(i), "x1": None, "x2": "bad", "c0": "a", "c1": 7}, "safe", 0.9)
+              for i in range(5)]
+    cols, _, mat = extract_features(spec, events, FeatureLayout(spec))
+    num = [f.name for f in spec.features if f.type == "numeric"]
+    cat = [f.name for f in spec.features if f.type == "categorical"]
+    assert list(cols) == num + cat and len(cols) == len(spec.features)
+    assert all(name in cols for name in num + cat) and "nope" not in cols
+    for j, name in enumerate(num):
+        col = cols[name]
+        assert isinstance(col, NumericColumn) and col is cols[name]
+        assert col.kinds.tolist() == mat.kinds[:, j].tolist() and col.values.tobytes() == mat.values[:, j].tobytes()
+    assert all(isinstance(cols[name], CategoricalColumn) for name in cat)
+    assert dict(cols.items()).keys() == set(num + cat)
+    with pytest.raises(KeyError):
+        cols["nope"]

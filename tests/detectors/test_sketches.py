@@ -70,3 +70,25 @@ def test_divergences():
     other = np.array([30, 20, 10])
     assert psi(other, same) > 0.1 and jensen_shannon(other, same) > 0.01 and binned_ks(other, same) > 0.2
     assert abs(entropy(np.array([5, 5])) - np.log(2)) < 1e-12
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(arrays, max_size=5))
+def test_moments_sums_are_added_in_arrival_order(batches):
+    """The sums are exactly those of a one-value loop in arrival order, however the values are cut
+    into batches (state bytes do not depend on micro-batch boundaries)."""
+    m = Moments()
+    for b in batches:
+        m.update(b)
+    values = [float(v) for b in batches for v in b]
+    shift = values[0] if values else 0.0
+    s1 = s2 = 0.0
+    for v in values:
+        d = v - shift
+        s1 += d
+        s2 += d * d
+    assert m.n == len(values)
+    assert (m.shift, m.s1, m.s2) == ((shift, s1, s2) if values else (0.0, 0.0, 0.0))
+    whole = Moments()
+    whole.update(np.asarray(values, dtype=np.float64))
+    assert whole.to_state() == m.to_state()
