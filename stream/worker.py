@@ -35,6 +35,7 @@ import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ class Worker:
         self._redis_id = ""  # Redis run_id when state was last known complete there
         self._last_redis_check = 0.0
         self._recent: deque[tuple[float, PendingBatch]] = deque()  # (time, a routed batch's predictions)
+        # the label join's write of a batch's predictions runs while the batch's records are detected
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-remember")
+        self._remembering: Future[int] | None = None
         # blocking client calls return (and are repeated, see _complete) well before the watchdog
         # judges the batch stalled: a broker restart is waited out, not taken for a hang
         self._call_timeout = min(30.0, k.stall_timeout_seconds / 3)
@@ -251,6 +255,7 @@ class Worker:
                 self._snapshot_safely(list(self._owned))
             consumer.close()
             producer.flush(10)
+            self._writer.shutdown(wait=True)
 
     def _watchdog(self, limit: float) -> None:
         """Exit the process when one loop iteration has blocked for ``limit`` seconds.
@@ -499,12 +504,13 @@ class Worker:
         producer.begin_transaction()
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
-            self._route_inference(raw_inference, outcome)
-            stopped = self._route_labels(raw_labels, outcome)
+            self._route_inference(raw_inference, outcome)  # starts writing the predictions to Redis
+            # the internal records were routed by earlier batches: detecting them does not wait for the write
+            staged = self._detect(internal, positions, outcome, caught_up=not full)
+            stopped = self._route_labels(raw_labels, outcome)  # waits for the write first
             for (topic, partition), (offset, _) in stopped.items():
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-            staged = self._detect(internal, positions, outcome, caught_up=not full)
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             metadata = self._consumer.consumer_group_metadata()
             self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._call_timeout))
@@ -515,13 +521,17 @@ class Worker:
             return
         except StateLostError as err:
             log.warning("worker %s: %s; rebuilding state from the internal topic", self.worker_id, err)
+            self._settle_remembering()
             self._abort_and_rewind()
             self._remember_recent()
             return
         except _SnapshotBehind as err:
             log.warning("worker %s: %s; bringing its snapshot up to date and redoing the batch", self.worker_id, err)
+            self._settle_remembering()
             self._abort_and_rewind()  # the catch-up on settling writes the partition's state as committed
             return
+        finally:
+            self._settle_remembering()
         self._needs_rewind = False
         if stopped:  # no refetching of a waiting label partition batch after batch
             self._consumer.pause([TopicPartition(t, p) for t, p in stopped])
@@ -657,12 +667,31 @@ class Worker:
             if self._remembers(model):
                 lines.extend(event_lines(events))
         pending = encode_pending(lines)
-        self.metrics.pending_dropped(self._store.remember_batch(pending, self.config.redis.pending_ttl_seconds))
+        self._settle_remembering()
+        if pending.count:
+            self._remembering = self._writer.submit(self._store.remember_batch, pending,
+                                                    self.config.redis.pending_ttl_seconds)
         now = time.monotonic()
         if pending.count:
             self._recent.append((now, pending))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
             self._recent.popleft()
+
+    def _remembered(self) -> None:
+        """Wait for the label join's write that :meth:`_route_inference` started (its error, if any, is raised)."""
+        pending, self._remembering = self._remembering, None
+        if pending is not None:
+            self.metrics.pending_dropped(pending.result())
+
+    def _settle_remembering(self) -> None:
+        """Let a write still in flight after a failed batch finish (the batch is redone, and writing
+        predictions again changes nothing); its error, if any, is the failed batch's."""
+        pending, self._remembering = self._remembering, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception:  # noqa: BLE001 - the batch that started it has failed already
+                log.debug("the label join's write of a failed batch failed too", exc_info=True)
 
     def _route_registry(self, msgs: list[Message], outcome: BatchOutcome) -> None:
         """Verify registry events and re-publish them to their model's partition; dead-letter the rest."""
@@ -763,6 +792,7 @@ class Worker:
         otherwise the label is dead-lettered as unmatched. Nothing is stored on the side, so the
         wait costs no exactly-once bookkeeping.
         """
+        self._remembered()  # this batch's predictions are in Redis before its labels look for them
         labels: list[tuple[Message, LabelEvent | None]] = []
         for msg, lab in zip(msgs, _decode_runs(msgs, self._decoders, labels=True)):
             if isinstance(lab, Exception):
