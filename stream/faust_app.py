@@ -186,6 +186,7 @@ class FaustRuntime(Worker):
         if self._txn is not None:
             await self._txn.stop()
             self._txn = None
+        self._settle_remembering()
 
     # -- rebalance ---------------------------------------------------------------------------------
     async def after_seek(self, consumer: FaustKafkaConsumer, committed: dict[TP, int | None]) -> None:
@@ -272,11 +273,11 @@ class FaustRuntime(Worker):
         began = False
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
-            self._route_inference(raw_inference, outcome)
-            waits = self._route_labels(raw_labels, outcome)
+            self._route_inference(raw_inference, outcome)  # starts writing the predictions to Redis
+            staged = self._detect(internal, positions, outcome)  # records of earlier batches: no wait
+            waits = self._route_labels(raw_labels, outcome)  # waits for the write first
             for tp, (offset, _) in waits.items():
                 positions[tp] = rewinds[tp] = offset
-            staged = self._detect(internal, positions, outcome)
             await txn.begin_transaction()
             began = True
             for topic, value, key, partition in self._outbox.records:
@@ -298,6 +299,7 @@ class FaustRuntime(Worker):
             raise
         finally:
             self._outbox.records.clear()
+            self._settle_remembering()
         self._next.update(positions)
         for (topic, partition), offset in rewinds.items():
             self._resume[(topic, partition)] = offset

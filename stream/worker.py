@@ -255,7 +255,7 @@ class Worker:
                 self._snapshot_safely(list(self._owned))
             consumer.close()
             producer.flush(10)
-            self._writer.shutdown(wait=True)
+            self._settle_remembering()  # the writer thread itself idles until the interpreter exits
 
     def _watchdog(self, limit: float) -> None:
         """Exit the process when one loop iteration has blocked for ``limit`` seconds.
