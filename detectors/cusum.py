@@ -48,7 +48,7 @@ PRIOR_WEIGHT = 2000  # reference values the running mean starts from (see CusumB
 CusumHit = tuple[int, int, str, int, float, float, int, float]
 
 
-_NO_MASK = np.zeros((0, 0), dtype=np.bool_)
+NO_MASK = np.zeros((0, 0), dtype=np.bool_)  # the mask argument of kernels called without one
 
 
 _F1, _F2, _B1, _B2 = numba.float64[:], numba.float64[:, :], numba.boolean[:], numba.boolean[:, :]
@@ -188,7 +188,7 @@ class CusumBank:
             return []
         cols = np.arange(self.C, dtype=np.int64) if cols is None else np.asarray(cols, dtype=np.int64)
         masked = valid is not None
-        mask = np.asarray(valid, dtype=np.bool_) if masked else _NO_MASK
+        mask = np.asarray(valid, dtype=np.bool_) if masked else NO_MASK
         found = _page_scan(X, mask, masked, cols, self.n, self.total, self.up, self.umin, self.dn, self.dmax,
                            self.k_up, self.k_dn, self.h_up, self.h_dn, self.enabled, float(self.min_run),
                            self.prior_n, self.prior_mean, self.detections)

@@ -40,7 +40,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from detectors import calibration as cal
-from detectors.cusum import PRIOR_WEIGHT, CusumBank
+from detectors.cusum import NO_MASK, PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.profile import RANK_GRID, NumericProfile
 
@@ -117,16 +117,13 @@ def _bins_and_scores(X, E, esize, offs, G, gsize, UT, TT, B, U):  # pragma: no c
             U[i, F + f] = TT[f, g]
 
 
-_NO_MASK = np.zeros((0, 0), dtype=np.bool_)
-
-
 # argument types given: compiled (or loaded from the cache) at import, not in the first batch
 @numba.njit((numba.int64[:, :], numba.boolean[:, :], numba.boolean, numba.int64, numba.int64, numba.float64[:, :],
              numba.int64, numba.int64[:, :], numba.int64[:], numba.float64[:], numba.float64[:]), cache=True, nogil=True)
 def _window_add(B, valid_t, masked, lo, hi, XZ, nb, counts, wn, s1, s2):  # pragma: no cover - compiled
     """Add rows ``lo:hi`` to the window: bin counts and value counts of valid values, and the
     sums of values and squares (``XZ`` holds zeros where invalid) added row by row in arrival
-    order, as :func:`~detectors.sketches.ordered_sum` does."""
+    order, so that they do not depend on batch cuts (see :func:`detectors.sketches._moment_sums`)."""
     F = B.shape[0]
     for f in range(F):
         base = f * nb
@@ -235,7 +232,7 @@ class NumericBank:
     def accumulate(self, lo: int, hi: int) -> None:
         """Add events ``lo:hi`` of the prepared batch to the window sketches."""
         masked = not self._all_valid
-        _window_add(self._bidx, self._valid_t if masked else _NO_MASK, masked, lo, hi, self._xz, self.nb,
+        _window_add(self._bidx, self._valid_t if masked else NO_MASK, masked, lo, hi, self._xz, self.nb,
                     self.counts, self.wn, self.s1, self.s2)
 
     def sequential(self, idx: np.ndarray) -> list[Hit]:

@@ -124,7 +124,7 @@ class Moments:
     """Count, mean and sum of squared deviations of a stream of values.
 
     Kept as sums of ``x - shift`` (``shift`` is the first value seen, for numerical
-    stability) added strictly in arrival order (:func:`ordered_sum`), so the result does not
+    stability) added strictly in arrival order (:func:`_moment_sums`), so the result does not
     depend on how the stream was cut into batches. Two sketches merge into the sketch of
     the union (up to float rounding).
 
@@ -155,12 +155,7 @@ class Moments:
         if values.size:
             if self.n == 0:
                 self.shift = float(values[0])
-            if values.dtype == np.float64 and values.ndim == 1:
-                self.s1, self.s2 = _moment_sums(values, self.shift, self.s1, self.s2)
-            else:
-                d = values - self.shift
-                self.s1 = float(ordered_sum(self.s1, d))
-                self.s2 = float(ordered_sum(self.s2, d * d))
+            self.s1, self.s2 = _moment_sums(np.asarray(values, dtype=np.float64), self.shift, self.s1, self.s2)
             self.n += int(values.size)
 
     def merge(self, other: "Moments") -> "Moments":
@@ -196,26 +191,15 @@ class Moments:
 @numba.njit(numba.types.UniTuple(numba.float64, 2)(numba.float64[:], numba.float64, numba.float64, numba.float64),
             cache=True, nogil=True)
 def _moment_sums(values, shift, s1, s2):  # pragma: no cover - compiled
-    """``Moments`` sums after ``values``: deviations from ``shift`` and their squares, added in
-    arrival order (the additions of :func:`ordered_sum`)."""
+    """``Moments`` sums after ``values``: deviations from ``shift`` and their squares, added one
+    by one in arrival order. ``numpy.sum`` adds pairwise, so a stream summed in two batches would
+    differ in the last bits from the same stream summed at once; this loop does not, which keeps
+    detector state identical however a consumer cuts its micro-batches."""
     for i in range(values.shape[0]):
         d = values[i] - shift
         s1 += d
         s2 += d * d
     return s1, s2
-
-
-def ordered_sum(start: Any, x: np.ndarray) -> Any:
-    """``start + x[0] + x[1] + ...`` added in that order (along axis 0).
-
-    ``numpy.sum`` adds pairwise, so a stream summed in two batches differs from the same
-    stream summed at once in the last bits; a left-to-right scan does not, which keeps
-    detector state identical however a consumer happens to cut its micro-batches.
-    """
-    if x.shape[0] == 0:
-        return start
-    seq = np.concatenate((np.asarray(start, dtype=np.float64)[None], x), axis=0)
-    return np.add.accumulate(seq, axis=0)[-1]
 
 
 # -- divergences between a window's counts and reference proportions -------------------------

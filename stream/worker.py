@@ -667,8 +667,7 @@ class Worker:
             if self._remembers(model):
                 lines.extend(event_lines(events))
         pending = encode_pending(lines)
-        self._settle_remembering()
-        if pending.count:
+        if pending.count:  # the batch's caller settles the last write (_process, faust's _process_batch)
             self._remembering = self._writer.submit(self._store.remember_batch, pending,
                                                     self.config.redis.pending_ttl_seconds)
         now = time.monotonic()
