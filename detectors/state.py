@@ -2,10 +2,15 @@
 
 Layout of a state blob::
 
-    b"DLST"  magic (4 bytes)
+    b"DLSZ"  magic (4 bytes)
     u16      format version (big endian)       -- FORMAT_VERSION
     u32      CRC-32 of the compressed payload  -- detects truncation / bit rot
-    ...      zlib-compressed orjson document
+    u32      length of the document            -- at most MAX_STATE_BYTES, decompressed into exactly that
+    ...      zstd-compressed orjson document (one frame)
+
+Blobs with magic ``b"DLST"`` (no length, a zlib payload) are written by earlier releases and
+still read: the document is the same, only the codec differs. zstd at level 1 compresses a
+model's state about three times faster than zlib at level 1, and a little smaller.
 
 The document is plain JSON (numbers, strings, lists, dicts); binary parts (river's ADWIN
 helper state) are base64 strings. Loading validates every field it reads with the
@@ -26,21 +31,29 @@ import struct
 import zlib
 from typing import Any
 
+import cramjam
 import orjson
 
 from detectors.errors import StateFormatError
 
-MAGIC = b"DLST"
+MAGIC = b"DLSZ"
+ZLIB_MAGIC = b"DLST"  # blobs of earlier releases (zlib payload)
 FORMAT_VERSION = 5  # 5: per-event CUSUMs of categories, confidence, triggers and the canary's predictions / confidence; 4: numeric normal-score and squared-normal-score CUSUMs, event-level invalid bursts; 3: per-event CUSUMs (numeric ranks, indicators, labels), per-key alerts; 2: integrity reference
 MAX_STATE_BYTES = 64 * 1024 * 1024  # decompressed size limit: hostile blobs cannot exhaust memory
 _HEADER = struct.Struct(">4sHI")
+_LENGTH = struct.Struct(">I")
 INT64_MAX = (1 << 63) - 1
 
 
 def encode_state(doc: dict[str, Any]) -> bytes:
     """Serialize a JSON-able document into a state blob."""
-    payload = zlib.compress(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), 1)  # fast level: saved per batch
-    return _HEADER.pack(MAGIC, FORMAT_VERSION, zlib.crc32(payload)) + payload
+    return pack_document(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY))
+
+
+def pack_document(raw: bytes) -> bytes:
+    """A state blob around an already serialized JSON document (compressed, with header and checksum)."""
+    payload = bytes(cramjam.zstd.compress(raw, 1))  # fast level: saved per batch
+    return _HEADER.pack(MAGIC, FORMAT_VERSION, zlib.crc32(payload)) + _LENGTH.pack(len(raw)) + payload
 
 
 def decode_state(data: bytes) -> dict[str, Any]:
@@ -51,26 +64,53 @@ def decode_state(data: bytes) -> dict[str, Any]:
     if len(data) < _HEADER.size:
         raise StateFormatError(f"state blob too short ({len(data)} bytes)")
     magic, version, crc = _HEADER.unpack_from(data)
-    if magic != MAGIC:
+    if magic != MAGIC and magic != ZLIB_MAGIC:
         raise StateFormatError("not a driftline state blob (bad magic)")
     if version != FORMAT_VERSION:
         raise StateFormatError(f"unsupported state format version {version} (this build reads {FORMAT_VERSION})")
-    payload = data[_HEADER.size:]
+    start = _HEADER.size + (_LENGTH.size if magic == MAGIC else 0)
+    if len(data) < start:
+        raise StateFormatError(f"state blob too short ({len(data)} bytes)")
+    payload = data[start:]
     if zlib.crc32(payload) != crc:
         raise StateFormatError("state blob checksum mismatch (truncated or corrupted)")
+    raw = _zstd_document(data, payload) if magic == MAGIC else _zlib_document(payload)
     try:
-        d = zlib.decompressobj()
-        raw = d.decompress(payload, MAX_STATE_BYTES)
-        if d.unconsumed_tail or not d.eof:
-            raise StateFormatError("state payload too large or truncated")
         doc = orjson.loads(raw)
-    except StateFormatError:
-        raise
-    except (zlib.error, orjson.JSONDecodeError, ValueError) as exc:
+    except orjson.JSONDecodeError as exc:
         raise StateFormatError(f"state payload is not valid compressed JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise StateFormatError("state document must be a JSON object")
     return doc
+
+
+def _zstd_document(data: bytes, payload: bytes) -> bytearray:
+    """The document of a zstd blob, decompressed into a buffer of the length its header gives:
+    a payload that would grow past it fails there, so a hostile blob cannot exhaust memory."""
+    (length,) = _LENGTH.unpack_from(data, _HEADER.size)
+    if length > MAX_STATE_BYTES:
+        raise StateFormatError("state payload too large or truncated")
+    out = bytearray(length)
+    try:
+        written = cramjam.zstd.decompress_into(payload, out)
+    except cramjam.DecompressionError as exc:
+        # a frame growing past the buffer and a damaged frame fail alike here
+        raise StateFormatError(f"state payload too large or truncated, or not valid compressed JSON: {exc}") from None
+    if written != length:
+        raise StateFormatError("state payload too large or truncated")
+    return out
+
+
+def _zlib_document(payload: bytes) -> bytes:
+    """The document of a zlib blob (earlier releases), at most MAX_STATE_BYTES of it."""
+    try:
+        d = zlib.decompressobj()
+        raw = d.decompress(payload, MAX_STATE_BYTES)
+    except zlib.error as exc:
+        raise StateFormatError(f"state payload is not valid compressed JSON: {exc}") from None
+    if d.unconsumed_tail or not d.eof:
+        raise StateFormatError("state payload too large or truncated")
+    return raw
 
 
 # -- validation helpers ----------------------------------------------------------------------

@@ -160,12 +160,14 @@ def _record_seeds() -> list[bytes]:
 
 @functools.cache
 def _state_seeds() -> list[bytes]:
-    import zlib
+    import orjson
+
+    from detectors.state import decode_state
 
     out = []
     for scenario, n in (("stationary", 3000), ("backdoor_canary", 20000)):  # armed; armed with alerts and labels
         blob = _monitor_after_drill(scenario, n)[1].to_bytes()
-        out += [b"\x00" + zlib.decompress(blob[10:]), b"\x01" + blob]
+        out += [b"\x00" + orjson.dumps(decode_state(blob)), b"\x01" + blob]
     return out
 
 
@@ -354,12 +356,9 @@ def _record_setup():
 
 
 def _state_setup():
-    import struct
-    import zlib
-
     from detectors.engine import ModelMonitor
     from detectors.errors import StateFormatError
-    from detectors.state import FORMAT_VERSION, MAGIC
+    from detectors.state import pack_document
 
     spec = _spec()
     model = spec.models[0]
@@ -370,8 +369,7 @@ def _state_setup():
         if data[:1] == b"\x01":
             blob = data[1:]
         else:
-            packed = zlib.compress(data[1:], 1)
-            blob = struct.pack(">4sHI", MAGIC, FORMAT_VERSION, zlib.crc32(packed)) + packed
+            blob = pack_document(data[1:])
         m = ModelMonitor.from_bytes(model, spec.calibration, spec.alerts, blob)
         m.process_inference(probe)
         try:

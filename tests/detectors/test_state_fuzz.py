@@ -13,6 +13,7 @@ import zlib
 from functools import lru_cache
 from typing import Any
 
+import cramjam
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +24,7 @@ from detectors.errors import StateFormatError
 from detectors.events import JoinedLabel, LabelEvent
 from detectors.simulate import demo_model, make_events
 from detectors.spec import AlertPolicySpec, CalibrationSpec
-from detectors.state import FORMAT_VERSION, MAGIC, MAX_STATE_BYTES, decode_state
+from detectors.state import FORMAT_VERSION, MAGIC, MAX_STATE_BYTES, ZLIB_MAGIC, decode_state, pack_document
 from tests.json_strategies import SERIALIZERS, mutated, serialize
 
 SPEC = demo_model(name="m", n_numeric=2, n_categorical=2, reference_size=100, label_reference_size=50)
@@ -48,8 +49,7 @@ def live_state() -> bytes:
 
 def wrap(doc: Any, style: str = "orjson") -> bytes:
     """A blob with a valid header and CRC around any JSON-like document (json writes what orjson cannot)."""
-    packed = zlib.compress(serialize(doc, style), 1)
-    return struct.pack(">4sHI", MAGIC, FORMAT_VERSION, zlib.crc32(packed)) + packed
+    return pack_document(serialize(doc, style))
 
 
 def load(blob: bytes) -> ModelMonitor | None:
@@ -87,12 +87,11 @@ def test_mutated_documents(blob: bytes) -> None:
 @given(data=st.data())
 def test_flipped_payload_bytes_with_valid_crc(data: st.DataObject) -> None:
     """Damage below the checksum: byte edits in the decompressed JSON, then a correct CRC."""
-    raw = bytearray(zlib.decompress(live_state()[10:]))
+    raw = bytearray(orjson.dumps(decode_state(live_state())))
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(raw) - 1))
         raw[i] = data.draw(st.sampled_from(b'0123456789-+.eE"[]{},:ntfaluNI\\ \xff'))
-    packed = zlib.compress(bytes(raw), 1)
-    m = load(struct.pack(">4sHI", MAGIC, FORMAT_VERSION, zlib.crc32(packed)) + packed)
+    m = load(pack_document(bytes(raw)))
     if m is not None:
         assert_keeps_working(m)
 
@@ -185,11 +184,27 @@ def test_a_blob_that_panics_later_is_refused() -> None:
 
 
 def test_decompression_is_bounded() -> None:
-    """A payload inflating past the limit is refused without materializing it."""
+    """A payload inflating past the limit is refused without materializing it (either codec)."""
+    for blob in (_zstd_bomb(), _zlib_bomb()):
+        with pytest.raises(StateFormatError, match="too large"):
+            decode_state(blob)
+        _assert_refused_within_bound(blob)
+
+
+def _zstd_bomb() -> bytes:
+    """A valid JSON object longer than the length its header gives (the largest allowed)."""
+    bomb = bytes(cramjam.zstd.compress(b'{"a": "' + b" " * MAX_STATE_BYTES + b'"}', 1))
+    return struct.pack(">4sHII", MAGIC, FORMAT_VERSION, zlib.crc32(bomb), MAX_STATE_BYTES) + bomb
+
+
+def _zlib_bomb() -> bytes:
+    bomb = zlib.compress(b" " * (MAX_STATE_BYTES + 1024), 9)
+    return struct.pack(">4sHI", ZLIB_MAGIC, FORMAT_VERSION, zlib.crc32(bomb)) + bomb
+
+
+def _assert_refused_within_bound(blob: bytes) -> None:
     import tracemalloc
 
-    bomb = zlib.compress(b" " * (MAX_STATE_BYTES + 1024), 9)
-    blob = struct.pack(">4sHI", MAGIC, FORMAT_VERSION, zlib.crc32(bomb)) + bomb
     tracemalloc.start()
     try:
         assert load(blob) is None
