@@ -139,8 +139,7 @@ class CanaryJudge:
         self.total = 0
         self._fresh()
         self.lab = [0, 0, 0, 0]  # canary n, canary errors, stable n, stable errors (since the canary started)
-        z = _st.norm.isf
-        self.z = float(z(policy.false_alarm_probability))
+        self.z = cal.normal_isf(policy.false_alarm_probability)
         self.drifts = list(drifts)
         self.rate = per_million * cal.SHARES["canary_divergence"]["cusum"] / 1e6 / len(self.drifts)
         self.cusum = CusumBank(1, len(self.drifts))

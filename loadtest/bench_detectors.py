@@ -107,6 +107,7 @@ def run_arming(models: int, reference: int) -> tuple[float, float]:
              for i in range(models)]
     streams = [make_events(s, reference + 25, seed=i) for i, s in enumerate(specs)]
     calibration._thresholds.cache_clear()
+    calibration.normal_isf.cache_clear()
     t = clock()
     mons = [ModelMonitor(s, CalibrationSpec(), AlertPolicySpec()) for s in specs]
     for m, ev in zip(mons, streams):

@@ -216,3 +216,11 @@ def test_cusum_threshold_broadcasts_and_never_fires_without_a_root():
                             np.array([1e-6, 1e-7]))
     assert h.shape == (2, 2) and h[0, 1] == np.inf and np.isfinite(h[[0, 1, 1], [0, 0, 1]]).all()
     assert h[0, 0] == cal.cusum_threshold(np.array([1.0]), np.array([0.5]), np.array([1.0]), 1e-6)[0]
+
+
+@pytest.mark.parametrize("p", [0.5, 1e-3, 2.5e-9, 0.975])
+def test_normal_isf_is_scipys_quantile_once_per_probability(p):
+    cal.normal_isf.cache_clear()
+    assert cal.normal_isf(p) == float(stats.norm.isf(p))
+    assert cal.z_threshold(2 * p) == cal.normal_isf(p) and cal.z_threshold(p, two_sided=False) == float(stats.norm.isf(p))
+    assert cal.normal_isf.cache_info().hits >= 1
