@@ -17,7 +17,9 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
 - ``sustained``: a fixed input rate (``--rate``) for ``--duration`` seconds; probe models receive
   1,000 reference events at the start and a shifted burst of 300 at intervals: produce-to-alert latency p50/p99 over the probes, consumer lag
   (raw inference, summed over partitions) sampled every second, and the achieved input rate
-  against the target (the baseline).
+  against the target (the baseline). ``--spread-models N`` spreads the steady traffic round robin
+  over N models besides the main one (a platform's log). ``worker_cpu_percent`` is the worker
+  process's CPU time over the run (100: one core), what the steady rate costs.
 - ``rss``: one worker over ``--rss-events`` (e.g. ``1000000,10000000``): its resident set size at
   each mark (median of the readings, taken ten times a second, over the last tenth of events before
   it); ``rss_growth`` = last / first (the first mark is the baseline).
@@ -209,6 +211,12 @@ def _high_watermarks(bootstrap: str, topic: str, partitions: int = PARTITIONS) -
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     finally:
         c.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_kb(pid: int) -> int:
@@ -488,16 +496,20 @@ def mode_models(args: argparse.Namespace) -> dict:
 
 def mode_sustained(args: argparse.Namespace) -> dict:
     probes = [f"probe-{i}" for i in range(args.probes)]
-    models = [_model_doc(MODEL)] + [_model_doc(p, reference_size=100) for p in probes]
+    steady = [MODEL] + [f"steady-{i}" for i in range(args.spread_models)]
+    models = ([_model_doc(MODEL)] + [_model_doc(m, reference_size=100) for m in steady[1:]]
+              + [_model_doc(p, reference_size=100) for p in probes])
     runs = []
     for r in range(args.repeats):
         with Workers(args.bootstrap, args.redis, models=models) as w:
-            runs.append(_sustain(args, w, probes, r))
+            runs.append(_sustain(args, w, probes, r, steady))
     lat = [x for run in runs for x in run["latencies"]]
     return {"benchmark": "pipeline", "mode": "sustained", "target_events_per_s": args.rate,
             "duration_s": args.duration, "repeats": args.repeats, "probes": len(probes),
-            "baseline": "target input rate",
+            "steady_models": len(steady), "baseline": "target input rate",
             "achieved_input_events_per_s": round(statistics.median(run["input_rate"] for run in runs)),
+            "worker_cpu_percent": round(statistics.median(run["worker_cpu_percent"] for run in runs), 1),
+            "worker_cpu_percent_all": [round(run["worker_cpu_percent"], 1) for run in runs],
             "alert_latency_p50_s": round(float(np.percentile(lat, 50)), 3) if lat else None,
             "alert_latency_p99_s": round(float(np.percentile(lat, 99)), 3) if lat else None,
             "alerts_missing": sum(run["missing"] for run in runs),
@@ -507,8 +519,9 @@ def mode_sustained(args: argparse.Namespace) -> dict:
             "lag_series": runs[0]["lag_series"]}
 
 
-def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int) -> dict:
-    """Produce at the target rate; probes get a reference at the start and a shifted burst later."""
+def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int, steady: list[str]) -> dict:
+    """Produce at the target rate (round robin over ``steady``); probes get a reference at the start
+    and a shifted burst later."""
     alerts: dict[str, float] = {}
     stop = threading.Event()
 
@@ -535,6 +548,7 @@ def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int)
     hw = Consumer({"bootstrap.servers": args.bootstrap, "group.id": f"wm-{uuid.uuid4().hex}"})
     tick, produced, i = 0.01, 0, 0
     start = time.perf_counter()
+    cpu_start = _cpu_seconds(w.procs[0].pid)
     next_lag = 1.0
     while (now := time.perf_counter() - start) < args.duration:
         due = int(now * args.rate) - produced
@@ -542,7 +556,7 @@ def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int)
             vals = rng.normal(0.0, 1.0, size=(due, N_FEATURES)).tolist()
             ts = time.time()
             _send(p, w.topic, (orjson.dumps({
-                "event_id": f"s{seed}-{i + k}", "ts": ts, "model": MODEL, "model_version": "v1",
+                "event_id": f"s{seed}-{i + k}", "ts": ts, "model": steady[(i + k) % len(steady)], "model_version": "v1",
                 "features": dict(zip(names, vals[k])), "prediction": "safe", "confidence": 0.9})
                 for k in range(due)))
             produced += due
@@ -566,6 +580,7 @@ def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int)
         time.sleep(tick)
     p.flush(60)
     elapsed = time.perf_counter() - start
+    cpu_percent = 100.0 * (_cpu_seconds(w.procs[0].pid) - cpu_start) / elapsed
     deadline = time.perf_counter() + 30
     while time.perf_counter() < deadline and any(pr not in alerts for pr in probes if pr in sent_at):
         time.sleep(0.2)
@@ -576,7 +591,7 @@ def _sustain(args: argparse.Namespace, w: Workers, probes: list[str], seed: int)
     lags = [x for _, x in lag_series]
     third = max(1, len(lags) // 3)
     return {"latencies": lats, "missing": sum(1 for pr in probes if pr in sent_at and pr not in alerts),
-            "input_rate": produced / elapsed, "lag_max": max(lags, default=0),
+            "input_rate": produced / elapsed, "worker_cpu_percent": cpu_percent, "lag_max": max(lags, default=0),
             "lag_middle_third_mean": statistics.mean(lags[third:2 * third]) if lags[third:2 * third] else 0,
             "lag_last_third_mean": statistics.mean(lags[-third:]) if lags else 0,
             "lag_series": lag_series[::5]}
@@ -638,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=int, default=20_000, help="input events/s (--mode sustained)")
     ap.add_argument("--duration", type=float, default=300.0, help="seconds (--mode sustained)")
     ap.add_argument("--probes", type=int, default=20, help="latency probe models (--mode sustained)")
+    ap.add_argument("--spread-models", type=int, default=0,
+                    help="models besides the main one sharing the steady traffic (--mode sustained)")
     ap.add_argument("--rss-events", default="1000000,10000000", help="RSS marks in events (--mode rss)")
     ap.add_argument("--snapshot-interval", type=float, default=None,
                     help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")

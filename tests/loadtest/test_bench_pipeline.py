@@ -40,3 +40,17 @@ def test_sustained_mode_refuses_a_mix(mix, capsys):
     with pytest.raises(SystemExit):
         bench_pipeline.main(["--mode", "sustained", "--categorical-features", "2"])
     assert "float features only" in capsys.readouterr().err
+
+
+def test_cpu_seconds_count_this_process_working_not_waiting():
+    import os
+    import time
+
+    before = bench_pipeline._cpu_seconds(os.getpid())
+    time.sleep(0.3)
+    slept = bench_pipeline._cpu_seconds(os.getpid()) - before
+    end = time.process_time() + 0.5
+    while time.process_time() < end:
+        pass
+    busy = bench_pipeline._cpu_seconds(os.getpid()) - before - slept
+    assert 0 <= slept < 0.2 and 0.35 <= busy < 2.0
