@@ -282,9 +282,9 @@ class RedisSpec(_Strict):
     # routed predictions kept in memory to write again after Redis lost its unsynced last writes
     # (at least the fsync interval: appendfsync everysec loses up to about 2 s)
     recent_predictions_seconds: float = Field(default=5.0, ge=0, le=3600)
-    # longest a model's state in Redis trails the committed stream while the worker has a backlog
-    # (it is saved whenever the worker has caught up); recovery replays the internal topic from it.
-    # 0: save after every micro-batch
+    # longest a model's state in Redis trails the committed stream while batches flow (it is also
+    # saved when the input pauses); recovery replays the internal topic from it. 0: save after every
+    # micro-batch
     snapshot_interval_seconds: float = Field(default=5.0, ge=0, le=3600)
     socket_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
 

@@ -220,9 +220,9 @@ class Worker:
                     if self._needs_rewind:
                         self._abort_and_rewind()
                     self._resume_waiting_labels()
-                    msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
+                    msgs, _ = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
                     if msgs:
-                        self._process(msgs, full=full)
+                        self._process(msgs)
                     else:
                         self._export_stats(idle=True)
                         self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
@@ -494,8 +494,8 @@ class Worker:
         return monitor
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, msgs: list[Message], full: bool = False) -> None:
-        """Run one micro-batch as one Kafka transaction (``full``: the consumer has more waiting)."""
+    def _process(self, msgs: list[Message]) -> None:
+        """Run one micro-batch as one Kafka transaction."""
         started = time.perf_counter()
         producer = self._producer
         assert producer is not None and self._consumer is not None
@@ -506,7 +506,7 @@ class Worker:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
             self._route_inference(raw_inference, outcome)  # starts writing the predictions to Redis
             # the internal records were routed by earlier batches: detecting them does not wait for the write
-            staged = self._detect(internal, positions, outcome, caught_up=not full)
+            staged = self._detect(internal, positions, outcome)
             stopped = self._route_labels(raw_labels, outcome)  # waits for the write first
             for (topic, partition), (offset, _) in stopped.items():
                 positions[(topic, partition)] = offset
@@ -910,15 +910,17 @@ class Worker:
         self._store.advance_inference_clock(clocks)
 
     def _detect(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
-                outcome: BatchOutcome, caught_up: bool = True) -> list[PartitionKey]:
+                outcome: BatchOutcome, every_batch: bool = False) -> list[PartitionKey]:
         """Run the batch's internal records through their monitors; stage snapshots that are due.
 
         A partition's changed models are staged (and promoted once the transaction commits) when
-        the worker has caught up with its input (``caught_up``), when its last snapshot is
-        ``redis.snapshot_interval_seconds`` old, or when a record had to be isolated; otherwise
+        its last snapshot is ``redis.snapshot_interval_seconds`` old, when a record had to be
+        isolated, or with every batch (``every_batch``, a runtime without catch-up); otherwise
         Redis keeps the older snapshot, and whoever next loads the partition replays the internal
         records after it without output (``_catch_up``), so a snapshot per micro-batch is not needed
-        for exactly-once output or identical state.
+        for exactly-once output or identical state. The batch loop also saves changed models when
+        the input pauses (idle), at shutdown and on revocation. A worker that keeps up with its
+        input is not saved per batch either: with many models, every batch touches most of them.
         """
         staged: list[PartitionKey] = []
         control_topic = self.config.kafka.control_topic
@@ -960,7 +962,7 @@ class Worker:
             offset = positions[(self._internal, partition)]
             self._batch_positions[partition] = offset
             dirty.update(touched)
-            if (caught_up or isolated or self._snapshot_interval <= 0
+            if (every_batch or isolated or self._snapshot_interval <= 0
                     or now - self._last_snapshot.get(partition, 0.0) >= self._snapshot_interval):
                 part = PartitionKey(self._internal, partition)
                 self._store.stage(part, offset, {name: self._monitors[name].to_bytes() for name in sorted(dirty)

@@ -1,0 +1,111 @@
+"""When the worker saves its models' state: once per snapshot interval while batches flow, whether it
+keeps up with its input or not; every batch for a runtime without catch-up."""
+from __future__ import annotations
+
+from detectors.simulate import demo_model, make_events
+from stream.config import parse_config
+from stream.records import encode_inference_batch, partition_for
+from stream.worker import BatchOutcome, Worker
+
+MODELS = ["m0", "m1", "m2"]
+
+
+class _Record:
+    """An internal-topic message as the batch loop hands it to ``_detect``."""
+
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self._topic, self._partition, self._offset, self._value = topic, partition, offset, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> None:
+        return None
+
+
+class _Stages:
+    """What ``_detect`` asks the state store to stage: (partition, offset, models)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, list[str]]] = []
+
+    def stage(self, part, offset, blobs, expect_committed) -> None:
+        self.calls.append((part.partition, offset, sorted(blobs)))
+
+
+def _worker(monkeypatch, interval: float) -> Worker:
+    monkeypatch.setenv("K", "k" * 32)
+    specs = [demo_model(name=m, n_numeric=3, n_categorical=0, triggers=False, reference_size=100) for m in MODELS]
+    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}],
+                                  "internal_partitions": 1},
+                        "signing": {"key_env": "K"}, "metrics": {"enabled": False},
+                        "redis": {"snapshot_interval_seconds": interval},
+                        "monitor": {"models": [s.model_dump(mode="json") for s in specs]}})
+    worker = Worker(cfg)
+    for m in MODELS:
+        worker._monitors[m] = worker._new_monitor(m, None)
+    worker._store = _Stages()
+    return worker
+
+
+def _batches(worker: Worker, count: int) -> list[dict[int, list[_Record]]]:
+    """``count`` batches of internal records, each holding 40 events of every model."""
+    streams = {m: make_events(worker._monitors[m].spec, 40 * count, seed=i) for i, m in enumerate(MODELS)}
+    for i, events in enumerate(streams.values()):
+        for k, e in enumerate(events):
+            e.position = i * 10_000 + k
+    out, offset = [], 0
+    for b in range(count):
+        records = []
+        for m in MODELS:
+            for value in encode_inference_batch(streams[m][40 * b:40 * (b + 1)]):
+                records.append(_Record(worker._internal, partition_for(m, 1), offset, value))
+                offset += 1
+        out.append({0: records})
+    return out
+
+
+def _run(worker: Worker, batches: list[dict[int, list[_Record]]], every_batch: bool = False) -> None:
+    """Each batch through ``_detect``, then what a committed transaction does with what it staged."""
+    for internal in batches:
+        last = internal[0][-1].offset() + 1
+        positions = {(worker._internal, 0): last}
+        # as the default runtime's batch loop calls it (no every_batch), or as the faust runtime does
+        staged = (worker._detect(internal, positions, BatchOutcome(), every_batch=True) if every_batch
+                  else worker._detect(internal, positions, BatchOutcome()))
+        for part in staged:
+            worker._mark_saved(part.partition, worker._staging.pop(part.partition))
+
+
+def test_batches_within_the_interval_are_not_saved_one_by_one(monkeypatch):
+    worker = _worker(monkeypatch, 3600.0)
+    _run(worker, _batches(worker, 4))
+    # the first batch finds no snapshot at all; the next three fall within the interval
+    assert worker._store.calls == [(0, len(MODELS), MODELS)]
+    assert worker._dirty[0] == set(MODELS), "the later batches' changes wait for the next snapshot"
+
+
+def test_a_snapshot_is_due_again_once_the_interval_has_passed(monkeypatch):
+    worker = _worker(monkeypatch, 3600.0)
+    batches = _batches(worker, 3)
+    _run(worker, batches[:2])
+    worker._last_snapshot[0] -= 3600.0
+    _run(worker, batches[2:])
+    assert [offset for _, offset, _ in worker._store.calls] == [3, 9]
+    assert not worker._dirty[0]
+
+
+def test_an_interval_of_zero_and_a_runtime_without_catch_up_save_every_batch(monkeypatch):
+    for interval, every_batch in ((0.0, False), (3600.0, True)):
+        worker = _worker(monkeypatch, interval)
+        _run(worker, _batches(worker, 3), every_batch=every_batch)
+        assert [offset for _, offset, _ in worker._store.calls] == [3, 6, 9]
