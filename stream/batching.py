@@ -25,10 +25,9 @@ def payload_bytes(msg: Any) -> int:
 
 
 def gather(consume: Callable[[int, float], Sequence[_Message]], batch_size: int, max_bytes: int, unit: int,
-           timeout: float) -> tuple[list[Any], bool]:
+           timeout: float) -> list[Any]:
     """Messages until ``batch_size`` of them, ``max_bytes`` of payload or ``timeout`` seconds.
 
-    Returns the messages and whether the batch is full (count or bytes reached: more may wait).
     Like one ``consume(batch_size, timeout)``, it returns at once when messages are waiting.
     ``consume`` is ``Consumer.consume``; each call asks for at most ``(max_bytes - held) // unit``
     messages (at least one), so that messages at ``unit`` bytes never overshoot the budget.
@@ -43,9 +42,9 @@ def gather(consume: Callable[[int, float], Sequence[_Message]], batch_size: int,
         out.extend(got)
         held += sum(payload_bytes(m) for m in got)
         if len(out) >= batch_size or held >= max_bytes:
-            return out, True
+            return out
         if len(got) < asked and time.monotonic() >= deadline:  # drained: waiting longer is past the timeout
-            return out, False
+            return out
 
 
 def model_runs(records: Iterable[tuple[str, str, list, list]]) -> list[tuple[str, str, list, list]]:

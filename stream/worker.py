@@ -220,7 +220,7 @@ class Worker:
                     if self._needs_rewind:
                         self._abort_and_rewind()
                     self._resume_waiting_labels()
-                    msgs, _ = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
+                    msgs = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
                     if msgs:
                         self._process(msgs)
                     else:

@@ -36,29 +36,29 @@ class Queue:
 
 def test_oversized_messages_stop_the_batch_at_the_byte_budget():
     q = Queue([300_000] * 5000)  # a flood of messages beyond the 256 KiB limit
-    msgs, full = gather(q.consume, 5000, 16 * 2**20, 256 * 1024, 0.0)
+    msgs = gather(q.consume, 5000, 16 * 2**20, 256 * 1024, 0.0)
     held = sum(payload_bytes(m) for m in msgs)
-    assert full and held >= 16 * 2**20 and held <= 16 * 2**20 + 64 * 300_000
+    assert held >= 16 * 2**20 and held <= 16 * 2**20 + 64 * 300_000
     assert len(msgs) < 70  # not 5,000 messages (1.5 GB) in one batch
 
 
 def test_small_messages_fill_the_count():
     q = Queue([600] * 12_000)
-    msgs, full = gather(q.consume, 5000, 16 * 2**20, 256 * 1024, 0.0)
-    assert len(msgs) == 5000 and full and len(q.waiting) == 7000
+    msgs = gather(q.consume, 5000, 16 * 2**20, 256 * 1024, 0.0)
+    assert len(msgs) == 5000 and len(q.waiting) == 7000
 
 
 def test_an_idle_queue_returns_what_there_is():
     q = Queue([600] * 10)
-    msgs, full = gather(q.consume, 5000, 16 * 2**20, 256 * 1024, 0.01)
-    assert len(msgs) == 10 and not full
+    msgs = gather(q.consume, 5000, 16 * 2**20, 256 * 1024, 0.01)
+    assert len(msgs) == 10 and not q.waiting
 
 
 @given(sizes=st.lists(st.integers(0, 600_000), max_size=400), batch=st.integers(1, 500),
        budget=st.integers(64 * 1024, 8 * 2**20), unit=st.integers(1024, 512 * 1024))
 def test_the_budget_is_overshot_by_at_most_one_chunk(sizes, batch, budget, unit):
     q = Queue(sizes)
-    msgs, _ = gather(q.consume, batch, budget, unit, 0.0)
+    msgs = gather(q.consume, batch, budget, unit, 0.0)
     assert len(msgs) <= batch and [payload_bytes(m) for m in msgs] == sizes[:len(msgs)]
     held_before_last = sum(sizes[:len(msgs) - q.asked[-1]]) if len(msgs) >= q.asked[-1] else 0
     assert held_before_last < budget or len(q.asked) == 1
