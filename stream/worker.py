@@ -915,7 +915,8 @@ class Worker:
 
         A partition's changed models are staged (and promoted once the transaction commits) when
         its last snapshot is ``redis.snapshot_interval_seconds`` old, when a record had to be
-        isolated, or with every batch (``every_batch``, a runtime without catch-up); otherwise
+        isolated, when a registry document was applied (``driftline registry show`` reads the
+        committed manifest), or with every batch (``every_batch``, a runtime without catch-up); otherwise
         Redis keeps the older snapshot, and whoever next loads the partition replays the internal
         records after it without output (``_catch_up``), so a snapshot per micro-batch is not needed
         for exactly-once output or identical state. The batch loop also saves changed models when
@@ -930,7 +931,7 @@ class Worker:
             touched: dict[str, ModelMonitor] = {}
             done: dict[str, list[tuple[str, list]]] = defaultdict(list)
             dirty = self._dirty.setdefault(partition, set())
-            isolated = False
+            isolated = released = False
             runs = self._ordered_runs(msgs, outcome)
             for model, kind, items, sources in runs:
                 monitor = self._monitors.get(model)
@@ -939,6 +940,7 @@ class Worker:
                 if kind == "r":
                     done[model].append((kind, self._registry_run(model, monitor, items, sources, outcome)))
                     touched[model] = monitor
+                    released = True
                     continue
                 try:
                     produced = monitor.process_inference(items) if kind == "i" else monitor.process_labels(items)
@@ -962,7 +964,7 @@ class Worker:
             offset = positions[(self._internal, partition)]
             self._batch_positions[partition] = offset
             dirty.update(touched)
-            if (every_batch or isolated or self._snapshot_interval <= 0
+            if (every_batch or isolated or released or self._snapshot_interval <= 0
                     or now - self._last_snapshot.get(partition, 0.0) >= self._snapshot_interval):
                 part = PartitionKey(self._internal, partition)
                 self._store.stage(part, offset, {name: self._monitors[name].to_bytes() for name in sorted(dirty)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from detectors.simulate import demo_model, make_events
 from stream.config import parse_config
-from stream.records import encode_inference_batch, partition_for
+from stream.records import encode_inference_batch, encode_registry, partition_for
+from stream.registry import generate_key, sign_event, write_keypair
 from stream.worker import BatchOutcome, Worker
 
 MODELS = ["m0", "m1", "m2"]
@@ -42,14 +43,18 @@ class _Stages:
         self.calls.append((part.partition, offset, sorted(blobs)))
 
 
-def _worker(monkeypatch, interval: float) -> Worker:
+def _worker(monkeypatch, interval: float, registry_key: str | None = None) -> Worker:
     monkeypatch.setenv("K", "k" * 32)
     specs = [demo_model(name=m, n_numeric=3, n_categorical=0, triggers=False, reference_size=100) for m in MODELS]
-    cfg = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}],
-                                  "internal_partitions": 1},
-                        "signing": {"key_env": "K"}, "metrics": {"enabled": False},
-                        "redis": {"snapshot_interval_seconds": interval},
-                        "monitor": {"models": [s.model_dump(mode="json") for s in specs]}})
+    doc = {"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}],
+                     "internal_partitions": 1},
+           "signing": {"key_env": "K"}, "metrics": {"enabled": False},
+           "redis": {"snapshot_interval_seconds": interval},
+           "monitor": {"models": [s.model_dump(mode="json") for s in specs]}}
+    if registry_key is not None:
+        doc["kafka"]["registry_topic"] = "r"
+        doc["registry"] = {"public_keys": {"deploy": registry_key}}
+    cfg = parse_config(doc)
     worker = Worker(cfg)
     for m in MODELS:
         worker._monitors[m] = worker._new_monitor(m, None)
@@ -109,3 +114,21 @@ def test_an_interval_of_zero_and_a_runtime_without_catch_up_save_every_batch(mon
         worker = _worker(monkeypatch, interval)
         _run(worker, _batches(worker, 3), every_batch=every_batch)
         assert [offset for _, offset, _ in worker._store.calls] == [3, 6, 9]
+
+
+def test_a_batch_that_applies_a_registry_event_is_saved_at_once(monkeypatch, tmp_path):
+    """``driftline registry show`` reads the committed manifest: a release shows without waiting
+    for the interval, while the batches around it still wait."""
+    key = generate_key()
+    write_keypair(key, tmp_path / "deploy.key", tmp_path / "deploy.pub")
+    worker = _worker(monkeypatch, 3600.0, str(tmp_path / "deploy.pub"))
+    batches = _batches(worker, 3)
+    _run(worker, batches[:2])
+    release = sign_event(key, "deploy", "m1", "v2", "ab" * 32, "canary")
+    offset = batches[1][0][-1].offset() + 1
+    record = _Record(worker._internal, 0, offset, encode_registry("m1", 1 << 50, release))
+    _run(worker, [{0: [record]}])
+    _run(worker, batches[2:])
+    assert [offset for _, offset, _ in worker._store.calls] == [3, 7]
+    assert worker._store.calls[1][2] == MODELS, "every model changed since the last snapshot goes with it"
+    assert "v2" in worker._monitors["m1"].listed
