@@ -274,7 +274,7 @@ class FaustRuntime(Worker):
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
             self._route_inference(raw_inference, outcome)  # starts writing the predictions to Redis
-            staged = self._detect(internal, positions, outcome, every_batch=True)  # records of earlier batches: no wait
+            staged = self._detect(internal, positions, outcome)  # records of earlier batches: no wait
             waits = self._route_labels(raw_labels, outcome)  # waits for the write first
             for tp, (offset, _) in waits.items():
                 positions[tp] = rewinds[tp] = offset

@@ -667,11 +667,10 @@ class Worker:
             if self._remembers(model):
                 lines.extend(event_lines(events))
         pending = encode_pending(lines)
-        if pending.count:  # the batch's caller settles the last write (_process, faust's _process_batch)
+        now = time.monotonic()
+        if pending.count:  # the batch's caller settles the write (_process, faust's _process_batch)
             self._remembering = self._writer.submit(self._store.remember_batch, pending,
                                                     self.config.redis.pending_ttl_seconds)
-        now = time.monotonic()
-        if pending.count:
             self._recent.append((now, pending))
         while self._recent and self._recent[0][0] < now - self.config.redis.recent_predictions_seconds:
             self._recent.popleft()
@@ -910,13 +909,13 @@ class Worker:
         self._store.advance_inference_clock(clocks)
 
     def _detect(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
-                outcome: BatchOutcome, every_batch: bool = False) -> list[PartitionKey]:
+                outcome: BatchOutcome) -> list[PartitionKey]:
         """Run the batch's internal records through their monitors; stage snapshots that are due.
 
         A partition's changed models are staged (and promoted once the transaction commits) when
-        its last snapshot is ``redis.snapshot_interval_seconds`` old, when a record had to be
-        isolated, when a registry document was applied (``driftline registry show`` reads the
-        committed manifest), or with every batch (``every_batch``, a runtime without catch-up); otherwise
+        its last snapshot is ``redis.snapshot_interval_seconds`` old (0: every batch, as the faust
+        runtime, which has no catch-up, sets it), when a record had to be isolated, or when a
+        registry document was applied (``driftline registry show`` reads the committed manifest); otherwise
         Redis keeps the older snapshot, and whoever next loads the partition replays the internal
         records after it without output (``_catch_up``), so a snapshot per micro-batch is not needed
         for exactly-once output or identical state. The batch loop also saves changed models when
@@ -964,7 +963,7 @@ class Worker:
             offset = positions[(self._internal, partition)]
             self._batch_positions[partition] = offset
             dirty.update(touched)
-            if (every_batch or isolated or released or self._snapshot_interval <= 0
+            if (isolated or released or self._snapshot_interval <= 0
                     or now - self._last_snapshot.get(partition, 0.0) >= self._snapshot_interval):
                 part = PartitionKey(self._internal, partition)
                 self._store.stage(part, offset, {name: self._monitors[name].to_bytes() for name in sorted(dirty)

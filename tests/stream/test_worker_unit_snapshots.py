@@ -1,5 +1,5 @@
 """When the worker saves its models' state: once per snapshot interval while batches flow, whether it
-keeps up with its input or not; every batch for a runtime without catch-up."""
+keeps up with its input or not; every batch with an interval of 0 (the faust runtime's)."""
 from __future__ import annotations
 
 from detectors.simulate import demo_model, make_events
@@ -79,14 +79,11 @@ def _batches(worker: Worker, count: int) -> list[dict[int, list[_Record]]]:
     return out
 
 
-def _run(worker: Worker, batches: list[dict[int, list[_Record]]], every_batch: bool = False) -> None:
+def _run(worker: Worker, batches: list[dict[int, list[_Record]]]) -> None:
     """Each batch through ``_detect``, then what a committed transaction does with what it staged."""
     for internal in batches:
         last = internal[0][-1].offset() + 1
-        positions = {(worker._internal, 0): last}
-        # as the default runtime's batch loop calls it (no every_batch), or as the faust runtime does
-        staged = (worker._detect(internal, positions, BatchOutcome(), every_batch=True) if every_batch
-                  else worker._detect(internal, positions, BatchOutcome()))
+        staged = worker._detect(internal, {(worker._internal, 0): last}, BatchOutcome())
         for part in staged:
             worker._mark_saved(part.partition, worker._staging.pop(part.partition))
 
@@ -109,11 +106,10 @@ def test_a_snapshot_is_due_again_once_the_interval_has_passed(monkeypatch):
     assert not worker._dirty[0]
 
 
-def test_an_interval_of_zero_and_a_runtime_without_catch_up_save_every_batch(monkeypatch):
-    for interval, every_batch in ((0.0, False), (3600.0, True)):
-        worker = _worker(monkeypatch, interval)
-        _run(worker, _batches(worker, 3), every_batch=every_batch)
-        assert [offset for _, offset, _ in worker._store.calls] == [3, 6, 9]
+def test_an_interval_of_zero_saves_every_batch(monkeypatch):
+    worker = _worker(monkeypatch, 0.0)
+    _run(worker, _batches(worker, 3))
+    assert [offset for _, offset, _ in worker._store.calls] == [3, 6, 9]
 
 
 def test_a_batch_that_applies_a_registry_event_is_saved_at_once(monkeypatch, tmp_path):
