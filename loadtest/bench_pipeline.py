@@ -11,7 +11,8 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   runtime), ``faust`` or ``both`` (then ``runtimes`` and ``faust_to_confluent_ratio``).
 - ``scaling``: one worker, then two workers of one group, over the same events of four models
   (one per internal partition); ``scaling_ratio`` = two workers' rate / one worker's. Events are
-  produced once every worker holds partitions (the group formed), so the ratio compares processing.
+  produced once every worker holds partitions (the group formed), so the ratio compares processing,
+  and spread over the input topic's partitions (keyed per event), so both workers read raw input.
 - ``models``: the same events (10 features) for one model, then spread over ``--models`` models;
   ``models_ratio`` = many / one.
 - ``sustained``: a fixed input rate (``--rate``) for ``--duration`` seconds; probe models receive
@@ -173,6 +174,20 @@ def _send(p: Producer, topic: str, values: Iterable[bytes], key: bytes | None = 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     p = _producer(bootstrap)
     _send(p, topic, values, MODEL.encode())
+    p.flush(120)
+
+
+def _produce_spread(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    """Each value keyed by its index, so the key hash spreads them evenly over the topic's partitions
+    (a platform's log, keyed by request): a consumer group can share the raw input only then."""
+    p = _producer(bootstrap)
+    for i, v in enumerate(values):
+        while True:
+            try:
+                p.produce(topic, value=v, key=b"%d" % i)
+                break
+            except BufferError:
+                p.poll(0.05)
     p.flush(120)
 
 
@@ -423,7 +438,7 @@ def _rate_of(bootstrap: str, redis_url: str, events: list[bytes], models: list[d
     with Workers(bootstrap, redis_url, models=models, count=workers) as w:
         w.wait_stable()  # every worker holds partitions before the events arrive (no rebalance in the run)
         started = w.watch_start()
-        _produce(bootstrap, w.topic, events)
+        _produce_spread(bootstrap, w.topic, events)
         return len(events) / w.wait_done(len(events), started=started)
 
 

@@ -54,3 +54,22 @@ def test_cpu_seconds_count_this_process_working_not_waiting():
         pass
     busy = bench_pipeline._cpu_seconds(os.getpid()) - before - slept
     assert 0 <= slept < 0.2 and 0.35 <= busy < 2.0
+
+
+def test_scaling_events_reach_every_input_partition(stack):
+    """Two workers can share the raw input only if it is spread over the partitions: all under one
+    key (the throughput modes) lands on a single one."""
+    import uuid
+
+    spread, keyed = (f"bench-spread-{uuid.uuid4().hex[:8]}", f"bench-keyed-{uuid.uuid4().hex[:8]}")
+    bench_pipeline._create(stack.kafka_bootstrap, [spread, keyed])
+    try:
+        values = [b"{}"] * 2000
+        bench_pipeline._produce_spread(stack.kafka_bootstrap, spread, values)
+        bench_pipeline._produce(stack.kafka_bootstrap, keyed, values)
+        high = bench_pipeline._high_watermarks(stack.kafka_bootstrap, spread)
+        assert sum(high.values()) == 2000
+        assert min(high.values()) > 2000 / bench_pipeline.PARTITIONS / 2  # near even, not just non-empty
+        assert sorted(bench_pipeline._high_watermarks(stack.kafka_bootstrap, keyed).values()) == [0, 0, 0, 2000]
+    finally:
+        bench_pipeline._drop(stack.kafka_bootstrap, [spread, keyed])
