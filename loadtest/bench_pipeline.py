@@ -31,9 +31,10 @@ numeric ones (the rest stay floats), as a platform's models mix them; every mode
 ``sustained`` takes them. A shift moves all three kinds.
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
-``--snapshot-interval``, ``--prefetch-max-bytes`` and ``--batch-size`` (default 5,000) set the
-workers' ``redis.snapshot_interval_seconds``, ``kafka.prefetch_max_bytes`` (the Kafka client's queue
-of messages fetched ahead, which a worker's RSS includes) and ``kafka.batch_size``.
+``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size`` (default 5,000) and
+``--batch-timeout-ms`` (default 50) set the workers' ``redis.snapshot_interval_seconds``,
+``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a worker's
+RSS includes), ``kafka.batch_size`` and ``kafka.batch_timeout_ms``.
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -137,8 +138,9 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
 #: Worker settings given on the command line: option -> (config section, key); set by ``main``
 SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds"),
                    "prefetch_max_bytes": ("kafka", "prefetch_max_bytes"),
-                   "batch_size": ("kafka", "batch_size")}
-SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {"batch_size": 5000}, "redis": {}}
+                   "batch_size": ("kafka", "batch_size"),
+                   "batch_timeout_ms": ("kafka", "batch_timeout_ms")}
+SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {"batch_size": 5000, "batch_timeout_ms": 50}, "redis": {}}
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
@@ -147,7 +149,7 @@ def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[d
                   "inference_topics": [{"name": topic}], "label_topics": [{"name": f"{topic}-labels"}],
                   "control_topic": f"{topic}-control", "dead_letter_topic": f"{topic}-dead",
                   "internal_topic": f"{topic}-internal", "internal_partitions": PARTITIONS,
-                  "batch_timeout_ms": 50, **SETTINGS["kafka"]},
+                  **SETTINGS["kafka"]},
         "redis": {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600, **SETTINGS["redis"]},
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
         "metrics": {"host": "127.0.0.1", "port": 0},
@@ -676,6 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prefetch-max-bytes", type=int, default=None,
                     help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
     ap.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the workers")
+    ap.add_argument("--batch-timeout-ms", type=int, default=50, help="kafka.batch_timeout_ms of the workers")
     ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")
     ap.add_argument("--categorical-features", type=int, default=0, help="categorical features per model")
     args = ap.parse_args(argv)
