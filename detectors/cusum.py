@@ -115,6 +115,30 @@ def _page_scan(X, valid, masked, cols, n, total, up, umin, dn, dmax, k_up, k_dn,
     return out
 
 
+@numba.njit((_F2, _F2, _F2, _F2, _F2, _F2, _F1), cache=True, nogil=True, error_model="numpy")
+def _exceedance(up, umin, dn, dmax, h_up, h_dn, scale):  # pragma: no cover - compiled
+    """Per column, the (statistic, threshold) pair of the side and drift with the largest finite
+    statistic / threshold (the first such; -1 stands for a ratio that is not finite), each divided
+    by the column's ``scale``: what :meth:`CusumBank.exceedance` reports, one pass per column."""
+    C, K = up.shape
+    stat, thr = np.empty(C), np.empty(C)
+    for c in range(C):
+        best, s_, t_ = -np.inf, 0.0, 0.0
+        for side in range(2):
+            for j in range(K):
+                if side == 0:
+                    s, t = up[c, j] - umin[c, j], h_up[c, j]
+                else:
+                    s, t = dmax[c, j] - dn[c, j], h_dn[c, j]
+                r = s / t
+                if not np.isfinite(r):
+                    r = -1.0
+                if r > best:
+                    best, s_, t_ = r, s, t
+        stat[c], thr[c] = s_ / scale[c], t_ / scale[c]
+    return stat, thr
+
+
 class CusumBank:
     """``cols`` self-starting two-sided CUSUMs with ``drifts`` reference values each (see module doc)."""
 
@@ -209,14 +233,7 @@ class CusumBank:
     def exceedance(self) -> tuple[np.ndarray, np.ndarray]:
         """Per column, the largest CUSUM statistic relative to its threshold, as
         ``(statistic, threshold)`` in units of the score's standard deviation."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            su, sd = self.up - self.umin, self.dmax - self.dn
-            ratio = np.concatenate((su / self.h_up, sd / self.h_dn), axis=1)
-            ratio = np.where(np.isfinite(ratio), ratio, -1.0)
-        j = ratio.argmax(axis=1)
-        stat = np.concatenate((su, sd), axis=1)[np.arange(self.C), j]
-        thr = np.concatenate((self.h_up, self.h_dn), axis=1)[np.arange(self.C), j]
-        return stat / self.scale, thr / self.scale
+        return _exceedance(self.up, self.umin, self.dn, self.dmax, self.h_up, self.h_dn, self.scale)
 
     def side_exceedance(self, col: int, side: str) -> float:
         """How far column ``col``'s CUSUMs on one side (``"up"``/``"down"``) are towards their

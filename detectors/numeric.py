@@ -299,15 +299,18 @@ class NumericBank:
     # -- stats / state -------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         stat, thr = self.cusum.exceedance()
-        F = self.F
-        return {name: {"cusum_statistic": float(stat[f]), "cusum_threshold": float(thr[f]),
-                       "tail_cusum_statistic": float(stat[F + f]), "tail_cusum_threshold": float(thr[F + f]),
-                       "cusum_detections": int(self.cusum.detections[f] + self.cusum.detections[F + f]),
-                       "cusum_armed": bool(self.cusum.enabled[f]),
-                       "values_since_restart": int(self.cusum.n[f]), "window_values": int(self.wn[f]),
-                       "reference_values": int(self.nref[f]),
-                       "js_threshold_full_window": float(cal.chi2_quantile(int(self.bins[f]) - 1, self.alpha)
-                                                         / (2.0 * (self.window + max(int(self.nref[f]), 1))))}
+        F, bank = self.F, self.cusum
+        stat_l, thr_l = stat.tolist(), thr.tolist()  # Python numbers of whole arrays at once
+        detections = (bank.detections[:F] + bank.detections[F:2 * F]).tolist()
+        armed, runs = bank.enabled[:F].tolist(), bank.n[:F].astype(np.int64).tolist()
+        window_values, nref, bins = self.wn.tolist(), self.nref.tolist(), self.bins.tolist()
+        return {name: {"cusum_statistic": stat_l[f], "cusum_threshold": thr_l[f],
+                       "tail_cusum_statistic": stat_l[F + f], "tail_cusum_threshold": thr_l[F + f],
+                       "cusum_detections": detections[f], "cusum_armed": armed[f],
+                       "values_since_restart": runs[f], "window_values": window_values[f],
+                       "reference_values": nref[f],
+                       "js_threshold_full_window": cal.chi2_quantile(bins[f] - 1, self.alpha)
+                                                   / (2.0 * (self.window + max(nref[f], 1)))}
                 for f, name in enumerate(self.names)}
 
     def to_state(self) -> dict[str, Any]:

@@ -88,3 +88,39 @@ def test_compiled_scan_is_the_plain_recursion(seed, n, masked, subset):
     assert json.dumps(fast.to_state()) == json.dumps(slow.to_state())
     if n >= 200:
         assert fast.detections.sum() > 0  # the data really alarms
+
+
+def _exceedance_reference(b: CusumBank) -> tuple[np.ndarray, np.ndarray]:
+    """The statistic / threshold choice written with whole-array numpy operations."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        su, sd = b.up - b.umin, b.dmax - b.dn
+        ratio = np.concatenate((su / b.h_up, sd / b.h_dn), axis=1)
+        ratio = np.where(np.isfinite(ratio), ratio, -1.0)
+    j = ratio.argmax(axis=1)
+    stat = np.concatenate((su, sd), axis=1)[np.arange(b.C), j]
+    thr = np.concatenate((b.h_up, b.h_dn), axis=1)[np.arange(b.C), j]
+    return stat / b.scale, thr / b.scale
+
+
+_THRESHOLDS = st.one_of(st.floats(0.01, 50.0), st.just(float("inf")))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cols=st.integers(1, 5), drifts=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+       h=st.lists(_THRESHOLDS, min_size=40, max_size=40), zeroed=st.lists(st.booleans(), min_size=40, max_size=40),
+       fresh=st.booleans())
+def test_exceedance_picks_the_side_and_drift_nearest_their_threshold(cols, drifts, seed, h, zeroed, fresh):
+    rng = np.random.default_rng(seed)
+    b = CusumBank(cols, drifts)
+    shape = (cols, drifts)
+    thresholds = np.array(h[:2 * cols * drifts]).reshape(2, cols, drifts)
+    b.set_params(rng.uniform(0.1, 1.0, shape), rng.uniform(0.1, 1.0, shape), thresholds[0], thresholds[1],
+                 rng.uniform(0.0, 3.0, cols))  # a scale of 0 reads as 1
+    if not fresh:  # sums of a stream (a fresh bank's are 0)
+        b.update(rng.normal(0.0, 1.0, (60, cols)) + rng.normal(0.0, 1.0, cols))
+    # thresholds of 0 afterwards: ratios of x / 0 and 0 / 0, which are not finite
+    mask = np.array(zeroed[:2 * cols * drifts]).reshape(2, cols, drifts)
+    b.h_up[mask[0]], b.h_dn[mask[1]] = 0.0, 0.0
+    stat, thr = b.exceedance()
+    want_stat, want_thr = _exceedance_reference(b)
+    assert stat.tobytes() == want_stat.tobytes() and thr.tobytes() == want_thr.tobytes()

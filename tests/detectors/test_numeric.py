@@ -167,3 +167,35 @@ def test_window_sketches_match_a_plain_loop(seed, cuts, p_invalid):
         assert (float(b.s1[j]), float(b.s2[j])) == (s1, s2)
         assert b.counts[j, : len(counts)].tolist() == counts and b.counts[j, len(counts):].sum() == 0
         assert int(b.wn[j]) == int(valid[:, j].sum())
+
+
+def _stats_reference(b: NumericBank) -> dict:
+    """Each feature's statistics read element by element from the bank's arrays."""
+    from detectors import calibration as cal
+
+    stat, thr = b.cusum.exceedance()
+    out = {}
+    for f, name in enumerate(b.names):
+        out[name] = {"cusum_statistic": float(stat[f]), "cusum_threshold": float(thr[f]),
+                     "tail_cusum_statistic": float(stat[F + f]), "tail_cusum_threshold": float(thr[F + f]),
+                     "cusum_detections": int(b.cusum.detections[f] + b.cusum.detections[F + f]),
+                     "cusum_armed": bool(b.cusum.enabled[f]), "values_since_restart": int(b.cusum.n[f]),
+                     "window_values": int(b.wn[f]), "reference_values": int(b.nref[f]),
+                     "js_threshold_full_window": float(cal.chi2_quantile(int(b.bins[f]) - 1, b.alpha)
+                                                       / (2.0 * (b.window + max(int(b.nref[f]), 1))))}
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(0, 700), shift=st.floats(0.0, 3.0))
+def test_stats_read_every_feature_as_its_arrays_hold_it(seed, n, shift):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, F)) + np.array([0.0, shift, -shift])
+    valid = rng.random((n, F)) > 0.05
+    b = bank()
+    feed(b, X, valid, [n // 3])
+    got = b.stats()
+    assert got == _stats_reference(b)
+    # the same Python types (an int where the reference has an int, a bool where it has a bool)
+    assert {k: {s: type(v) for s, v in d.items()} for k, d in got.items()} == \
+        {k: {s: type(v) for s, v in d.items()} for k, d in _stats_reference(b).items()}
