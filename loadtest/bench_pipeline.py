@@ -31,10 +31,11 @@ numeric ones (the rest stay floats), as a platform's models mix them; every mode
 ``sustained`` takes them. A shift moves all three kinds.
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
-``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size`` (default 5,000) and
-``--batch-timeout-ms`` (default 50) set the workers' ``redis.snapshot_interval_seconds``,
-``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a worker's
-RSS includes), ``kafka.batch_size`` and ``kafka.batch_timeout_ms``.
+``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size`` (default 5,000),
+``--batch-timeout-ms`` (default 50) and ``--malloc-arenas`` set the workers'
+``redis.snapshot_interval_seconds``, ``kafka.prefetch_max_bytes`` (the Kafka client's queue of
+messages fetched ahead, which a worker's RSS includes), ``kafka.batch_size``,
+``kafka.batch_timeout_ms`` and ``process.malloc_arenas``.
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -139,8 +140,10 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
 SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds"),
                    "prefetch_max_bytes": ("kafka", "prefetch_max_bytes"),
                    "batch_size": ("kafka", "batch_size"),
-                   "batch_timeout_ms": ("kafka", "batch_timeout_ms")}
-SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {"batch_size": 5000, "batch_timeout_ms": 50}, "redis": {}}
+                   "batch_timeout_ms": ("kafka", "batch_timeout_ms"),
+                   "malloc_arenas": ("process", "malloc_arenas")}
+SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {"batch_size": 5000, "batch_timeout_ms": 50}, "redis": {},
+                                               "process": {}}
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
@@ -153,6 +156,7 @@ def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[d
         "redis": {"url": redis_url, "key_prefix": f"bench-{tag}", "pending_ttl_seconds": 600, **SETTINGS["redis"]},
         "signing": {"key_env": "DRIFTLINE_BENCH_SIGNING_KEY"},
         "metrics": {"host": "127.0.0.1", "port": 0},
+        "process": dict(SETTINGS["process"]),
         "monitor": {"models": models or [_model_doc(MODEL)]},
     }
 
@@ -679,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
     ap.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the workers")
     ap.add_argument("--batch-timeout-ms", type=int, default=50, help="kafka.batch_timeout_ms of the workers")
+    ap.add_argument("--malloc-arenas", type=int, default=None,
+                    help="process.malloc_arenas of the workers (default: the configuration's)")
     ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")
     ap.add_argument("--categorical-features", type=int, default=0, help="categorical features per model")
     args = ap.parse_args(argv)

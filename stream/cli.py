@@ -53,7 +53,8 @@ def _load(path: str) -> DriftlineConfig | None:
 
 
 def _start_service(args: argparse.Namespace) -> DriftlineConfig | None:
-    """Load the configuration and set up logging for a long-running command (None: config refused).
+    """Load the configuration, set up logging and the process's malloc arenas for a long-running
+    command (None: config refused).
 
     A ConfigError raised later, where a secret or file is resolved, reaches :func:`main`, which
     prints it as one line per problem and exits 2."""
@@ -61,6 +62,9 @@ def _start_service(args: argparse.Namespace) -> DriftlineConfig | None:
     if config is not None:
         logging.basicConfig(level=getattr(logging, args.log_level),
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        from stream.allocator import limit_arenas
+
+        limit_arenas(config.process.malloc_arenas)  # before the Kafka client and the server start threads
     return config
 
 

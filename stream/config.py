@@ -523,13 +523,22 @@ class MetricsSpec(_Strict):
     stats_interval_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
 
 
+class ProcessSpec(_Strict):
+    """Settings of a worker process itself (see :mod:`stream.allocator`)."""
+
+    # malloc arenas the process may use (glibc): one keeps the resident set level over a long run;
+    # 0: the C library's default (up to eight per core)
+    malloc_arenas: int = Field(default=1, ge=0, le=1024)
+
+
 class DriftlineConfig(_Strict):
-    """The whole configuration: Kafka, Redis, signing, metrics and the detection core's spec."""
+    """The whole configuration: Kafka, Redis, signing, metrics, the worker process and the detection core's spec."""
 
     kafka: KafkaSpec
     redis: RedisSpec = RedisSpec()
     signing: SigningSpec
     metrics: MetricsSpec = MetricsSpec()
+    process: ProcessSpec = ProcessSpec()
     monitor: MonitorSpec
     actuation: ActuationSpec | None = None
     registry: RegistrySpec | None = None  # needed (and only used) with kafka.registry_topic
