@@ -14,7 +14,7 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   produced once every worker holds partitions (the group formed), so the ratio compares processing,
   and spread over the input topic's partitions (keyed per event), so both workers read raw input.
 - ``models``: the same events (10 features) for one model, then spread over ``--models`` models;
-  ``models_ratio`` = many / one.
+  ``models_ratio`` = many / one. Produced as in ``scaling``, over the input partitions.
 - ``sustained``: a fixed input rate (``--rate``) for ``--duration`` seconds; probe models receive
   1,000 reference events at the start and a shifted burst of 300 at intervals: produce-to-alert latency p50/p99 over the probes, consumer lag
   (raw inference, summed over partitions) sampled every second, and the achieved input rate

@@ -2,10 +2,10 @@
 
 glibc gives each thread that allocates an arena of its own, up to eight per core. In a worker the
 Kafka client's threads fill the prefetch queue from their arenas and the main thread frees those
-buffers, so freed memory is spread over several arenas, each keeping its own high-water mark:
-the resident set steps up long after the queues and batches reached their size. With one arena
-shared by every thread the worker's RSS stays level instead (measured in the README's
-performance section). Elsewhere than glibc (musl, macOS) there is nothing to set.
+buffers, so freed memory is spread over several arenas, each keeping its own high-water mark,
+and the resident set keeps stepping up after the queues and batches reached their size. With one
+arena shared by every thread the worker's RSS is lower and grows less over a long run (measured
+in the README's performance section). Elsewhere than glibc (musl, macOS) there is nothing to set.
 """
 from __future__ import annotations
 

@@ -526,7 +526,7 @@ class MetricsSpec(_Strict):
 class ProcessSpec(_Strict):
     """Settings of a worker process itself (see :mod:`stream.allocator`)."""
 
-    # malloc arenas the process may use (glibc): one keeps the resident set level over a long run;
+    # malloc arenas the process may use (glibc): one keeps the resident set lower and flatter over a long run;
     # 0: the C library's default (up to eight per core)
     malloc_arenas: int = Field(default=1, ge=0, le=1024)
 
