@@ -31,11 +31,11 @@ numeric ones (the rest stay floats), as a platform's models mix them; every mode
 ``sustained`` takes them. A shift moves all three kinds.
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
-``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size`` (default 5,000),
-``--batch-timeout-ms`` (default 50) and ``--malloc-arenas`` set the workers'
-``redis.snapshot_interval_seconds``, ``kafka.prefetch_max_bytes`` (the Kafka client's queue of
-messages fetched ahead, which a worker's RSS includes), ``kafka.batch_size``,
-``kafka.batch_timeout_ms`` and ``process.malloc_arenas``.
+``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size``, ``--batch-timeout-ms`` and
+``--malloc-arenas`` set the workers' ``redis.snapshot_interval_seconds``,
+``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a worker's
+RSS includes), ``kafka.batch_size``, ``kafka.batch_timeout_ms`` and ``process.malloc_arenas``;
+without them the workers run at the configuration's defaults.
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -142,8 +142,7 @@ SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds"),
                    "batch_size": ("kafka", "batch_size"),
                    "batch_timeout_ms": ("kafka", "batch_timeout_ms"),
                    "malloc_arenas": ("process", "malloc_arenas")}
-SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {"batch_size": 5000, "batch_timeout_ms": 50}, "redis": {},
-                                               "process": {}}
+SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {}, "redis": {}, "process": {}}
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
@@ -681,8 +680,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")
     ap.add_argument("--prefetch-max-bytes", type=int, default=None,
                     help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
-    ap.add_argument("--batch-size", type=int, default=5000, help="kafka.batch_size of the workers")
-    ap.add_argument("--batch-timeout-ms", type=int, default=50, help="kafka.batch_timeout_ms of the workers")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="kafka.batch_size of the workers (default: the configuration's)")
+    ap.add_argument("--batch-timeout-ms", type=int, default=None,
+                    help="kafka.batch_timeout_ms of the workers (default: the configuration's)")
     ap.add_argument("--malloc-arenas", type=int, default=None,
                     help="process.malloc_arenas of the workers (default: the configuration's)")
     ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")
