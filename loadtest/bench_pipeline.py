@@ -59,6 +59,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -165,11 +166,13 @@ def _producer(bootstrap: str) -> Producer:
                      "queue.buffering.max.messages": 1_000_000, "compression.type": "lz4"})
 
 
-def _send(p: Producer, topic: str, values: Iterable[bytes], key: bytes | None = None) -> None:
-    for v in values:
+def _send(p: Producer, topic: str, values: Iterable[bytes], key: bytes | None = None,
+          keys: Iterable[bytes] | None = None) -> None:
+    """Produce ``values`` under ``key``, or each under its own of ``keys``."""
+    for v, k in zip(values, repeat(key) if keys is None else keys):
         while True:
             try:
-                p.produce(topic, value=v, key=key)
+                p.produce(topic, value=v, key=k)
                 break
             except BufferError:
                 p.poll(0.05)
@@ -186,13 +189,7 @@ def _produce_spread(bootstrap: str, topic: str, values: list[bytes]) -> None:
     """Each value keyed by its index, so the key hash spreads them evenly over the topic's partitions
     (a platform's log, keyed by request): a consumer group can share the raw input only then."""
     p = _producer(bootstrap)
-    for i, v in enumerate(values):
-        while True:
-            try:
-                p.produce(topic, value=v, key=b"%d" % i)
-                break
-            except BufferError:
-                p.poll(0.05)
+    _send(p, topic, values, keys=(b"%d" % i for i in range(len(values))))
     p.flush(120)
 
 
