@@ -1,8 +1,14 @@
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import yaml
+
+from stream import allocator, cli
 from stream.allocator import limit_arenas
+from stream.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,18 +49,17 @@ def test_one_arena_is_shared_by_every_thread():
     applied, arenas = _arenas(0)  # the C library's default: threads get arenas of their own
     assert applied == "False" and arenas > 1
 
+
 def test_zero_leaves_the_default():
     assert limit_arenas(0) is False
 
 
+def _example() -> dict:
+    return yaml.safe_load((ROOT / "examples" / "content-filter.yaml").read_text())
+
+
 def test_a_service_command_takes_the_limit_from_its_configuration(monkeypatch, tmp_path):
-    import argparse
-
-    import yaml
-
-    from stream import allocator, cli
-
-    doc = yaml.safe_load((ROOT / "examples" / "content-filter.yaml").read_text())
+    doc = _example()
     seen: list[int] = []
     monkeypatch.setattr(allocator, "limit_arenas", lambda count: seen.append(count) or True)
     for section, want in (({"malloc_arenas": 3}, 3), (None, 1)):  # the default: one arena
@@ -69,17 +74,9 @@ def test_a_service_command_takes_the_limit_from_its_configuration(monkeypatch, t
 
 
 def test_the_limit_is_validated_naming_its_key(tmp_path):
-    import yaml
-
-    from stream.config import ConfigError, load_config
-
-    doc = yaml.safe_load((ROOT / "examples" / "content-filter.yaml").read_text())
+    doc = _example()
     doc["process"] = {"malloc_arenas": -1}
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(doc))
-    try:
+    with pytest.raises(ConfigError, match=r"process\.malloc_arenas"):
         load_config(path)
-    except ConfigError as exc:
-        assert "process.malloc_arenas" in str(exc)
-    else:
-        raise AssertionError("a negative arena count was accepted")
