@@ -15,6 +15,9 @@ Needs the local stack (`scripts/stack start`). Prints one JSON object per run. `
   and spread over the input topic's partitions (keyed per event), so both workers read raw input.
 - ``models``: the same events (10 features) for one model, then spread over ``--models`` models;
   ``models_ratio`` = many / one. Produced as in ``scaling``, over the input partitions.
+  Both modes also report the workers' CPU time per event (all worker processes, from producing
+  the events to their last record processed) and ``cpu_ratio`` = baseline's / the other's: on a
+  shared machine the rates move with other processes' load, the CPU per event much less.
 - ``sustained``: a fixed input rate (``--rate``) for ``--duration`` seconds; probe models receive
   1,000 reference events at the start and a shifted burst of 300 at intervals: produce-to-alert latency p50/p99 over the probes, consumer lag
   (raw inference, summed over partitions) sampled every second, and the achieved input rate
@@ -436,12 +439,18 @@ def _model_on(partition: int, stem: str) -> str:
     return f"{stem}-{i}"
 
 
-def _rate_of(bootstrap: str, redis_url: str, events: list[bytes], models: list[dict], workers: int) -> float:
+def _rate_of(bootstrap: str, redis_url: str, events: list[bytes], models: list[dict], workers: int
+             ) -> tuple[float, float]:
+    """Events per second through ``workers`` workers, and their CPU time per event in microseconds
+    (every worker process, from just before the events are produced until they are all processed)."""
     with Workers(bootstrap, redis_url, models=models, count=workers) as w:
         w.wait_stable()  # every worker holds partitions before the events arrive (no rebalance in the run)
+        cpu = sum(_cpu_seconds(p.pid) for p in w.procs)
         started = w.watch_start()
         _produce_spread(bootstrap, w.topic, events)
-        return len(events) / w.wait_done(len(events), started=started)
+        rate = len(events) / w.wait_done(len(events), started=started)
+        cpu = sum(_cpu_seconds(p.pid) for p in w.procs) - cpu
+        return rate, cpu / len(events) * 1e6
 
 
 # -- modes -----------------------------------------------------------------------------------
@@ -484,31 +493,49 @@ def mode_throughput(args: argparse.Namespace) -> dict:
 def mode_scaling(args: argparse.Namespace) -> dict:
     names = [_model_on(p, "scale") for p in range(PARTITIONS)]
     models = [_model_doc(m) for m in names]
-    one, two = [], []
+    one, two, cpu1, cpu2 = [], [], [], []
     for r in range(args.repeats):
         events = _events(args.events, r, 1_750_000_000.0, models=names)
-        one.append(_rate_of(args.bootstrap, args.redis, events, models, 1))
-        two.append(_rate_of(args.bootstrap, args.redis, events, models, 2))
+        for rates, cpus, count in ((one, cpu1, 1), (two, cpu2, 2)):
+            rate, cpu = _rate_of(args.bootstrap, args.redis, events, models, count)
+            rates.append(rate)
+            cpus.append(cpu)
     m1, m2 = statistics.median(one), statistics.median(two)
     return {"benchmark": "pipeline", "mode": "scaling", "events": args.events, "repeats": args.repeats,
             "models": names, "baseline": "one worker", "one_worker_events_per_s": round(m1),
             "two_workers_events_per_s": round(m2), "scaling_ratio": round(m2 / m1, 4),
-            "one_worker_all": [round(x) for x in one], "two_workers_all": [round(x) for x in two]}
+            "one_worker_all": [round(x) for x in one], "two_workers_all": [round(x) for x in two],
+            **_cpu_figures(("one_worker", cpu1), ("two_workers", cpu2))}
+
+
+def _cpu_figures(base: tuple[str, list[float]], other: tuple[str, list[float]]) -> dict:
+    """Median worker CPU per event of two setups and their ratio (base / other: 1 means the other
+    setup costs no more CPU per event; unlike the rates, hardly moved by other processes' load)."""
+    (bn, b), (on, o) = base, other
+    return {f"{bn}_cpu_us_per_event": round(statistics.median(b), 2),
+            f"{on}_cpu_us_per_event": round(statistics.median(o), 2),
+            "cpu_ratio": round(statistics.median(b) / statistics.median(o), 4),
+            f"{bn}_cpu_all": [round(x, 2) for x in b], f"{on}_cpu_all": [round(x, 2) for x in o]}
 
 
 def mode_models(args: argparse.Namespace) -> dict:
     many = [f"m{i:03d}" for i in range(args.models)]
-    one_rates, many_rates = [], []
+    one_rates, many_rates, one_cpu, many_cpu = [], [], [], []
     for r in range(args.repeats):
         ev1 = _events(args.events, r, 1_750_000_000.0, features=10)
-        one_rates.append(_rate_of(args.bootstrap, args.redis, ev1, [_model_doc(MODEL, 10, 100)], 1))
+        rate, cpu = _rate_of(args.bootstrap, args.redis, ev1, [_model_doc(MODEL, 10, 100)], 1)
+        one_rates.append(rate)
+        one_cpu.append(cpu)
         evn = _events(args.events, r, 1_750_000_000.0, features=10, models=many)
-        many_rates.append(_rate_of(args.bootstrap, args.redis, evn, [_model_doc(m, 10, 100) for m in many], 1))
+        rate, cpu = _rate_of(args.bootstrap, args.redis, evn, [_model_doc(m, 10, 100) for m in many], 1)
+        many_rates.append(rate)
+        many_cpu.append(cpu)
     m1, mn = statistics.median(one_rates), statistics.median(many_rates)
     return {"benchmark": "pipeline", "mode": "models", "events": args.events, "repeats": args.repeats,
             "features": 10, "baseline": "one model, same events", "one_model_events_per_s": round(m1),
             "many_models": args.models, "many_models_events_per_s": round(mn), "models_ratio": round(mn / m1, 4),
-            "one_model_all": [round(x) for x in one_rates], "many_models_all": [round(x) for x in many_rates]}
+            "one_model_all": [round(x) for x in one_rates], "many_models_all": [round(x) for x in many_rates],
+            **_cpu_figures(("one_model", one_cpu), ("many_models", many_cpu))}
 
 
 def mode_sustained(args: argparse.Namespace) -> dict:

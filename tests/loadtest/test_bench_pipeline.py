@@ -73,3 +73,10 @@ def test_scaling_events_reach_every_input_partition(stack):
         assert sorted(bench_pipeline._high_watermarks(stack.kafka_bootstrap, keyed).values()) == [0, 0, 0, 2000]
     finally:
         bench_pipeline._drop(stack.kafka_bootstrap, [spread, keyed])
+
+
+def test_cpu_figures_compare_medians_per_event():
+    figures = bench_pipeline._cpu_figures(("one_model", [2.0, 4.0, 3.0]), ("many_models", [6.0, 9.0, 5.0]))
+    assert figures["one_model_cpu_us_per_event"] == 3.0 and figures["many_models_cpu_us_per_event"] == 6.0
+    assert figures["cpu_ratio"] == 0.5
+    assert figures["many_models_cpu_all"] == [6.0, 9.0, 5.0]
