@@ -34,11 +34,11 @@ numeric ones (the rest stay floats), as a platform's models mix them; every mode
 ``sustained`` takes them. A shift moves all three kinds.
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
-``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size``, ``--batch-timeout-ms`` and
-``--malloc-arenas`` set the workers' ``redis.snapshot_interval_seconds``,
+``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size``, ``--batch-timeout-ms``,
+``--detect-hold-ms`` and ``--malloc-arenas`` set the workers' ``redis.snapshot_interval_seconds``,
 ``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a worker's
-RSS includes), ``kafka.batch_size``, ``kafka.batch_timeout_ms`` and ``process.malloc_arenas``;
-without them the workers run at the configuration's defaults.
+RSS includes), ``kafka.batch_size``, ``kafka.batch_timeout_ms``, ``kafka.detect_hold_ms`` and
+``process.malloc_arenas``; without them the workers run at the configuration's defaults.
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -145,6 +145,7 @@ SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds"),
                    "prefetch_max_bytes": ("kafka", "prefetch_max_bytes"),
                    "batch_size": ("kafka", "batch_size"),
                    "batch_timeout_ms": ("kafka", "batch_timeout_ms"),
+                   "detect_hold_ms": ("kafka", "detect_hold_ms"),
                    "malloc_arenas": ("process", "malloc_arenas")}
 SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {}, "redis": {}, "process": {}}
 
@@ -708,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="kafka.batch_size of the workers (default: the configuration's)")
     ap.add_argument("--batch-timeout-ms", type=int, default=None,
                     help="kafka.batch_timeout_ms of the workers (default: the configuration's)")
+    ap.add_argument("--detect-hold-ms", type=int, default=None,
+                    help="kafka.detect_hold_ms of the workers (default: the configuration's)")
     ap.add_argument("--malloc-arenas", type=int, default=None,
                     help="process.malloc_arenas of the workers (default: the configuration's)")
     ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")

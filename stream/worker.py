@@ -51,7 +51,7 @@ from detectors.errors import ProfileFormatError, StateFormatError
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
 from detectors.manifest import RegistryEntry
 from detectors.profile import ReferenceProfile
-from stream.batching import gather, model_runs
+from stream.batching import DetectionHold, gather, model_runs
 from stream.collector import fewer_collections
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
@@ -157,6 +157,8 @@ class Worker:
         # blocking client calls return (and are repeated, see _complete) well before the watchdog
         # judges the batch stalled: a broker restart is waited out, not taken for a hang
         self._call_timeout = min(30.0, k.stall_timeout_seconds / 3)
+        # internal records held back under a backlog (uncommitted until detected)
+        self._hold = DetectionHold(k.detect_hold_ms / 1000, k.batch_max_bytes)
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -220,9 +222,9 @@ class Worker:
                     if self._needs_rewind:
                         self._abort_and_rewind()
                     self._resume_waiting_labels()
-                    msgs = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
-                    if msgs:
-                        self._process(msgs)
+                    msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
+                    if msgs or self._hold:
+                        self._process(msgs, backlog=full)
                     else:
                         self._export_stats(idle=True)
                         self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
@@ -494,8 +496,9 @@ class Worker:
         return monitor
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, msgs: list[Message]) -> None:
-        """Run one micro-batch as one Kafka transaction."""
+    def _process(self, msgs: list[Message], backlog: bool = False) -> None:
+        """Run one micro-batch as one Kafka transaction; ``backlog``: the batch came back full (more
+        input is waiting), so internal records may be held back (:class:`DetectionHold`)."""
         started = time.perf_counter()
         producer = self._producer
         assert producer is not None and self._consumer is not None
@@ -504,6 +507,7 @@ class Worker:
         producer.begin_transaction()
         try:
             raw_inference, raw_labels, internal, positions = self._split(msgs)
+            internal = self._due(internal, positions, backlog)
             self._route_inference(raw_inference, outcome)  # starts writing the predictions to Redis
             # the internal records were routed by earlier batches: detecting them does not wait for the write
             staged = self._detect(internal, positions, outcome)
@@ -540,6 +544,17 @@ class Worker:
             self._committed(staged, outcome, started, checkpoint_started)
         except OwnershipLost as exc:
             log.warning("state not promoted: %s", exc)
+
+    def _due(self, internal: dict[int, list[Message]], positions: dict[tuple[str, int], int],
+             backlog: bool) -> dict[int, list[Message]]:
+        """The internal records to detect in this batch (the hold's due partitions); a held
+        partition's position stays out of the transaction, a released one's follows its last record."""
+        due = self._hold.take(internal, backlog, time.monotonic())
+        for partition in self._hold.partitions:
+            positions.pop((self._internal, partition), None)
+        for partition, msgs in due.items():
+            positions[(self._internal, partition)] = msgs[-1].offset() + 1
+        return due
 
     def _split(self, msgs: list[Message]):
         """Sort a batch by source: (raw inference, raw labels, internal by partition, next offsets).
@@ -872,6 +887,7 @@ class Worker:
             if held:
                 consumer.resume(held)
         self._paused.clear()
+        self._hold.clear()  # held internal records are read again from the committed offsets
 
     def _inference_frontier(self) -> float:
         """Time up to which every inference partition has been routed, by any worker of the group."""

@@ -33,6 +33,18 @@ def _drain(stack, scenario, total_raw: int, timeout: float = 180.0) -> None:
     wait_until(done, timeout=timeout, what="worker to drain its input")
 
 
+def _run_to_the_end(stack, scenario, events: list[dict], control: bool = True) -> list[dict]:
+    """Produce ``events``, run one worker until it has drained them; the control messages (read
+    when ``control``)."""
+    produce(stack, scenario.inference_topic, events)
+    worker = start_worker(scenario)
+    try:
+        _drain(stack, scenario, len(events))
+    finally:
+        stop_worker(worker)
+    return read_topic(stack, scenario.control_topic, idle_seconds=3, timeout=30) if control else []
+
+
 def _end_offsets(stack, topic: str) -> int:
     from confluent_kafka import Consumer, TopicPartition
     c = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": "end-offsets",
@@ -124,14 +136,8 @@ def test_sigkill_mid_stream_resumes_to_identical_state_without_duplicate_ids(sta
 
     (tmp_path / "a").mkdir()
     reference = make_scenario(tmp_path / "a", stack, models=[model_spec(m) for m in models], batch_size=500)
-    produce(stack, reference.inference_topic, events)
-    worker = start_worker(reference)
-    try:
-        _drain(stack, reference, len(events))
-    finally:
-        stop_worker(worker)
+    expected_control = _run_to_the_end(stack, reference, events)
     expected_state = {m: _state_blob(stack, reference, m) for m in models}
-    expected_control = read_topic(stack, reference.control_topic, idle_seconds=3, timeout=30)
     assert all(expected_state.values())
     assert _alerts(expected_control), "the reference run must raise alerts for this test to mean anything"
 
@@ -167,13 +173,7 @@ def test_two_workers_split_partitions_and_match_one_worker(stack, tmp_path):
 
     (tmp_path / "one").mkdir()
     single = make_scenario(tmp_path / "one", stack, models=[model_spec(m) for m in models])
-    produce(stack, single.inference_topic, events)
-    worker = start_worker(single)
-    try:
-        _drain(stack, single, len(events))
-    finally:
-        stop_worker(worker)
-    one = read_topic(stack, single.control_topic, idle_seconds=3, timeout=30)
+    one = _run_to_the_end(stack, single, events)
 
     (tmp_path / "two").mkdir()
     pair = make_scenario(tmp_path / "two", stack, models=[model_spec(m) for m in models])
@@ -291,12 +291,7 @@ def test_a_changed_feature_list_rebuilds_state_instead_of_crash_looping(stack, t
     import yaml
     scenario = make_scenario(tmp_path, stack)
     first = inference_events("content-filter", 600, seed=30)
-    produce(stack, scenario.inference_topic, first)
-    worker = start_worker(scenario)
-    try:
-        _drain(stack, scenario, len(first))
-    finally:
-        stop_worker(worker)
+    _run_to_the_end(stack, scenario, first, control=False)
     assert _events_of(stack, scenario, "content-filter") == len(first)
     config = yaml.safe_load(scenario.config_path.read_text())
     config["monitor"]["models"][0]["features"].append({"name": "new_feature", "type": "numeric"})
@@ -370,3 +365,28 @@ def test_redis_going_away_is_retried_not_fatal(stack, tmp_path):
         stop_worker(worker)
         server.kill()
         server.wait(10)
+
+
+def test_records_held_under_a_backlog_end_as_batch_by_batch(stack, tmp_path):
+    """Under a backlog the worker holds internal records back to detect each model's in longer
+    runs (``kafka.detect_hold_ms``); the states and control messages are those of detecting every
+    batch as it comes."""
+    import yaml
+
+    models = [f"hold-{i}" for i in range(6)]
+    events = []
+    for i, m in enumerate(models):
+        events += inference_events(m, 3000, seed=40 + i, shift_at=1500 if i % 2 else None)
+    results = {}
+    for hold in (0, 60_000):  # every batch; everything until the input is caught up
+        (tmp_path / str(hold)).mkdir()
+        s = make_scenario(tmp_path / str(hold), stack, models=[model_spec(m) for m in models], batch_size=300)
+        config = yaml.safe_load(s.config_path.read_text())
+        config["kafka"]["detect_hold_ms"] = hold
+        s.config_path.write_text(yaml.safe_dump(config))
+        control = _run_to_the_end(stack, s, events)
+        results[hold] = ({m: _state_blob(stack, s, m) for m in models}, sorted(m["id"] for m in control),
+                         len(_alerts(control)))
+    assert results[0][2], "the shifted models must raise alerts for this test to mean anything"
+    assert all(results[0][0].values())
+    assert results[60_000] == results[0]

@@ -29,6 +29,9 @@ class _Record:
     def value(self) -> bytes:
         return self._value
 
+    def key(self) -> None:
+        return None
+
     def error(self) -> None:
         return None
 
@@ -128,3 +131,41 @@ def test_a_batch_that_applies_a_registry_event_is_saved_at_once(monkeypatch, tmp
     assert [offset for _, offset, _ in worker._store.calls] == [3, 7]
     assert worker._store.calls[1][2] == MODELS, "every model changed since the last snapshot goes with it"
     assert "v2" in worker._monitors["m1"].listed
+
+
+def test_held_records_stay_out_of_the_transaction_and_detect_as_one_run(monkeypatch):
+    """Under a backlog the internal partition's records wait, its offset is left out of the
+    transaction (a crash reads them again), and once released they are detected in one run per
+    model with the same result as batch by batch."""
+    held, each = _worker(monkeypatch, 3600.0), _worker(monkeypatch, 3600.0)
+    batches = _batches(held, 3)
+    _run(each, batches)
+    for internal in batches:
+        positions = {(held._internal, 0): internal[0][-1].offset() + 1, ("t", 0): 5}
+        assert held._due(internal, positions, backlog=True) == {}
+        assert positions == {("t", 0): 5}
+    positions = {}
+    due = held._due({}, positions, backlog=False)  # the input caught up: everything is released
+    assert [r.offset() for r in due[0]] == list(range(3 * len(MODELS)))
+    assert positions == {(held._internal, 0): 3 * len(MODELS)}
+    runs = []
+    monkeypatch.setattr(type(held._monitors["m0"]), "process_inference",
+                        _counting(type(held._monitors["m0"]).process_inference, runs))
+    _run(held, [due])
+    assert len(runs) == len(MODELS), "one engine call per model for the three batches"
+    assert {m: held._monitors[m].to_bytes() for m in MODELS} == {m: each._monitors[m].to_bytes() for m in MODELS}
+
+
+def test_a_worker_without_a_backlog_holds_nothing(monkeypatch):
+    worker = _worker(monkeypatch, 3600.0)
+    internal = _batches(worker, 1)[0]
+    positions = {(worker._internal, 0): internal[0][-1].offset() + 1}
+    assert worker._due(internal, positions, backlog=False) == internal
+    assert positions == {(worker._internal, 0): len(MODELS)} and not worker._hold
+
+
+def _counting(method, calls: list):
+    def counted(self, items):
+        calls.append(len(items))
+        return method(self, items)
+    return counted
