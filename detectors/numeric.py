@@ -33,6 +33,7 @@ Histograms and window sums merge exactly; the CUSUMs are sequential and do not (
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any
 
 import numba
@@ -56,9 +57,28 @@ from detectors.state import check_counts, check_float, check_list, enc_float
 
 def rank_table(grid_counts: list[int]) -> np.ndarray:
     """Mid-rank of each grid bin: ``(values below the bin + half of the bin's) / n``."""
-    c = np.asarray(grid_counts, dtype=np.float64)
-    n = max(c.sum(), 1.0)
-    return (np.cumsum(c) - 0.5 * c) / n
+    return _rank_rows(np.asarray(grid_counts, dtype=np.float64)[None, :])[0]
+
+
+def _rank_rows(counts: np.ndarray) -> np.ndarray:
+    """:func:`rank_table` of every row of ``counts`` (rows padded with zeros keep their prefix)."""
+    n = np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
+    return (np.cumsum(counts, axis=1) - 0.5 * counts) / n
+
+
+def _score_rows(counts: np.ndarray) -> np.ndarray:
+    """:func:`score_table` of every row of ``counts``."""
+    lo = 0.5 / RANK_GRID
+    return ndtri(np.clip(_rank_rows(counts), lo, 1.0 - lo))
+
+
+def _padded(rows: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Count lists as one zero-padded float matrix and the mask of its real entries."""
+    sizes = np.array([len(r) for r in rows], dtype=np.int64)
+    inside = np.arange(int(sizes.max(initial=0)))[None, :] < sizes[:, None]
+    out = np.zeros(inside.shape)
+    out[inside] = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=int(sizes.sum()))
+    return out, inside
 
 
 def score_table(grid_counts: list[int]) -> np.ndarray:
@@ -68,8 +88,7 @@ def score_table(grid_counts: list[int]) -> np.ndarray:
     tied feature's rare extreme values (a Poisson count of 5 seen once in the reference) would
     otherwise carry scores whose masses the reference cannot estimate (their squares ran the
     tail CUSUM over budget)."""
-    lo = 0.5 / RANK_GRID
-    return ndtri(np.clip(rank_table(grid_counts), lo, 1.0 - lo))
+    return _score_rows(np.asarray(grid_counts, dtype=np.float64)[None, :])[0]
 
 
 def drift_weights(drifts: list[float]) -> np.ndarray:
@@ -174,13 +193,12 @@ class NumericBank:
         self.enabled = np.array([p.n >= MIN_WINDOW_VALUES for p in profs], dtype=bool)
         sh = cal.SHARES[self.signal]
         self.grid = [np.asarray(p.grid, dtype=np.float64) for p in profs]
-        utab = [score_table(p.grid_counts) for p in profs]
-        J = max(t.size for t in utab)
-        vals, probs, ranks = np.zeros((2 * F, J)), np.zeros((2 * F, J)), np.zeros((F, J))
-        for j, (t, p) in enumerate(zip(utab, profs)):
-            vals[j, : t.size], vals[F + j, : t.size] = t, t * t
-            probs[j, : t.size] = probs[F + j, : t.size] = np.asarray(p.grid_counts, dtype=np.float64) + PSEUDO_COUNT
-            ranks[j, : t.size] = rank_table(p.grid_counts)
+        counts, inside = _padded([p.grid_counts for p in profs])
+        ranks = np.where(inside, _rank_rows(counts), 0.0)
+        scores = np.where(inside, _score_rows(counts), 0.0)
+        vals = np.concatenate((scores, scores * scores))
+        probs = np.tile(np.where(inside, counts + PSEUDO_COUNT, 0.0), (2, 1))
+        utab = [scores[j, : int(inside[j].sum())] for j in range(F)]
         # the edges, grids and score tables padded into matrices for _bins_and_scores
         self.esize = self.bins - 1
         self.gsize = np.array([g.size for g in self.grid], dtype=np.int64)

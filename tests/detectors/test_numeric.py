@@ -2,7 +2,11 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detectors.numeric import PSEUDO_COUNT, NumericBank, rank_table, score_table
+from scipy.special import ndtri
+
+from detectors.numeric import (PSEUDO_COUNT, NumericBank, _padded, _rank_rows, _score_rows, rank_table,
+                               score_table)
+from detectors.profile import RANK_GRID
 from detectors.profile import NumericProfile
 from detectors.spec import CalibrationSpec, FeatureSpec
 
@@ -199,3 +203,21 @@ def test_stats_read_every_feature_as_its_arrays_hold_it(seed, n, shift):
     # the same Python types (an int where the reference has an int, a bool where it has a bool)
     assert {k: {s: type(v) for s, v in d.items()} for k, d in got.items()} == \
         {k: {s: type(v) for s, v in d.items()} for k, d in _stats_reference(b).items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 10**6), max_size=70), min_size=1, max_size=12))
+def test_the_tables_of_all_features_at_once_match_one_feature_at_a_time(rows):
+    """Mid-ranks and normal scores computed over the zero-padded matrix of every feature's grid
+    counts hold, bit for bit, what one feature's list gives on its own (arming builds them at once)."""
+    counts, inside = _padded(rows)
+    assert counts.shape == (len(rows), max(map(len, rows)))
+    ranks, scores = _rank_rows(counts), _score_rows(counts)
+    lo = 0.5 / RANK_GRID
+    for j, row in enumerate(rows):
+        c = np.asarray(row, dtype=np.float64)
+        want = (np.cumsum(c) - 0.5 * c) / max(c.sum(), 1.0)
+        assert inside[j].sum() == len(row) and counts[j, : len(row)].tolist() == row
+        assert ranks[j, : len(row)].tobytes() == want.tobytes() == rank_table(row).tobytes()
+        assert scores[j, : len(row)].tobytes() == ndtri(np.clip(want, lo, 1 - lo)).tobytes()
+        assert score_table(row).tobytes() == scores[j, : len(row)].tobytes()
