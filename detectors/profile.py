@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 
 from detectors.columns import (CategoricalColumn, NumericColumn, NumericLayout, NumericMatrix, block_columns,
@@ -220,8 +221,9 @@ def rank_grid(x: np.ndarray, bins: int = RANK_GRID) -> tuple[np.ndarray, np.ndar
     >>> int(c[np.searchsorted(e, 0.0, side="right")])
     50
     """
-    xs = np.sort(x)
-    return _grid_of_sorted(xs, sorted_quantiles(xs[None, :], np.linspace(0.0, 1.0, bins + 1)[1:-1])[0], bins)
+    xs = np.sort(x)[None, :]
+    edges, size, counts = _grids(xs, sorted_quantiles(xs, np.linspace(0.0, 1.0, bins + 1)[1:-1]), bins, True)
+    return edges[0, : size[0]], counts[0, : size[0] + 1]
 
 
 def sorted_quantiles(XS: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -237,21 +239,6 @@ def sorted_quantiles(XS: np.ndarray, q: np.ndarray) -> np.ndarray:
     a, b = XS[:, lo], XS[:, hi]
     diff = b - a
     return np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
-
-
-def _bin_counts(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """``np.bincount(np.searchsorted(edges, xs, side="right"), minlength=edges.size + 1)`` for sorted
-    ``xs`` and sorted distinct ``edges``: values below each edge, differenced."""
-    return np.diff(np.concatenate(([0], np.searchsorted(xs, edges, side="left"), [xs.size])))
-
-
-def _grid_of_sorted(xs: np.ndarray, q: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rank_grid` of the sorted values ``xs`` whose ``bins``-quantiles are ``q``."""
-    starts = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1])))
-    heavy = xs[starts[np.diff(np.append(starts, xs.size)) * bins >= xs.size]]
-    edges = np.unique(np.concatenate((q, heavy, np.nextafter(heavy, np.inf))))
-    edges = edges[np.isfinite(edges)]
-    return edges, _bin_counts(xs, edges)
 
 
 def numeric_summaries(feats: Sequence[Any], values: dict[str, list[float]]
@@ -274,13 +261,65 @@ def numeric_summaries(feats: Sequence[Any], values: dict[str, list[float]]
         mean = X.mean(axis=1)
         std = X.std(axis=1, ddof=1) if n > 1 else np.zeros(len(group))
         X.sort(axis=1)
-        grid_q = sorted_quantiles(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1])
-        bin_q = {b: sorted_quantiles(X, np.linspace(0, 1, b + 1)[1:-1]) for b in {f.bins for f in group}}
+        grid = _grids(X, sorted_quantiles(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1]), RANK_GRID, True)
+        bins = {b: _grids(X, sorted_quantiles(X, np.linspace(0, 1, b + 1)[1:-1]), b, False)
+                for b in {f.bins for f in group}}
         for j, f in enumerate(group):
-            edges = np.unique(bin_q[f.bins][j])
-            grid, gcounts = _grid_of_sorted(X[j], grid_q[j], RANK_GRID)
-            out[f.name] = (edges, _bin_counts(X[j], edges), float(mean[j]), float(std[j]), grid, gcounts)
+            e, es, ec = bins[f.bins]
+            g, gs, gc = grid
+            out[f.name] = (e[j, : es[j]], ec[j, : es[j] + 1], float(mean[j]), float(std[j]), g[j, : gs[j]],
+                           gc[j, : gs[j] + 1])
     return out
+
+
+@numba.njit((numba.float64[:, :], numba.float64[:, :], numba.int64, numba.boolean), cache=True, nogil=True)
+def _grids(XS, Q, bins, heavy_ties):  # pragma: no cover - compiled
+    """Per sorted row of ``XS``: the distinct values of its quantiles ``Q`` (with ``heavy_ties``
+    also every value holding at least one of ``bins`` bins' share of the row and the next float
+    above it, non-finite edges dropped: :func:`rank_grid`) as edges, and the row's values per
+    bin (``searchsorted`` left), one compiled pass for every feature of a reference. Returns
+    (edges, number of edges, counts) padded per row. Of a tie between 0.0 and -0.0 either may be
+    kept as the edge."""
+    R, n = XS.shape
+    m = Q.shape[1]
+    cap = m + (2 * (bins + 1) if heavy_ties else 0)
+    edges = np.empty((R, max(cap, 1)))
+    sizes = np.zeros(R, dtype=np.int64)
+    counts = np.zeros((R, cap + 1), dtype=np.int64)
+    cand = np.empty(max(cap, 1))
+    for r in range(R):
+        xs = XS[r]
+        k = 0
+        for j in range(m):
+            cand[k] = Q[r, j]
+            k += 1
+        if heavy_ties:
+            i = 0
+            while i < n:
+                j = i + 1
+                while j < n and xs[j] == xs[i]:
+                    j += 1
+                if (j - i) * bins >= n:
+                    cand[k] = xs[i]
+                    cand[k + 1] = np.nextafter(xs[i], np.inf)
+                    k += 2
+                i = j
+        c = np.sort(cand[:k])
+        e = 0
+        for j in range(k):
+            v = c[j]
+            if (j > 0 and v == c[j - 1]) or (heavy_ties and not np.isfinite(v)):
+                continue
+            edges[r, e] = v
+            e += 1
+        sizes[r] = e
+        below = 0
+        for j in range(e):
+            s = np.searchsorted(xs, edges[r, j])
+            counts[r, j] = s - below
+            below = s
+        counts[r, e] = n - below
+    return edges, sizes, counts
 
 
 class ProfileBuilder:

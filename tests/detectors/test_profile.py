@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 
 from detectors.engine import ModelMonitor
 from detectors.errors import ProfileFormatError
-from detectors.profile import RANK_GRID, ReferenceProfile, build_profile, numeric_summaries, sorted_quantiles
+from detectors.profile import (RANK_GRID, ReferenceProfile, _grids, build_profile, numeric_summaries,
+                               sorted_quantiles)
 from detectors.simulate import demo_model, make_events
 from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec
 
@@ -142,3 +143,40 @@ def test_feature_columns_read_like_a_dict_of_columns():
     assert dict(cols.items()).keys() == set(num + cat)
     with pytest.raises(KeyError):
         cols["nope"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 300), st.sampled_from(["normal", "ties", "rounded", "zeros"]),
+       st.integers(0, 2**31 - 1), st.sampled_from([1, 2, 10, 64]))
+def test_the_compiled_grids_match_the_numpy_ones(rows, n, family, seed, bins):
+    """Every feature's rank grid and quantile bins from one compiled pass hold the values and
+    counts that per-feature numpy steps give (ties, heavy values, signed zeros)."""
+    rng = np.random.default_rng(seed)
+    X = {"normal": lambda: rng.normal(size=(rows, n)),
+         "ties": lambda: rng.poisson(1.5, size=(rows, n)).astype(float),
+         "rounded": lambda: np.round(rng.normal(size=(rows, n)), 1),
+         "zeros": lambda: np.where(rng.random((rows, n)) < 0.6, 0.0, rng.standard_cauchy((rows, n)))}[family]()
+    X.sort(axis=1)
+    grid_q = sorted_quantiles(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1])
+    bin_q = sorted_quantiles(X, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    g, gs, gc = _grids(X, grid_q, RANK_GRID, True)
+    e, es, ec = _grids(X, bin_q, bins, False)
+    for j in range(rows):
+        grid, counts = _grid_of_sorted(X[j], grid_q[j], RANK_GRID)
+        assert np.array_equal(g[j, : gs[j]], grid) and gc[j, : gs[j] + 1].tolist() == counts.tolist()
+        edges = np.unique(bin_q[j])
+        assert np.array_equal(e[j, : es[j]], edges) and ec[j, : es[j] + 1].tolist() == _bin_counts(X[j], edges).tolist()
+
+
+def _bin_counts(xs: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Values of sorted ``xs`` per bin of sorted distinct ``edges`` (left-closed bins), by numpy."""
+    return np.diff(np.concatenate(([0], np.searchsorted(xs, edges, side="left"), [xs.size])))
+
+
+def _grid_of_sorted(xs: np.ndarray, q: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rank grid by numpy: quantiles, every value holding a bin's share and the float above it."""
+    starts = np.flatnonzero(np.concatenate(([True], xs[1:] != xs[:-1])))
+    heavy = xs[starts[np.diff(np.append(starts, xs.size)) * bins >= xs.size]]
+    edges = np.unique(np.concatenate((q, heavy, np.nextafter(heavy, np.inf))))
+    edges = edges[np.isfinite(edges)]
+    return edges, _bin_counts(xs, edges)
