@@ -67,6 +67,11 @@ def model_runs(records: Iterable[tuple[str, str, list, list]]) -> list[tuple[str
     return [run for runs in by_model.values() for run in runs]
 
 
+#: records of at least this many payload bytes on average (a few hundred events of ten features
+#: each) are detected without being held: their runs are long already
+LONG_RECORD_BYTES = 32 * 1024
+
+
 class DetectionHold:
     """Internal records held back while the worker works through a backlog, so that each model's
     records reach the engine in fewer, longer runs.
@@ -76,8 +81,11 @@ class DetectionHold:
     full (input is waiting), a partition's records wait until the oldest of them has waited
     ``seconds``, or until the held records reach ``max_bytes`` of payload; a batch that comes back
     short (the worker is caught up) releases everything, so alert latency at a steady rate does not
-    change. Held records stay uncommitted: their offsets are not in the transaction until they are
-    detected, so a crash or a rewind reads them again from Kafka (:meth:`clear` forgets them).
+    change. A partition whose records average ``long_record_bytes`` or more (a few hundred events
+    each: their runs are long already) is not held: holding it would gain nothing and would take
+    away the detection work that the label join's Redis write overlaps with. Held records stay
+    uncommitted: their offsets are not in the transaction until they are detected, so a crash or a
+    rewind reads them again from Kafka (:meth:`clear` forgets them).
 
     >>> hold = DetectionHold(0.25, 1 << 20, size=len)
     >>> hold.take({0: [b"r1"]}, backlog=True, now=10.0)
@@ -86,14 +94,19 @@ class DetectionHold:
     {0: [b'r1', b'r2']}
     >>> hold.take({}, backlog=False, now=10.31)
     {1: [b's1']}
+    >>> list(hold.take({2: [b"x" * 40_000]}, backlog=True, now=10.4))  # a long record: at once
+    [2]
     """
 
-    def __init__(self, seconds: float, max_bytes: int, size: Callable[[Any], int] = payload_bytes) -> None:
+    def __init__(self, seconds: float, max_bytes: int, size: Callable[[Any], int] = payload_bytes,
+                 long_record_bytes: int = LONG_RECORD_BYTES) -> None:
         self.seconds = seconds
         self.max_bytes = max_bytes
+        self.long_record_bytes = long_record_bytes
         self._size = size
         self._held: dict[int, list[Any]] = {}
         self._since: dict[int, float] = {}
+        self._part_bytes: dict[int, int] = {}
         self._bytes = 0
 
     @property
@@ -107,21 +120,26 @@ class DetectionHold:
     def take(self, records: dict[int, list[Any]], backlog: bool, now: float) -> dict[int, list[Any]]:
         """Hold this batch's records (by partition, in offset order); return those due for detection
         now, with each partition's earlier held records ahead of its new ones."""
-        held, since = self._held, self._since
+        held, since, part_bytes = self._held, self._since, self._part_bytes
         for partition, msgs in records.items():
             if not msgs:
                 continue
-            self._bytes += sum(map(self._size, msgs))
+            size = sum(map(self._size, msgs))
+            self._bytes += size
             if partition in held:
                 held[partition].extend(msgs)
+                part_bytes[partition] += size
             else:
                 held[partition] = list(msgs)
                 since[partition] = now
+                part_bytes[partition] = size
         release_all = not backlog or self.seconds <= 0 or self._bytes >= self.max_bytes
-        due = {p: held[p] for p in list(held) if release_all or now - since[p] >= self.seconds}
-        for partition, msgs in due.items():
+        due = {p: held[p] for p in list(held)
+               if release_all or now - since[p] >= self.seconds
+               or part_bytes[p] >= self.long_record_bytes * len(held[p])}
+        for partition in due:
             del held[partition], since[partition]
-            self._bytes -= sum(map(self._size, msgs))
+            self._bytes -= part_bytes.pop(partition)
         return due
 
     def clear(self) -> None:
@@ -129,4 +147,5 @@ class DetectionHold:
         went to another worker)."""
         self._held.clear()
         self._since.clear()
+        self._part_bytes.clear()
         self._bytes = 0

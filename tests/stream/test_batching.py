@@ -96,12 +96,12 @@ def test_model_runs_keep_each_models_order_in_fewest_runs(shape):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.dictionaries(st.integers(0, 3), st.integers(0, 4), max_size=4), st.booleans(),
                           st.floats(0.0, 0.2)), max_size=40),
-       st.sampled_from([0.0, 0.05, 0.25]), st.integers(1, 60))
-def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, max_bytes):
+       st.sampled_from([0.0, 0.05, 0.25]), st.integers(1, 60), st.sampled_from([1, 2]))
+def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, max_bytes, long_bytes):
     """Each partition's records come out once, in order; not before their oldest waited ``seconds``
-    under a backlog (unless the byte cap is reached), at once without one; a last short batch
-    releases everything."""
-    hold = DetectionHold(seconds, max_bytes, size=lambda r: r[2])
+    under a backlog (unless the byte cap is reached or its records are long), at once without one;
+    a last short batch releases everything."""
+    hold = DetectionHold(seconds, max_bytes, size=lambda r: r[2], long_record_bytes=long_bytes)
     counter = iter(range(100_000))
     now, fed, out, since = 100.0, {}, {}, {}
     for records, backlog, dt in steps:
@@ -118,7 +118,7 @@ def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, max_byt
         if not backlog or seconds == 0 or waiting >= max_bytes:
             assert not hold and set(due) == set(since)
         else:
-            assert set(due) == {p for p, t in since.items() if now - t >= seconds}
+            assert set(due) == {p for p, t in since.items() if now - t >= seconds or long_bytes == 1}
         assert hold.partitions == set(since) - set(due)
         for p in due:
             del since[p]
@@ -142,3 +142,10 @@ def test_the_byte_cap_releases_every_partition():
     assert hold.take({0: [b"aaaa"]}, backlog=True, now=0.0) == {}
     assert hold.take({1: [b"bbbb"]}, backlog=True, now=0.1) == {0: [b"aaaa"], 1: [b"bbbb"]}
     assert not hold
+
+
+def test_long_records_are_detected_without_waiting():
+    """A partition of long records (one model's whole batch) is not held; short ones are."""
+    hold = DetectionHold(10.0, 1 << 30, size=len, long_record_bytes=1000)
+    assert hold.take({0: [b"a" * 1500], 1: [b"b" * 10]}, backlog=True, now=0.0) == {0: [b"a" * 1500]}
+    assert hold.partitions == {1}
