@@ -221,7 +221,7 @@ def rank_grid(x: np.ndarray, bins: int = RANK_GRID) -> tuple[np.ndarray, np.ndar
     >>> int(c[np.searchsorted(e, 0.0, side="right")])
     50
     """
-    xs = np.sort(x)[None, :]
+    xs = np.sort(np.asarray(x, dtype=np.float64))[None, :]
     edges, size, counts = _grids(xs, sorted_quantiles(xs, np.linspace(0.0, 1.0, bins + 1)[1:-1]), bins, True)
     return edges[0, : size[0]], counts[0, : size[0] + 1]
 

@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from detectors.engine import ModelMonitor
 from detectors.errors import ProfileFormatError
-from detectors.profile import (RANK_GRID, ReferenceProfile, _grids, build_profile, numeric_summaries,
+from detectors.profile import (RANK_GRID, ReferenceProfile, _grids, build_profile, numeric_summaries, rank_grid,
                                sorted_quantiles)
 from detectors.simulate import demo_model, make_events
 from detectors.spec import AlertPolicySpec, CalibrationSpec, FeatureSpec
@@ -180,3 +180,9 @@ def _grid_of_sorted(xs: np.ndarray, q: np.ndarray, bins: int) -> tuple[np.ndarra
     edges = np.unique(np.concatenate((q, heavy, np.nextafter(heavy, np.inf))))
     edges = edges[np.isfinite(edges)]
     return edges, _bin_counts(xs, edges)
+
+
+def test_a_rank_grid_of_integers_is_the_grid_of_their_floats():
+    ints = np.random.default_rng(3).poisson(2.0, size=500)
+    (e1, c1), (e2, c2) = rank_grid(ints), rank_grid(ints.astype(np.float64))
+    assert e1.tobytes() == e2.tobytes() and c1.tolist() == c2.tolist() and c1.sum() == 500
