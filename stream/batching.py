@@ -117,6 +117,11 @@ class DetectionHold:
     def __bool__(self) -> bool:
         return bool(self._held)
 
+    @property
+    def records(self) -> int:
+        """Records held back."""
+        return sum(map(len, self._held.values()))
+
     def take(self, records: dict[int, list[Any]], backlog: bool, now: float) -> dict[int, list[Any]]:
         """Hold this batch's records (by partition, in offset order); return those due for detection
         now, with each partition's earlier held records ahead of its new ones."""

@@ -550,6 +550,7 @@ class Worker:
         """The internal records to detect in this batch (the hold's due partitions); a held
         partition's position stays out of the transaction, a released one's follows its last record."""
         due = self._hold.take(internal, backlog, time.monotonic())
+        self.metrics.held_records.set(self._hold.records)
         for partition in self._hold.partitions:
             positions.pop((self._internal, partition), None)
         for partition, msgs in due.items():

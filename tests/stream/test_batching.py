@@ -120,6 +120,7 @@ def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, max_byt
         else:
             assert set(due) == {p for p, t in since.items() if now - t >= seconds or long_bytes == 1}
         assert hold.partitions == set(since) - set(due)
+        assert hold.records == sum(len(fed[p]) - len(out.get(p, [])) for p in fed)
         for p in due:
             del since[p]
     out_last = hold.take({}, backlog=False, now=now)

@@ -140,12 +140,14 @@ def test_held_records_stay_out_of_the_transaction_and_detect_as_one_run(monkeypa
     held, each = _worker(monkeypatch, 3600.0), _worker(monkeypatch, 3600.0)
     batches = _batches(held, 3)
     _run(each, batches)
-    for internal in batches:
+    for k, internal in enumerate(batches, 1):
         positions = {(held._internal, 0): internal[0][-1].offset() + 1, ("t", 0): 5}
         assert held._due(internal, positions, backlog=True) == {}
         assert positions == {("t", 0): 5}
+        assert held.metrics.registry.get_sample_value("driftline_held_records") == k * len(MODELS)
     positions = {}
     due = held._due({}, positions, backlog=False)  # the input caught up: everything is released
+    assert held.metrics.registry.get_sample_value("driftline_held_records") == 0
     assert [r.offset() for r in due[0]] == list(range(3 * len(MODELS)))
     assert positions == {(held._internal, 0): 3 * len(MODELS)}
     runs = []
