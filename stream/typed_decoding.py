@@ -22,17 +22,27 @@ from detectors.manifest import DIGEST
 if TYPE_CHECKING:
     from stream.decoding import Limits
 
-_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+# msgspec nests by recursion: deep documents raise RecursionError, which the general path handles
+_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, RecursionError)
 _DIGEST_MATCH = DIGEST.fullmatch
 _INT = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # beyond int64 the general path decides
 
 
+#: orjson refuses documents nested deeper than this (the general path's malformed_json); msgspec
+#: skips unknown fields at any depth, so a message that may nest deeper takes the general path
+_MAX_DEPTH = 1024
+
+
 def _text(raw: bytes) -> bytes | str | None:
-    """The message for msgspec, which does not check UTF-8 itself: ASCII as is, else strictly decoded."""
+    """The message for msgspec, which does not check UTF-8 itself: ASCII as is, else strictly
+    decoded; None for the general path (text input, invalid UTF-8, more than ``_MAX_DEPTH``
+    opening brackets)."""
     if type(raw) is not bytes:
         if not isinstance(raw, (bytearray, memoryview)):
             return None  # text input (it may hold lone surrogates): the general path
         raw = bytes(raw)
+    if len(raw) > 2 * _MAX_DEPTH and raw.count(b"[") + raw.count(b"{") > _MAX_DEPTH:
+        return None  # brackets inside strings count too: such a message only loses the fast path
     if raw.isascii():
         return raw
     try:

@@ -85,6 +85,30 @@ def test_edge_cases_agree(raw: bytes) -> None:
     assert _same(a, b), (raw, a, b)
 
 
+@pytest.mark.parametrize("recursion_limit", [None, 6000])
+@pytest.mark.parametrize("depth", [1022, 1023, 1024, 1025, 3000])
+def test_deeply_nested_unknown_fields_agree(depth: int, recursion_limit: int | None) -> None:
+    """orjson refuses nesting beyond its limit; msgspec, which recurses, stops at the interpreter's
+    recursion limit (hypothesis raises it while it runs). Both paths must give the same answer
+    either side of orjson's limit, whatever that recursion limit, for inference and for labels."""
+    import sys
+
+    deep = b"[" * depth + b"]" * depth
+    fast, general = _pair()
+    label = b'{"ts": 0.0, "label": "0", "event_id": "0", "x": ' + deep + b"}"
+    inference = orjson.dumps(GOOD)[:-1] + b', "x": ' + deep + b"}"
+    before = sys.getrecursionlimit()
+    sys.setrecursionlimit(recursion_limit or before)
+    try:
+        for decode in ("decode_label", "decode_inference"):
+            raw = label if decode == "decode_label" else inference
+            a, b = _outcome(getattr(fast, decode), raw), _outcome(getattr(general, decode), raw)
+            assert _same(a, b), (depth, decode, a, b)
+            assert a[0] == ("event" if depth < 1024 else "error")
+    finally:
+        sys.setrecursionlimit(before)
+
+
 def test_fast_path_is_taken_for_the_default_layout() -> None:
     fast, _ = _pair()
     calls = []
