@@ -33,10 +33,11 @@ def _drain(stack, scenario, total_raw: int, timeout: float = 180.0) -> None:
     wait_until(done, timeout=timeout, what="worker to drain its input")
 
 
-def _run_to_the_end(stack, scenario, events: list[dict], control: bool = True) -> list[dict]:
-    """Produce ``events``, run one worker until it has drained them; the control messages (read
-    when ``control``)."""
-    produce(stack, scenario.inference_topic, events)
+def _run_to_the_end(stack, scenario, events: list[dict], control: bool = True, produced: bool = False) -> list[dict]:
+    """Produce ``events`` (unless ``produced``), run one worker until it has drained them; the
+    control messages (read when ``control``)."""
+    if not produced:
+        produce(stack, scenario.inference_topic, events)
     worker = start_worker(scenario)
     try:
         _drain(stack, scenario, len(events))
@@ -369,24 +370,50 @@ def test_redis_going_away_is_retried_not_fatal(stack, tmp_path):
 
 def test_records_held_under_a_backlog_end_as_batch_by_batch(stack, tmp_path):
     """Under a backlog the worker holds internal records back to detect each model's in longer
-    runs (``kafka.detect_hold_ms``); the states and control messages are those of detecting every
-    batch as it comes."""
+    runs (``kafka.detect_hold_ms``). A worker killed while it holds them, and restarted, ends with
+    the states and control messages of one detecting every batch as it comes."""
     import yaml
 
     models = [f"hold-{i}" for i in range(6)]
-    events = []
-    for i, m in enumerate(models):
-        events += inference_events(m, 3000, seed=40 + i, shift_at=1500 if i % 2 else None)
+    streams = [inference_events(m, 3000, seed=40 + i, shift_at=1500 if i % 2 else None) for i, m in enumerate(models)]
+    events = [e for row in zip(*streams) for e in row]  # interleaved: each batch carries short runs of every model
     results = {}
     for hold in (0, 60_000):  # every batch; everything until the input is caught up
         (tmp_path / str(hold)).mkdir()
-        s = make_scenario(tmp_path / str(hold), stack, models=[model_spec(m) for m in models], batch_size=300)
+        s = make_scenario(tmp_path / str(hold), stack, models=[model_spec(m) for m in models], batch_size=60)
         config = yaml.safe_load(s.config_path.read_text())
         config["kafka"]["detect_hold_ms"] = hold
+        port = config["metrics"]["port"] = _free_port()
         s.config_path.write_text(yaml.safe_dump(config))
-        control = _run_to_the_end(stack, s, events)
+        if hold:
+            produce(stack, s.inference_topic, events)
+            worker = start_worker(s)
+            try:  # killed holding records whose offsets it has not committed
+                wait_until(lambda: _gauge(port, "driftline_held_records") > 0, timeout=120, interval=0.05,
+                           what="the worker to hold records back")
+            finally:
+                stop_worker(worker, kill=True)
+        control = _run_to_the_end(stack, s, events, produced=bool(hold))
         results[hold] = ({m: _state_blob(stack, s, m) for m in models}, sorted(m["id"] for m in control),
                          len(_alerts(control)))
     assert results[0][2], "the shifted models must raise alerts for this test to mean anything"
     assert all(results[0][0].values())
     assert results[60_000] == results[0]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _gauge(port: int, name: str) -> float:
+    """A gauge's value on a worker's /metrics (0 while the server is not up)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            body = resp.read().decode()
+    except OSError:
+        return 0.0
+    return next((float(line.split()[1]) for line in body.splitlines() if line.startswith(name + " ")), 0.0)
