@@ -264,9 +264,9 @@ def numeric_summaries(feats: Sequence[Any], values: dict[str, list[float]]
         grid = _grids(X, sorted_quantiles(X, np.linspace(0.0, 1.0, RANK_GRID + 1)[1:-1]), RANK_GRID, True)
         bins = {b: _grids(X, sorted_quantiles(X, np.linspace(0, 1, b + 1)[1:-1]), b, False)
                 for b in {f.bins for f in group}}
+        g, gs, gc = grid
         for j, f in enumerate(group):
             e, es, ec = bins[f.bins]
-            g, gs, gc = grid
             out[f.name] = (e[j, : es[j]], ec[j, : es[j] + 1], float(mean[j]), float(std[j]), g[j, : gs[j]],
                            gc[j, : gs[j] + 1])
     return out

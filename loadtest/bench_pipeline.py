@@ -141,12 +141,12 @@ def _model_doc(name: str, features: int = N_FEATURES, reference_size: int = 2000
 
 
 #: Worker settings given on the command line: option -> (config section, key); set by ``main``
-SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds"),
-                   "prefetch_max_bytes": ("kafka", "prefetch_max_bytes"),
-                   "batch_size": ("kafka", "batch_size"),
-                   "batch_timeout_ms": ("kafka", "batch_timeout_ms"),
-                   "detect_hold_ms": ("kafka", "detect_hold_ms"),
-                   "malloc_arenas": ("process", "malloc_arenas")}
+SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds", float),
+                   "prefetch_max_bytes": ("kafka", "prefetch_max_bytes", int),
+                   "batch_size": ("kafka", "batch_size", int),
+                   "batch_timeout_ms": ("kafka", "batch_timeout_ms", int),
+                   "detect_hold_ms": ("kafka", "detect_hold_ms", int),
+                   "malloc_arenas": ("process", "malloc_arenas", int)}
 SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {}, "redis": {}, "process": {}}
 
 
@@ -523,14 +523,12 @@ def mode_models(args: argparse.Namespace) -> dict:
     many = [f"m{i:03d}" for i in range(args.models)]
     one_rates, many_rates, one_cpu, many_cpu = [], [], [], []
     for r in range(args.repeats):
-        ev1 = _events(args.events, r, 1_750_000_000.0, features=10)
-        rate, cpu = _rate_of(args.bootstrap, args.redis, ev1, [_model_doc(MODEL, 10, 100)], 1)
-        one_rates.append(rate)
-        one_cpu.append(cpu)
-        evn = _events(args.events, r, 1_750_000_000.0, features=10, models=many)
-        rate, cpu = _rate_of(args.bootstrap, args.redis, evn, [_model_doc(m, 10, 100) for m in many], 1)
-        many_rates.append(rate)
-        many_cpu.append(cpu)
+        for rates, cpus, names in ((one_rates, one_cpu, None), (many_rates, many_cpu, many)):
+            events = _events(args.events, r, 1_750_000_000.0, features=10, models=names)
+            rate, cpu = _rate_of(args.bootstrap, args.redis, events,
+                                 [_model_doc(m, 10, 100) for m in names or [MODEL]], 1)
+            rates.append(rate)
+            cpus.append(cpu)
     m1, mn = statistics.median(one_rates), statistics.median(many_rates)
     return {"benchmark": "pipeline", "mode": "models", "events": args.events, "repeats": args.repeats,
             "features": 10, "baseline": "one model, same events", "one_model_events_per_s": round(m1),
@@ -701,29 +699,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spread-models", type=int, default=0,
                     help="models besides the main one sharing the steady traffic (--mode sustained)")
     ap.add_argument("--rss-events", default="1000000,10000000", help="RSS marks in events (--mode rss)")
-    ap.add_argument("--snapshot-interval", type=float, default=None,
-                    help="redis.snapshot_interval_seconds of the workers (default: the configuration's)")
-    ap.add_argument("--prefetch-max-bytes", type=int, default=None,
-                    help="kafka.prefetch_max_bytes of the workers (default: the configuration's)")
-    ap.add_argument("--batch-size", type=int, default=None,
-                    help="kafka.batch_size of the workers (default: the configuration's)")
-    ap.add_argument("--batch-timeout-ms", type=int, default=None,
-                    help="kafka.batch_timeout_ms of the workers (default: the configuration's)")
-    ap.add_argument("--detect-hold-ms", type=int, default=None,
-                    help="kafka.detect_hold_ms of the workers (default: the configuration's)")
-    ap.add_argument("--malloc-arenas", type=int, default=None,
-                    help="process.malloc_arenas of the workers (default: the configuration's)")
+    for option, (section, key, kind) in SETTING_OPTIONS.items():
+        ap.add_argument("--" + option.replace("_", "-"), type=kind, default=None,
+                        help=f"{section}.{key} of the workers (default: the configuration's)")
     ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")
     ap.add_argument("--categorical-features", type=int, default=0, help="categorical features per model")
     args = ap.parse_args(argv)
     if args.mode == "sustained" and (args.integer_features or args.categorical_features):
         ap.error("--mode sustained sends float features only")
     MIX.update(integer=args.integer_features, categorical=args.categorical_features)
-    for option, (section, key) in SETTING_OPTIONS.items():
+    for option, (section, key, _) in SETTING_OPTIONS.items():
         if getattr(args, option) is not None:
             SETTINGS[section][key] = getattr(args, option)
     result = MODES[args.mode](args)
-    result.update({key: getattr(args, option) for option, (_, key) in SETTING_OPTIONS.items()})
+    result.update({key: getattr(args, option) for option, (_, key, _) in SETTING_OPTIONS.items()})
     result.update(integer_features=args.integer_features, categorical_features=args.categorical_features)
     print(json.dumps(result))
     return 0

@@ -107,7 +107,6 @@ class DetectionHold:
         self._held: dict[int, list[Any]] = {}
         self._since: dict[int, float] = {}
         self._part_bytes: dict[int, int] = {}
-        self._bytes = 0
 
     @property
     def partitions(self) -> frozenset[int]:
@@ -130,7 +129,6 @@ class DetectionHold:
             if not msgs:
                 continue
             size = sum(map(self._size, msgs))
-            self._bytes += size
             if partition in held:
                 held[partition].extend(msgs)
                 part_bytes[partition] += size
@@ -138,13 +136,12 @@ class DetectionHold:
                 held[partition] = list(msgs)
                 since[partition] = now
                 part_bytes[partition] = size
-        release_all = not backlog or self.seconds <= 0 or self._bytes >= self.max_bytes
+        release_all = not backlog or self.seconds <= 0 or sum(part_bytes.values()) >= self.max_bytes
         due = {p: held[p] for p in list(held)
                if release_all or now - since[p] >= self.seconds
                or part_bytes[p] >= self.long_record_bytes * len(held[p])}
         for partition in due:
-            del held[partition], since[partition]
-            self._bytes -= part_bytes.pop(partition)
+            del held[partition], since[partition], part_bytes[partition]
         return due
 
     def clear(self) -> None:
@@ -153,4 +150,3 @@ class DetectionHold:
         self._held.clear()
         self._since.clear()
         self._part_bytes.clear()
-        self._bytes = 0
