@@ -167,7 +167,7 @@ class FaustRuntime(Worker):
         self._failed: BaseException | None = None
         # every batch stages its state: this runtime has no catch-up from an older snapshot
         self._snapshot_interval = 0.0
-        self._join_warned = 0.0
+        self._join_warned = float("-inf")
 
     # -- lifecycle (called by DriftlineApp) --------------------------------------------------------
     async def start(self) -> None:
@@ -420,7 +420,7 @@ class _DriftlineConsumer(FaustKafkaConsumer):
         k = runtime.config.kafka
         within = k.batch_timeout_ms / 1000
         consumer_stopped, fetcher_stopped = self._stopped.is_set, fetcher._stopped.is_set
-        warned = 0.0
+        warned = float("-inf")
         while not (consumer_stopped() or fetcher_stopped()):
             batch: list[Any] = []
             deadline = time.monotonic() + within

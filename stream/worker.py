@@ -149,7 +149,7 @@ class Worker:
         self._batch_positions: dict[int, int] = {}
         self._last_snapshot: dict[int, float] = {}
         self._redis_id = ""  # Redis run_id when state was last known complete there
-        self._last_redis_check = 0.0
+        self._last_redis_check = float("-inf")
         self._recent: deque[tuple[float, PendingBatch]] = deque()  # (time, a routed batch's predictions)
         # the label join's write of a batch's predictions runs while the batch's records are detected
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-remember")
@@ -981,7 +981,7 @@ class Worker:
             self._batch_positions[partition] = offset
             dirty.update(touched)
             if (isolated or released or self._snapshot_interval <= 0
-                    or now - self._last_snapshot.get(partition, 0.0) >= self._snapshot_interval):
+                    or now - self._last_snapshot.get(partition, float("-inf")) >= self._snapshot_interval):
                 part = PartitionKey(self._internal, partition)
                 self._store.stage(part, offset, {name: self._monitors[name].to_bytes() for name in sorted(dirty)
                                                  if name in self._monitors},
