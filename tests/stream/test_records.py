@@ -40,9 +40,10 @@ def test_inference_events_round_trip_exactly(feature_dicts):
     for a, b in zip(events, out):
         assert list(a.features) == list(b.features)
         assert all(_same(a.features[k], b.features[k]) for k in a.features)
-        assert (a.event_id, a.ts, a.model, a.model_version, a.deployment, a.prediction, a.confidence, a.scores,
+        assert (a.event_id, a.ts, a.model, a.model_version, a.deployment, a.prediction, a.confidence,
                 a.position, a.artifact_digest) == (b.event_id, b.ts, b.model, b.model_version, b.deployment,
-                                                   b.prediction, b.confidence, b.scores, b.position, b.artifact_digest)
+                                                   b.prediction, b.confidence, b.position, b.artifact_digest)
+        assert b.scores is None  # no detector reads them: not carried
 
 
 def _header(raw: bytes) -> dict:
@@ -68,7 +69,7 @@ def test_events_sharing_their_features_travel_as_columns_whatever_the_values(nam
     for a, b in zip(events, out, strict=True):
         assert list(a.features) == list(b.features) and type(b.features) is not dict
         assert all(_same(a.features[k], b.features[k]) for k in a.features)
-        assert (a.event_id, a.confidence, a.scores, a.position) == (b.event_id, b.confidence, b.scores, b.position)
+        assert (a.event_id, a.confidence, a.position, b.scores) == (b.event_id, b.confidence, b.position, None)
     floats = [name for name in names if set(map(type, column[name])) == {float}]
     versions = {raw[3] for raw in raws}
     assert versions == ({BATCH_VERSION} if floats == names else {MIXED_BATCH_VERSION})
@@ -142,6 +143,21 @@ def test_inconsistent_headers_are_refused():
         decode_batch(good + b"\0")                 # body longer than the header says
     with pytest.raises(RecordError):
         decode_batch(good[:3] + bytes([MIXED_BATCH_VERSION]) + good[4:])  # version 3 without its fields
+
+
+def test_scores_are_not_written_and_records_that_carry_them_are_read():
+    events = [_event(i, {"x": float(i)}) for i in range(4)]
+    good = encode_inference_batch(events)[0]
+    head_len = struct.unpack_from("<I", good, 5)[0]
+    header = _header(good)
+    assert events[0].scores and "s" not in header
+    scores = [{"safe": 0.9, "nsfw": 0.1}, None, {"safe": 0.5}, None]
+    raw = orjson.dumps(header | {"s": scores})  # as a release that carried them wrote it
+    back = decode_batch(good[:5] + struct.pack("<I", len(raw)) + raw + good[9 + head_len:]).items
+    assert [e.scores for e in back] == scores and [e.features["x"] for e in back] == [0.0, 1.0, 2.0, 3.0]
+    raw = orjson.dumps(header | {"s": [{"safe": 0.9}, "high", None, None]})
+    with pytest.raises(RecordError):
+        decode_batch(good[:5] + struct.pack("<I", len(raw)) + raw + good[9 + head_len:])
 
 
 def test_inconsistent_mixed_headers_are_refused():
