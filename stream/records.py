@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+import sys
 import zlib
+from array import array
 from dataclasses import dataclass
 from itertools import chain, repeat
 
@@ -35,6 +37,10 @@ MIXED_BATCH_VERSION = 3  # format 2 plus non-float feature columns (an older rea
 MAX_BATCH_EVENTS = 4096        # events per batch record
 MAX_RECORD_BYTES = 768 * 1024  # a batch record above this is split (the broker's default limit is 1 MiB)
 _HEAD = struct.Struct("<3sBcI")  # magic, version, kind (b"i" | b"l"), header length
+#: Runs up to this many events are encoded at once, without sizing chunks from their first event
+#: (a run too long for one record is still split in halves).
+UNSIZED_EVENTS = 64
+_LITTLE = sys.byteorder == "little"
 
 
 class RecordError(ValueError):
@@ -254,6 +260,8 @@ def encode_inference_batch(events: list[InferenceEvent]) -> list[bytes]:
     out: list[bytes] = []
     if not events:
         return out
+    if len(events) <= UNSIZED_EVENTS:
+        return _split_encode(events, _encode_inference_chunk)
     # chunks sized from the first event's single-event form (larger than its share of a batch record)
     step = max(1, min(MAX_BATCH_EVENTS, MAX_RECORD_BYTES // (len(encode_inference(events[0])) + 64)))
     for i in range(0, len(events), step):
@@ -277,10 +285,27 @@ def _split_encode(items: list, encode) -> list[bytes]:
     return _split_encode(items[:half], encode) + _split_encode(items[half:], encode)
 
 
-def _frame(kind: bytes, header: dict, arrays: list[np.ndarray], version: int = BATCH_VERSION) -> bytes:
+def _frame(kind: bytes, header: dict, arrays: list[bytes], version: int = BATCH_VERSION) -> bytes:
     head = orjson.dumps(header)
-    return b"".join([_HEAD.pack(BATCH_MAGIC, version, kind, len(head)), head]
-                    + [a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes() for a in arrays])
+    return b"".join([_HEAD.pack(BATCH_MAGIC, version, kind, len(head)), head, *arrays])
+
+
+def _packed(code: str, values: object) -> bytes:
+    """Values as a little-endian array (``code`` "Q": uint64, "d": float64). For the few events of
+    a model's run in a micro-batch, the standard library's array costs a fraction of numpy's."""
+    a = array(code, values)
+    if not _LITTLE:
+        a.byteswap()
+    return a.tobytes()
+
+
+def _unpacked(code: str, body: memoryview, start: int, count: int) -> list:
+    """``count`` little-endian values (see :func:`_packed`) from ``body[start:]``, as Python numbers."""
+    a = array(code)
+    a.frombytes(body[start:start + a.itemsize * count])
+    if not _LITTLE:
+        a.byteswap()
+    return a.tolist()
 
 
 def _mixed_columns(feats: list[dict], flat: list, names: list[str]
@@ -314,8 +339,7 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     if set(map(type, feats)) != _DICT_TYPE:  # views of a decoded record (or odd objects): as dicts
         feats = list(map(_plain, feats))
     names = list(feats[0])
-    arrays = [np.fromiter((e.position for e in events), dtype=np.uint64, count=n),
-              np.fromiter((e.ts for e in events), dtype=np.float64, count=n)]
+    arrays = [_packed("Q", [e.position for e in events]), _packed("d", [e.ts for e in events])]
     columnar = False
     mixed = None
     width = len(names)
@@ -324,7 +348,7 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
         # a first event with a value other than a float rules the float matrix out: no pass over all values
         if set(map(type, feats[0].values())) == _FLOAT_TYPE and set(map(type, flat)) == _FLOAT_TYPE:
             if all(map(names.__eq__, map(list, feats))):
-                arrays.append(np.array(flat, dtype=np.float64).reshape(n, width))
+                arrays.append(_packed("d", flat))  # row-major: the events x features matrix
                 columnar = True
         else:
             mixed = _mixed_columns(feats, flat, names)
@@ -339,7 +363,8 @@ def _encode_inference_chunk(events: list[InferenceEvent]) -> bytes:
     if mixed is not None:
         float_names, float_cols, other = mixed
         header.update({"names": names, "cols": float_names, "x": other, "f": None})
-        arrays.append(np.array(float_cols, dtype=np.float64).T if float_cols else np.empty((n, 0)))
+        matrix = np.array(float_cols, dtype=np.float64).T if float_cols else np.empty((n, 0))
+        arrays.append(matrix.astype("<f8", copy=False).tobytes())
         try:
             return _frame(b"i", header, arrays, MIXED_BATCH_VERSION)
         except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: the per-event form decides
@@ -354,9 +379,8 @@ def _encode_label_chunk(labels: list[JoinedLabel]) -> bytes:
               "l": [j.label.label for j in labels], "src": [j.label.source for j in labels],
               "mv": [j.model_version for j in labels], "d": [j.deployment for j in labels],
               "p": [j.prediction for j in labels]}
-    arrays = [np.fromiter((j.label.position for j in labels), dtype=np.uint64, count=n),
-              np.fromiter((j.label.ts for j in labels), dtype=np.float64, count=n),
-              np.fromiter((j.predicted_ts for j in labels), dtype=np.float64, count=n)]
+    arrays = [_packed("Q", [j.label.position for j in labels]), _packed("d", [j.label.ts for j in labels]),
+              _packed("d", [j.predicted_ts for j in labels])]
     return _frame(b"l", header, arrays)
 
 
@@ -414,9 +438,7 @@ def _decode_batch(raw: bytes) -> RecordBatch:
             raise RecordError("a label batch record has version 2")
         if len(body) != 24 * n:
             raise RecordError("label batch body has the wrong length")
-        pos = np.frombuffer(body, dtype="<u8", count=n).tolist()
-        ts = np.frombuffer(body, dtype="<f8", count=n, offset=8 * n).tolist()
-        pts = np.frombuffer(body, dtype="<f8", count=n, offset=16 * n).tolist()
+        pos, ts, pts = _unpacked("Q", body, 0, n), _unpacked("d", body, 8 * n, n), _unpacked("d", body, 16 * n, n)
         labels, sources = _strings(header, "l", n), _strings(header, "src", n)
         items = [JoinedLabel(LabelEvent(ids[i], ts[i], labels[i], sources[i], pos[i]), model, versions[i],
                              deployments[i], preds[i], pts[i]) for i in range(n)]
@@ -432,10 +454,9 @@ def _decode_batch(raw: bytes) -> RecordBatch:
     elif type(scores) is not list or len(scores) != n or not set(map(type, scores)) <= _SCORES:
         raise RecordError("batch field 's' must be a list of objects or nulls")
     cols, objs = header.get("cols"), header.get("f")
-    pos = np.frombuffer(body, dtype="<u8", count=n).tolist() if len(body) >= 16 * n else None
-    if pos is None:
+    if len(body) < 16 * n:
         raise RecordError("inference batch body is truncated")
-    ts = np.frombuffer(body, dtype="<f8", count=n, offset=8 * n).tolist()
+    pos, ts = _unpacked("Q", body, 0, n), _unpacked("d", body, 8 * n, n)
     mixed = version == MIXED_BATCH_VERSION
     if mixed != ("x" in header or "names" in header):
         raise RecordError("only a version 3 batch record carries fields 'names' and 'x'")

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detectors.events import InferenceEvent, JoinedLabel, LabelEvent
-from stream.records import (BATCH_VERSION, MAX_RECORD_BYTES, MIXED_BATCH_VERSION, RecordError, decode_batch,
-                            encode_inference, encode_inference_batch, encode_label, encode_label_batch,
+from stream.records import (BATCH_VERSION, MAX_RECORD_BYTES, MIXED_BATCH_VERSION, UNSIZED_EVENTS, RecordError,
+                            decode_batch, encode_inference, encode_inference_batch, encode_label, encode_label_batch,
                             encode_registry)
 
 names = st.text(min_size=1, max_size=12)
@@ -99,6 +99,20 @@ def test_large_runs_are_split_below_the_record_bound():
     raws = encode_inference_batch(events)
     assert len(raws) > 1 and max(map(len, raws)) <= MAX_RECORD_BYTES
     assert [e.event_id for raw in raws for e in decode_batch(raw).items] == [e.event_id for e in events]
+
+
+def test_short_runs_of_long_events_are_split_below_the_record_bound():
+    """Runs of up to UNSIZED_EVENTS events are encoded at once, without sizing: one too long for a
+    record is still split in halves, every event kept in order."""
+    wide = {f"f{j}": float(j) for j in range(2000)}  # 16 KB per event as columns: 64 of them exceed a record
+    events = [_event(i, dict(wide)) for i in range(UNSIZED_EVENTS)]
+    raws = encode_inference_batch(events)
+    assert len(raws) > 1 and max(map(len, raws)) <= MAX_RECORD_BYTES
+    back = [e for raw in raws for e in decode_batch(raw).items]
+    assert [e.event_id for e in back] == [e.event_id for e in events]
+    assert back[-1].features["f1999"] == 1999.0
+    short = encode_inference_batch(events[:3])
+    assert len(short) == 1 and [e.position for e in decode_batch(short[0]).items] == [e.position for e in events[:3]]
 
 
 def test_labels_round_trip_and_single_event_records_are_still_read():
