@@ -35,6 +35,7 @@ and is not a source's fault).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -217,7 +218,9 @@ class SourceDisagreement:
         # per source: [n, k_model, n_cross, k_cross, snapshot of totals (4)]
         self.src: dict[str, list[int]] = {}
         self.tot = [0, 0, 0, 0]
-        self.recent: dict[str, tuple[str, str]] = {}  # event_id -> (source, label), bounded FIFO
+        # event_id -> (source, label), bounded FIFO; an OrderedDict drops its oldest entry in constant
+        # time, where deleting a dict's first key leaves a hole every later first-key lookup scans
+        self.recent: OrderedDict[str, tuple[str, str]] = OrderedDict()
         # per-label sequential test (see module doc): one CUSUM column per source, in order of appearance
         self.drifts = list(c.cusum_drifts)
         self.rate = f * cal.SHARES["label_disagreement"]["cusum"] / 1e6 / len(self.drifts)
@@ -338,7 +341,7 @@ class SourceDisagreement:
         else:
             self.recent[event_id] = (s, label)
             if len(self.recent) > CROSS_MEMORY:
-                del self.recent[next(iter(self.recent))]
+                self.recent.popitem(last=False)
         if r[0] >= self.m:
             return self._close(s, r, idx)
         return []
@@ -377,7 +380,7 @@ class SourceDisagreement:
         if not all(type(r) is list and len(r) == 2 and type(r[0]) is str and type(r[1]) is str
                    for r in rec.values()):
             raise StateFormatError("sources.recent: entries must be [source, label] strings")
-        self.recent = {k: (r[0], r[1]) for k, r in rec.items()}
+        self.recent = OrderedDict((k, (r[0], r[1])) for k, r in rec.items())
         seq = check_list(st.get("seq"), "sources.seq", 6)
         names = [check_str(x, "sources.seq") for x in check_list(seq[0], "sources.seq", None)]
         if len(names) > self.max_sources + 1 or len(set(names)) != len(names):

@@ -72,3 +72,27 @@ def test_sources_are_bounded(small_spec, alerts):
     mon.process_labels(make_labels(evs, sources=tuple(f"s{i}" for i in range(50))))
     assert len(mon.sources.src) <= 4 and "<other>" in mon.sources.src
     assert set(mon.sources.cols) <= set(mon.sources.src) and mon.sources.cusum.C == len(mon.sources.cols)
+
+
+def test_cross_source_memory_keeps_the_newest_events_in_order_through_a_state_round_trip():
+    """The memory of recent (event, source, label) triples drops its oldest entry first, and a
+    state round trip keeps the order, so later labels pair with the same earlier ones."""
+    from detectors.labels import CROSS_MEMORY, SourceDisagreement
+    from detectors.spec import CalibrationSpec
+    from detectors.state import decode_state, encode_state
+
+    sd = SourceDisagreement(CalibrationSpec())
+    total = CROSS_MEMORY + 50
+    for i in range(total):
+        sd.add(f"e{i}", "human", "a", False, i)
+    assert len(sd.recent) == CROSS_MEMORY
+    assert next(iter(sd.recent)) == "e50" and next(reversed(sd.recent)) == f"e{total - 1}"
+    back = SourceDisagreement(CalibrationSpec())
+    back.load_state(decode_state(encode_state(sd.to_state())))
+    assert list(back.recent) == list(sd.recent)
+    for d in (sd, back):  # a second source on a remembered event pairs with it; then the oldest goes
+        d.add("e60", "vendor", "b", True, total)
+        d.add(f"e{total}", "human", "a", False, total + 1)
+    assert sd.src == back.src and sd.tot == back.tot and sd.tot[2:] == [2, 2]
+    assert list(back.recent) == list(sd.recent) and next(iter(sd.recent)) == "e51"
+    assert encode_state(sd.to_state()) == encode_state(back.to_state())
