@@ -10,6 +10,7 @@ Modules:
 - ``engine``      ModelMonitor / Engine: batches in, control messages out, state to/from bytes
 - ``deployment``  all inference-side detectors of one (version, deployment) stream
 - ``columns``     hot-path extraction of numpy columns + input-integrity classification
+- ``masks``       whole-mask tests (all true / any true) of the per-batch checks
 - ``numeric``     numeric drift for all numeric features at once (histograms, mid-rank CUSUMs)
 - ``cusum``       self-starting two-sided CUSUMs of many per-event scores at once
 - ``checks``      contract checks every sequential (cusum) detector must pass

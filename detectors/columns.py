@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from detectors.masks import all_true, any_true
+
 if TYPE_CHECKING:  # annotations only: decoding processes import this module without pydantic
     from detectors.spec import FeatureSpec
 
@@ -293,7 +295,7 @@ def confidence_column(raw: list) -> np.ndarray:
     else:
         arr = np.fromiter((_classify_numeric(v)[0] for v in raw), dtype=np.float64, count=len(raw))
     ok = (arr >= 0) & (arr <= 1)  # False for NaN and infinities too
-    if not ok.all():
+    if not all_true(ok):
         arr = np.where(ok, arr, np.nan)
     return arr
 
@@ -352,7 +354,7 @@ def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec] | NumericLa
             X = A.astype(np.float64, copy=False)
     if X is not None:
         finite = np.isfinite(X)
-        if finite.all():
+        if all_true(finite):
             kinds = np.zeros((n, F), dtype=np.int8)
         else:
             kinds = np.where(np.isnan(X), NAN, np.where(finite, VALID, INF)).astype(np.int8)
@@ -360,7 +362,7 @@ def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec] | NumericLa
         if layout.bounded:  # unbounded: no finite value is out of range, and NaN compares False
             with np.errstate(invalid="ignore"):
                 oor = (X < layout.lo) | (X > layout.hi)
-            if oor.any():
+            if any_true(oor):
                 kinds = np.where(oor, OUT_OF_RANGE, kinds).astype(np.int8)
                 X = np.where(oor, np.nan, X)
         return NumericMatrix(X, kinds, kinds == VALID)

@@ -24,6 +24,7 @@ from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
 from detectors.indicators import IndicatorCusums
+from detectors.masks import any_true
 from detectors.numeric import MIN_RANK_SD, PSEUDO_COUNT, drift_weights, rank_table, score_table
 from detectors.profile import ReferenceProfile
 from detectors.signals import MIN_WINDOW_VALUES, REFERENCE_GROWTH, Hit, _r
@@ -90,7 +91,7 @@ class ConfidenceDrift:
     def accumulate(self, conf: np.ndarray, lo: int = 0) -> list[Hit]:
         """Window sums, and every confidence through the CUSUMs (hit index: ``lo`` + row of ``conf``)."""
         missing = np.isnan(conf)
-        rows = np.flatnonzero(~missing) if missing.any() else None
+        rows = np.flatnonzero(~missing) if any_true(missing) else None
         x = conf if rows is None else conf[rows]
         self.mom.update(x)
         low = x < self.low
@@ -99,7 +100,7 @@ class ConfidenceDrift:
             return []
         out: list[Hit] = []
         at = (lambda r: lo + r) if rows is None else (lambda r: lo + int(rows[r]))
-        score_hits = self.seq_score.update(self.stab[np.searchsorted(self.grid, x, side="right")][:, None]) \
+        score_hits = self.seq_score.update(self.stab[self.grid.searchsorted(x, side="right")][:, None]) \
             if self.score_on else []
         low_hits = self.seq_low.update(low.astype(np.float64)[:, None])
         if not score_hits and not low_hits:

@@ -16,6 +16,7 @@ import numpy as np
 from detectors.columns import NumericColumn
 from detectors.errors import StateFormatError
 from detectors.events import InferenceEvent
+from detectors.masks import all_true
 from detectors.profile import FeatureLayout, ProfileBuilder, ReferenceProfile, extract_features
 from detectors.numeric import NumericBank
 from detectors.confidence import ConfidenceDrift
@@ -71,7 +72,7 @@ class DeploymentMonitor:
         self.n += n
         cols, trig, mat = extract_features(self.spec, events, self.layout)
         kinds = None
-        if not (mat.valid.all() and all(c.valid.all() for c in cols.categorical.values())):
+        if not (all_true(mat.valid) and all(all_true(c.valid) for c in cols.categorical.values())):
             kinds = np.column_stack([cols[f.name].kinds for f in self.spec.features])
             F = len(self.spec.features)
             per = np.bincount((kinds + np.arange(F)[None, :] * 6).ravel(), minlength=6 * F).reshape(F, 6)[:, 1:]

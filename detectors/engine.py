@@ -43,6 +43,7 @@ from detectors.events import DEPLOYMENTS, InferenceEvent, JoinedLabel
 from detectors.ids import stable_id
 from detectors.labels import LabelStream, SourceDisagreement
 from detectors.manifest import Manifest, RegistryEntry
+from detectors.masks import all_true
 from detectors.profile import ReferenceProfile, prediction_codes
 from detectors.signals import Hit
 from detectors.spec import AlertPolicySpec, CalibrationSpec, ModelSpec, MonitorSpec
@@ -191,7 +192,7 @@ class ModelMonitor:
                 rows = np.arange(n) if idxs is None else idxs
                 lo = 0
                 for gi, sig, key, current in probes + [(n, None, None, None)]:
-                    hi = int(np.searchsorted(rows, gi, side="left"))
+                    hi = int(rows.searchsorted(gi, side="left"))
                     if hi > lo:  # the stable events before this canary detection (all that is left, at the end)
                         seg = rows[lo:hi]
                         for h in dm.process([events[i] for i in seg], preds[seg], conf[seg]):
@@ -397,7 +398,7 @@ class ModelMonitor:
         stable's exceedance at canary detections (see :meth:`_rolls_back`)."""
         n = ts.size
         policy = self.policy
-        if not np.isfinite(ts).all():  # a broken timestamp must not poison event time
+        if not all_true(np.isfinite(ts)):  # a broken timestamp must not poison event time
             ts = np.where(np.isfinite(ts), ts, np.nan)
             now_arr = np.fmax.accumulate(np.concatenate(([self.now], ts)))[1:]
             ts = np.where(np.isnan(ts), np.where(np.isfinite(now_arr), now_arr, 0.0), ts)

@@ -43,6 +43,7 @@ from scipy.special import ndtri
 from detectors import calibration as cal
 from detectors.cusum import NO_MASK, PRIOR_WEIGHT, CusumBank
 from detectors.errors import StateFormatError
+from detectors.masks import all_true
 from detectors.profile import RANK_GRID, NumericProfile
 
 REFERENCE_GROWTH = 8  # see detectors.calibration: clean windows sharpen the reference up to this factor
@@ -242,7 +243,7 @@ class NumericBank:
                          self.UT, self.TT, B, U)  # NaNs land in the top bins; masked later
         self._bidx = B
         self._u = U
-        self._all_valid = bool(valid.all())
+        self._all_valid = all_true(valid)
         self._valid_t = None if self._all_valid else np.ascontiguousarray(valid.T)
         self._xz = X if self._all_valid else np.where(valid, X, 0.0)
         self._valid = valid

@@ -23,6 +23,7 @@ from detectors import calibration as cal
 from detectors.cusum import PRIOR_WEIGHT, CusumBank
 from detectors.columns import INVALID_KINDS, CategoricalColumn
 from detectors.indicators import IndicatorCusums
+from detectors.masks import all_true
 from detectors.profile import CategoricalProfile, ReferenceProfile
 from detectors.sketches import Counts, Vocabulary, chi2_distance, smoothed
 from detectors.spec import CalibrationSpec, FeatureSpec, TriggerSpec
@@ -115,7 +116,7 @@ class CategoricalDrift:
         """Window counts, and every valid value through the CUSUMs (hit index: in the batch)."""
         vals = col.values[lo:hi]
         rows = None
-        if not col.valid[lo:hi].all():
+        if not all_true(col.valid[lo:hi]):
             rows = np.flatnonzero(col.valid[lo:hi])
             vals = [vals[i] for i in rows.tolist()]
         codes = self.vocab.codes(vals)
