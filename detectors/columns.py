@@ -360,8 +360,8 @@ def numeric_matrix(feature_dicts: list, feats: Sequence[FeatureSpec] | NumericLa
             kinds = np.where(np.isnan(X), NAN, np.where(finite, VALID, INF)).astype(np.int8)
             X = np.where(finite, X, np.nan)
         if layout.bounded:  # unbounded: no finite value is out of range, and NaN compares False
-            with np.errstate(invalid="ignore"):
-                oor = (X < layout.lo) | (X > layout.hi)
+            # (comparing with NaN raises no floating-point error, so no np.errstate, which costs 1.5 us)
+            oor = (X < layout.lo) | (X > layout.hi)
             if any_true(oor):
                 kinds = np.where(oor, OUT_OF_RANGE, kinds).astype(np.int8)
                 X = np.where(oor, np.nan, X)

@@ -136,3 +136,19 @@ def test_feature_rows_with_other_columns_extract_as_their_dicts(rows, picks):
     for k in trig_d:
         assert trig_v[k].tobytes() == trig_d[k].tobytes()
     assert mat_v.values.tobytes() == mat_d.values.tobytes() and mat_v.kinds.tobytes() == mat_d.kinds.tobytes()
+
+
+def test_bounds_on_nan_and_infinities_raise_no_floating_point_error():
+    """The numeric matrix compares NaN with the bounds without np.errstate: numpy raises nothing."""
+    import numpy as np
+
+    from detectors.columns import INF, NAN, OUT_OF_RANGE, VALID, numeric_matrix
+    from detectors.spec import FeatureSpec
+
+    feats = [FeatureSpec(name="x", type="numeric", min=0.0, max=1.0)]
+    old = np.seterr(all="raise")
+    try:
+        m = numeric_matrix([{"x": v} for v in (0.5, float("nan"), float("inf"), 2.0)], feats)
+    finally:
+        np.seterr(**old)
+    assert m.kinds[:, 0].tolist() == [VALID, NAN, INF, OUT_OF_RANGE]
