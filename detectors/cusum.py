@@ -51,17 +51,23 @@ CusumHit = tuple[int, int, str, int, float, float, int, float]
 NO_MASK = np.zeros((0, 0), dtype=np.bool_)  # the mask argument of kernels called without one
 
 
-_F1, _F2, _B1, _B2 = numba.float64[:], numba.float64[:, :], numba.boolean[:], numba.boolean[:, :]
+_F1, _F2, _F3 = numba.float64[:], numba.float64[:, :], numba.float64[:, :, :]
+_B1, _B2 = numba.boolean[:], numba.boolean[:, :]
 
 
-# argument types given: compiled (or loaded from the cache) at import, not in the first batch
-@numba.njit((_F2, _B2, numba.boolean, numba.int64[:], _F1, _F1, _F2, _F2, _F2, _F2, _F2, _F2, _F2, _F2, _B1,
-             numba.float64, _F1, _F1, numba.int64[:]), cache=True, nogil=True)
-def _page_scan(X, valid, masked, cols, n, total, up, umin, dn, dmax, k_up, k_dn, h_up, h_dn, enabled,
-               min_run, prior_n, prior_mean, detections):  # pragma: no cover - compiled
+# argument types given: compiled (or loaded from the cache) at import, not in the first batch; the
+# state travels packed in three arrays, since numba unboxes every array argument on every call
+@numba.njit((_F2, _B2, numba.boolean, numba.int64[:], _F2, _F3, _F3, _B1, numba.float64, numba.int64[:]),
+            cache=True, nogil=True)
+def _page_scan(X, valid, masked, cols, per_col, sums, params, enabled, min_run,
+               detections):  # pragma: no cover - compiled
     """Advance bank columns ``cols`` over ``X``'s columns row by row, restarting a column after
-    each alarm; the state arrays are updated in place. Returns the alarms as
+    each alarm; the state arrays are updated in place (``per_col``: n, total, prior_n, prior_mean;
+    ``sums``: up, umin, dn, dmax; ``params``: k_up, k_dn, h_up, h_dn). Returns the alarms as
     ``(row, column, side 0 up / 1 down, drift, statistic, threshold, run, mean)``."""
+    n, total, prior_n, prior_mean = per_col[0], per_col[1], per_col[2], per_col[3]
+    up, umin, dn, dmax = sums[0], sums[1], sums[2], sums[3]
+    k_up, k_dn, h_up, h_dn = params[0], params[1], params[2], params[3]
     rows, K = X.shape[0], up.shape[1]
     out = [(0, 0, 0, 0, 0.0, 0.0, 0, 0.0) for _ in range(0)]
     # one column's state in locals while its rows are scanned
@@ -142,23 +148,33 @@ def _exceedance(up, umin, dn, dmax, h_up, h_dn, scale):  # pragma: no cover - co
 class CusumBank:
     """``cols`` self-starting two-sided CUSUMs with ``drifts`` reference values each (see module doc)."""
 
-    __slots__ = ("C", "K", "min_run", "k_up", "k_dn", "h_up", "h_dn", "scale", "enabled", "n", "total", "up", "umin",
-                 "dn", "dmax", "detections", "prior_n", "prior_mean")
+    # per_col rows: n, total, prior_n, prior_mean; sums: up, umin, dn, dmax; params: k_up, k_dn,
+    # h_up, h_dn (each (columns, drifts)); the names below are views into them
+    __slots__ = ("C", "K", "min_run", "scale", "enabled", "detections", "per_col", "sums", "params", "_all_cols")
 
     def __init__(self, cols: int, drifts: int, min_run: int = MIN_RUN) -> None:
         self.C, self.K, self.min_run = int(cols), int(drifts), int(min_run)
         shape = (self.C, self.K)
-        self.k_up, self.k_dn = np.ones(shape), np.ones(shape)
-        self.h_up, self.h_dn = np.full(shape, np.inf), np.full(shape, np.inf)
+        self.params = np.stack((np.ones(shape), np.ones(shape), np.full(shape, np.inf), np.full(shape, np.inf)))
+        self.sums = np.zeros((4,) + shape)
+        self.per_col = np.zeros((4, self.C))
         self.scale = np.ones(self.C)
         self.enabled = np.zeros(self.C, dtype=bool)
-        self.n = np.zeros(self.C)
-        self.total = np.zeros(self.C)
-        self.up, self.umin = np.zeros(shape), np.zeros(shape)
-        self.dn, self.dmax = np.zeros(shape), np.zeros(shape)
         self.detections = np.zeros(self.C, dtype=np.int64)
-        self.prior_n = np.zeros(self.C)
-        self.prior_mean = np.zeros(self.C)
+        self._all_cols = np.arange(self.C, dtype=np.int64)
+
+    n = property(lambda self: self.per_col[0], lambda self, v: self.per_col.__setitem__(0, v))
+    total = property(lambda self: self.per_col[1], lambda self, v: self.per_col.__setitem__(1, v))
+    prior_n = property(lambda self: self.per_col[2], lambda self, v: self.per_col.__setitem__(2, v))
+    prior_mean = property(lambda self: self.per_col[3], lambda self, v: self.per_col.__setitem__(3, v))
+    up = property(lambda self: self.sums[0], lambda self, v: self.sums.__setitem__(0, v))
+    umin = property(lambda self: self.sums[1], lambda self, v: self.sums.__setitem__(1, v))
+    dn = property(lambda self: self.sums[2], lambda self, v: self.sums.__setitem__(2, v))
+    dmax = property(lambda self: self.sums[3], lambda self, v: self.sums.__setitem__(3, v))
+    k_up = property(lambda self: self.params[0], lambda self, v: self.params.__setitem__(0, v))
+    k_dn = property(lambda self: self.params[1], lambda self, v: self.params.__setitem__(1, v))
+    h_up = property(lambda self: self.params[2], lambda self, v: self.params.__setitem__(2, v))
+    h_dn = property(lambda self: self.params[3], lambda self, v: self.params.__setitem__(3, v))
 
     def set_prior(self, weight: np.ndarray | float, mean: np.ndarray | float) -> None:
         """Start (and restart) the running mean as if ``weight`` reference values of mean ``mean``
@@ -187,17 +203,15 @@ class CusumBank:
         extra = int(cols) - self.C
         if extra <= 0:
             return
-        pad2 = lambda a, v: np.concatenate((a, np.full((extra, self.K), v)))  # noqa: E731
-        self.k_up, self.k_dn = pad2(self.k_up, 1.0), pad2(self.k_dn, 1.0)
-        self.h_up, self.h_dn = pad2(self.h_up, np.inf), pad2(self.h_dn, np.inf)
-        self.up, self.umin, self.dn, self.dmax = (pad2(a, 0.0) for a in (self.up, self.umin, self.dn, self.dmax))
+        fill = np.array([1.0, 1.0, np.inf, np.inf])[:, None, None]  # fresh k_up, k_dn, h_up, h_dn
+        self.params = np.concatenate((self.params, np.broadcast_to(fill, (4, extra, self.K))), axis=1)
+        self.sums = np.concatenate((self.sums, np.zeros((4, extra, self.K))), axis=1)
+        self.per_col = np.concatenate((self.per_col, np.zeros((4, extra))), axis=1)
         self.scale = np.concatenate((self.scale, np.ones(extra)))
-        self.prior_n, self.prior_mean = np.concatenate((self.prior_n, np.zeros(extra))), np.concatenate(
-            (self.prior_mean, np.zeros(extra)))
         self.enabled = np.concatenate((self.enabled, np.zeros(extra, dtype=bool)))
-        self.n, self.total = np.concatenate((self.n, np.zeros(extra))), np.concatenate((self.total, np.zeros(extra)))
         self.detections = np.concatenate((self.detections, np.zeros(extra, dtype=np.int64)))
         self.C = int(cols)
+        self._all_cols = np.arange(self.C, dtype=np.int64)
 
     # -- updates -----------------------------------------------------------------------------
     def update(self, X: np.ndarray, valid: np.ndarray | None = None, cols: np.ndarray | None = None
@@ -210,12 +224,11 @@ class CusumBank:
         X = np.asarray(X, dtype=np.float64)
         if X.shape[0] == 0:
             return []
-        cols = np.arange(self.C, dtype=np.int64) if cols is None else np.asarray(cols, dtype=np.int64)
+        cols = self._all_cols if cols is None else np.asarray(cols, dtype=np.int64)
         masked = valid is not None
         mask = np.asarray(valid, dtype=np.bool_) if masked else NO_MASK
-        found = _page_scan(X, mask, masked, cols, self.n, self.total, self.up, self.umin, self.dn, self.dmax,
-                           self.k_up, self.k_dn, self.h_up, self.h_dn, self.enabled, float(self.min_run),
-                           self.prior_n, self.prior_mean, self.detections)
+        found = _page_scan(X, mask, masked, cols, self.per_col, self.sums, self.params, self.enabled,
+                           float(self.min_run), self.detections)
         if not found:
             return []
         hits: list[CusumHit] = [(r, c, "down" if side else "up", j, stat, thr, run, mean)
