@@ -145,6 +145,17 @@ def _exceedance(up, umin, dn, dmax, h_up, h_dn, scale):  # pragma: no cover - co
     return stat, thr
 
 
+def _row_view(store: str, row: int) -> property:
+    """A name for row ``row`` of a bank's packed array ``store``: reading gives a view, assigning
+    writes into the array."""
+    def get(self: "CusumBank") -> np.ndarray:
+        return getattr(self, store)[row]
+
+    def put(self: "CusumBank", value: Any) -> None:
+        getattr(self, store)[row] = value
+    return property(get, put)
+
+
 class CusumBank:
     """``cols`` self-starting two-sided CUSUMs with ``drifts`` reference values each (see module doc)."""
 
@@ -163,18 +174,9 @@ class CusumBank:
         self.detections = np.zeros(self.C, dtype=np.int64)
         self._all_cols = np.arange(self.C, dtype=np.int64)
 
-    n = property(lambda self: self.per_col[0], lambda self, v: self.per_col.__setitem__(0, v))
-    total = property(lambda self: self.per_col[1], lambda self, v: self.per_col.__setitem__(1, v))
-    prior_n = property(lambda self: self.per_col[2], lambda self, v: self.per_col.__setitem__(2, v))
-    prior_mean = property(lambda self: self.per_col[3], lambda self, v: self.per_col.__setitem__(3, v))
-    up = property(lambda self: self.sums[0], lambda self, v: self.sums.__setitem__(0, v))
-    umin = property(lambda self: self.sums[1], lambda self, v: self.sums.__setitem__(1, v))
-    dn = property(lambda self: self.sums[2], lambda self, v: self.sums.__setitem__(2, v))
-    dmax = property(lambda self: self.sums[3], lambda self, v: self.sums.__setitem__(3, v))
-    k_up = property(lambda self: self.params[0], lambda self, v: self.params.__setitem__(0, v))
-    k_dn = property(lambda self: self.params[1], lambda self, v: self.params.__setitem__(1, v))
-    h_up = property(lambda self: self.params[2], lambda self, v: self.params.__setitem__(2, v))
-    h_dn = property(lambda self: self.params[3], lambda self, v: self.params.__setitem__(3, v))
+    n, total, prior_n, prior_mean = (_row_view("per_col", i) for i in range(4))
+    up, umin, dn, dmax = (_row_view("sums", i) for i in range(4))
+    k_up, k_dn, h_up, h_dn = (_row_view("params", i) for i in range(4))
 
     def set_prior(self, weight: np.ndarray | float, mean: np.ndarray | float) -> None:
         """Start (and restart) the running mean as if ``weight`` reference values of mean ``mean``
