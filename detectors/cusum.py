@@ -166,7 +166,8 @@ class CusumBank:
     def __init__(self, cols: int, drifts: int, min_run: int = MIN_RUN) -> None:
         self.C, self.K, self.min_run = int(cols), int(drifts), int(min_run)
         shape = (self.C, self.K)
-        self.params = np.stack((np.ones(shape), np.ones(shape), np.full(shape, np.inf), np.full(shape, np.inf)))
+        self.params = np.empty((4,) + shape)
+        self.params[:2], self.params[2:] = 1.0, np.inf  # drifts 1, thresholds infinite: off until parameterized
         self.sums = np.zeros((4,) + shape)
         self.per_col = np.zeros((4, self.C))
         self.scale = np.ones(self.C)
@@ -183,22 +184,20 @@ class CusumBank:
         had been seen: a stream that is different from its first value on (a bad canary judged
         against stable's reference) is still caught, and the reference's weight fades as the
         stream's own values accumulate. Columns that have not been updated yet take it at once."""
-        self.prior_n = np.broadcast_to(np.asarray(weight, dtype=np.float64), (self.C,)).copy()
-        self.prior_mean = np.broadcast_to(np.asarray(mean, dtype=np.float64), (self.C,)).copy()
-        fresh = (self.n == 0) & (self.up == 0).all(axis=1) & (self.dn == 0).all(axis=1)
-        self.n = np.where(fresh, self.prior_n, self.n)
-        self.total = np.where(fresh, self.prior_n * self.prior_mean, self.total)
+        pc, sums = self.per_col, self.sums  # rows n, total, prior_n, prior_mean; up, umin, dn, dmax
+        pc[2], pc[3] = weight, mean  # broadcast over the columns
+        fresh = (pc[0] == 0) & (sums[0] == 0).all(axis=1) & (sums[2] == 0).all(axis=1)
+        pc[0], pc[1] = np.where(fresh, pc[2], pc[0]), np.where(fresh, pc[2] * pc[3], pc[1])
 
     def set_params(self, k_up: np.ndarray, k_dn: np.ndarray, h_up: np.ndarray, h_dn: np.ndarray,
                    scale: np.ndarray, enabled: np.ndarray | None = None) -> None:
         """Drifts and thresholds per (column, drift), in score units; ``scale`` (a score's standard
         deviation) only normalizes reported statistics. Columns may be re-parameterized at any time."""
-        shape = (self.C, self.K)
-        self.k_up, self.k_dn = np.broadcast_to(k_up, shape).astype(np.float64), np.broadcast_to(k_dn, shape).astype(np.float64)
-        self.h_up, self.h_dn = np.broadcast_to(h_up, shape).astype(np.float64), np.broadcast_to(h_dn, shape).astype(np.float64)
+        p = self.params  # rows k_up, k_dn, h_up, h_dn, each broadcast to (columns, drifts)
+        p[0], p[1], p[2], p[3] = k_up, k_dn, h_up, h_dn
         self.scale = np.where(np.asarray(scale, dtype=np.float64) > 0, scale, 1.0) * np.ones(self.C)
         en = np.ones(self.C, dtype=bool) if enabled is None else np.asarray(enabled, dtype=bool)
-        self.enabled = en & np.isfinite(self.h_up).any(axis=1) | en & np.isfinite(self.h_dn).any(axis=1)
+        self.enabled = en & np.isfinite(p[2]).any(axis=1) | en & np.isfinite(p[3]).any(axis=1)
 
     def grow(self, cols: int) -> None:
         """Add columns (fresh, disabled until parameterized) up to ``cols``."""
