@@ -9,16 +9,25 @@ parent reads every record with the validating reader the worker uses on its inte
 parent takes the chunks in order, one child after the other, and cuts the events into the same
 batches an in-process replay makes, so the results do not depend on how many processes decoded.
 
+A child takes a fifth of a second to start (importing numpy, orjson, msgspec). The parent does
+not wait for it: it decodes the first chunks itself until every child says it is ready, then
+tells them the chunk to start from (``S``): child ``i`` of ``N`` decodes the chunks ``S + i``,
+``S + i + N``, ... So a small input is decoded in the parent alone, as fast as without children
+(the children that never started are stopped), and a large one is not held up by their start.
+
 Frames go on a pipe of their own (the child's stdout and stderr stay free): a header length
-(uint32 LE), an orjson header (``{"v": 1, "sizes": [record lengths], "rejected": {reason: count},
-"end": bool}``), then the records. A child writes one frame per chunk it owns and a last frame
-with ``"end": true`` at the first chunk it owns that the input does not reach; a child that stops
-before that frame is an error.
+(uint32 LE), an orjson header (``{"v": 2, "sizes": [record lengths], "rejected": {reason: count},
+"end": bool}``), then the records. A child's first frame says it is ready (``"ready": true``, no
+records); it then reads the start chunk (uint64 LE) on its stdin (stdin closing instead: it is
+not needed and ends), writes one frame per chunk it owns and a last frame with ``"end": true`` at
+the first chunk it owns that the input does not reach; a child that stops before that frame is
+an error.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import select
 import signal
 import struct
 import subprocess
@@ -42,11 +51,12 @@ from stream.decoding import JsonDecoder
 from stream.lines import INFERENCE, decode_lines, open_lines, read_chunk
 from stream.records import RecordError, decode_batch, encode_inference_batch, source_position
 
-FRAME_VERSION = 1
+FRAME_VERSION = 2
 MAX_PROCESSES = 8
 #: Inputs at least this large are decoded in other processes when the machine has a spare core.
-AUTO_MIN_BYTES = 8 * 1024 * 1024
+AUTO_MIN_BYTES = 32 * 1024 * 1024
 _LENGTH = struct.Struct("<I")
+_START = struct.Struct("<Q")
 #: Pipe buffer asked for (Linux; unprivileged processes may ask up to /proc/sys/fs/pipe-max-size, 1 MiB by default).
 PIPE_BYTES = 1024 * 1024
 _MAX_HEADER_BYTES = 64 * 1024 * 1024
@@ -81,18 +91,28 @@ def auto_processes(path: str | Path, decoder: Any) -> int:
 
 
 # -- child -------------------------------------------------------------------------------------
-def serve(path: str | Path, decoder: JsonDecoder, chunk: int, share: int, of: int, out: IO[bytes]) -> None:
-    """Decode the chunks ``share``, ``share + of``, ... of ``chunk`` lines of ``path`` onto ``out``."""
+def serve(path: str | Path, decoder: JsonDecoder, chunk: int, share: int, of: int, out: IO[bytes],
+          start_from: IO[bytes] | None = None) -> None:
+    """Decode the chunks ``S + share``, ``S + share + of``, ... of ``chunk`` lines of ``path`` onto
+    ``out``, where ``S`` is read from ``start_from`` after the ready frame (0 without it)."""
     decode_many = decoder.decode_inference_many
     base = source_position(INFERENCE, 0, 0)
     rejected: Counter = Counter()
     with fewer_collections(), open_lines(path) as fh:
+        _write_frame(out, [], rejected, end=False, ready=True)
+        out.flush()
+        start = 0
+        if start_from is not None:
+            raw = start_from.read(_START.size)
+            if len(raw) < _START.size:
+                return  # the replaying process decoded the whole input itself
+            (start,) = _START.unpack(raw)
         lines = iter(fh)
         before = 0
         index = 0
         while True:
             lines_chunk, broken = read_chunk(lines, chunk)
-            if index % of == share and (lines_chunk or broken):
+            if index >= start and (index - start) % of == share and (lines_chunk or broken):
                 items = decode_lines(decode_many, base, before, lines_chunk, rejected)
                 _write_frame(out, _records(items), rejected, end=False)
                 rejected.clear()
@@ -123,9 +143,9 @@ def _records(items: list[InferenceEvent]) -> list[bytes]:
     return [r for events in by_model.values() for r in encode_inference_batch(events)]
 
 
-def _write_frame(out: IO[bytes], records: list[bytes], rejected: Counter, end: bool) -> None:
-    head = orjson.dumps({"v": FRAME_VERSION, "sizes": [len(r) for r in records], "rejected": dict(rejected),
-                         "end": end})
+def _write_frame(out: IO[bytes], records: list[bytes], rejected: Counter, end: bool, ready: bool = False) -> None:
+    fields = {"v": FRAME_VERSION, "sizes": [len(r) for r in records], "rejected": dict(rejected), "end": end}
+    head = orjson.dumps({**fields, "ready": True} if ready else fields)
     out.write(b"".join([_LENGTH.pack(len(head)), head, *records]))
 
 
@@ -146,8 +166,8 @@ class _Child:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "stream.decode_process", "--chunk", str(chunk), "--share", str(share),
                  "--of", str(of), "--decoder", orjson.dumps(settings).decode(), "--out-fd", str(write_fd),
-                 str(Path(path).resolve())],
-                stdin=subprocess.DEVNULL, pass_fds=(write_fd,), env=env)
+                 "--start-from-stdin", str(Path(path).resolve())],
+                stdin=subprocess.PIPE, pass_fds=(write_fd,), env=env)
         except BaseException:
             os.close(read_fd)
             raise
@@ -155,15 +175,56 @@ class _Child:
             os.close(write_fd)
         self.stream = os.fdopen(read_fd, "rb")
         self.share = share
+        self.ready = False
 
     def close(self) -> None:
+        self._close_stdin()
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
         self.stream.close()
 
-    def frame(self) -> tuple[list[bytes], dict[str, int], bool]:
-        """The next frame: its records, its rejects by reason, whether it is the last."""
+    def _close_stdin(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:  # the child has gone: its frames tell
+                pass
+
+    def poll_ready(self) -> bool:
+        """Whether the child has said it is ready; reads that frame when it is waiting (or fails
+        when the child stopped before it)."""
+        if not self.ready and select.select([self.stream], [], [], 0)[0]:
+            self.take_ready()
+        return self.ready
+
+    def take_ready(self) -> None:
+        """Wait for and read the frame saying the child has started."""
+        self.frame(ready=True)
+        self.ready = True
+
+    def start(self, index: int) -> None:
+        """Tell a ready child the chunk to start from."""
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(_START.pack(index))
+            self.proc.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            raise self.failed("stopped before it was told where to start") from None
+        self._close_stdin()
+
+    def release(self) -> None:
+        """The child is not needed: a ready one is told so and ends, one still starting is stopped."""
+        if self.ready:
+            self._close_stdin()
+            if self.proc.wait() != 0:
+                raise self.failed("exited with an error")
+        else:
+            self.close()
+
+    def frame(self, ready: bool = False) -> tuple[list[bytes], dict[str, int], bool]:
+        """The next frame: its records, its rejects by reason, whether it is the last (``ready``:
+        the first frame, which must say the child is ready and carry nothing)."""
         head = self._read(_LENGTH.size)
         if head is None:
             raise self.failed("stopped before its last frame")
@@ -176,7 +237,9 @@ class _Child:
         if (type(header) is not dict or header.get("v") != FRAME_VERSION or type(header.get("end")) is not bool
                 or type(header.get("sizes")) is not list or type(header.get("rejected")) is not dict
                 or not all(type(n) is int and n > 0 for n in header["sizes"])
-                or not all(type(n) is int and n > 0 for n in header["rejected"].values())):
+                or not all(type(n) is int and n > 0 for n in header["rejected"].values())
+                or (header.get("ready") is True) != ready
+                or ready and (header["sizes"] or header["rejected"] or header["end"])):
             raise self.failed("sent a malformed frame header")
         records = []
         for size in header["sizes"]:
@@ -191,6 +254,7 @@ class _Child:
         return data if len(data) == n else None
 
     def failed(self, what: str) -> DecodeProcessError:
+        self._close_stdin()  # a child waiting to be told where to start ends
         try:
             code = self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -202,11 +266,12 @@ class _Child:
 class DecodeProcesses:
     """``processes`` children decoding one inference file; :meth:`batches` yields its events.
 
-    Use as a context manager: leaving it stops the children still running.
+    Until every child is ready this process decodes the chunks itself (``decode_here=False``:
+    it waits for them instead). Use as a context manager: leaving it stops the children still running.
     """
 
     def __init__(self, path: str | Path, decoder: JsonDecoder, batch_size: int, rejected: Counter,
-                 processes: int = 1, chunk: int | None = None) -> None:
+                 processes: int = 1, chunk: int | None = None, decode_here: bool = True) -> None:
         settings = decoder.settings()
         if settings is None:
             raise ValueError("this decoder cannot be rebuilt in another process (it has its own clock)")
@@ -217,6 +282,11 @@ class DecodeProcesses:
         self.batch_size = batch_size
         self.rejected = rejected
         chunk = chunk or max(batch_size, 1024)
+        self.chunk = chunk
+        self.path = path
+        self.decode_many = decoder.decode_inference_many
+        self.decode_here = decode_here  # False: every chunk is left to the children (tests)
+        self.decoded_here = 0           # chunks decoded in this process while the children started
         self.children: list[_Child] = []
         try:
             for share in range(processes):
@@ -241,6 +311,32 @@ class DecodeProcesses:
         :func:`stream.lines.decoded_batches` cuts them; rejected lines counted into ``rejected``."""
         children, size = self.children, self.batch_size
         pending: list[InferenceEvent] = []
+        start = 0
+        if self.decode_here:
+            base = source_position(INFERENCE, 0, 0)
+            with open_lines(self.path) as fh:
+                lines = iter(fh)
+                while not all([child.poll_ready() for child in children]):
+                    lines_chunk, broken = read_chunk(lines, self.chunk)
+                    pending.extend(decode_lines(self.decode_many, base, start * self.chunk, lines_chunk,
+                                                self.rejected))
+                    self.decoded_here += 1
+                    start += 1
+                    while len(pending) >= size:
+                        yield pending[:size]
+                        pending = pending[size:]
+                    if broken or len(lines_chunk) < self.chunk:  # the input ended before the children started
+                        if broken:
+                            self.rejected["unreadable_input"] += 1
+                        for child in children:
+                            child.release()
+                        if pending:
+                            yield pending
+                        return
+        for child in children:
+            if not child.ready:
+                child.take_ready()
+            child.start(start)
         turn = 0
         while True:
             child = children[turn % len(children)]
@@ -288,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decoder", required=True, help="the decoder's settings (JSON)")
     p.add_argument("--out-fd", type=int, default=None, help="write the frames to this file descriptor "
                                                               "(default: stdout)")
+    p.add_argument("--start-from-stdin", action="store_true",
+                   help="after the ready frame, read the first chunk's index (uint64 LE) from stdin")
     p.add_argument("path")
     args = p.parse_args(argv)
     if args.chunk < 1 or args.of < 1 or not 0 <= args.share < args.of:
@@ -305,11 +403,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         with out:
-            serve(args.path, decoder, args.chunk, args.share, args.of, out)
+            serve(args.path, decoder, args.chunk, args.share, args.of, out,
+                  sys.stdin.buffer if args.start_from_stdin else None)
     except BrokenPipeError:  # the parent stopped reading (it ended the replay early)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stderr.flush()
+    os._exit(code)  # everything is written and flushed: skip the interpreter's teardown, the parent waits on it

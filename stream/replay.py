@@ -541,7 +541,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-topic", help="take the field mapping of this label topic of the config")
     parser.add_argument("--decode-processes", type=int, default=None, metavar="N",
                         help="other processes decoding the inference file (0: none; default: one per spare core "
-                             "for files of 8 MiB or more); the results are the same either way")
+                             "for files of 32 MiB or more); the results are the same either way")
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     parser.add_argument("--html", metavar="OUT.html",
                         help="also write a self-contained HTML backtest report (statistics against thresholds "

@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -92,12 +93,54 @@ def test_batches_are_cut_as_in_process_whatever_the_chunks(logs) -> None:
             expected = [[(e.position, e.event_id, e.model, e.ts, e.confidence) for e in batch]
                         for batch in decoded_batches(fh, INFERENCE, decoder, expected_rejects, 97)]
         for processes, chunk in ((1, 1), (2, 50), (3, 97), (4, 1000)):
-            rejects: Counter = Counter()
-            with DecodeProcesses(path, decoder, 97, rejects, processes, chunk=chunk) as children:
-                got = [[(e.position, e.event_id, e.model, e.ts, e.confidence) for e in batch]
-                       for batch in children.batches()]
-            assert got == expected, (path, processes, chunk)
-            assert rejects == expected_rejects
+            for here in (False, True):
+                rejects: Counter = Counter()
+                with DecodeProcesses(path, decoder, 97, rejects, processes, chunk=chunk, decode_here=here) as children:
+                    got = [[(e.position, e.event_id, e.model, e.ts, e.confidence) for e in batch]
+                           for batch in children.batches()]
+                    assert here or children.decoded_here == 0
+                assert got == expected, (path, processes, chunk, here)
+                assert rejects == expected_rejects
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_replaying_process_decodes_until_the_children_are_ready(logs, processes: int) -> None:
+    """The first chunks are decoded here while the children start; the rest by the children, from
+    the chunk they are told; the events and rejects are those of an in-process decoding."""
+    inf, _, _ = logs
+    decoder = JsonDecoder()
+    expected_rejects: Counter = Counter()
+    with open_lines(inf) as fh:
+        expected = [e.position for b in decoded_batches(fh, INFERENCE, decoder, expected_rejects, 50) for e in b]
+    rejects: Counter = Counter()
+    with DecodeProcesses(inf, decoder, 50, rejects, processes, chunk=50) as children:
+        got: list[int] = []
+        for batch in children.batches():
+            if not got:  # the children are starting: wait until each has said it is ready
+                assert children.decoded_here >= 1
+                deadline = time.monotonic() + 60
+                while not all(select_ready(c) for c in children.children) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            got.extend(e.position for e in batch)
+        assert 1 <= children.decoded_here < 4000 // 50 // 2
+    assert got == expected and rejects == expected_rejects
+
+
+def select_ready(child: _Child) -> bool:
+    import select
+
+    return child.ready or bool(select.select([child.stream], [], [], 0)[0])
+
+
+def test_an_input_decoded_before_the_children_start_stops_them(logs) -> None:
+    inf, _, _ = logs
+    decoder = JsonDecoder()
+    with DecodeProcesses(inf, decoder, 4096, Counter(), 2, chunk=10_000) as children:  # one chunk
+        got = [e.position for b in children.batches() for e in b]
+        assert children.decoded_here == 1
+        assert all(c.proc.poll() is not None for c in children.children)
+    with open_lines(inf) as fh:
+        assert got == [e.position for b in decoded_batches(fh, INFERENCE, decoder, Counter(), 4096) for e in b]
 
 
 def test_features_arrive_as_decoded(logs) -> None:
@@ -136,21 +179,35 @@ def test_an_empty_file_and_a_file_of_one_chunk(tmp_path) -> None:
     assert _replay(one, None, 3)[0]["rejected"]["inference"] == {"blank_line": 3}
 
 
-def test_a_child_that_fails_is_an_error_not_a_short_replay(tmp_path) -> None:
-    missing = tmp_path / "gone.jsonl"
-    with pytest.raises(DecodeProcessError, match="stopped before its last frame"):
-        with DecodeProcesses(missing, JsonDecoder(), 10, Counter(), 2) as children:
-            list(children.batches())
+def test_a_child_that_fails_is_an_error_not_a_short_replay(logs, monkeypatch) -> None:
+    inf, _, _ = logs
+    settings = JsonDecoder.settings
+    monkeypatch.setattr(JsonDecoder, "settings", lambda self: {**settings(self), "unknown": 1})  # the child refuses them
+    for here in (False, True):
+        with pytest.raises(DecodeProcessError, match="decoding process 0 stopped before its last frame"):
+            with DecodeProcesses(inf, JsonDecoder(), 10, Counter(), 1, chunk=1, decode_here=here) as children:
+                for _ in children.batches():
+                    time.sleep(0.002)  # slower than the child's failure: its input is not all decoded here
+
+
+def test_a_child_the_input_did_not_need_may_fail_unnoticed(logs, monkeypatch) -> None:
+    """Decoded here before the child started: the replay is whole, and the child is stopped."""
+    inf, _, _ = logs
+    settings = JsonDecoder.settings
+    monkeypatch.setattr(JsonDecoder, "settings", lambda self: {**settings(self), "unknown": 1})
+    with DecodeProcesses(inf, JsonDecoder(), 4096, Counter(), 1, chunk=10_000) as children:
+        assert sum(map(len, children.batches())) > 3000
 
 
 def _child_reading(tmp_path: Path, data: bytes) -> _Child:
-    """A _Child whose frame pipe holds ``data`` (the process itself has already exited)."""
+    """A _Child whose frame pipe holds ``data`` (the process reads its stdin and ends)."""
     path = tmp_path / "frames.bin"
     path.write_bytes(data)
     child = _Child.__new__(_Child)
-    child.proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.buffer.read()"], stdin=subprocess.PIPE)
     child.stream = open(path, "rb")
     child.share = 0
+    child.ready = False
     return child
 
 
@@ -158,7 +215,9 @@ def _child_reading(tmp_path: Path, data: bytes) -> _Child:
     (b"", "stopped before its last frame"),
     (b"\x05\x00\x00\x00[1,2]", "malformed frame header"),
     (b"\x02\x00\x00\x00{}", "malformed frame header"),
-    (b"\x30\x00\x00\x00" + b'{"v":1,"sizes":[10],"rejected":{},"end":false}  ' + b"abc", "stopped inside a frame"),
+    (b"\x30\x00\x00\x00" + b'{"v":2,"sizes":[10],"rejected":{},"end":false}  ' + b"abc", "stopped inside a frame"),
+    (b"\x30\x00\x00\x00" + b'{"v":1,"sizes":[10],"rejected":{},"end":false}  ' + b"abc", "malformed frame header"),
+    (b"\x3c\x00\x00\x00" + b'{"v":2,"sizes":[],"rejected":{},"end":false,"ready":true}   ', "malformed frame header"),
     (b"\x30\x00\x00\x00" + b'{"v":9,"sizes":[],"rejected":{},"end":false}    ', "malformed frame header"),
     (b"\xff\xff\xff\xff", "malformed frame header"),
 ])
@@ -175,10 +234,11 @@ def test_a_record_that_does_not_validate_stops_the_replay(tmp_path) -> None:
     import io
 
     buf = io.BytesIO()
+    _write_frame(buf, [], Counter(), end=False, ready=True)
     _write_frame(buf, [b"DLB\x02iXXXX-not-a-record"], Counter(), end=False)
     children = DecodeProcesses.__new__(DecodeProcesses)
     children.children = [_child_reading(tmp_path, buf.getvalue())]
-    children.batch_size, children.rejected = 10, Counter()
+    children.batch_size, children.rejected, children.decode_here = 10, Counter(), False
     try:
         with pytest.raises(DecodeProcessError, match="invalid record"):
             list(children.batches())
