@@ -309,29 +309,35 @@ class DecodeProcesses:
     def batches(self) -> Iterator[list[InferenceEvent]]:
         """The events in line order, in lists of ``batch_size`` (the last one shorter), as
         :func:`stream.lines.decoded_batches` cuts them; rejected lines counted into ``rejected``."""
-        children, size = self.children, self.batch_size
+        size = self.batch_size
         pending: list[InferenceEvent] = []
+        for events in self._chunks():
+            pending.extend(events)
+            while len(pending) >= size:
+                yield pending[:size]
+                pending = pending[size:]
+        if pending:
+            yield pending
+
+    def _chunks(self) -> Iterator[list[InferenceEvent]]:
+        """Each chunk's events in line order: the first ones decoded here while the children start
+        (unless ``decode_here`` is off), the rest from the children's frames, dealt round robin."""
+        children = self.children
         start = 0
         if self.decode_here:
             base = source_position(INFERENCE, 0, 0)
             with open_lines(self.path) as fh:
                 lines = iter(fh)
-                while not all([child.poll_ready() for child in children]):
+                while not all([child.poll_ready() for child in children]):  # a list: every child is polled
                     lines_chunk, broken = read_chunk(lines, self.chunk)
-                    pending.extend(decode_lines(self.decode_many, base, start * self.chunk, lines_chunk,
-                                                self.rejected))
                     self.decoded_here += 1
+                    yield decode_lines(self.decode_many, base, start * self.chunk, lines_chunk, self.rejected)
                     start += 1
-                    while len(pending) >= size:
-                        yield pending[:size]
-                        pending = pending[size:]
                     if broken or len(lines_chunk) < self.chunk:  # the input ended before the children started
                         if broken:
                             self.rejected["unreadable_input"] += 1
                         for child in children:
                             child.release()
-                        if pending:
-                            yield pending
                         return
         for child in children:
             if not child.ready:
@@ -355,10 +361,7 @@ class DecodeProcesses:
                 events.extend(batch.items)
             if len(records) > 1:
                 events.sort(key=_POSITION)  # the models' records back into line order
-            pending.extend(events)
-            while len(pending) >= size:
-                yield pending[:size]
-                pending = pending[size:]
+            yield events
             turn += 1
         for other in children:  # the input ended: every other child's next frame is its last
             if other is not child:
@@ -369,8 +372,6 @@ class DecodeProcesses:
         for other in children:
             if other.proc.wait() != 0:
                 raise other.failed("exited with an error after its last frame")
-        if pending:
-            yield pending
 
 
 def main(argv: list[str] | None = None) -> int:

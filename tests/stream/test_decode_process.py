@@ -119,17 +119,11 @@ def test_the_replaying_process_decodes_until_the_children_are_ready(logs, proces
             if not got:  # the children are starting: wait until each has said it is ready
                 assert children.decoded_here >= 1
                 deadline = time.monotonic() + 60
-                while not all(select_ready(c) for c in children.children) and time.monotonic() < deadline:
+                while not all([c.poll_ready() for c in children.children]) and time.monotonic() < deadline:
                     time.sleep(0.01)
             got.extend(e.position for e in batch)
         assert 1 <= children.decoded_here < 4000 // 50 // 2
     assert got == expected and rejects == expected_rejects
-
-
-def select_ready(child: _Child) -> bool:
-    import select
-
-    return child.ready or bool(select.select([child.stream], [], [], 0)[0])
 
 
 def test_an_input_decoded_before_the_children_start_stops_them(logs) -> None:
