@@ -39,6 +39,9 @@ Every mode repeats ``--repeats`` times (fresh topics each time) and reports medi
 ``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a worker's
 RSS includes), ``kafka.batch_size``, ``kafka.batch_timeout_ms``, ``kafka.detect_hold_ms`` and
 ``process.malloc_arenas``; without them the workers run at the configuration's defaults.
+``--scrape-seconds`` (default 5, the shipped Prometheus configuration's interval; 0: none) scrapes
+every worker's /metrics that often, as a deployment's Prometheus would: a scrape has the worker
+export its detector statistics.
 
     python loadtest/bench_pipeline.py --events 100000 --repeats 3 --label-fraction 0.2
     python loadtest/bench_pipeline.py --events 50000 --repeats 3 --runtime both
@@ -53,12 +56,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -148,6 +153,7 @@ SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds", f
                    "detect_hold_ms": ("kafka", "detect_hold_ms", int),
                    "malloc_arenas": ("process", "malloc_arenas", int)}
 SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {}, "redis": {}, "process": {}}
+SCRAPE = {"seconds": 5.0}  # every worker's /metrics is scraped this often (0: never); set by ``main``
 
 
 def _config(bootstrap: str, redis_url: str, tag: str, topic: str, models: list[dict] | None = None) -> dict:
@@ -269,6 +275,24 @@ def baseline(bootstrap: str, topic: str, n: int) -> float:
 
 
 # -- worker processes ------------------------------------------------------------------------
+def _free_port() -> int:
+    """A loopback port free at the time of asking (for a worker's /metrics)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _scrape_every(urls: list[str], seconds: float, stop: threading.Event) -> None:
+    """GET every URL each ``seconds`` until ``stop``, as Prometheus scrapes (a worker still starting fails quietly)."""
+    while not stop.wait(seconds):
+        for url in urls:
+            try:
+                with urllib.request.urlopen(url, timeout=10) as resp:
+                    resp.read()
+            except OSError:
+                pass
+
+
 class Workers:
     """Worker processes of one group on fresh topics (context manager; terminated on exit)."""
 
@@ -285,17 +309,29 @@ class Workers:
 
     def __enter__(self) -> "Workers":
         self._tmp = tempfile.TemporaryDirectory()
-        cfg = Path(self._tmp.name) / "bench.yaml"
-        cfg.write_text(yaml.safe_dump(self.config))
         env = dict(os.environ, DRIFTLINE_BENCH_SIGNING_KEY="bench-key-0123456789abcdef")
+        ports = []
         for i in range(self.count):
+            ports.append(_free_port())
+            cfg = Path(self._tmp.name) / f"bench{i}.yaml"
+            cfg.write_text(yaml.safe_dump({**self.config, "metrics": {**self.config["metrics"], "port": ports[-1]}}))
             log = open(Path(self._tmp.name) / f"worker{i}.log", "wb")
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "stream.cli", RUNTIME_COMMANDS[self.runtime], "--config", str(cfg),
                  "--worker-id", str(i)], stdout=log, stderr=subprocess.STDOUT, env=env))
+        self._stop_scraping = threading.Event()
+        self._scraper = None
+        if SCRAPE["seconds"] > 0:
+            urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
+            self._scraper = threading.Thread(target=_scrape_every, args=(urls, SCRAPE["seconds"], self._stop_scraping),
+                                             daemon=True)
+            self._scraper.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stop_scraping.set()
+        if self._scraper is not None:
+            self._scraper.join(15)
         for p in self.procs:
             p.terminate()
         for p in self.procs:
@@ -702,18 +738,22 @@ def main(argv: list[str] | None = None) -> int:
     for option, (section, key, kind) in SETTING_OPTIONS.items():
         ap.add_argument("--" + option.replace("_", "-"), type=kind, default=None,
                         help=f"{section}.{key} of the workers (default: the configuration's)")
+    ap.add_argument("--scrape-seconds", type=float, default=5.0,
+                    help="scrape every worker's /metrics this often, as Prometheus would (0: never)")
     ap.add_argument("--integer-features", type=int, default=0, help="integer-valued numeric features per model")
     ap.add_argument("--categorical-features", type=int, default=0, help="categorical features per model")
     args = ap.parse_args(argv)
     if args.mode == "sustained" and (args.integer_features or args.categorical_features):
         ap.error("--mode sustained sends float features only")
     MIX.update(integer=args.integer_features, categorical=args.categorical_features)
+    SCRAPE["seconds"] = args.scrape_seconds
     for option, (section, key, _) in SETTING_OPTIONS.items():
         if getattr(args, option) is not None:
             SETTINGS[section][key] = getattr(args, option)
     result = MODES[args.mode](args)
     result.update({key: getattr(args, option) for option, (_, key, _) in SETTING_OPTIONS.items()})
-    result.update(integer_features=args.integer_features, categorical_features=args.categorical_features)
+    result.update(integer_features=args.integer_features, categorical_features=args.categorical_features,
+                  scrape_seconds=args.scrape_seconds)
     print(json.dumps(result))
     return 0
 

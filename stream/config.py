@@ -525,8 +525,9 @@ class MetricsSpec(_Strict):
     port: int = Field(default=9464, ge=0, le=65535)  # 0: any free port
     max_label_values: int = Field(default=64, ge=1, le=100_000)  # per label; the rest become "other"
     # the detector statistics of the models batches touched (drift gauges, detection counts, open
-    # alerts) are exported at most this often while traffic flows, and as soon as it pauses; 0: every batch
-    stats_interval_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
+    # alerts) are exported for every scrape of /metrics (after the batch in progress, which a scrape
+    # waits up to 2 s for), as soon as traffic pauses, and else at most this often; 0: every batch
+    stats_interval_seconds: float = Field(default=15.0, ge=0.0, le=60.0)
 
 
 class ProcessSpec(_Strict):

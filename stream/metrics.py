@@ -46,6 +46,49 @@ class LabelBound:
         return OTHER
 
 
+class ScrapeRequests:
+    """Scrapes waiting for fresh detector statistics, answered by the batch loop between two batches.
+
+    Statistics are read from the models' monitors on the batch loop's thread only (never while a
+    batch updates them). A scrape takes a ticket and waits until the loop has exported after it
+    took it, or ``wait_seconds`` (a long batch in progress); it is then served what the registry
+    holds. So the export costs per scrape, not per second of traffic, and a scrape sees its values fresh.
+
+    >>> requests = ScrapeRequests(wait_seconds=0.01)
+    >>> requests.waiting()
+    0
+    >>> requests.ask()  # nobody answers: served what there is after the wait
+    False
+    >>> ticket = requests.waiting(); requests.answer(ticket); requests.waiting()
+    0
+    """
+
+    def __init__(self, wait_seconds: float = 2.0) -> None:
+        self.wait_seconds = wait_seconds
+        self._cond = threading.Condition()
+        self._asked = 0     # tickets handed out
+        self._answered = 0  # every ticket up to this one has its export
+
+    def ask(self) -> bool:
+        """Wait for an export that starts after this call; False when ``wait_seconds`` ran out first."""
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            return self._cond.wait_for(lambda: self._answered >= ticket, self.wait_seconds)
+
+    def waiting(self) -> int:
+        """The newest ticket still waiting (pass it to :meth:`answer` once exported), else 0."""
+        asked = self._asked  # one int read: no lock on the batch loop's path
+        return asked if asked > self._answered else 0
+
+    def answer(self, ticket: int) -> None:
+        """The statistics were exported after ``ticket`` was taken: release it and every earlier one."""
+        with self._cond:
+            if ticket > self._answered:
+                self._answered = ticket
+                self._cond.notify_all()
+
+
 MAX_CACHED_CHILDREN = 100_000  # drift gauge children kept for reuse (label values are bounded as well)
 _STR = {str}
 
@@ -112,6 +155,8 @@ class WorkerMetrics:
         self._detections_seen: dict[tuple[str, str, str], int] = {}
         self._drift_children: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._ready = threading.Event()
+        # set by a batch loop that exports detector statistics when scraped (see ScrapeRequests)
+        self.scrapes: ScrapeRequests | None = None
 
     # -- readiness ----------------------------------------------------------------------------
     def set_ready(self, ready: bool) -> None:
@@ -235,7 +280,10 @@ class WorkerMetrics:
         return self.registry.get_sample_value(name, labels)
 
     def render(self) -> bytes:
-        """The Prometheus text exposition of this registry."""
+        """The Prometheus text exposition of this registry, after the batch loop (if one answers
+        scrapes) has exported fresh detector statistics."""
+        if self.scrapes is not None:
+            self.scrapes.ask()
         return generate_latest(self.registry)
 
 

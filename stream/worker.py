@@ -56,7 +56,7 @@ from stream.collector import fewer_collections
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
 from stream.decoding import DecodeError, Decoder, artifact_digest, build_decoders, without_frames
-from stream.metrics import WorkerMetrics, serve_metrics
+from stream.metrics import ScrapeRequests, WorkerMetrics, serve_metrics
 from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
                             encode_label, encode_label_batch, encode_registry, partition_for, source_position)
 from stream.registry import RegistryError, load_public_keys, parse_event, verify_event
@@ -118,6 +118,7 @@ class Worker:
         self._owned: set[int] = set()
         self._signing_key = signing_key(config.signing)
         self.metrics = WorkerMetrics(config.metrics)
+        self.metrics.scrapes = ScrapeRequests()  # a scrape gets statistics exported by the batch loop
         self._stop = threading.Event()
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
@@ -993,11 +994,16 @@ class Worker:
         return staged
 
     def _export_stats(self, idle: bool = False) -> None:
-        """Mirror the statistics of the models touched since the last export, at most every
-        ``metrics.stats_interval_seconds`` while batches flow and at once when ``idle``: one
-        ``ModelMonitor.stats`` costs about what detecting a dozen events does, per model and batch."""
+        """Mirror the statistics of the models touched since the last export when a scrape waits
+        for them (:class:`~stream.metrics.ScrapeRequests`), at once when ``idle``, and otherwise at
+        most every ``metrics.stats_interval_seconds``: one ``ModelMonitor.stats`` and its gauges
+        cost about what detecting a dozen events does, per model and export."""
         now = time.monotonic()
-        if not self._stats_pending or (not idle and now - self._stats_exported < self._stats_interval):
+        scrapes = self.metrics.scrapes
+        ticket = scrapes.waiting() if scrapes is not None else 0
+        if not self._stats_pending or (not idle and not ticket and now - self._stats_exported < self._stats_interval):
+            if ticket:
+                scrapes.answer(ticket)  # nothing touched since the last export: the registry is fresh
             return
         for name in sorted(self._stats_pending):
             monitor = self._monitors.get(name)
@@ -1005,6 +1011,8 @@ class Worker:
                 self.metrics.export_model_stats(name, monitor.stats)
         self._stats_pending.clear()
         self._stats_exported = now
+        if ticket:
+            scrapes.answer(ticket)
 
     def _mark_saved(self, partition: int, offset: int | None) -> None:
         """Redis now holds the partition's state as of ``offset`` (the in-memory state)."""

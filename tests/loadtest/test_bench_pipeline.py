@@ -1,4 +1,6 @@
-"""The pipeline benchmark's traffic: the feature mix a model declares is the one its events carry."""
+"""The pipeline benchmark's traffic (the feature mix a model declares is the one its events carry) and its scraper."""
+import time
+
 import orjson
 import pytest
 
@@ -80,3 +82,36 @@ def test_cpu_figures_compare_medians_per_event():
     assert figures["one_model_cpu_us_per_event"] == 3.0 and figures["many_models_cpu_us_per_event"] == 6.0
     assert figures["cpu_ratio"] == 0.5
     assert figures["many_models_cpu_all"] == [6.0, 9.0, 5.0]
+
+
+def test_the_scraper_gets_every_worker_endpoint_until_stopped():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop = threading.Event()
+    urls = [f"http://127.0.0.1:{server.server_address[1]}/metrics", f"http://127.0.0.1:{bench_pipeline._free_port()}/x"]
+    scraper = threading.Thread(target=bench_pipeline._scrape_every, args=(urls, 0.02, stop), daemon=True)
+    scraper.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(hits) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(hits) >= 3 and set(hits) == {"/metrics"}, "a refused endpoint does not stop the others' scrapes"
+    finally:
+        stop.set()
+        scraper.join(5)
+        server.shutdown()
+    assert not scraper.is_alive()

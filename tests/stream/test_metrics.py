@@ -1,4 +1,6 @@
 """Metrics: dedicated registry, bounded labels, and the loopback /metrics, /healthz, /readyz server."""
+import threading
+import time
 import urllib.error
 import urllib.request
 
@@ -7,7 +9,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.config import MetricsSpec
-from stream.metrics import OTHER, LabelBound, WorkerMetrics, metric_names, serve_metrics
+from stream.metrics import OTHER, LabelBound, ScrapeRequests, WorkerMetrics, metric_names, serve_metrics
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -210,3 +212,81 @@ def test_drift_gauges_follow_each_export_and_keep_label_bounds():
     values = {k: m2.value("driftline_drift_statistic", model="mod", version="v1", deployment="stable", signal="s",
                           detector="d", key=k) for k in ("1", "1.0", "True")}
     assert values == {"1": 0.0, "1.0": 1.0, "True": 2.0}
+
+
+def _answer_when_asked(requests: ScrapeRequests, export, stop: threading.Event) -> threading.Thread:
+    """A stand-in batch loop: between its 'batches' it runs ``export`` for the newest waiting scrape."""
+    def loop() -> None:
+        while not stop.is_set():
+            ticket = requests.waiting()
+            if ticket:
+                export()
+                requests.answer(ticket)
+            time.sleep(0.005)
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_scrape_is_served_what_the_batch_loop_exported_for_it(served):
+    metrics, server = served
+    metrics.scrapes = ScrapeRequests(wait_seconds=5.0)
+    exports = []
+
+    def export() -> None:
+        exports.append(1)
+        metrics.export_model_stats("m", {"detections_by_stream": {}, "streams": {"v1/stable": {"armed": True}}})
+
+    stop = threading.Event()
+    thread = _answer_when_asked(metrics.scrapes, export, stop)
+    try:
+        assert metrics.value("driftline_reference_ready", model="m", version="v1", deployment="stable") is None
+        status, body = get(server.url + "/metrics")
+        assert status == 200 and len(exports) == 1, "the scrape waited for one export"
+        assert samples(body)[("driftline_reference_ready", (("deployment", "stable"), ("model", "m"),
+                                                            ("version", "v1")))] == 1.0
+        get(server.url + "/metrics")
+        assert len(exports) == 2, "every scrape gets its own export"
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_a_scrape_nobody_answers_is_served_after_the_wait():
+    requests = ScrapeRequests(wait_seconds=0.2)
+    metrics = WorkerMetrics()
+    metrics.scrapes = requests
+    started = time.monotonic()
+    body = metrics.render()
+    assert 0.2 <= time.monotonic() - started < 5 and b"driftline_events" in body
+    assert requests.waiting() == 1, "the unanswered ticket still waits: the loop exports for it later"
+    requests.answer(1)
+    assert requests.waiting() == 0
+
+
+def test_an_answer_releases_the_scrapes_that_asked_before_it_only():
+    requests = ScrapeRequests(wait_seconds=10.0)
+    results: dict[int, bool] = {}
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, requests.ask())) for i in range(2)]
+    threads[0].start()
+    while requests.waiting() < 1:
+        time.sleep(0.001)
+    ticket = requests.waiting()
+    threads[1].start()  # asks after the export for ``ticket`` began: needs the next one
+    while requests.waiting() < 2:
+        time.sleep(0.001)
+    requests.answer(ticket)
+    threads[0].join(5)
+    assert results == {0: True} and threads[1].is_alive()
+    assert requests.waiting() == 2
+    requests.answer(requests.waiting())
+    threads[1].join(5)
+    assert results == {0: True, 1: True} and requests.waiting() == 0
+
+
+def test_docstring_examples():
+    import doctest
+
+    import stream.metrics
+
+    assert doctest.testmod(stream.metrics).failed == 0

@@ -1,5 +1,8 @@
-"""The worker's export of detector statistics: at most once per interval while batches flow, at once when idle."""
+"""The worker's export of detector statistics: for every scrape, at once when idle, else at most once per interval."""
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 
@@ -66,3 +69,40 @@ def test_a_monitor_dropped_before_the_export_is_skipped(monkeypatch):
 def test_the_interval_is_validated_at_start_up(monkeypatch, bad):
     with pytest.raises(Exception, match="stats_interval_seconds"):
         _worker(monkeypatch, bad)
+
+
+def _scrape_in_background(worker: Worker) -> tuple[threading.Thread, list[bytes]]:
+    """A scrape of the worker's registry, waiting in its own thread as the HTTP server's would."""
+    bodies: list[bytes] = []
+    thread = threading.Thread(target=lambda: bodies.append(worker.metrics.render()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not worker.metrics.scrapes.waiting() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert worker.metrics.scrapes.waiting(), "the scrape waits for the batch loop"
+    return thread, bodies
+
+
+def test_a_scrape_gets_the_statistics_of_the_batch_in_progress_within_the_interval(monkeypatch):
+    worker = _worker(monkeypatch, 60.0)
+    events = make_events(worker._monitors["m"].spec, 160, seed=1)
+    _batch(worker, events[:50])
+    _batch(worker, events[50:150])  # armed, not exported: within the interval
+    assert _ready(worker) == 0.0
+    thread, bodies = _scrape_in_background(worker)
+    assert thread.is_alive()
+    _batch(worker, events[150:])  # the next batch's export answers the scrape
+    thread.join(5)
+    assert not thread.is_alive() and _ready(worker) == 1.0
+    assert b'driftline_reference_ready{deployment="stable",model="m",version="v1"} 1.0' in bodies[0]
+    assert not worker.metrics.scrapes.waiting() and not worker._stats_pending
+
+
+def test_a_scrape_with_nothing_touched_is_answered_without_an_export(monkeypatch):
+    worker = _worker(monkeypatch, 60.0)
+    calls = []
+    monkeypatch.setattr(worker.metrics, "export_model_stats", lambda *a: calls.append(a))
+    thread, _ = _scrape_in_background(worker)
+    worker._export_stats()
+    thread.join(5)
+    assert not thread.is_alive() and calls == [] and not worker.metrics.scrapes.waiting()
