@@ -35,9 +35,10 @@ numeric ones (the rest stay floats), as a platform's models mix them; every mode
 
 Every mode repeats ``--repeats`` times (fresh topics each time) and reports medians.
 ``--snapshot-interval``, ``--prefetch-max-bytes``, ``--batch-size``, ``--batch-timeout-ms``,
-``--detect-hold-ms`` and ``--malloc-arenas`` set the workers' ``redis.snapshot_interval_seconds``,
-``kafka.prefetch_max_bytes`` (the Kafka client's queue of messages fetched ahead, which a worker's
-RSS includes), ``kafka.batch_size``, ``kafka.batch_timeout_ms``, ``kafka.detect_hold_ms`` and
+``--detect-hold-ms``, ``--detect-hold-caught-up-ms`` and ``--malloc-arenas`` set the workers'
+``redis.snapshot_interval_seconds``, ``kafka.prefetch_max_bytes`` (the Kafka client's queue of
+messages fetched ahead, which a worker's RSS includes), ``kafka.batch_size``,
+``kafka.batch_timeout_ms``, ``kafka.detect_hold_ms``, ``kafka.detect_hold_caught_up_ms`` and
 ``process.malloc_arenas``; without them the workers run at the configuration's defaults.
 ``--scrape-seconds`` (default 5, the shipped Prometheus configuration's interval; 0: none) scrapes
 every worker's /metrics that often, as a deployment's Prometheus would: a scrape has the worker
@@ -151,6 +152,7 @@ SETTING_OPTIONS = {"snapshot_interval": ("redis", "snapshot_interval_seconds", f
                    "batch_size": ("kafka", "batch_size", int),
                    "batch_timeout_ms": ("kafka", "batch_timeout_ms", int),
                    "detect_hold_ms": ("kafka", "detect_hold_ms", int),
+                   "detect_hold_caught_up_ms": ("kafka", "detect_hold_caught_up_ms", int),
                    "malloc_arenas": ("process", "malloc_arenas", int)}
 SETTINGS: dict[str, dict[str, float | int]] = {"kafka": {}, "redis": {}, "process": {}}
 SCRAPE = {"seconds": 5.0}  # every worker's /metrics is scraped this often (0: never); set by ``main``

@@ -73,34 +73,37 @@ LONG_RECORD_BYTES = 32 * 1024
 
 
 class DetectionHold:
-    """Internal records held back while the worker works through a backlog, so that each model's
-    records reach the engine in fewer, longer runs.
+    """Internal records held back, so that each model's records reach the engine in fewer, longer runs.
 
     With many models, every micro-batch carries a short run of each model (a 5,000-event batch over
-    200 models: 25 events each), and each engine call has a fixed cost. While batches come back
-    full (input is waiting), a partition's records wait until the oldest of them has waited
-    ``seconds``, or until the held records reach ``max_bytes`` of payload; a batch that comes back
-    short (the worker is caught up) releases everything, so alert latency at a steady rate does not
-    change. A partition whose records average ``long_record_bytes`` or more (a few hundred events
+    200 models: 25 events each; a 50 ms batch of a steady 20,000 events/s: 5 each), and each engine
+    call has a fixed cost. While batches come back full (input is waiting), a partition's records
+    wait until the oldest of them has waited ``seconds``; while they come back short (the worker is
+    caught up), ``caught_up_seconds`` (0: not at all), which bounds what the hold adds to alert
+    latency at a steady rate. Everything is released once the held records reach ``max_bytes`` of
+    payload. A partition whose records average ``long_record_bytes`` or more (a few hundred events
     each: their runs are long already) is not held: holding it would gain nothing and would take
     away the detection work that the label join's Redis write overlaps with. Held records stay
     uncommitted: their offsets are not in the transaction until they are detected, so a crash or a
     rewind reads them again from Kafka (:meth:`clear` forgets them).
 
-    >>> hold = DetectionHold(0.25, 1 << 20, size=len)
+    >>> hold = DetectionHold(0.25, 1 << 20, size=len, caught_up_seconds=0.1)
     >>> hold.take({0: [b"r1"]}, backlog=True, now=10.0)
     {}
     >>> hold.take({0: [b"r2"], 1: [b"s1"]}, backlog=True, now=10.3)
     {0: [b'r1', b'r2']}
-    >>> hold.take({}, backlog=False, now=10.31)
+    >>> hold.take({}, backlog=False, now=10.35)  # caught up: held records wait 0.1 s at most
+    {}
+    >>> hold.take({}, backlog=False, now=10.41)
     {1: [b's1']}
-    >>> list(hold.take({2: [b"x" * 40_000]}, backlog=True, now=10.4))  # a long record: at once
+    >>> list(hold.take({2: [b"x" * 40_000]}, backlog=True, now=10.5))  # a long record: at once
     [2]
     """
 
     def __init__(self, seconds: float, max_bytes: int, size: Callable[[Any], int] = payload_bytes,
-                 long_record_bytes: int = LONG_RECORD_BYTES) -> None:
+                 long_record_bytes: int = LONG_RECORD_BYTES, caught_up_seconds: float = 0.0) -> None:
         self.seconds = seconds
+        self.caught_up_seconds = caught_up_seconds
         self.max_bytes = max_bytes
         self.long_record_bytes = long_record_bytes
         self._size = size
@@ -136,9 +139,10 @@ class DetectionHold:
                 held[partition] = list(msgs)
                 since[partition] = now
                 part_bytes[partition] = size
-        release_all = not backlog or self.seconds <= 0 or sum(part_bytes.values()) >= self.max_bytes
+        wait = self.seconds if backlog else self.caught_up_seconds
+        release_all = wait <= 0 or sum(part_bytes.values()) >= self.max_bytes
         due = {p: held[p] for p in list(held)
-               if release_all or now - since[p] >= self.seconds
+               if release_all or now - since[p] >= wait
                or part_bytes[p] >= self.long_record_bytes * len(held[p])}
         for partition in due:
             del held[partition], since[partition], part_bytes[partition]

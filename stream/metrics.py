@@ -144,8 +144,9 @@ class WorkerMetrics:
                                      ["model", "version", "deployment"], registry=r)
         self.consumer_lag_gauge = Gauge("driftline_consumer_lag", "Messages between the consumer and the log end.",
                                         ["topic", "partition"], registry=r)
-        self.held_records = Gauge("driftline_held_records", "Internal records held back under a backlog, waiting "
-                                  "to be detected in longer runs (kafka.detect_hold_ms).", registry=r)
+        self.held_records = Gauge("driftline_held_records", "Internal records held back, waiting to be detected "
+                                  "in longer runs (kafka.detect_hold_ms, kafka.detect_hold_caught_up_ms).",
+                                  registry=r)
         self.batch_duration = Histogram("driftline_batch_duration_seconds", "Wall time of one micro-batch.",
                                         buckets=_BATCH_BUCKETS, registry=r)
         self.checkpoint_duration = Histogram("driftline_checkpoint_duration_seconds",

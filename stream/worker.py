@@ -159,7 +159,8 @@ class Worker:
         # judges the batch stalled: a broker restart is waited out, not taken for a hang
         self._call_timeout = min(30.0, k.stall_timeout_seconds / 3)
         # internal records held back under a backlog (uncommitted until detected)
-        self._hold = DetectionHold(k.detect_hold_ms / 1000, k.batch_max_bytes)
+        self._hold = DetectionHold(k.detect_hold_ms / 1000, k.batch_max_bytes,
+                                   caught_up_seconds=k.detect_hold_caught_up_ms / 1000)
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:

@@ -96,12 +96,13 @@ def test_model_runs_keep_each_models_order_in_fewest_runs(shape):
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(st.dictionaries(st.integers(0, 3), st.integers(0, 4), max_size=4), st.booleans(),
                           st.floats(0.0, 0.2)), max_size=40),
-       st.sampled_from([0.0, 0.05, 0.25]), st.integers(1, 60), st.sampled_from([1, 2]))
-def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, max_bytes, long_bytes):
+       st.sampled_from([0.0, 0.05, 0.25]), st.sampled_from([0.0, 0.1]), st.integers(1, 60), st.sampled_from([1, 2]))
+def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, caught_up, max_bytes, long_bytes):
     """Each partition's records come out once, in order; not before their oldest waited ``seconds``
-    under a backlog (unless the byte cap is reached or its records are long), at once without one;
-    a last short batch releases everything."""
-    hold = DetectionHold(seconds, max_bytes, size=lambda r: r[2], long_record_bytes=long_bytes)
+    under a backlog, ``caught_up`` without one (unless the byte cap is reached or its records are
+    long; a wait of 0 releases at once); a last short batch that late releases everything."""
+    hold = DetectionHold(seconds, max_bytes, size=lambda r: r[2], long_record_bytes=long_bytes,
+                         caught_up_seconds=caught_up)
     counter = iter(range(100_000))
     now, fed, out, since = 100.0, {}, {}, {}
     for records, backlog, dt in steps:
@@ -115,19 +116,32 @@ def test_held_records_come_out_once_in_order_and_on_time(steps, seconds, max_byt
         due = hold.take(batch, backlog, now)
         for p, recs in due.items():
             out.setdefault(p, []).extend(recs)
-        if not backlog or seconds == 0 or waiting >= max_bytes:
+        wait = seconds if backlog else caught_up
+        if wait == 0 or waiting >= max_bytes:
             assert not hold and set(due) == set(since)
         else:
-            assert set(due) == {p for p, t in since.items() if now - t >= seconds or long_bytes == 1}
+            assert set(due) == {p for p, t in since.items() if now - t >= wait or long_bytes == 1}
         assert hold.partitions == set(since) - set(due)
         assert hold.records == sum(len(fed[p]) - len(out.get(p, [])) for p in fed)
         for p in due:
             del since[p]
-    out_last = hold.take({}, backlog=False, now=now)
+    out_last = hold.take({}, backlog=False, now=now + 2 * caught_up)
     for p, recs in out_last.items():
         out.setdefault(p, []).extend(recs)
     assert not hold
     assert out == {p: recs for p, recs in fed.items() if recs}
+
+
+def test_a_worker_that_keeps_up_holds_short_records_for_the_caught_up_wait_only():
+    """Without a backlog, short records wait ``caught_up_seconds`` (not the backlog's ``seconds``)
+    and long ones not at all; with ``caught_up_seconds`` 0 every batch is detected as it comes."""
+    hold = DetectionHold(10.0, 1 << 30, size=len, long_record_bytes=1000, caught_up_seconds=0.1)
+    assert hold.take({0: [b"a" * 1500], 1: [b"b" * 10]}, backlog=False, now=0.0) == {0: [b"a" * 1500]}
+    assert hold.take({1: [b"c" * 10]}, backlog=False, now=0.05) == {}
+    assert hold.take({}, backlog=False, now=0.1) == {1: [b"b" * 10, b"c" * 10]}
+    assert not hold
+    at_once = DetectionHold(10.0, 1 << 30, size=len, long_record_bytes=1000)
+    assert at_once.take({1: [b"b" * 10]}, backlog=False, now=0.0) == {1: [b"b" * 10]}
 
 
 def test_a_cleared_hold_forgets_its_records():

@@ -2,6 +2,8 @@
 keeps up with its input or not; every batch with an interval of 0 (the faust runtime's)."""
 from __future__ import annotations
 
+import time
+
 from detectors.simulate import demo_model, make_events
 from stream.config import parse_config
 from stream.records import encode_inference_batch, encode_registry, partition_for
@@ -46,11 +48,11 @@ class _Stages:
         self.calls.append((part.partition, offset, sorted(blobs)))
 
 
-def _worker(monkeypatch, interval: float, registry_key: str | None = None) -> Worker:
+def _worker(monkeypatch, interval: float, registry_key: str | None = None, caught_up_ms: int = 0) -> Worker:
     monkeypatch.setenv("K", "k" * 32)
     specs = [demo_model(name=m, n_numeric=3, n_categorical=0, triggers=False, reference_size=100) for m in MODELS]
     doc = {"kafka": {"bootstrap_servers": "127.0.0.1:1", "inference_topics": [{"name": "t"}],
-                     "internal_partitions": 1},
+                     "internal_partitions": 1, "detect_hold_caught_up_ms": caught_up_ms},
            "signing": {"key_env": "K"}, "metrics": {"enabled": False},
            "redis": {"snapshot_interval_seconds": interval},
            "monitor": {"models": [s.model_dump(mode="json") for s in specs]}}
@@ -158,12 +160,32 @@ def test_held_records_stay_out_of_the_transaction_and_detect_as_one_run(monkeypa
     assert {m: held._monitors[m].to_bytes() for m in MODELS} == {m: each._monitors[m].to_bytes() for m in MODELS}
 
 
-def test_a_worker_without_a_backlog_holds_nothing(monkeypatch):
+def test_a_worker_without_a_backlog_holds_nothing_without_a_caught_up_wait(monkeypatch):
     worker = _worker(monkeypatch, 3600.0)
     internal = _batches(worker, 1)[0]
     positions = {(worker._internal, 0): internal[0][-1].offset() + 1}
     assert worker._due(internal, positions, backlog=False) == internal
     assert positions == {(worker._internal, 0): len(MODELS)} and not worker._hold
+
+
+def test_a_worker_that_keeps_up_holds_short_records_for_the_caught_up_wait(monkeypatch):
+    """``kafka.detect_hold_caught_up_ms``: without a backlog, short records wait that long, out of
+    the transaction, then come out together."""
+    worker = _worker(monkeypatch, 3600.0, caught_up_ms=200)
+    assert worker._hold.caught_up_seconds == 0.2
+    first, second = _batches(worker, 2)
+    started = time.monotonic()
+    positions = {(worker._internal, 0): first[0][-1].offset() + 1}
+    assert worker._due(first, positions, backlog=False) == {} and positions == {}
+    positions = {(worker._internal, 0): second[0][-1].offset() + 1}
+    due = worker._due(second, positions, backlog=False)
+    if time.monotonic() - started < 0.2:  # a slow machine may have taken the whole wait already
+        assert due == {} and positions == {}
+        assert worker.metrics.registry.get_sample_value("driftline_held_records") == 2 * len(MODELS)
+        time.sleep(0.2)
+        due = worker._due({}, positions, backlog=False)
+    assert [r.offset() for r in due[0]] == list(range(2 * len(MODELS)))
+    assert positions == {(worker._internal, 0): 2 * len(MODELS)} and not worker._hold
 
 
 def _counting(method, calls: list):
