@@ -118,7 +118,7 @@ class Worker:
         self._owned: set[int] = set()
         self._signing_key = signing_key(config.signing)
         self.metrics = WorkerMetrics(config.metrics)
-        self.metrics.scrapes = ScrapeRequests()  # a scrape gets statistics exported by the batch loop
+        self._scrapes = self.metrics.scrapes = ScrapeRequests()  # answered by _export_stats
         self._stop = threading.Event()
         self.ready = threading.Event()
         self._consumer: Consumer | None = None
@@ -158,7 +158,7 @@ class Worker:
         # blocking client calls return (and are repeated, see _complete) well before the watchdog
         # judges the batch stalled: a broker restart is waited out, not taken for a hang
         self._call_timeout = min(30.0, k.stall_timeout_seconds / 3)
-        # internal records held back under a backlog (uncommitted until detected)
+        # short internal records held back to be detected in longer runs (uncommitted until detected)
         self._hold = DetectionHold(k.detect_hold_ms / 1000, k.batch_max_bytes,
                                    caught_up_seconds=k.detect_hold_caught_up_ms / 1000)
 
@@ -1000,20 +1000,16 @@ class Worker:
         most every ``metrics.stats_interval_seconds``: one ``ModelMonitor.stats`` and its gauges
         cost about what detecting a dozen events does, per model and export."""
         now = time.monotonic()
-        scrapes = self.metrics.scrapes
-        ticket = scrapes.waiting() if scrapes is not None else 0
-        if not self._stats_pending or (not idle and not ticket and now - self._stats_exported < self._stats_interval):
-            if ticket:
-                scrapes.answer(ticket)  # nothing touched since the last export: the registry is fresh
-            return
-        for name in sorted(self._stats_pending):
-            monitor = self._monitors.get(name)
-            if monitor is not None:
-                self.metrics.export_model_stats(name, monitor.stats)
-        self._stats_pending.clear()
-        self._stats_exported = now
-        if ticket:
-            scrapes.answer(ticket)
+        ticket = self._scrapes.waiting()  # taken before the export: later scrapes wait for the next one
+        if self._stats_pending and (idle or ticket or now - self._stats_exported >= self._stats_interval):
+            for name in sorted(self._stats_pending):
+                monitor = self._monitors.get(name)
+                if monitor is not None:
+                    self.metrics.export_model_stats(name, monitor.stats)
+            self._stats_pending.clear()
+            self._stats_exported = now
+        if ticket:  # exported now, or nothing touched since the last export
+            self._scrapes.answer(ticket)
 
     def _mark_saved(self, partition: int, offset: int | None) -> None:
         """Redis now holds the partition's state as of ``offset`` (the in-memory state)."""
