@@ -122,6 +122,10 @@ class WorkerMetrics:
             "redis.max_pending_predictions event ids were pending.", registry=r)
         self.retries = Counter("driftline_retries", "Batches aborted by a transient Kafka or Redis error and retried.",
                                ["kind"], registry=r)
+        self.refetched_batches = Counter(
+            "driftline_refetched_batches", "Batches dropped unprocessed because the group took partitions away "
+            "(revoked) or the consumer had no membership (no_member) while they were fetched; whoever owns the "
+            "partitions reads them again from the committed offsets.", ["reason"], registry=r)
         self.state_rebuilds = Counter("driftline_state_rebuilds", "Committed model states that could not be used "
                                       "as they were (changed spec, unreadable, clock clamped).",
                                       ["model", "reason"], registry=r)
@@ -192,6 +196,9 @@ class WorkerMetrics:
 
     def retry(self, kind: str) -> None:
         self.retries.labels(kind=kind).inc()
+
+    def refetched(self, reason: str) -> None:
+        self.refetched_batches.labels(reason=reason).inc()
 
     def state_rebuilt(self, model: str, reason: str) -> None:
         self.state_rebuilds.labels(model=self.bound("model", model), reason=reason).inc()

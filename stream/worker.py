@@ -56,6 +56,7 @@ from stream.collector import fewer_collections
 from stream.config import (ConfigError, DriftlineConfig, consumer_settings, fetch_settings, producer_settings,
                            redis_client, signing_key)
 from stream.decoding import DecodeError, Decoder, artifact_digest, build_decoders, without_frames
+from stream.membership import GroupMembership
 from stream.metrics import ScrapeRequests, WorkerMetrics, serve_metrics
 from stream.records import (MAX_RECORD_BYTES, RecordError, decode_batch, encode_inference, encode_inference_batch,
                             encode_label, encode_label_batch, encode_registry, partition_for, source_position)
@@ -161,6 +162,8 @@ class Worker:
         # short internal records held back to be detected in longer runs (uncommitted until detected)
         self._hold = DetectionHold(k.detect_hold_ms / 1000, k.batch_max_bytes,
                                    caught_up_seconds=k.detect_hold_caught_up_ms / 1000)
+        self._revocations = 0  # partitions revoked or lost so far: a batch fetched across one is stale
+        self._unknown_metadata = False  # said once: group metadata in a format GroupMembership does not know
 
     # -- lifecycle ----------------------------------------------------------------------
     def ensure_topics(self) -> None:
@@ -224,9 +227,15 @@ class Worker:
                     if self._needs_rewind:
                         self._abort_and_rewind()
                     self._resume_waiting_labels()
+                    revocations = self._revocations
                     msgs, full = gather(consumer.consume, k.batch_size, k.batch_max_bytes, unit, timeout)
                     if msgs or self._hold:
-                        self._process(msgs, backlog=full)
+                        metadata = consumer.consumer_group_metadata()
+                        stale = self._stale(revocations, metadata)
+                        if stale:
+                            self._refetch(len(msgs), stale)
+                        else:
+                            self._process(msgs, metadata, backlog=full)
                     else:
                         self._export_stats(idle=True)
                         self._snapshot_safely([p for p, dirty in self._dirty.items() if dirty])
@@ -332,6 +341,7 @@ class Worker:
         log.info("worker %s owns internal partitions %s", self.worker_id, sorted(self._owned))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._revocations += 1
         self._unsettled = None
         self._release_paused(consumer)
         if not self._needs_rewind:  # hand the partitions over with current state: a shorter catch-up
@@ -498,9 +508,41 @@ class Worker:
         return monitor
 
     # -- processing ---------------------------------------------------------------------
-    def _process(self, msgs: list[Message], backlog: bool = False) -> None:
-        """Run one micro-batch as one Kafka transaction; ``backlog``: the batch came back full (more
-        input is waiting), so internal records may be held back (:class:`DetectionHold`)."""
+    def _stale(self, revocations: int, metadata: bytes) -> str | None:
+        """Why a batch just gathered must not be processed (``None``: it may be).
+
+        ``revoked``: partitions were revoked or lost while it was gathered, so some of its messages
+        may belong to another worker now (librdkafka returns what it fetched before the revocation
+        together with what came after). ``no_member``: the consumer had no membership when the batch
+        ended, so its offsets would commit unfenced (:mod:`stream.membership`).
+        """
+        if self._revocations != revocations:
+            return "revoked"
+        membership = GroupMembership.from_metadata(metadata)
+        if membership is None:
+            if not self._unknown_metadata:
+                self._unknown_metadata = True
+                log.warning("worker %s: the consumer's group metadata has a format this version does not read; "
+                            "batches are committed without checking the membership they were fetched under",
+                            self.worker_id)
+            return None
+        return None if membership.active else "no_member"
+
+    def _refetch(self, count: int, reason: str) -> None:
+        """Drop a stale batch unprocessed; what is still assigned is read again from its committed offsets."""
+        consumer = self._consumer
+        assert consumer is not None
+        self.metrics.refetched(reason)
+        log.info("worker %s: dropped a batch of %d messages fetched across a rebalance (%s); reading the "
+                 "assigned partitions again from their committed offsets", self.worker_id, count, reason)
+        self._hold.clear()
+        if consumer.assignment():
+            self._needs_rewind = True
+
+    def _process(self, msgs: list[Message], metadata: bytes, backlog: bool = False) -> None:
+        """Run one micro-batch as one Kafka transaction, its offsets committed with ``metadata`` (the
+        group membership it was fetched under); ``backlog``: the batch came back full (more input is
+        waiting), so internal records may be held back (:class:`DetectionHold`)."""
         started = time.perf_counter()
         producer = self._producer
         assert producer is not None and self._consumer is not None
@@ -518,7 +560,6 @@ class Worker:
                 positions[(topic, partition)] = offset
                 self._consumer.seek(TopicPartition(topic, partition, offset))
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            metadata = self._consumer.consumer_group_metadata()
             self._complete(lambda: producer.send_offsets_to_transaction(offsets, metadata, self._call_timeout))
             checkpoint_started = time.perf_counter()
             self._complete(lambda: producer.commit_transaction(self._call_timeout))
@@ -615,11 +656,11 @@ class Worker:
         positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(assignment) if tp.offset >= 0}
         committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(assignment, timeout=10)}
         moved = [TopicPartition(t, p, o) for (t, p), o in positions.items() if committed.get((t, p)) != o]
-        if not moved:
+        metadata = consumer.consumer_group_metadata()
+        if not moved or self._stale(self._revocations, metadata):
             return
         self._needs_rewind = True  # until the transaction commits
         producer.begin_transaction()
-        metadata = consumer.consumer_group_metadata()
         self._complete(lambda: producer.send_offsets_to_transaction(moved, metadata, self._call_timeout))
         self._complete(lambda: producer.commit_transaction(self._call_timeout))
         self._needs_rewind = False
