@@ -183,7 +183,7 @@ class KafkaSpec(_Strict):
     detect_hold_ms: int = Field(default=250, ge=0, le=60_000)
     # the same while the worker keeps up: short records (a few events per model and batch) wait at
     # most this long, which bounds what it adds to alert latency; 0: every batch
-    detect_hold_caught_up_ms: int = Field(default=0, ge=0, le=60_000)
+    detect_hold_caught_up_ms: int = Field(default=100, ge=0, le=60_000)
     max_message_bytes: int = Field(default=256 * 1024, ge=1024, le=100 * 1024 * 1024)
     # the consumer's memory bound (see fetch_settings): bytes one fetch request asks for, message
     # bytes the client may hold fetched ahead, payload bytes of one micro-batch
