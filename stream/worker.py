@@ -537,7 +537,7 @@ class Worker:
                  "assigned partitions again from their committed offsets", self.worker_id, count, reason)
         self._hold.clear()
         if consumer.assignment():
-            self._needs_rewind = True
+            self._rewind()  # no transaction is open: nothing to abort
 
     def _process(self, msgs: list[Message], metadata: bytes, backlog: bool = False) -> None:
         """Run one micro-batch as one Kafka transaction, its offsets committed with ``metadata`` (the
@@ -1168,7 +1168,12 @@ class Worker:
             if err is not None and (err.fatal() or err.retriable()):
                 raise  # fatal ends the worker; a timed-out abort is retried by the batch loop
             log.warning("abort: %s", exc)  # no open transaction, or it is aborted already
+        self._rewind()
+
+    def _rewind(self) -> None:
+        """Drop in-memory and staged state and restart every assigned partition from its committed point."""
         consumer = self._consumer
+        self._needs_rewind = True  # until settled: a transient error here is retried by the batch loop
         self._monitors.clear()
         self._owned.clear()
         self._staging.clear()

@@ -91,3 +91,7 @@ def test_workers_joining_and_leaving_mid_stream_route_every_message_once(stack, 
     assert routing["duplicated"] == 0 and routing["lost"] == 0 and routing["order_violations"] == 0, (routing, logs)
     assert report["states"]["all_equal"], (report["states"], logs)
     assert report["messages"]["duplicated"] == 0 and report["messages"]["lost"] == 0, (report["messages"], logs)
+    first_log = (tmp_path / "worker-a.log").read_text()
+    assert "fetched across a rebalance (revoked)" in first_log, "no revocation landed inside a gather: the run " \
+        "did not exercise what it tests"
+    assert "abort:" not in first_log, "a dropped batch has no transaction to abort"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 
+import pytest
+import redis
 from confluent_kafka import TopicPartition
 
 from detectors.simulate import demo_model
@@ -69,9 +71,25 @@ def test_metadata_in_an_unknown_format_is_trusted_and_said_once(monkeypatch, cap
 
 def test_a_stale_batch_rewinds_what_is_still_assigned(monkeypatch):
     worker = _worker(monkeypatch)
+    settled = []
+    monkeypatch.setattr(worker, "_settle", lambda consumer, partitions, claim: settled.append((partitions, claim)))
     worker._refetch(120, "no_member")
-    assert worker._needs_rewind, "the dropped messages are past the consumer's position: read them again"
+    assert settled == [(worker._consumer.assignment(), False)], \
+        "the dropped messages are past the consumer's position: every assigned partition restarts from its commit"
+    assert not worker._needs_rewind
     assert _refetched(worker, "no_member") == 1.0
+
+
+def test_a_rewind_that_fails_is_left_to_the_batch_loop(monkeypatch):
+    worker = _worker(monkeypatch)
+
+    def unreachable(consumer, partitions, claim):
+        raise redis.ConnectionError("Redis went away")
+
+    monkeypatch.setattr(worker, "_settle", unreachable)
+    with pytest.raises(redis.ConnectionError):
+        worker._refetch(10, "revoked")
+    assert worker._needs_rewind, "the batch loop retries the rewind (aborting first) after its backoff"
 
 
 def test_a_stale_batch_after_losing_everything_waits_for_the_next_assignment(monkeypatch):
@@ -79,6 +97,7 @@ def test_a_stale_batch_after_losing_everything_waits_for_the_next_assignment(mon
     before = worker._revocations
     worker._on_revoke(worker._consumer, worker._consumer.assignment())
     reason = worker._stale(before, _metadata(4, "rdkafka-1"))
+    monkeypatch.setattr(worker, "_settle", lambda *args, **kwargs: pytest.fail("nothing is assigned to rewind"))
     worker._refetch(50, reason)
-    assert not worker._needs_rewind, "nothing is assigned: the next assignment starts from the committed offsets"
+    assert not worker._needs_rewind, "the next assignment starts from the committed offsets"
     assert _refetched(worker, "revoked") == 1.0
