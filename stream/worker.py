@@ -518,6 +518,10 @@ class Worker:
         """
         if self._revocations != revocations:
             return "revoked"
+        return None if self._member(metadata) else "no_member"
+
+    def _member(self, metadata: bytes) -> bool:
+        """Whether offsets committed with ``metadata`` are fenced by the group (it names a member)."""
         membership = GroupMembership.from_metadata(metadata)
         if membership is None:
             if not self._unknown_metadata:
@@ -525,8 +529,8 @@ class Worker:
                 log.warning("worker %s: the consumer's group metadata has a format this version does not read; "
                             "batches are committed without checking the membership they were fetched under",
                             self.worker_id)
-            return None
-        return None if membership.active else "no_member"
+            return True
+        return membership.active
 
     def _refetch(self, count: int, reason: str) -> None:
         """Drop a stale batch unprocessed; what is still assigned is read again from its committed offsets."""
@@ -535,9 +539,8 @@ class Worker:
         self.metrics.refetched(reason)
         log.info("worker %s: dropped a batch of %d messages fetched across a rebalance (%s); reading the "
                  "assigned partitions again from their committed offsets", self.worker_id, count, reason)
-        self._hold.clear()
         if consumer.assignment():
-            self._rewind()  # no transaction is open: nothing to abort
+            self._rewind()  # no transaction is open: nothing to abort; settling forgets held records
 
     def _process(self, msgs: list[Message], metadata: bytes, backlog: bool = False) -> None:
         """Run one micro-batch as one Kafka transaction, its offsets committed with ``metadata`` (the
@@ -657,7 +660,7 @@ class Worker:
         committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(assignment, timeout=10)}
         moved = [TopicPartition(t, p, o) for (t, p), o in positions.items() if committed.get((t, p)) != o]
         metadata = consumer.consumer_group_metadata()
-        if not moved or self._stale(self._revocations, metadata):
+        if not moved or not self._member(metadata):
             return
         self._needs_rewind = True  # until the transaction commits
         producer.begin_transaction()
